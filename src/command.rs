@@ -1,0 +1,231 @@
+//! Control commands (contract §3): bytes → [`Command`], and [`Reply`] → bytes.
+//!
+//! Shared by every transport, so the socket and AMQP accept exactly the same language.
+
+use crate::signals::Sig;
+use crate::units::parse_duration;
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Stop,
+    Suspend,
+    Resume,
+    Kill(Sig),
+    Sample,
+    ChangeSampleRate(Duration),
+    TimerReset,
+    TimerStart,
+    TimerStop,
+    TimerResume,
+    Status,
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Stop => "stop",
+            Command::Suspend => "suspend",
+            Command::Resume => "resume",
+            Command::Kill(_) => "kill",
+            Command::Sample => "sample",
+            Command::ChangeSampleRate(_) => "change_sample_rate",
+            Command::TimerReset => "timer_reset",
+            Command::TimerStart => "timer_start",
+            Command::TimerStop => "timer_stop",
+            Command::TimerResume => "timer_resume",
+            Command::Status => "status",
+        }
+    }
+}
+
+/// A refused command: the reason, and the command's name when it could be read.
+#[derive(Debug, PartialEq)]
+pub struct Rejected {
+    pub command: Option<String>,
+    pub reason: String,
+}
+
+/// Parses one command. Keys match case-insensitively, as Go's decoder did.
+pub fn parse(raw: &[u8]) -> Result<Command, Rejected> {
+    let reject = |command: Option<&str>, reason: String| Rejected {
+        command: command.map(str::to_owned),
+        reason,
+    };
+    let value: Value =
+        serde_json::from_slice(raw).map_err(|e| reject(None, format!("invalid JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(reject(None, "a command must be a JSON object".into()));
+    };
+    let field = |key: &str| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    };
+    let name = match field("command") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(reject(None, "\"command\" must be a string".into())),
+        None => return Err(reject(None, "missing \"command\"".into())),
+    };
+    let args: Vec<String> = match field("arguments") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) if n.as_u64().is_some() => Ok(n.to_string()),
+                _ => Err(reject(
+                    Some(name),
+                    format!("bad argument {v}: use strings, such as [\"15\"]"),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(reject(Some(name), "\"arguments\" must be an array".into())),
+    };
+    let no_args = |cmd: Command| {
+        if args.is_empty() {
+            Ok(cmd)
+        } else {
+            Err(reject(Some(name), format!("{name} takes no arguments")))
+        }
+    };
+    let one_arg = || match args.as_slice() {
+        [a] => Ok(a.as_str()),
+        _ => Err(reject(
+            Some(name),
+            format!("{name} takes exactly one argument"),
+        )),
+    };
+    match name.to_ascii_lowercase().as_str() {
+        "stop" => no_args(Command::Stop),
+        "suspend" => no_args(Command::Suspend),
+        "resume" => no_args(Command::Resume),
+        "sample" => no_args(Command::Sample),
+        "status" => no_args(Command::Status),
+        "timer_reset" => no_args(Command::TimerReset),
+        "timer_start" => no_args(Command::TimerStart),
+        "timer_stop" => no_args(Command::TimerStop),
+        "timer_resume" => no_args(Command::TimerResume),
+        "kill" => match args.as_slice() {
+            [] => Ok(Command::Kill(Sig::KILL)),
+            [s] => Sig::parse(s)
+                .map(Command::Kill)
+                .map_err(|e| reject(Some(name), e)),
+            _ => Err(reject(Some(name), "kill takes at most one argument".into())),
+        },
+        "change_sample_rate" => {
+            let d = parse_duration(one_arg()?).map_err(|e| reject(Some(name), e))?;
+            if d.is_zero() {
+                return Err(reject(
+                    Some(name),
+                    "the sample interval must be above zero".into(),
+                ));
+            }
+            Ok(Command::ChangeSampleRate(d))
+        }
+        _ => Err(reject(Some(name), format!("unknown command '{name}'"))),
+    }
+}
+
+/// The answer to one command (contract §3).
+#[derive(Debug, Serialize)]
+pub struct Reply {
+    pub ok: bool,
+    pub command: Option<String>,
+    pub error: Option<String>,
+    pub state: Value,
+}
+
+impl Reply {
+    pub fn to_line(&self) -> String {
+        let mut s = serde_json::to_string(self).unwrap_or_else(|_| r#"{"ok":false}"#.into());
+        s.push('\n');
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Command, Rejected> {
+        parse(s.as_bytes())
+    }
+
+    #[test]
+    fn accepted() {
+        assert_eq!(
+            p(r#"{"command": "kill", "arguments": ["15"]}"#),
+            Ok(Command::Kill(Sig::TERM))
+        );
+        assert_eq!(p(r#"{"Command": "KILL"}"#), Ok(Command::Kill(Sig::KILL)));
+        assert_eq!(
+            p(r#"{"COMMAND": "kill", "Arguments": ["-9"]}"#),
+            Ok(Command::Kill(Sig::KILL))
+        );
+        assert_eq!(
+            p(r#"{"command": "kill", "arguments": [15]}"#),
+            Ok(Command::Kill(Sig::TERM))
+        );
+        assert_eq!(
+            p(r#"{"command": "suspend", "arguments": []}"#),
+            Ok(Command::Suspend)
+        );
+        assert_eq!(
+            p(r#"{"command": "status", "arguments": null}"#),
+            Ok(Command::Status)
+        );
+        assert_eq!(
+            p(r#"{"command": "change_sample_rate", "arguments": ["1m30s"]}"#),
+            Ok(Command::ChangeSampleRate(Duration::from_secs(90)))
+        );
+        for name in [
+            "stop",
+            "resume",
+            "sample",
+            "timer_reset",
+            "timer_start",
+            "timer_stop",
+            "timer_resume",
+        ] {
+            assert_eq!(
+                p(&format!(r#"{{"command": "{name}"}}"#)).unwrap().name(),
+                name
+            );
+        }
+    }
+
+    #[test]
+    fn rejected_with_reason() {
+        for bad in [
+            "",
+            "not json",
+            "[1,2]",
+            r#"{"arguments": []}"#,
+            r#"{"command": 5}"#,
+            r#"{"command": "explode"}"#,
+            r#"{"command": "kill", "arguments": ["0"]}"#,
+            r#"{"command": "kill", "arguments": [-9]}"#,
+            r#"{"command": "kill", "arguments": ["--9"]}"#,
+            r#"{"command": "kill", "arguments": ["NOPE"]}"#,
+            r#"{"command": "kill", "arguments": "9"}"#,
+            r#"{"command": "kill", "arguments": ["9", "15"]}"#,
+            r#"{"command": "stop", "arguments": ["now"]}"#,
+            r#"{"command": "change_sample_rate", "arguments": ["soon"]}"#,
+            r#"{"command": "change_sample_rate", "arguments": ["0s"]}"#,
+            r#"{"command": "change_sample_rate"}"#,
+        ] {
+            let e = p(bad).expect_err(bad);
+            assert!(!e.reason.is_empty(), "{bad}");
+        }
+        assert_eq!(
+            p(r#"{"command": "kill", "arguments": ["0"]}"#)
+                .unwrap_err()
+                .command
+                .as_deref(),
+            Some("kill")
+        );
+    }
+}

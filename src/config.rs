@@ -1,0 +1,305 @@
+//! Command line and environment → one [`Config`].
+//!
+//! Three spellings must work for every long option (contract §1): `--name VALUE`,
+//! `--name=VALUE`, and the Go tool's `-name VALUE` / `-name=VALUE`. The Go form is rewritten to
+//! the double-dash form before clap sees it, using clap's own list of long options, so that the
+//! table of options lives in one place. Every option also reads `PBOX_<NAME>`.
+
+use crate::signals::Sig;
+use crate::units::{parse_duration, parse_size};
+use clap::builder::BoolishValueParser;
+use clap::{CommandFactory, Parser, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Track {
+    /// ptrace when the kernel allows it, otherwise subreaper (with one warning)
+    Auto,
+    /// learn of every fork through ptrace events; fail with status 125 if ptrace is refused
+    Ptrace,
+    /// no ptrace: walk the kernel's children lists on SIGCHLD and on every tick
+    Subreaper,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnMainExit {
+    /// end every leftover process: the stop signal, then SIGKILL after --grace
+    Kill,
+    /// wait for the whole tree to exit by itself
+    Wait,
+}
+
+/// Bool options take `--debug`, `--debug=false`, `-debug=true` (Go never takes a separate word).
+macro_rules! bool_opt {
+    () => {
+        clap::builder::ValueParser::new(BoolishValueParser::new())
+    };
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "proc_box",
+    version,
+    about = "Run a command in a box that holds its whole process tree: every descendant is \
+             tracked, signalled, timed and ended with it.",
+    after_help = "Every option also reads PBOX_<NAME> from the environment (for example PBOX_TIMEOUT=10m); \
+                  the command line wins. Go-style -name VALUE and -name=VALUE work too.\n\
+                  Exit status: the command's own; 128+N if it died of signal N; 124 on --timeout; \
+                  125 if proc_box failed; 126 if CMD cannot run; 127 if CMD was not found.",
+    trailing_var_arg = true
+)]
+pub struct Config {
+    /// AMQP URI (amqp:// or amqps://); unset means no broker
+    #[arg(long, env = "PBOX_URI", value_name = "URI")]
+    pub uri: Option<String>,
+    /// topic exchange for control and emission
+    #[arg(long, env = "PBOX_EXCHANGE", default_value = "amq.topic")]
+    pub exchange: String,
+    /// control routing key; a comma-separated list binds several
+    #[arg(long, env = "PBOX_RKEY", default_value = "proc_box.remote_control")]
+    pub rkey: String,
+    /// prefix of the emission routing key (.<hostname> is appended)
+    #[arg(long, env = "PBOX_SKEY", default_value = "proc_box.stats")]
+    pub skey: String,
+    /// interval between emitted samples
+    #[arg(long, env = "PBOX_SINT", default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
+    pub sint: Duration,
+    /// wall-clock limit (0 = none); the job is stopped and proc_box exits 124
+    #[arg(long, env = "PBOX_TIMEOUT", default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// stdout byte limit: graceful stop at the limit, SIGKILL at twice it
+    #[arg(long, env = "PBOX_STDOUTLIMIT", default_value = "100G", value_parser = parse_size, value_name = "SIZE")]
+    pub stdoutlimit: u64,
+    /// how long one message may take to be sent and confirmed (0 = no limit)
+    #[arg(long, env = "PBOX_MSGTIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub msgtimeout: Duration,
+    /// a JSON object copied into every sample and the summary as `user`
+    #[arg(long, env = "PBOX_JSON", value_parser = parse_json_object, value_name = "OBJECT")]
+    pub json: Option<serde_json::Value>,
+    /// log debugging detail on stderr
+    #[arg(long, env = "PBOX_DEBUG", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
+    pub debug: bool,
+    /// log errors only
+    #[arg(long, env = "PBOX_NOWARN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
+    pub nowarn: bool,
+    /// accepted for compatibility: broker trouble never stops the job
+    #[arg(long, env = "PBOX_RUNANYWAY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
+    pub runanyway: bool,
+    /// accepted for compatibility: rkey lists always work
+    #[arg(long = "multiRmtKey", env = "PBOX_MULTIRMTKEY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
+    pub multi_rmt_key: bool,
+
+    /// box id, used in messages and in the per-box control routing key
+    /// [default: the scheduler's job id, else <hostname>-<pid>]
+    #[arg(long, env = "PBOX_ID")]
+    pub id: Option<String>,
+    /// time between the stop signal and SIGKILL
+    #[arg(long, env = "PBOX_GRACE", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub grace: Duration,
+    /// signal that starts a graceful stop
+    #[arg(long = "stop-signal", env = "PBOX_STOP_SIGNAL", default_value = "TERM", value_parser = Sig::parse, value_name = "SIGNAL")]
+    pub stop_signal: Sig,
+    /// how descendants are found
+    #[arg(long, env = "PBOX_TRACK", value_enum, default_value = "auto")]
+    pub track: Track,
+    /// what happens to leftover descendants when the main process exits
+    #[arg(
+        long = "on-main-exit",
+        env = "PBOX_ON_MAIN_EXIT",
+        value_enum,
+        default_value = "kill"
+    )]
+    pub on_main_exit: OnMainExit,
+    /// on --timeout, exit with the command's status (128+N) instead of 124
+    #[arg(long = "preserve-status", env = "PBOX_PRESERVE_STATUS", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
+    pub preserve_status: bool,
+    /// Unix socket (mode 0600) taking one JSON command per line
+    #[arg(
+        long = "control-socket",
+        env = "PBOX_CONTROL_SOCKET",
+        value_name = "PATH"
+    )]
+    pub control_socket: Option<PathBuf>,
+
+    /// the command to run, and its arguments
+    #[arg(required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+fn parse_json_object(text: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err("--json must be a JSON object, such as '{\"job\": \"x\"}'".into()),
+        Err(e) => Err(format!("--json is not valid JSON: {e}")),
+    }
+}
+
+/// How parsing ended when it did not produce a config.
+pub enum ParseOutcome {
+    /// `--help` or `--version`: print this on stdout and exit 0.
+    Info(String),
+    /// A usage error: print this on stderr and exit 125.
+    Usage(String),
+}
+
+impl Config {
+    pub fn parse_args(args: Vec<OsString>) -> Result<Config, ParseOutcome> {
+        let args = go_style_to_gnu(args);
+        Config::try_parse_from(args).map_err(|e| {
+            use clap::error::ErrorKind::*;
+            match e.kind() {
+                DisplayHelp | DisplayVersion => ParseOutcome::Info(e.to_string()),
+                _ => ParseOutcome::Usage(e.to_string()),
+            }
+        })
+    }
+}
+
+/// Rewrites `-name[=v]` to `--name[=v]` for every long option clap knows, up to the command.
+fn go_style_to_gnu(args: Vec<OsString>) -> Vec<OsString> {
+    let cmd = Config::command();
+    let takes_value = |name: &str| -> Option<bool> {
+        if name == "help" || name == "version" {
+            return Some(false);
+        }
+        cmd.get_arguments()
+            .find(|a| a.get_long() == Some(name))
+            .map(|a| a.get_action().takes_values() && !a.is_require_equals_set())
+    };
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    out.extend(iter.next()); // argv[0]
+    while let Some(arg) = iter.next() {
+        let Some(text) = arg.to_str().map(str::to_owned) else {
+            out.push(arg);
+            out.extend(iter);
+            break;
+        };
+        if text == "--" || !text.starts_with('-') || text == "-" {
+            out.push(arg);
+            out.extend(iter);
+            break;
+        }
+        let long = if let Some(rest) = text.strip_prefix("--") {
+            rest.to_owned()
+        } else if text.len() > 2 {
+            text[1..].to_owned()
+        } else {
+            out.push(arg); // a genuine short flag such as -h or -V
+            continue;
+        };
+        let name = long.split('=').next().unwrap_or_default();
+        match takes_value(name) {
+            Some(needs_value) => {
+                out.push(OsString::from(format!("--{long}")));
+                if needs_value && !long.contains('=') {
+                    out.extend(iter.next());
+                }
+            }
+            // Unknown: pass through unchanged and let clap report it.
+            None => out.push(arg),
+        }
+    }
+    out
+}
+
+/// Scheduler job-id variables tried, in order, when `--id` is unset.
+const JOB_ID_VARS: &[&str] = &[
+    "SLURM_JOB_ID",
+    "PBS_JOBID",
+    "LSB_JOBID",
+    "JOB_ID",
+    "FLUX_JOB_ID",
+    "CONDOR_JOB_ID",
+];
+
+impl Config {
+    /// The box id (contract §3): `--id`, else the scheduler's job id, else `<hostname>-<pid>`.
+    pub fn box_id(&self, hostname: &str) -> String {
+        if let Some(id) = self.id.as_deref().filter(|s| !s.is_empty()) {
+            return id.to_owned();
+        }
+        JOB_ID_VARS
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+            .unwrap_or_else(|| format!("{hostname}-{}", std::process::id()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut v: Vec<OsString> = vec!["proc_box".into()];
+        v.extend(args.iter().map(OsString::from));
+        Config::parse_args(v).map_err(|e| match e {
+            ParseOutcome::Info(s) | ParseOutcome::Usage(s) => s,
+        })
+    }
+
+    #[test]
+    fn three_spellings() {
+        for args in [
+            &["--timeout", "10m", "true"][..],
+            &["--timeout=10m", "true"],
+            &["-timeout", "10m", "true"],
+            &["-timeout=10m", "true"],
+        ] {
+            let c = parse(args).unwrap();
+            assert_eq!(c.timeout, Duration::from_secs(600), "{args:?}");
+            assert_eq!(c.command, vec![OsString::from("true")]);
+        }
+    }
+
+    #[test]
+    fn go_bools_and_stop_at_command() {
+        let c = parse(&[
+            "-debug",
+            "-runanyway=true",
+            "-multiRmtKey",
+            "sh",
+            "-c",
+            "-timeout 5",
+        ])
+        .unwrap();
+        assert!(c.debug && c.runanyway && c.multi_rmt_key);
+        assert_eq!(c.timeout, Duration::ZERO);
+        assert_eq!(c.command, ["sh", "-c", "-timeout 5"].map(OsString::from));
+        let c = parse(&["-debug=false", "--", "-weird-name"]).unwrap();
+        assert!(!c.debug);
+        assert_eq!(c.command, vec![OsString::from("-weird-name")]);
+    }
+
+    #[test]
+    fn options_for_the_box() {
+        let c = parse(&[
+            "-grace",
+            "2s",
+            "--stop-signal=INT",
+            "-track=subreaper",
+            "--on-main-exit",
+            "wait",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(c.grace, Duration::from_secs(2));
+        assert_eq!(c.stop_signal, Sig::INT);
+        assert_eq!(c.track, Track::Subreaper);
+        assert_eq!(c.on_main_exit, OnMainExit::Wait);
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--timeout", "soon", "x"]).is_err());
+        assert!(parse(&["--json", "{not json", "x"]).is_err());
+        assert!(parse(&["--json", "[1]", "x"]).is_err());
+        assert!(parse(&["--stop-signal", "0", "x"]).is_err());
+        assert!(parse(&["--no-such-option", "x"]).is_err());
+        let c = parse(&["--json", r#"{"job": "x"}"#, "x"]).unwrap();
+        assert_eq!(c.json.unwrap()["job"], "x");
+    }
+}

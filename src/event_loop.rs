@@ -1,0 +1,459 @@
+//! The one loop that owns the tree.
+//!
+//! mio sources: a signalfd (SIGCHLD and every signal proc_box acts on), one pidfd per process,
+//! the control socket, and a `Waker` for transport threads. Deadlines (grace, wall-clock
+//! timeout, the children-list tick) become the poll timeout; nothing sleeps.
+
+use crate::command::{self, Command, Reply};
+use crate::policy::{Action, Policy, Reason};
+use crate::signals::Sig;
+use crate::spawn::ExecReport;
+use crate::terminal::Terminal;
+use crate::tracker::{pidfd, Event, ExitStatus, Mode, Tracker};
+use crate::transport::socket::{ControlSocket, Input, MAX_LINE};
+use crate::transport::{Inbox, Request};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
+use serde_json::{json, Value};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SIGNALS: Token = Token(0);
+const WAKER: Token = Token(1);
+
+/// How often the children lists are walked when no event asks for it. In subreaper mode this
+/// bounds how long a new process can go unseen; in ptrace mode it is only the backstop for
+/// `clone(CLONE_UNTRACED)`.
+const TICK_SUBREAPER: Duration = Duration::from_millis(100);
+const TICK_PTRACE: Duration = Duration::from_millis(500);
+
+/// Every signal proc_box acts on. All are blocked and read from the signalfd; the job starts
+/// with proc_box's original mask instead.
+pub fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGCONT,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Everything the loop starts with.
+pub struct Parts {
+    pub signals: SignalFd,
+    pub main: crate::spawn::Spawned,
+    pub policy: Policy,
+    pub socket: Option<ControlSocket>,
+    pub terminal: Option<Terminal>,
+    pub box_id: String,
+    pub command_name: String,
+    pub kill_leftovers: bool,
+}
+
+/// How the box ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub main: Option<ExitStatus>,
+    pub exec_error: Option<io::Error>,
+    pub reason: Option<Reason>,
+    pub leftover_killed: u64,
+    pub wall: Duration,
+}
+
+impl Outcome {
+    /// Contract §2.
+    pub fn exit_code(&self, preserve_status: bool) -> i32 {
+        if let Some(e) = &self.exec_error {
+            return if e.raw_os_error() == Some(libc::ENOENT) {
+                127
+            } else {
+                126
+            };
+        }
+        match self.main {
+            None => 125,
+            Some(_) if self.reason == Some(Reason::Timeout) && !preserve_status => 124,
+            Some(ExitStatus::Exited(code)) => code,
+            Some(ExitStatus::Signaled(sig)) => 128 + sig,
+        }
+    }
+}
+
+pub struct EventLoop {
+    poll: Poll,
+    signals: SignalFd,
+    tracker: Tracker,
+    policy: Policy,
+    socket: Option<ControlSocket>,
+    terminal: Option<Terminal>,
+    report: ExecReport,
+    inbox: Inbox,
+    requests: Receiver<Request>,
+    box_id: String,
+    command_name: String,
+    kill_leftovers: bool,
+    started: Instant,
+    tick: Duration,
+    next_tick: Instant,
+    main_status: Option<ExitStatus>,
+    exec_error: Option<io::Error>,
+    /// proc_box stopped itself for terminal job control and waits for SIGCONT.
+    self_stopped: bool,
+    /// Live processes when the main one exited, and `processes_started` at that moment.
+    leftovers: Option<(usize, u64)>,
+}
+
+impl EventLoop {
+    pub fn new(parts: Parts) -> io::Result<EventLoop> {
+        let poll = Poll::new()?;
+        let registry = poll.registry();
+        registry.register(
+            &mut SourceFd(&parts.signals.as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
+        let waker = Arc::new(Waker::new(registry, WAKER)?);
+        let (tx, requests) = channel();
+        let mut socket = parts.socket;
+        if let Some(s) = socket.as_mut() {
+            s.register(registry)?;
+        }
+        let mode = parts.main.mode;
+        let tracker = Tracker::new(mode, parts.main.pidfd, registry);
+        let tick = if mode == Mode::Ptrace {
+            TICK_PTRACE
+        } else {
+            TICK_SUBREAPER
+        };
+        let mut terminal = parts.terminal;
+        if let Some(t) = terminal.as_mut() {
+            t.set_job(tracker.main_pid());
+        }
+        let now = Instant::now();
+        Ok(EventLoop {
+            signals: parts.signals,
+            tracker,
+            policy: parts.policy,
+            socket,
+            terminal,
+            report: parts.main.report,
+            inbox: Inbox::new(tx, waker),
+            requests,
+            box_id: parts.box_id,
+            command_name: parts.command_name,
+            kill_leftovers: parts.kill_leftovers,
+            started: now,
+            tick,
+            next_tick: now + tick,
+            main_status: None,
+            exec_error: None,
+            self_stopped: false,
+            leftovers: None,
+            poll,
+        })
+    }
+
+    /// The handle through which transport threads (AMQP) send commands to this loop.
+    pub fn inbox(&self) -> Inbox {
+        self.inbox.clone()
+    }
+
+    pub fn run(mut self) -> Outcome {
+        let mut events = Events::with_capacity(256);
+        while !self.tracker.finished() {
+            self.tracker.set_birth_signal(self.policy.birth_signal());
+            let now = Instant::now();
+            let wake = self
+                .policy
+                .next_deadline(now)
+                .map_or(self.next_tick, |d| d.min(self.next_tick));
+            match self
+                .poll
+                .poll(&mut events, Some(wake.saturating_duration_since(now)))
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    crate::error!("event loop failed: {e}; killing the whole tree");
+                    self.tracker.signal_tree(Sig::KILL, self.poll.registry());
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                self.dispatch(ev.token());
+            }
+            let now = Instant::now();
+            let actions = self.policy.on_time(now);
+            self.apply(actions);
+            if now >= self.next_tick {
+                self.tracker.scan(self.poll.registry());
+                self.next_tick = now + self.tick;
+            }
+        }
+        if let Some(t) = &self.terminal {
+            t.take_back();
+        }
+        let leftover_killed = match self.leftovers {
+            Some((n, started)) if self.kill_leftovers || self.policy.stopping() => {
+                n as u64 + (self.tracker.processes_started() - started)
+            }
+            _ => 0,
+        };
+        if leftover_killed > 0 {
+            crate::info!(
+                "ended {leftover_killed} leftover process(es) after the main process exited"
+            );
+        }
+        Outcome {
+            main: self.main_status,
+            exec_error: self.exec_error,
+            reason: self.policy.reason(),
+            leftover_killed,
+            wall: self.started.elapsed(),
+        }
+    }
+
+    fn dispatch(&mut self, token: Token) {
+        match token {
+            SIGNALS => self.on_signals(),
+            WAKER => {
+                while let Ok(req) = self.requests.try_recv() {
+                    let reply = self.handle_raw(&req.raw);
+                    (req.respond)(reply);
+                }
+            }
+            t if ControlSocket::owns(t) => self.on_socket(t),
+            t => {
+                self.tracker.pidfd_ready(t, self.poll.registry());
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            match sig {
+                Signal::SIGCHLD => self.on_sigchld(),
+                Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT => {
+                    let what = if self.policy.stopping() {
+                        "killing"
+                    } else {
+                        "stopping"
+                    };
+                    crate::info!("received {sig}; {what} the whole tree");
+                    let actions = self.policy.stop_signal_received(Instant::now());
+                    self.apply(actions);
+                }
+                Signal::SIGHUP => crate::info!("SIGHUP: no sample sink exists in this version yet"),
+                Signal::SIGUSR1 | Signal::SIGUSR2 | Signal::SIGWINCH => {
+                    self.tracker.signal_tree(
+                        Sig::from_raw(sig as i32).unwrap_or(Sig::CONT),
+                        self.poll.registry(),
+                    );
+                }
+                Signal::SIGTSTP => self.suspend_self(),
+                Signal::SIGCONT => self.on_continued(),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_sigchld(&mut self) {
+        let events = self.tracker.reap(self.poll.registry());
+        if self.tracker.mode() == Mode::Subreaper {
+            // Orphans were just reparented to us, or a member forked: look now, not next tick.
+            self.tracker.scan(self.poll.registry());
+        }
+        for ev in events {
+            match ev {
+                Event::MainExited(status) => self.on_main_exit(status),
+                Event::MainStopped(sig) if self.terminal.is_some() => {
+                    crate::debug!("the job stopped itself with {sig}");
+                    self.suspend_self();
+                }
+                Event::MainStopped(_) => {}
+            }
+        }
+    }
+
+    fn on_main_exit(&mut self, status: ExitStatus) {
+        self.main_status = Some(status);
+        self.exec_error = self.report.exec_error();
+        if let Some(e) = &self.exec_error {
+            crate::error!("cannot run '{}': {e}", self.command_name);
+        }
+        self.tracker.scan(self.poll.registry());
+        let live = self.tracker.len();
+        self.leftovers = Some((live, self.tracker.processes_started()));
+        let how = match status {
+            ExitStatus::Exited(c) => format!("exited with status {c}"),
+            ExitStatus::Signaled(s) => format!(
+                "was killed by {}",
+                Sig::from_raw(s).map_or(s.to_string(), |s| s.to_string())
+            ),
+        };
+        if live > 0 {
+            let next = if self.kill_leftovers {
+                "ending"
+            } else {
+                "waiting for"
+            };
+            crate::info!("main process {how}; {next} {live} leftover process(es)");
+        } else {
+            crate::debug!("main process {how}");
+        }
+        let actions = self.policy.main_exited(live > 0, Instant::now());
+        self.apply(actions);
+    }
+
+    /// Ctrl-Z, or SIGTSTP sent to proc_box: hold the whole tree, give the terminal back to
+    /// the shell, and stop proc_box itself so the shell sees a stopped job.
+    fn suspend_self(&mut self) {
+        if self.policy.stopping() || self.self_stopped {
+            return;
+        }
+        let actions = self.policy.terminal_stop(Instant::now());
+        self.apply(actions);
+        if let Some(t) = &self.terminal {
+            t.take_back();
+        }
+        self.self_stopped = true;
+        crate::info!("job suspended with the whole tree; 'fg' or SIGCONT resumes it");
+        if let Err(e) = pidfd::signal_self(Sig::STOP) {
+            crate::warn!("cannot stop proc_box itself: {e}");
+        }
+    }
+
+    fn on_continued(&mut self) {
+        if !std::mem::take(&mut self.self_stopped) {
+            return;
+        }
+        if let Some(t) = &self.terminal {
+            t.give_to_job();
+        }
+        let actions = self
+            .policy
+            .command(&Command::Resume, Instant::now())
+            .unwrap_or_default();
+        self.apply(actions);
+    }
+
+    fn on_socket(&mut self, token: Token) {
+        let Some(socket) = self.socket.as_mut() else {
+            return;
+        };
+        let inputs = socket.ready(token, self.poll.registry());
+        for (conn, input) in inputs {
+            let reply = match input {
+                Input::Line(line) => self.handle_raw(&line),
+                Input::TooLong => {
+                    crate::warn!("control socket: rejected a line longer than {MAX_LINE} bytes");
+                    self.reply(
+                        false,
+                        None,
+                        Some(format!("line longer than {MAX_LINE} bytes")),
+                    )
+                }
+            };
+            if let Some(socket) = self.socket.as_mut() {
+                socket.reply(conn, &reply.to_line(), self.poll.registry());
+            }
+        }
+    }
+
+    /// One command from any transport: parse, decide, act, answer.
+    fn handle_raw(&mut self, raw: &[u8]) -> Reply {
+        let cmd = match command::parse(raw) {
+            Ok(cmd) => cmd,
+            Err(r) => {
+                crate::warn!("rejected command: {}", r.reason);
+                return self.reply(false, r.command, Some(r.reason));
+            }
+        };
+        let name = Some(cmd.name().to_owned());
+        let result = match cmd {
+            Command::Sample | Command::ChangeSampleRate(_) => {
+                Err("samples are not produced by this version yet".to_owned())
+            }
+            _ => self.policy.command(&cmd, Instant::now()),
+        };
+        match result {
+            Ok(actions) => {
+                if cmd != Command::Status {
+                    crate::info!("command: {}", cmd.name());
+                }
+                self.apply(actions);
+                self.reply(true, name, None)
+            }
+            Err(e) => {
+                crate::warn!("command {} refused: {e}", cmd.name());
+                self.reply(false, name, Some(e))
+            }
+        }
+    }
+
+    fn reply(&self, ok: bool, command: Option<String>, error: Option<String>) -> Reply {
+        Reply {
+            ok,
+            command,
+            error,
+            state: self.state(),
+        }
+    }
+
+    /// The box's state as `status` reports it.
+    fn state(&self) -> Value {
+        let now = Instant::now();
+        let timer = self.policy.timer();
+        let elapsed = timer.elapsed(now);
+        json!({
+            "box_id": self.box_id,
+            "state": self.policy.state_name(),
+            "pid": self.tracker.main_pid(),
+            "main_running": self.main_status.is_none(),
+            "processes": self.tracker.len(),
+            "pids": self.tracker.pids(),
+            "processes_started": self.tracker.processes_started(),
+            "processes_peak": self.tracker.processes_peak(),
+            "track": match self.tracker.mode() { Mode::Ptrace => "ptrace", Mode::Subreaper => "subreaper" },
+            "elapsed_seconds": self.started.elapsed().as_secs_f64(),
+            "timer": {
+                "enabled": timer.enabled(),
+                "elapsed_seconds": elapsed.as_secs_f64(),
+                "timeout_seconds": timer.limit().map(|l| l.as_secs_f64()),
+                "remaining_seconds": timer.limit().map(|l| l.saturating_sub(elapsed).as_secs_f64()),
+            },
+            "reason": self.policy.reason().map(Reason::as_str),
+        })
+    }
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Signal(sig) => {
+                    self.tracker.set_birth_signal(self.policy.birth_signal());
+                    self.tracker.signal_tree(sig, self.poll.registry());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! proc_box: run a command in a box that holds its whole process tree.
+//!
+//! Data flows one way: kernel events → [`tracker`] (what the tree is) → [`policy`] (what to do)
+//! → actions carried out by the [`event_loop`]; the [`transport`]s feed commands in.
+
+#[macro_use]
+pub mod log;
+pub mod command;
+pub mod config;
+pub mod event_loop;
+pub mod policy;
+pub mod signals;
+pub mod spawn;
+pub mod terminal;
+pub mod tracker;
+pub mod transport;
+pub mod units;

@@ -1,0 +1,169 @@
+//! Starting the main process: fork, pre-exec setup, ptrace seize, exec.
+//!
+//! The child waits on a pipe until the parent has seized it, so it is traced before it runs a
+//! single instruction of the job. Exec failure comes back over a close-on-exec pipe as an errno,
+//! which is how proc_box tells 126 from 127 (contract §2).
+
+use crate::config::Track;
+use crate::signals::Sig;
+use crate::tracker::pidfd::PidFd;
+use crate::tracker::{ptrace, Mode};
+use nix::fcntl::OFlag;
+use nix::sys::signal::SigSet;
+use nix::unistd::{fork, pipe2, ForkResult};
+use std::ffi::{CString, OsString};
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+pub struct Spawned {
+    pub pidfd: PidFd,
+    pub mode: Mode,
+    pub report: ExecReport,
+}
+
+/// Read end of the exec-report pipe: EOF once the exec succeeded, or 4 bytes of errno.
+pub struct ExecReport(std::fs::File);
+
+impl ExecReport {
+    /// The exec's errno, if it failed. Call once the main process has exited, so the
+    /// close-on-exec write end is surely closed and the read cannot block.
+    pub fn exec_error(&mut self) -> Option<std::io::Error> {
+        let mut buf = [0u8; 4];
+        match self.0.read(&mut buf) {
+            Ok(4) => Some(std::io::Error::from_raw_os_error(i32::from_ne_bytes(buf))),
+            _ => None,
+        }
+    }
+}
+
+/// Forks and execs `argv`. `terminal` is the controlling tty to hand to the job's process
+/// group; `child_mask` is the signal mask the job starts with.
+pub fn spawn(
+    argv: &[OsString],
+    track: Track,
+    terminal: Option<RawFd>,
+    child_mask: &SigSet,
+) -> Result<Spawned, String> {
+    let cargs: Vec<CString> = argv
+        .iter()
+        .map(|a| {
+            CString::new(a.as_bytes()).map_err(|_| "an argument contains a NUL byte".to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let mask = *child_mask.as_ref();
+
+    // SAFETY: proc_box is single-threaded here (no transport thread has started), and the child
+    // only makes async-signal-safe calls on memory prepared before the fork.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            // SAFETY: see above; this never returns.
+            unsafe {
+                child(
+                    &ptrs,
+                    go_r.as_raw_fd(),
+                    report_w.as_raw_fd(),
+                    terminal,
+                    &mask,
+                )
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(go_r);
+            drop(report_w);
+            let _ = nix::unistd::setpgid(child, child);
+            if let Some(fd) = terminal {
+                // Both sides set it, so neither order of the race matters.
+                let _ = nix::unistd::tcsetpgrp(unsafe_borrow(fd), child);
+            }
+            let abort = |pidfd: Option<&PidFd>, why: String| {
+                if let Some(p) = pidfd {
+                    let _ = p.signal(Sig::KILL);
+                }
+                let _ = nix::sys::wait::waitpid(child, None);
+                why
+            };
+            // Our child and not yet reaped, so this pidfd is certainly the right process.
+            let pidfd = PidFd::open(child.as_raw()).map_err(|e| {
+                abort(
+                    None,
+                    format!("pidfd_open: {e} (Linux 5.3 or later is required)"),
+                )
+            })?;
+            let mode = match track {
+                Track::Subreaper => Mode::Subreaper,
+                Track::Ptrace | Track::Auto => match ptrace::seize(child.as_raw()) {
+                    Ok(()) => Mode::Ptrace,
+                    Err(e) if track == Track::Ptrace => {
+                        return Err(abort(
+                            Some(&pidfd),
+                            format!("ptrace is not permitted here ({e}): seccomp or Yama may forbid it; use --track subreaper"),
+                        ));
+                    }
+                    Err(e) => {
+                        crate::warn!("ptrace is not permitted here ({e}); tracking descendants through the subreaper only");
+                        Mode::Subreaper
+                    }
+                },
+            };
+            nix::unistd::write(&go_w, &[1])
+                .map_err(|e| abort(Some(&pidfd), format!("cannot start the child: {e}")))?;
+            drop(go_w);
+            drop(cargs);
+            Ok(Spawned {
+                pidfd,
+                mode,
+                report: ExecReport(std::fs::File::from(report_r)),
+            })
+        }
+    }
+}
+
+fn unsafe_borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: `fd` is the terminal, proc_box's stdin, open for the whole run.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// The forked child. Only async-signal-safe libc calls from here on.
+///
+/// # Safety
+/// Must be called in the child right after fork, with `argv` a null-terminated array of
+/// valid C strings.
+unsafe fn child(
+    argv: &[*const libc::c_char],
+    go: RawFd,
+    report: RawFd,
+    terminal: Option<RawFd>,
+    mask: &libc::sigset_t,
+) -> ! {
+    // SAFETY (whole block): plain syscalls on fds and memory that stay valid until exec.
+    unsafe {
+        libc::setpgid(0, 0);
+        if let Some(fd) = terminal {
+            libc::tcsetpgrp(fd, libc::getpid()); // SIGTTOU is blocked, so this works from the background
+        }
+        // Rust's runtime ignores SIGPIPE; the job must get the default back.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut byte = 0u8;
+        loop {
+            let n = libc::read(go, (&mut byte as *mut u8).cast(), 1);
+            if n == 1 {
+                break;
+            }
+            if n < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            libc::_exit(125); // the parent gave up on us
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
+        libc::execvp(argv[0], argv.as_ptr());
+        let err = *libc::__errno_location();
+        let bytes = err.to_ne_bytes();
+        libc::write(report, bytes.as_ptr().cast(), bytes.len());
+        libc::_exit(if err == libc::ENOENT { 127 } else { 126 })
+    }
+}

@@ -1,0 +1,35 @@
+//! The kernel's children lists (`/proc/PID/task/TID/children`).
+//!
+//! The only discovery source in subreaper mode, and the backstop in ptrace mode for
+//! `clone(CLONE_UNTRACED)`. The lists are only reliable while the parent is stopped, so callers
+//! repeat the walk (on SIGCHLD, on every tick, and until a signal pass finds nothing new).
+
+use procfs::process::Process;
+
+/// The children of every thread of `pid`. Empty when the process is gone.
+pub fn listed_children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = Process::new(pid).and_then(|p| p.tasks()) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|task| task.children().unwrap_or_default())
+        .filter_map(|c| i32::try_from(c).ok())
+        .collect()
+}
+
+/// The thread ids of `pid`.
+pub fn threads(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = Process::new(pid).and_then(|p| p.tasks()) else {
+        return Vec::new();
+    };
+    tasks.flatten().map(|t| t.tid).collect()
+}
+
+/// The parent pid of `pid` as `/proc/PID/stat` says now.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    Process::new(pid)
+        .and_then(|p| p.stat())
+        .ok()
+        .map(|s| s.ppid)
+}

@@ -1,0 +1,81 @@
+//! pidfds: the only way a signal leaves the box.
+//!
+//! Raw syscalls through `libc` rather than the `pidfd` crate: that crate brings its own reactor
+//! thread, and here the mio loop must own every fd. A pidfd pins the process: a signal sent
+//! through it can never reach a recycled PID, and it turns readable when the process exits.
+
+use crate::signals::Sig;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+    pid: i32,
+}
+
+impl PidFd {
+    /// Opens a pidfd. Race-free only while `pid` is known to be ours: our unreaped child, a
+    /// tracee, or a process verified against its parent's pidfd (see `children.rs`).
+    /// Fails with EINVAL for a thread that is not a thread-group leader.
+    pub fn open(pid: i32) -> io::Result<PidFd> {
+        if pid <= 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is passed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this fd to us, and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        Ok(PidFd { fd, pid })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `sig`; ESRCH means the process has exited (it may still be a zombie).
+    pub fn signal(&self, sig: Sig) -> io::Result<()> {
+        // SAFETY: a valid pidfd, a signal number in range, a null siginfo (the kernel fills it
+        // like kill(2)), and flags 0.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                sig.raw(),
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// True once the process has exited (zombie or reaped).
+    pub fn exited(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd on the stack, zero timeout.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        rc > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+    }
+}
+
+impl AsRawFd for PidFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Stops proc_box itself (terminal job control), through a pidfd like every other signal.
+pub fn signal_self(sig: Sig) -> io::Result<()> {
+    PidFd::open(std::process::id() as i32)?.signal(sig)
+}

@@ -1,0 +1,104 @@
+//! Go-style durations and 1024-based sizes, as the contract (§1) spells them.
+//!
+//! Written here rather than taken from a crate: Go's grammar (`1.5h`, `1m30s`, `500ms`, a bare
+//! number meaning seconds) is not what `humantime` and friends accept, and scripts written for
+//! the Go tool rely on it.
+
+use std::time::Duration;
+
+/// Parses `500ms`, `1m30s`, `1.5h`, `10` (seconds). Negative values are refused.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    let bad = || format!("invalid duration '{text}' (use e.g. 500ms, 90s, 1m30s, 2h)");
+    if s.is_empty() || s.starts_with('-') {
+        return Err(bad());
+    }
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if let Ok(secs) = s.parse::<f64>() {
+        return seconds(secs).ok_or_else(bad);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    seconds(total).ok_or_else(bad)
+}
+
+fn seconds(secs: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+/// Parses a byte count: `1048576`, `512K`, `100G`, `1.5T` (powers of 1024; `KB`/`KiB` also accepted).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let s = text.trim();
+    let bad = || format!("invalid size '{text}' (use e.g. 1048576, 512K, 100G)");
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(bad()),
+    };
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("2h10m"), Ok(Duration::from_secs(7800)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        for bad in ["", "-1s", "1x", "m", "1m30", "abc", "1..2s", "inf", "NaN"] {
+            assert!(parse_duration(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("100G"), Ok(100 << 30));
+        assert_eq!(parse_size("1.5T"), Ok(3 << 39));
+        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+        for bad in ["", "G", "1X", "-1", "1e3"] {
+            assert!(parse_size(bad).is_err(), "{bad} should be refused");
+        }
+    }
+}
