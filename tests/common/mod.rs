@@ -1,0 +1,235 @@
+//! Helpers for the integration tests: they run the real proc_box binary on real fixture
+//! processes and read the real /proc. Nothing here waits, traces or reaps in the test process
+//! beyond its own direct child, so tests can run side by side.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Generous: CI is a loaded 2-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub const MODES: [&str; 2] = ["ptrace", "subreaper"];
+
+pub fn proc_box() -> &'static str {
+    env!("CARGO_BIN_EXE_proc_box")
+}
+
+fn tmp_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// Builds `fixtures/NAME.c` once per test binary (atomically, so parallel binaries agree).
+pub fn fixture(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(format!("{name}.c"));
+    let dir = tmp_root().join("fixtures");
+    let out = dir.join(name);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|b| b == name) {
+        return out;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    let status = Command::new("cc")
+        .args(["-O1", "-Wall", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .arg("-lpthread")
+        .status()
+        .expect("a C compiler (cc) is needed to build the fixtures");
+    assert!(status.success(), "building fixture {name} failed");
+    std::fs::rename(&tmp, &out).unwrap();
+    built.push(name.to_owned());
+    out
+}
+
+/// Polls `check` until it returns Some, or panics after [`DEADLINE`] naming `what`.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One test's world: a scratch directory for the fixtures' files and a marker in the
+/// environment of every process the test starts, so survivors can be found in /proc.
+pub struct Scene {
+    pub dir: PathBuf,
+    pub marker: String,
+}
+
+impl Scene {
+    pub fn new(tag: &str) -> Scene {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let marker = format!(
+            "{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let dir = tmp_root().join("scenes").join(&marker);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scene { dir, marker }
+    }
+
+    /// proc_box with the given arguments, in this scene's environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(proc_box());
+        c.args(args)
+            .env("FIX_DIR", &self.dir)
+            .env("BOXTEST_MARKER", &self.marker)
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// Waits until worker NAME has started; returns its pid.
+    pub fn pid(&self, name: &str) -> i32 {
+        let path = self.dir.join(format!("{name}.pid"));
+        wait_for(&format!("worker {name} to start"), || {
+            std::fs::read_to_string(&path).ok()?.trim().parse().ok()
+        })
+    }
+
+    pub fn count(&self, name: &str) -> u64 {
+        std::fs::read_to_string(self.dir.join(format!("{name}.count")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn has_file(&self, name: &str) -> bool {
+        self.dir.join(name).exists()
+    }
+
+    /// Live processes (not zombies) carrying this scene's marker.
+    pub fn survivors(&self) -> Vec<i32> {
+        let needle = format!("BOXTEST_MARKER={}", self.marker);
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if env.split(|&b| b == 0).any(|var| var == needle.as_bytes()) && state(pid) != Some('Z')
+            {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    pub fn assert_no_survivors(&self) {
+        let left = self.survivors();
+        assert!(left.is_empty(), "processes survived the box: {left:?}");
+    }
+
+    /// For the case where the kernel ends the tree asynchronously (EXITKILL).
+    pub fn wait_no_survivors(&self) {
+        wait_for("every process of the tree to die", || {
+            self.survivors().is_empty().then_some(())
+        });
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The one-letter state of a process from /proc/PID/stat.
+pub fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Stopped by a signal (`T`) or held in a ptrace stop (`t`).
+pub fn is_stopped(pid: i32) -> bool {
+    matches!(state(pid), Some('T') | Some('t'))
+}
+
+/// Waits for the child with a deadline, killing it (and failing) if it hangs.
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("proc_box did not exit in time");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A line-oriented client of the control socket.
+pub struct Control {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Control {
+    pub fn connect(path: &Path) -> Control {
+        let stream = wait_for("the control socket", || UnixStream::connect(path).ok());
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        Control {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    /// Sends one raw line and returns the parsed reply.
+    pub fn raw(&mut self, line: &str) -> Value {
+        self.writer.write_all(line.as_bytes()).unwrap();
+        self.writer.write_all(b"\n").unwrap();
+        let mut reply = String::new();
+        self.reader.read_line(&mut reply).expect("a reply line");
+        serde_json::from_str(&reply)
+            .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {reply:?}"))
+    }
+
+    /// Sends a command that must succeed.
+    pub fn ok(&mut self, command: &str, args: &[&str]) -> Value {
+        let line = serde_json::json!({"command": command, "arguments": args}).to_string();
+        let reply = self.raw(&line);
+        assert_eq!(reply["ok"], true, "{command} failed: {reply}");
+        assert_eq!(reply["command"], command);
+        reply
+    }
+
+    pub fn status(&mut self) -> Value {
+        self.ok("status", &[])["state"].clone()
+    }
+}
+
+/// The pids a `status` reply lists.
+pub fn status_pids(state: &Value) -> Vec<i32> {
+    state["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap() as i32)
+        .collect()
+}
