@@ -80,6 +80,7 @@ fn start(config: &Config) -> Result<i32, String> {
     );
     let main = spawn::spawn(
         &config.command,
+        &box_id,
         config.track,
         terminal.as_ref().map(Terminal::fd),
         &job_mask,

@@ -14,7 +14,7 @@ use nix::unistd::{fork, pipe2, ForkResult};
 use std::ffi::{CString, OsString};
 use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 pub struct Spawned {
     pub pidfd: PidFd,
@@ -37,10 +37,40 @@ impl ExecReport {
     }
 }
 
+/// The job's environment: proc_box's own, plus `PROC_BOX_ID` and `PROC_BOX_TRACK`, so a job
+/// (or a puzzled user of gdb inside it) can tell it runs boxed, and how.
+fn job_env(box_id: &str, mode: &str) -> Vec<CString> {
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != "PROC_BOX_ID" && k != "PROC_BOX_TRACK")
+        .filter_map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    env.extend(CString::new(format!("PROC_BOX_ID={box_id}")));
+    env.extend(CString::new(format!("PROC_BOX_TRACK={mode}")));
+    env
+}
+
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain([std::ptr::null()])
+        .collect()
+}
+
+/// What the go byte tells the child: which environment to exec with.
+const GO_PTRACE: u8 = b'p';
+const GO_SUBREAPER: u8 = b's';
+
 /// Forks and execs `argv`. `terminal` is the controlling tty to hand to the job's process
 /// group; `child_mask` is the signal mask the job starts with.
 pub fn spawn(
     argv: &[OsString],
+    box_id: &str,
     track: Track,
     terminal: Option<RawFd>,
     child_mask: &SigSet,
@@ -51,8 +81,9 @@ pub fn spawn(
             CString::new(a.as_bytes()).map_err(|_| "an argument contains a NUL byte".to_string())
         })
         .collect::<Result<_, _>>()?;
-    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
-    ptrs.push(std::ptr::null());
+    let ptrs = pointers(&cargs);
+    let envs = [job_env(box_id, "ptrace"), job_env(box_id, "subreaper")];
+    let envps = [pointers(&envs[0]), pointers(&envs[1])];
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let mask = *child_mask.as_ref();
@@ -65,6 +96,7 @@ pub fn spawn(
             unsafe {
                 child(
                     &ptrs,
+                    &envps,
                     go_r.as_raw_fd(),
                     report_w.as_raw_fd(),
                     terminal,
@@ -110,10 +142,15 @@ pub fn spawn(
                     }
                 },
             };
-            nix::unistd::write(&go_w, &[1])
+            let go = if mode == Mode::Ptrace {
+                GO_PTRACE
+            } else {
+                GO_SUBREAPER
+            };
+            nix::unistd::write(&go_w, &[go])
                 .map_err(|e| abort(Some(&pidfd), format!("cannot start the child: {e}")))?;
             drop(go_w);
-            drop(cargs);
+            drop((cargs, envs));
             Ok(Spawned {
                 pidfd,
                 mode,
@@ -135,6 +172,7 @@ fn unsafe_borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
 /// valid C strings.
 unsafe fn child(
     argv: &[*const libc::c_char],
+    envps: &[Vec<*const libc::c_char>; 2],
     go: RawFd,
     report: RawFd,
     terminal: Option<RawFd>,
@@ -160,7 +198,12 @@ unsafe fn child(
             libc::_exit(125); // the parent gave up on us
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
-        libc::execvp(argv[0], argv.as_ptr());
+        let envp = if byte == GO_PTRACE {
+            &envps[0]
+        } else {
+            &envps[1]
+        };
+        libc::execvpe(argv[0], argv.as_ptr(), envp.as_ptr());
         let err = *libc::__errno_location();
         let bytes = err.to_ne_bytes();
         libc::write(report, bytes.as_ptr().cast(), bytes.len());

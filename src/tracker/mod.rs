@@ -221,12 +221,15 @@ impl Tracker {
                     &mut events,
                     registry,
                 ),
-                WaitStatus::Stopped(pid, sig) if self.mode == Mode::Subreaper => {
-                    // Only the main process's stops matter, and only for the terminal.
-                    if pid.as_raw() == self.main_pid && is_tty_stop(sig) {
-                        events.push(Event::MainStopped(sig));
-                    }
+                WaitStatus::Stopped(pid, sig)
+                    if self.mode == Mode::Subreaper
+                        && pid.as_raw() == self.main_pid
+                        && is_tty_stop(sig) =>
+                {
+                    // Only the main process's terminal stops matter (Ctrl-Z).
+                    events.push(Event::MainStopped(sig));
                 }
+                WaitStatus::Stopped(_, _) if self.mode == Mode::Subreaper => {}
                 WaitStatus::Stopped(pid, _) | WaitStatus::PtraceEvent(pid, _, _) => {
                     // A tracee we have not met yet is a newborn whose first stop outran its
                     // parent's fork event: adopt it before it is let go.

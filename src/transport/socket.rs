@@ -23,8 +23,10 @@ struct Conn {
     out: Vec<u8>,
     /// Skipping the rest of an over-long line.
     discarding: bool,
-    /// The peer closed its side: flush, then drop.
+    /// The peer closed its side: answer what it sent, flush, then drop.
     eof: bool,
+    /// Lines handed out by `ready` and not yet answered.
+    unanswered: usize,
 }
 
 pub struct ControlSocket {
@@ -118,6 +120,7 @@ impl ControlSocket {
                 input.push((token, Input::Line(line)));
             }
         }
+        conn.unanswered += input.len();
         if failed {
             self.close(slot, registry);
         } else {
@@ -131,6 +134,7 @@ impl ControlSocket {
         let slot = token.0 - FIRST_CONN;
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
             conn.out.extend_from_slice(line.as_bytes());
+            conn.unanswered = conn.unanswered.saturating_sub(1);
             self.flush(slot, registry);
         }
     }
@@ -156,6 +160,7 @@ impl ControlSocket {
                             out: Vec::new(),
                             discarding: false,
                             eof: false,
+                            unanswered: 0,
                         });
                     }
                 }
@@ -187,7 +192,7 @@ impl ControlSocket {
             crate::warn!("control socket: a client is not reading its replies; dropping it");
             return self.close(slot, registry);
         }
-        if conn.eof && conn.out.is_empty() {
+        if conn.eof && conn.out.is_empty() && conn.unanswered == 0 {
             return self.close(slot, registry);
         }
         let interest = if conn.out.is_empty() {

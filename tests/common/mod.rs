@@ -151,7 +151,15 @@ impl Scene {
 }
 
 impl Drop for Scene {
+    /// A failed test must not leave its box running (it would hold the test runner's pipes):
+    /// everything carrying the marker, proc_box included, is killed.
     fn drop(&mut self) {
+        for pid in self.survivors() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -215,7 +223,7 @@ impl Control {
         let line = serde_json::json!({"command": command, "arguments": args}).to_string();
         let reply = self.raw(&line);
         assert_eq!(reply["ok"], true, "{command} failed: {reply}");
-        assert_eq!(reply["command"], command);
+        assert_eq!(reply["command"], command.to_ascii_lowercase());
         reply
     }
 

@@ -1,0 +1,308 @@
+//! The command line, the environment and exit statuses (contract §1 and §2).
+
+mod common;
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::process::{Output, Stdio};
+
+fn run(scene: &Scene, args: &[&str]) -> Output {
+    let child = scene
+        .command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn code(scene: &Scene, args: &[&str]) -> i32 {
+    run(scene, args)
+        .status
+        .code()
+        .expect("proc_box exits, it is not killed")
+}
+
+#[test]
+fn exit_statuses() {
+    let s = Scene::new("codes");
+    assert_eq!(code(&s, &["true"]), 0);
+    assert_eq!(code(&s, &["sh", "-c", "exit 3"]), 3);
+    assert_eq!(code(&s, &["sh", "-c", "kill -9 $$"]), 137);
+    assert_eq!(
+        code(&s, &["sh", "-c", "kill -USR1 $$"]),
+        128 + libc::SIGUSR1
+    );
+    assert_eq!(code(&s, &["--timeout", "200ms", "sleep", "30"]), 124);
+    assert_eq!(
+        code(
+            &s,
+            &["--timeout", "200ms", "--preserve-status", "sleep", "30"]
+        ),
+        143
+    );
+    assert_eq!(
+        code(
+            &s,
+            &[
+                "--timeout",
+                "200ms",
+                "--stop-signal",
+                "INT",
+                "--preserve-status",
+                "sleep",
+                "30"
+            ]
+        ),
+        130
+    );
+    let out = run(&s, &["/nonexistent/command"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run '/nonexistent/command'"));
+    assert_eq!(code(&s, &["/"]), 126);
+    assert_eq!(code(&s, &["no-such-command-anywhere"]), 127);
+}
+
+#[test]
+fn usage_errors_exit_125_before_running_anything() {
+    let s = Scene::new("usage");
+    let marker = s.dir.join("ran");
+    let touch = format!("touch {}", marker.display());
+    for args in [
+        &["--no-such-flag", "sh", "-c", &touch][..],
+        &["--timeout", "soon", "sh", "-c", &touch],
+        &["--json", "{broken", "sh", "-c", &touch],
+        &["--json", "[1, 2]", "sh", "-c", &touch],
+        &["--stop-signal", "0", "sh", "-c", &touch],
+        &["--track", "magic", "sh", "-c", &touch],
+        &[],
+    ] {
+        let out = run(&s, args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        assert!(
+            !out.stderr.is_empty(),
+            "a usage error explains itself: {args:?}"
+        );
+    }
+    assert!(
+        !marker.exists(),
+        "the command must not run after a usage error"
+    );
+}
+
+#[test]
+fn go_style_flags_and_environment() {
+    let s = Scene::new("flags");
+    assert_eq!(code(&s, &["-timeout=200ms", "sleep", "30"]), 124);
+    assert_eq!(code(&s, &["-timeout", "200ms", "sleep", "30"]), 124);
+    assert_eq!(
+        code(
+            &s,
+            &[
+                "-grace=1s",
+                "-debug",
+                "-nowarn=false",
+                "-runanyway",
+                "-multiRmtKey",
+                "-sint",
+                "10s",
+                "true"
+            ]
+        ),
+        0
+    );
+    let out = s
+        .command(&["sleep", "30"])
+        .env("PBOX_TIMEOUT", "200ms")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124), "PBOX_TIMEOUT applies");
+    let out = s
+        .command(&["--timeout", "0", "sleep", "0.5"])
+        .env("PBOX_TIMEOUT", "100ms")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the command line wins over the environment"
+    );
+    let out = s
+        .command(&["true"])
+        .env("PBOX_DEBUG", "1")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("debug:"));
+    let out = s
+        .command(&["true"])
+        .env("PBOX_SINT", "often")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "a bad environment value is a usage error"
+    );
+    let out = s.command(&["-version"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("proc_box "));
+}
+
+#[test]
+fn args_after_the_command_are_the_commands() {
+    let s = Scene::new("args");
+    let out = run(
+        &s,
+        &[
+            "-grace",
+            "1s",
+            "sh",
+            "-c",
+            "echo \"$@\"",
+            "x",
+            "-timeout",
+            "5",
+            "--",
+            "--debug",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "-timeout 5 -- --debug\n"
+    );
+    let out = run(&s, &["--", "sh", "-c", "echo ok"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}
+
+#[test]
+fn stop_signals_to_proc_box_stop_the_tree() {
+    for (sig, expect) in [
+        (Signal::SIGTERM, 143),
+        (Signal::SIGINT, 143),
+        (Signal::SIGQUIT, 143),
+    ] {
+        let s = Scene::new("sigterm");
+        let mut child = s
+            .command(&["--", fixture("fork_tree").to_str().unwrap(), "stay"])
+            .spawn()
+            .unwrap();
+        for n in ["child0", "child1", "grand0", "grand1", "main"] {
+            s.pid(n);
+        }
+        kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+        assert_eq!(wait_exit(&mut child).code(), Some(expect), "{sig}");
+        s.assert_no_survivors();
+    }
+}
+
+#[test]
+fn second_stop_signal_escalates_to_sigkill() {
+    let s = Scene::new("escalate");
+    let sock = s.socket().display().to_string();
+    let mut child = s
+        .command(&[
+            "--grace",
+            "1h",
+            "--control-socket",
+            &sock,
+            "--",
+            fixture("ignore_term").to_str().unwrap(),
+            "stay",
+        ])
+        .spawn()
+        .unwrap();
+    s.pid("stubborn");
+    s.pid("main");
+    let mut ctl = Control::connect(&s.socket());
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGTERM).unwrap();
+    wait_for("the box to be stopping", || {
+        (ctl.status()["state"] == "stopping").then_some(())
+    });
+    kill(pid, Signal::SIGTERM).unwrap();
+    assert_eq!(wait_exit(&mut child).code(), Some(137));
+    s.assert_no_survivors();
+}
+
+#[test]
+fn grace_period_then_sigkill() {
+    let s = Scene::new("grace");
+    let start = std::time::Instant::now();
+    let out = s
+        .command(&[
+            "--grace",
+            "300ms",
+            "--timeout",
+            "100ms",
+            "--",
+            fixture("ignore_term").to_str().unwrap(),
+            "stay",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124));
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(400),
+        "SIGKILL came before the grace period ended"
+    );
+    s.assert_no_survivors();
+}
+
+#[test]
+fn on_main_exit_wait_keeps_the_box_open_for_the_tree() {
+    let s = Scene::new("wait");
+    let done = s.dir.join("done");
+    let script = format!("(sleep 0.3; touch {}) & exit 5", done.display());
+    let out = s
+        .command(&["--on-main-exit", "wait", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "the main process's status");
+    assert!(done.exists(), "proc_box returned before the tree finished");
+
+    // A tree that never ends by itself is still stoppable.
+    let sock = s.socket().display().to_string();
+    let mut child = s
+        .command(&[
+            "--on-main-exit",
+            "wait",
+            "--control-socket",
+            &sock,
+            "--",
+            fixture("fork_tree").to_str().unwrap(),
+            "exit",
+        ])
+        .spawn()
+        .unwrap();
+    let mut ctl = Control::connect(&s.socket());
+    wait_for("the main process to exit", || {
+        let st = ctl.status();
+        (st["main_running"] == false && st["processes"] == 4).then_some(())
+    });
+    ctl.ok("stop", &[]);
+    assert_eq!(wait_exit(&mut child).code(), Some(3));
+    s.assert_no_survivors();
+}
+
+#[test]
+fn forwarded_signals_reach_every_process() {
+    for sig in [Signal::SIGUSR2, Signal::SIGWINCH] {
+        let s = Scene::new("forward");
+        let script = format!(
+            "trap 'touch {}/got' {}; while :; do sleep 0.05; done",
+            s.dir.display(),
+            &sig.as_str()[3..]
+        );
+        let mut child = s.command(&["--", "sh", "-c", &script]).spawn().unwrap();
+        // The shell and its sleep.
+        wait_for("the job to start", || {
+            (s.survivors().len() >= 2).then_some(())
+        });
+        kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+        wait_for("the trap to run", || s.has_file("got").then_some(()));
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        wait_exit(&mut child);
+        s.assert_no_survivors();
+    }
+}

@@ -1,0 +1,138 @@
+//! Interactive use under a real pseudo-terminal: reading the terminal, Ctrl-C, Ctrl-Z and fg.
+
+mod common;
+
+use common::*;
+use nix::pty::openpty;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::Child;
+
+struct Tty {
+    child: Child,
+    master: std::fs::File,
+    seen: String,
+}
+
+/// Starts proc_box as the session leader of a new pty, which becomes its controlling terminal,
+/// the way a login shell's foreground job has one.
+fn on_pty(scene: &Scene, args: &[&str]) -> Tty {
+    let pty = openpty(None, None).unwrap();
+    let slave: OwnedFd = pty.slave;
+    let mut cmd = scene.command(args);
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    // SAFETY: setsid and ioctl are async-signal-safe; this runs in the forked child.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let master = std::fs::File::from(pty.master);
+    nix::fcntl::fcntl(
+        &master,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    Tty {
+        child,
+        master,
+        seen: String::new(),
+    }
+}
+
+impl Tty {
+    fn type_in(&mut self, text: &[u8]) {
+        self.master.write_all(text).unwrap();
+    }
+
+    fn expect(&mut self, what: &str) {
+        wait_for(&format!("{what:?} on the terminal"), || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = self.master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            self.seen.contains(what).then_some(())
+        });
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+}
+
+#[test]
+fn the_job_reads_the_terminal_without_being_stopped() {
+    let s = Scene::new("tty-read");
+    let mut tty = on_pty(&s, &["sh", "-c", "read line; echo \"got:$line\""]);
+    tty.type_in(b"hello\n");
+    tty.expect("got:hello");
+    assert_eq!(wait_exit(&mut tty.child).code(), Some(0));
+}
+
+#[test]
+fn ctrl_c_ends_the_job_and_its_tree() {
+    for track in MODES {
+        let s = Scene::new("tty-int");
+        let tree = fixture("setsid");
+        let mut tty = on_pty(
+            &s,
+            &["--track", track, "--", tree.to_str().unwrap(), "stay"],
+        );
+        s.pid("session");
+        s.pid("main");
+        tty.type_in(b"\x03");
+        assert_eq!(wait_exit(&mut tty.child).code(), Some(130), "{track}");
+        s.assert_no_survivors();
+    }
+}
+
+#[test]
+fn ctrl_z_suspends_the_whole_tree_and_continue_resumes_it() {
+    for track in MODES {
+        let s = Scene::new("tty-stop");
+        let tree = fixture("setsid");
+        let mut tty = on_pty(
+            &s,
+            &["--track", track, "--", tree.to_str().unwrap(), "stay"],
+        );
+        // "session" left the job's process group: the terminal's SIGTSTP never reaches it.
+        let pids = [s.pid("session"), s.pid("main")];
+        tty.type_in(b"\x1a");
+        wait_for("proc_box to stop like a shell job", || {
+            match waitpid(
+                tty.pid(),
+                Some(WaitPidFlag::WUNTRACED | WaitPidFlag::WNOHANG),
+            ) {
+                Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => Some(()),
+                _ => None,
+            }
+        });
+        wait_for("every process of the tree to be stopped", || {
+            pids.iter().all(|&p| is_stopped(p)).then_some(())
+        });
+        let frozen = s.count("session");
+
+        kill(tty.pid(), Signal::SIGCONT).unwrap(); // what the shell's `fg` sends
+        wait_for("the tree to run again", || {
+            (s.count("session") > frozen && s.count("main") > 0).then_some(())
+        });
+        assert!(pids.iter().all(|&p| !is_stopped(p)));
+        // The job has the terminal again: Ctrl-C reaches it.
+        tty.type_in(b"\x03");
+        assert_eq!(wait_exit(&mut tty.child).code(), Some(130), "{track}");
+        s.assert_no_survivors();
+    }
+}
