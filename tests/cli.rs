@@ -228,22 +228,28 @@ fn second_stop_signal_escalates_to_sigkill() {
 #[test]
 fn grace_period_then_sigkill() {
     let s = Scene::new("grace");
-    let start = std::time::Instant::now();
-    let out = s
+    let sock = s.socket().display().to_string();
+    let stubborn = fixture("ignore_term");
+    let mut child = s
         .command(&[
             "--grace",
-            "300ms",
-            "--timeout",
-            "100ms",
+            "500ms",
+            "--control-socket",
+            &sock,
             "--",
-            fixture("ignore_term").to_str().unwrap(),
+            stubborn.to_str().unwrap(),
             "stay",
         ])
-        .output()
+        .spawn()
         .unwrap();
-    assert_eq!(out.status.code(), Some(124));
+    s.pid("stubborn");
+    s.pid("main"); // both ignore SIGTERM from here on
+    let mut ctl = Control::connect(&s.socket());
+    let start = std::time::Instant::now();
+    ctl.ok("stop", &[]);
+    assert_eq!(wait_exit(&mut child).code(), Some(137));
     assert!(
-        start.elapsed() >= std::time::Duration::from_millis(400),
+        start.elapsed() >= std::time::Duration::from_millis(500),
         "SIGKILL came before the grace period ended"
     );
     s.assert_no_survivors();
@@ -289,20 +295,23 @@ fn on_main_exit_wait_keeps_the_box_open_for_the_tree() {
 fn forwarded_signals_reach_every_process() {
     for sig in [Signal::SIGUSR2, Signal::SIGWINCH] {
         let s = Scene::new("forward");
-        let script = format!(
-            "trap 'touch {}/got' {}; while :; do sleep 0.05; done",
-            s.dir.display(),
-            &sig.as_str()[3..]
-        );
+        let d = s.dir.display();
+        let name = &sig.as_str()[3..];
+        // Two shells, one of them in its own session, each recording the signal.
+        let waiter = |who: &str| {
+            format!("trap 'touch {d}/{who}.got' {name}; touch {d}/{who}.ready; while :; do sleep 0.05; done")
+        };
+        let script = format!("setsid sh -c \"{}\" & {}", waiter("daemon"), waiter("main"));
         let mut child = s.command(&["--", "sh", "-c", &script]).spawn().unwrap();
-        // The shell and its sleep.
-        wait_for("the job to start", || {
-            (s.survivors().len() >= 2).then_some(())
+        wait_for("the traps to be set", || {
+            (s.has_file("main.ready") && s.has_file("daemon.ready")).then_some(())
         });
         kill(Pid::from_raw(child.id() as i32), sig).unwrap();
-        wait_for("the trap to run", || s.has_file("got").then_some(()));
+        wait_for("the signal to reach both", || {
+            (s.has_file("main.got") && s.has_file("daemon.got")).then_some(())
+        });
         kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-        wait_exit(&mut child);
+        assert_eq!(wait_exit(&mut child).code(), Some(143));
         s.assert_no_survivors();
     }
 }
