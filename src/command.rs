@@ -50,20 +50,13 @@ pub struct Rejected {
 
 /// Parses one command. Keys match case-insensitively, as Go's decoder did.
 pub fn parse(raw: &[u8]) -> Result<Command, Rejected> {
-    let reject = |command: Option<&str>, reason: String| Rejected {
-        command: command.map(str::to_owned),
-        reason,
-    };
-    let value: Value =
-        serde_json::from_slice(raw).map_err(|e| reject(None, format!("invalid JSON: {e}")))?;
+    let reject =
+        |command: Option<&str>, reason: String| Rejected { command: command.map(str::to_owned), reason };
+    let value: Value = serde_json::from_slice(raw).map_err(|e| reject(None, format!("invalid JSON: {e}")))?;
     let Value::Object(map) = value else {
         return Err(reject(None, "a command must be a JSON object".into()));
     };
-    let field = |key: &str| {
-        map.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    };
+    let field = |key: &str| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v);
     let name = match field("command") {
         Some(Value::String(s)) => s.as_str(),
         Some(_) => return Err(reject(None, "\"command\" must be a string".into())),
@@ -76,10 +69,7 @@ pub fn parse(raw: &[u8]) -> Result<Command, Rejected> {
             .map(|v| match v {
                 Value::String(s) => Ok(s.clone()),
                 Value::Number(n) if n.as_u64().is_some() => Ok(n.to_string()),
-                _ => Err(reject(
-                    Some(name),
-                    format!("bad argument {v}: use strings, such as [\"15\"]"),
-                )),
+                _ => Err(reject(Some(name), format!("bad argument {v}: use strings, such as [\"15\"]"))),
             })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(reject(Some(name), "\"arguments\" must be an array".into())),
@@ -93,10 +83,7 @@ pub fn parse(raw: &[u8]) -> Result<Command, Rejected> {
     };
     let one_arg = || match args.as_slice() {
         [a] => Ok(a.as_str()),
-        _ => Err(reject(
-            Some(name),
-            format!("{name} takes exactly one argument"),
-        )),
+        _ => Err(reject(Some(name), format!("{name} takes exactly one argument"))),
     };
     match name.to_ascii_lowercase().as_str() {
         "stop" => no_args(Command::Stop),
@@ -110,18 +97,13 @@ pub fn parse(raw: &[u8]) -> Result<Command, Rejected> {
         "timer_resume" => no_args(Command::TimerResume),
         "kill" => match args.as_slice() {
             [] => Ok(Command::Kill(Sig::KILL)),
-            [s] => Sig::parse(s)
-                .map(Command::Kill)
-                .map_err(|e| reject(Some(name), e)),
+            [s] => Sig::parse(s).map(Command::Kill).map_err(|e| reject(Some(name), e)),
             _ => Err(reject(Some(name), "kill takes at most one argument".into())),
         },
         "change_sample_rate" => {
             let d = parse_duration(one_arg()?).map_err(|e| reject(Some(name), e))?;
             if d.is_zero() {
-                return Err(reject(
-                    Some(name),
-                    "the sample interval must be above zero".into(),
-                ));
+                return Err(reject(Some(name), "the sample interval must be above zero".into()));
             }
             Ok(Command::ChangeSampleRate(d))
         }
@@ -136,6 +118,9 @@ pub struct Reply {
     pub command: Option<String>,
     pub error: Option<String>,
     pub state: Value,
+    /// The sample a `sample` command produced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<Value>,
 }
 
 impl Reply {
@@ -156,44 +141,18 @@ mod tests {
 
     #[test]
     fn accepted() {
-        assert_eq!(
-            p(r#"{"command": "kill", "arguments": ["15"]}"#),
-            Ok(Command::Kill(Sig::TERM))
-        );
+        assert_eq!(p(r#"{"command": "kill", "arguments": ["15"]}"#), Ok(Command::Kill(Sig::TERM)));
         assert_eq!(p(r#"{"Command": "KILL"}"#), Ok(Command::Kill(Sig::KILL)));
-        assert_eq!(
-            p(r#"{"COMMAND": "kill", "Arguments": ["-9"]}"#),
-            Ok(Command::Kill(Sig::KILL))
-        );
-        assert_eq!(
-            p(r#"{"command": "kill", "arguments": [15]}"#),
-            Ok(Command::Kill(Sig::TERM))
-        );
-        assert_eq!(
-            p(r#"{"command": "suspend", "arguments": []}"#),
-            Ok(Command::Suspend)
-        );
-        assert_eq!(
-            p(r#"{"command": "status", "arguments": null}"#),
-            Ok(Command::Status)
-        );
+        assert_eq!(p(r#"{"COMMAND": "kill", "Arguments": ["-9"]}"#), Ok(Command::Kill(Sig::KILL)));
+        assert_eq!(p(r#"{"command": "kill", "arguments": [15]}"#), Ok(Command::Kill(Sig::TERM)));
+        assert_eq!(p(r#"{"command": "suspend", "arguments": []}"#), Ok(Command::Suspend));
+        assert_eq!(p(r#"{"command": "status", "arguments": null}"#), Ok(Command::Status));
         assert_eq!(
             p(r#"{"command": "change_sample_rate", "arguments": ["1m30s"]}"#),
             Ok(Command::ChangeSampleRate(Duration::from_secs(90)))
         );
-        for name in [
-            "stop",
-            "resume",
-            "sample",
-            "timer_reset",
-            "timer_start",
-            "timer_stop",
-            "timer_resume",
-        ] {
-            assert_eq!(
-                p(&format!(r#"{{"command": "{name}"}}"#)).unwrap().name(),
-                name
-            );
+        for name in ["stop", "resume", "sample", "timer_reset", "timer_start", "timer_stop", "timer_resume"] {
+            assert_eq!(p(&format!(r#"{{"command": "{name}"}}"#)).unwrap().name(), name);
         }
     }
 
@@ -221,10 +180,7 @@ mod tests {
             assert!(!e.reason.is_empty(), "{bad}");
         }
         assert_eq!(
-            p(r#"{"command": "kill", "arguments": ["0"]}"#)
-                .unwrap_err()
-                .command
-                .as_deref(),
+            p(r#"{"command": "kill", "arguments": ["0"]}"#).unwrap_err().command.as_deref(),
             Some("kill")
         );
     }

@@ -64,7 +64,7 @@ pub struct Config {
     #[arg(long, env = "PBOX_SKEY", default_value = "proc_box.stats")]
     pub skey: String,
     /// interval between emitted samples
-    #[arg(long, env = "PBOX_SINT", default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "PBOX_SINT", default_value = "1m", value_parser = parse_interval, value_name = "DURATION")]
     pub sint: Duration,
     /// wall-clock limit (0 = none); the job is stopped and proc_box exits 124
     #[arg(long, env = "PBOX_TIMEOUT", default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
@@ -105,27 +105,44 @@ pub struct Config {
     #[arg(long, env = "PBOX_TRACK", value_enum, default_value = "auto")]
     pub track: Track,
     /// what happens to leftover descendants when the main process exits
-    #[arg(
-        long = "on-main-exit",
-        env = "PBOX_ON_MAIN_EXIT",
-        value_enum,
-        default_value = "kill"
-    )]
+    #[arg(long = "on-main-exit", env = "PBOX_ON_MAIN_EXIT", value_enum, default_value = "kill")]
     pub on_main_exit: OnMainExit,
     /// on --timeout, exit with the command's status (128+N) instead of 124
     #[arg(long = "preserve-status", env = "PBOX_PRESERVE_STATUS", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
     pub preserve_status: bool,
     /// Unix socket (mode 0600) taking one JSON command per line
-    #[arg(
-        long = "control-socket",
-        env = "PBOX_CONTROL_SOCKET",
-        value_name = "PATH"
-    )]
+    #[arg(long = "control-socket", env = "PBOX_CONTROL_SOCKET", value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
+
+    /// append a sample every --sint (and on SIGHUP or `sample`), then the summary, as JSON lines
+    #[arg(long = "stats-file", env = "PBOX_STATS_FILE", value_name = "PATH")]
+    pub stats_file: Option<PathBuf>,
+    /// write the summary alone here, atomically, when the box ends
+    #[arg(long = "summary-file", env = "PBOX_SUMMARY_FILE", value_name = "PATH")]
+    pub summary_file: Option<PathBuf>,
+    /// how often tree memory is read for the peaks (minimum 10ms)
+    #[arg(long, env = "PBOX_MONITOR", default_value = "200ms", value_parser = parse_monitor, value_name = "DURATION")]
+    pub monitor: Duration,
 
     /// the command to run, and its arguments
     #[arg(required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err("the sample interval must be above zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_monitor(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_millis(10) {
+        return Err("--monitor must be at least 10ms".into());
+    }
+    Ok(d)
 }
 
 fn parse_json_object(text: &str) -> Result<serde_json::Value, String> {
@@ -206,14 +223,8 @@ fn go_style_to_gnu(args: Vec<OsString>) -> Vec<OsString> {
 }
 
 /// Scheduler job-id variables tried, in order, when `--id` is unset.
-const JOB_ID_VARS: &[&str] = &[
-    "SLURM_JOB_ID",
-    "PBS_JOBID",
-    "LSB_JOBID",
-    "JOB_ID",
-    "FLUX_JOB_ID",
-    "CONDOR_JOB_ID",
-];
+const JOB_ID_VARS: &[&str] =
+    &["SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID", "FLUX_JOB_ID", "CONDOR_JOB_ID"];
 
 impl Config {
     /// The box id (contract §3): `--id`, else the scheduler's job id, else `<hostname>-<pid>`.
@@ -256,15 +267,7 @@ mod tests {
 
     #[test]
     fn go_bools_and_stop_at_command() {
-        let c = parse(&[
-            "-debug",
-            "-runanyway=true",
-            "-multiRmtKey",
-            "sh",
-            "-c",
-            "-timeout 5",
-        ])
-        .unwrap();
+        let c = parse(&["-debug", "-runanyway=true", "-multiRmtKey", "sh", "-c", "-timeout 5"]).unwrap();
         assert!(c.debug && c.runanyway && c.multi_rmt_key);
         assert_eq!(c.timeout, Duration::ZERO);
         assert_eq!(c.command, ["sh", "-c", "-timeout 5"].map(OsString::from));
@@ -275,16 +278,9 @@ mod tests {
 
     #[test]
     fn options_for_the_box() {
-        let c = parse(&[
-            "-grace",
-            "2s",
-            "--stop-signal=INT",
-            "-track=subreaper",
-            "--on-main-exit",
-            "wait",
-            "x",
-        ])
-        .unwrap();
+        let c =
+            parse(&["-grace", "2s", "--stop-signal=INT", "-track=subreaper", "--on-main-exit", "wait", "x"])
+                .unwrap();
         assert_eq!(c.grace, Duration::from_secs(2));
         assert_eq!(c.stop_signal, Sig::INT);
         assert_eq!(c.track, Track::Subreaper);

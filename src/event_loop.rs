@@ -4,8 +4,11 @@
 //! the control socket, and a `Waker` for transport threads. Deadlines (grace, wall-clock
 //! timeout, the children-list tick) become the poll timeout; nothing sleeps.
 
+use crate::accounting::{Accounting, OwnIo};
 use crate::command::{self, Command, Reply};
+use crate::emitter::{Emitter, End, Live};
 use crate::policy::{Action, Policy, Reason};
+use crate::relay::{Pending, Relay};
 use crate::signals::Sig;
 use crate::spawn::ExecReport;
 use crate::terminal::Terminal;
@@ -65,6 +68,22 @@ pub struct Parts {
     pub box_id: String,
     pub command_name: String,
     pub kill_leftovers: bool,
+    pub emitter: EmitterParts,
+    /// The relays for the job's stdout and stderr, where they are interposed.
+    pub relays: [Option<Pending>; 2],
+    pub stdout_limit: u64,
+    pub preserve_status: bool,
+    pub argv: Vec<String>,
+}
+
+/// What the loop needs to build its emitter once the tracking mode is known.
+pub struct EmitterParts {
+    pub identity: crate::accounting::report::Identity,
+    pub stats: Option<crate::transport::sinks::StatsFile>,
+    pub summary_file: Option<crate::transport::sinks::SummaryFile>,
+    pub sint: Duration,
+    pub monitor: Duration,
+    pub own_io: OwnIo,
 }
 
 /// How the box ended.
@@ -81,11 +100,7 @@ impl Outcome {
     /// Contract §2.
     pub fn exit_code(&self, preserve_status: bool) -> i32 {
         if let Some(e) = &self.exec_error {
-            return if e.raw_os_error() == Some(libc::ENOENT) {
-                127
-            } else {
-                126
-            };
+            return if e.raw_os_error() == Some(libc::ENOENT) { 127 } else { 126 };
         }
         match self.main {
             None => 125,
@@ -118,17 +133,26 @@ pub struct EventLoop {
     self_stopped: bool,
     /// Live processes when the main one exited, and `processes_started` at that moment.
     leftovers: Option<(usize, u64)>,
+    emitter: Emitter,
+    sint: Duration,
+    next_sample: Option<Instant>,
+    monitor: Duration,
+    next_monitor: Instant,
+    relays: [Option<Relay>; 2],
+    stdout_limit: u64,
+    preserve_status: bool,
+    argv: Vec<String>,
 }
+
+/// How long proc_box waits, once the tree is gone, for its output pipes to drain. Only a
+/// process outside the box that was handed them can keep them open that long.
+const DRAIN: Duration = Duration::from_secs(2);
 
 impl EventLoop {
     pub fn new(parts: Parts) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
         let registry = poll.registry();
-        registry.register(
-            &mut SourceFd(&parts.signals.as_raw_fd()),
-            SIGNALS,
-            Interest::READABLE,
-        )?;
+        registry.register(&mut SourceFd(&parts.signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(registry, WAKER)?);
         let (tx, requests) = channel();
         let mut socket = parts.socket;
@@ -137,17 +161,38 @@ impl EventLoop {
         }
         let mode = parts.main.mode;
         let tracker = Tracker::new(mode, parts.main.pidfd, registry);
-        let tick = if mode == Mode::Ptrace {
-            TICK_PTRACE
-        } else {
-            TICK_SUBREAPER
-        };
+        let tick = if mode == Mode::Ptrace { TICK_PTRACE } else { TICK_SUBREAPER };
         let mut terminal = parts.terminal;
         if let Some(t) = terminal.as_mut() {
             t.set_job(tracker.main_pid());
         }
         let now = Instant::now();
+        let ep = parts.emitter;
+        let emitter = Emitter::new(
+            Accounting::new(mode, now, ep.own_io.clone()),
+            ep.identity,
+            ep.stats,
+            ep.summary_file,
+        );
+        let limit = parts.stdout_limit;
+        let [out, err] = parts.relays;
+        let relays = [
+            out.map(|p| {
+                p.start("stdout", waker.clone(), vec![limit, limit.saturating_mul(2)], ep.own_io.clone())
+            })
+            .transpose()?,
+            err.map(|p| p.start("stderr", waker.clone(), Vec::new(), ep.own_io.clone())).transpose()?,
+        ];
         Ok(EventLoop {
+            next_sample: emitter.has_sink().then_some(now + ep.sint),
+            emitter,
+            sint: ep.sint,
+            monitor: ep.monitor,
+            next_monitor: now + ep.monitor,
+            relays,
+            stdout_limit: limit,
+            preserve_status: parts.preserve_status,
+            argv: parts.argv,
             signals: parts.signals,
             tracker,
             policy: parts.policy,
@@ -180,14 +225,11 @@ impl EventLoop {
         while !self.tracker.finished() {
             self.tracker.set_birth_signal(self.policy.birth_signal());
             let now = Instant::now();
-            let wake = self
-                .policy
-                .next_deadline(now)
-                .map_or(self.next_tick, |d| d.min(self.next_tick));
-            match self
-                .poll
-                .poll(&mut events, Some(wake.saturating_duration_since(now)))
-            {
+            let wake = [self.policy.next_deadline(now), self.next_sample, Some(self.next_monitor)]
+                .into_iter()
+                .flatten()
+                .fold(self.next_tick, Instant::min);
+            match self.poll.poll(&mut events, Some(wake.saturating_duration_since(now))) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -206,9 +248,23 @@ impl EventLoop {
                 self.tracker.scan(self.poll.registry());
                 self.next_tick = now + self.tick;
             }
+            if now >= self.next_monitor {
+                self.emitter.accounting.monitor(&self.tracker);
+                self.next_monitor = now + self.monitor;
+            }
+            if self.next_sample.is_some_and(|t| now >= t) {
+                self.sample();
+                self.next_sample = Some(now + self.sint);
+            }
         }
         if let Some(t) = &self.terminal {
             t.take_back();
+        }
+        let drain_until = Instant::now() + DRAIN;
+        for relay in self.relays.iter().flatten() {
+            if !relay.finish(drain_until) {
+                crate::warn!("a process outside the box holds the job's output open; not waiting for it");
+            }
         }
         let leftover_killed = match self.leftovers {
             Some((n, started)) if self.kill_leftovers || self.policy.stopping() => {
@@ -217,16 +273,58 @@ impl EventLoop {
             _ => 0,
         };
         if leftover_killed > 0 {
-            crate::info!(
-                "ended {leftover_killed} leftover process(es) after the main process exited"
-            );
+            crate::info!("ended {leftover_killed} leftover process(es) after the main process exited");
         }
-        Outcome {
+        let mut outcome = Outcome {
             main: self.main_status,
-            exec_error: self.exec_error,
+            exec_error: self.exec_error.take(),
             reason: self.policy.reason(),
             leftover_killed,
             wall: self.started.elapsed(),
+        };
+        let summary = self.emitter.finish(
+            &self.tracker,
+            End {
+                argv: std::mem::take(&mut self.argv),
+                exit_code: outcome.exit_code(self.preserve_status),
+                main: outcome.main,
+                reason: outcome.reason.map_or("exited", Reason::as_str),
+                wall: outcome.wall,
+                leftover_killed,
+                stdout_bytes: self.relay_bytes(0),
+                stderr_bytes: self.relay_bytes(1),
+            },
+        );
+        crate::info!("{}", summary.human_line());
+        outcome.wall = self.started.elapsed();
+        outcome
+    }
+
+    fn relay_bytes(&self, i: usize) -> Option<u64> {
+        self.relays[i].as_ref().map(Relay::bytes)
+    }
+
+    /// Emits a sample now; returns it.
+    fn sample(&mut self) -> serde_json::Value {
+        let live = Live {
+            state: self.policy.state_name(),
+            elapsed: self.started.elapsed(),
+            timer_elapsed: self.policy.timer().elapsed(Instant::now()),
+            stdout_bytes: self.relay_bytes(0),
+            stderr_bytes: self.relay_bytes(1),
+        };
+        self.emitter.sample(&self.tracker, live)
+    }
+
+    /// The relays woke us: has stdout passed its limit (stop) or twice it (kill)?
+    fn check_limits(&mut self) {
+        let Some(bytes) = self.relay_bytes(0) else {
+            return;
+        };
+        if bytes >= self.stdout_limit {
+            let hard = bytes >= self.stdout_limit.saturating_mul(2);
+            let actions = self.policy.limit_exceeded(Reason::LimitStdout, hard, Instant::now());
+            self.apply(actions);
         }
     }
 
@@ -234,6 +332,7 @@ impl EventLoop {
         match token {
             SIGNALS => self.on_signals(),
             WAKER => {
+                self.check_limits();
                 while let Ok(req) = self.requests.try_recv() {
                     let reply = self.handle_raw(&req.raw);
                     (req.respond)(reply);
@@ -241,7 +340,9 @@ impl EventLoop {
             }
             t if ControlSocket::owns(t) => self.on_socket(t),
             t => {
-                self.tracker.pidfd_ready(t, self.poll.registry());
+                if let Some(pid) = self.tracker.pidfd_ready(t, self.poll.registry()) {
+                    self.emitter.accounting.departed(pid, &self.tracker);
+                }
             }
         }
     }
@@ -254,21 +355,17 @@ impl EventLoop {
             match sig {
                 Signal::SIGCHLD => self.on_sigchld(),
                 Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT => {
-                    let what = if self.policy.stopping() {
-                        "killing"
-                    } else {
-                        "stopping"
-                    };
+                    let what = if self.policy.stopping() { "killing" } else { "stopping" };
                     crate::info!("received {sig}; {what} the whole tree");
                     let actions = self.policy.stop_signal_received(Instant::now());
                     self.apply(actions);
                 }
-                Signal::SIGHUP => crate::info!("SIGHUP: no sample sink exists in this version yet"),
+                Signal::SIGHUP => {
+                    self.sample();
+                }
                 Signal::SIGUSR1 | Signal::SIGUSR2 | Signal::SIGWINCH => {
-                    self.tracker.signal_tree(
-                        Sig::from_raw(sig as i32).unwrap_or(Sig::CONT),
-                        self.poll.registry(),
-                    );
+                    self.tracker
+                        .signal_tree(Sig::from_raw(sig as i32).unwrap_or(Sig::CONT), self.poll.registry());
                 }
                 Signal::SIGTSTP => self.suspend_self(),
                 Signal::SIGCONT => self.on_continued(),
@@ -291,6 +388,7 @@ impl EventLoop {
                     self.suspend_self();
                 }
                 Event::MainStopped(_) => {}
+                Event::AutoReaped(r) => self.emitter.accounting.auto_reaped(&r),
             }
         }
     }
@@ -306,17 +404,12 @@ impl EventLoop {
         self.leftovers = Some((live, self.tracker.processes_started()));
         let how = match status {
             ExitStatus::Exited(c) => format!("exited with status {c}"),
-            ExitStatus::Signaled(s) => format!(
-                "was killed by {}",
-                Sig::from_raw(s).map_or(s.to_string(), |s| s.to_string())
-            ),
+            ExitStatus::Signaled(s) => {
+                format!("was killed by {}", Sig::from_raw(s).map_or(s.to_string(), |s| s.to_string()))
+            }
         };
         if live > 0 {
-            let next = if self.kill_leftovers {
-                "ending"
-            } else {
-                "waiting for"
-            };
+            let next = if self.kill_leftovers { "ending" } else { "waiting for" };
             crate::info!("main process {how}; {next} {live} leftover process(es)");
         } else {
             crate::debug!("main process {how}");
@@ -350,10 +443,7 @@ impl EventLoop {
         if let Some(t) = &self.terminal {
             t.give_to_job();
         }
-        let actions = self
-            .policy
-            .command(&Command::Resume, Instant::now())
-            .unwrap_or_default();
+        let actions = self.policy.command(&Command::Resume, Instant::now()).unwrap_or_default();
         self.apply(actions);
     }
 
@@ -367,11 +457,7 @@ impl EventLoop {
                 Input::Line(line) => self.handle_raw(&line),
                 Input::TooLong => {
                     crate::warn!("control socket: rejected a line longer than {MAX_LINE} bytes");
-                    self.reply(
-                        false,
-                        None,
-                        Some(format!("line longer than {MAX_LINE} bytes")),
-                    )
+                    self.reply(false, None, Some(format!("line longer than {MAX_LINE} bytes")))
                 }
             };
             if let Some(socket) = self.socket.as_mut() {
@@ -390,19 +476,30 @@ impl EventLoop {
             }
         };
         let name = Some(cmd.name().to_owned());
+        let mut sample = None;
         let result = match cmd {
-            Command::Sample | Command::ChangeSampleRate(_) => {
-                Err("samples are not produced by this version yet".to_owned())
+            Command::Sample => {
+                sample = Some(self.sample());
+                Ok(Vec::new())
+            }
+            Command::ChangeSampleRate(d) => {
+                self.sint = d;
+                if self.emitter.has_sink() {
+                    self.next_sample = Some(Instant::now() + d);
+                }
+                Ok(Vec::new())
             }
             _ => self.policy.command(&cmd, Instant::now()),
         };
         match result {
             Ok(actions) => {
-                if cmd != Command::Status {
+                if !matches!(cmd, Command::Status | Command::Sample) {
                     crate::info!("command: {}", cmd.name());
                 }
                 self.apply(actions);
-                self.reply(true, name, None)
+                let mut reply = self.reply(true, name, None);
+                reply.sample = sample;
+                reply
             }
             Err(e) => {
                 crate::warn!("command {} refused: {e}", cmd.name());
@@ -412,12 +509,7 @@ impl EventLoop {
     }
 
     fn reply(&self, ok: bool, command: Option<String>, error: Option<String>) -> Reply {
-        Reply {
-            ok,
-            command,
-            error,
-            state: self.state(),
-        }
+        Reply { ok, command, error, state: self.state(), sample: None }
     }
 
     /// The box's state as `status` reports it.

@@ -5,10 +5,13 @@
 
 #[macro_use]
 pub mod log;
+pub mod accounting;
 pub mod command;
 pub mod config;
+pub mod emitter;
 pub mod event_loop;
 pub mod policy;
+pub mod relay;
 pub mod signals;
 pub mod spawn;
 pub mod terminal;

@@ -1,13 +1,19 @@
 use nix::sys::signal::SigmaskHow;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use proc_box::accounting::report::Identity;
 use proc_box::config::{Config, OnMainExit, ParseOutcome};
-use proc_box::event_loop::{handled_signals, EventLoop, Parts};
+use proc_box::event_loop::{handled_signals, EmitterParts, EventLoop, Parts};
 use proc_box::log::{self, Level};
 use proc_box::policy::Policy;
+use proc_box::relay;
+use proc_box::spawn::ChildSetup;
 use proc_box::terminal::Terminal;
+use proc_box::transport::sinks::{StatsFile, SummaryFile};
 use proc_box::transport::socket::ControlSocket;
 use proc_box::{error, spawn, warn};
+use std::os::fd::AsRawFd;
 use std::time::Instant;
+use std::time::SystemTime;
 
 /// proc_box's own failure before the command ran (contract §2).
 const SETUP_FAILED: i32 = 125;
@@ -52,51 +58,71 @@ fn start(config: &Config) -> Result<i32, String> {
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into());
     let box_id = config.box_id(&hostname);
+    let started = SystemTime::now();
 
     // Block first, so no SIGCHLD or stop request can slip past the signalfd.
-    let job_mask = handled_signals()
-        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
-        .map_err(|e| format!("sigprocmask: {e}"))?;
-    let signals = SignalFd::with_flags(
-        &handled_signals(),
-        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
-    )
-    .map_err(|e| format!("signalfd: {e}"))?;
-    nix::sys::prctl::set_child_subreaper(true)
-        .map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
-    let socket = config
-        .control_socket
-        .as_deref()
-        .map(ControlSocket::bind)
-        .transpose()?;
+    let job_mask =
+        handled_signals().thread_swap_mask(SigmaskHow::SIG_BLOCK).map_err(|e| format!("sigprocmask: {e}"))?;
+    let signals = SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))?;
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
+    let nofile = raise_nofile();
+    let socket = config.control_socket.as_deref().map(ControlSocket::bind).transpose()?;
+    let stats = config.stats_file.as_deref().map(StatsFile::open).transpose()?;
+    let summary_file = config.summary_file.as_deref().map(SummaryFile::new).transpose()?;
     let terminal = Terminal::detect();
+    let out = relay::interpose(1).map_err(|e| format!("stdout pipe: {e}"))?;
+    let err = relay::interpose(2).map_err(|e| format!("stderr pipe: {e}"))?;
 
-    let policy = Policy::new(
-        config.grace,
-        config.stop_signal,
-        config.timeout,
-        config.on_main_exit,
-        Instant::now(),
-    );
-    let main = spawn::spawn(
-        &config.command,
-        &box_id,
-        config.track,
-        terminal.as_ref().map(Terminal::fd),
-        &job_mask,
-    )?;
-    let command_name = config.command[0].to_string_lossy().into_owned();
+    let policy =
+        Policy::new(config.grace, config.stop_signal, config.timeout, config.on_main_exit, Instant::now());
+    let setup = ChildSetup {
+        terminal: terminal.as_ref().map(Terminal::fd),
+        mask: job_mask,
+        stdio: [out.as_ref().map(|(w, _)| w.as_raw_fd()), err.as_ref().map(|(w, _)| w.as_raw_fd())],
+        nofile,
+    };
+    let main = spawn::spawn(&config.command, &box_id, config.track, &setup)?;
+    // Only the job may hold the write ends, so the relays see EOF when the tree is gone.
+    let (out, err) = (out.map(|(_, p)| p), err.map(|(_, p)| p));
+    let argv: Vec<String> = config.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let event_loop = EventLoop::new(Parts {
         signals,
         main,
         policy,
         socket,
         terminal,
-        box_id,
-        command_name,
+        box_id: box_id.clone(),
+        command_name: argv[0].clone(),
         kill_leftovers: config.on_main_exit == OnMainExit::Kill,
+        emitter: EmitterParts {
+            identity: Identity { box_id, hostname, user: config.json.clone(), started },
+            stats,
+            summary_file,
+            sint: config.sint,
+            monitor: config.monitor,
+            own_io: Default::default(),
+        },
+        relays: [out, err],
+        stdout_limit: config.stdoutlimit,
+        preserve_status: config.preserve_status,
+        argv,
     })
     .map_err(|e| format!("event loop: {e}"))?;
     let outcome = event_loop.run();
     Ok(outcome.exit_code(config.preserve_status))
+}
+
+/// Every process of the tree costs proc_box a pidfd and a /proc handle: lift the soft
+/// RLIMIT_NOFILE to the hard one. Returns the original, which the job gets back.
+fn raise_nofile() -> Option<libc::rlimit> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        (libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0).then_some(lim)
+    }
 }

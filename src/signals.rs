@@ -32,7 +32,10 @@ impl Sig {
     pub fn parse(text: &str) -> Result<Sig, String> {
         let t = text.trim();
         let bad = || {
-            format!("invalid signal '{text}' (use a number from 1 to {} or a name such as TERM, KILL, USR1)", libc::SIGRTMAX())
+            format!(
+                "invalid signal '{text}' (use a number from 1 to {} or a name such as TERM, KILL, USR1)",
+                libc::SIGRTMAX()
+            )
         };
         let body = t.strip_prefix('-').unwrap_or(t);
         if body.starts_with(['-', '+']) {
@@ -42,14 +45,8 @@ impl Sig {
             return Sig::from_raw(n).ok_or_else(bad);
         }
         let upper = body.to_ascii_uppercase();
-        let name = if upper.starts_with("SIG") {
-            upper
-        } else {
-            format!("SIG{upper}")
-        };
-        Signal::from_str(&name)
-            .map(|s| Sig(s as i32))
-            .map_err(|_| bad())
+        let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+        Signal::from_str(&name).map(|s| Sig(s as i32)).map_err(|_| bad())
     }
 }
 
@@ -73,9 +70,7 @@ mod tests {
         }
         assert_eq!(Sig::parse("TERM"), Ok(Sig::TERM));
         assert_eq!(Sig::parse("34").map(Sig::raw), Ok(34));
-        for bad in [
-            "0", "-0", "--9", "+9", "-", "", "FOO", "SIG", "999", "1.5", "-1x",
-        ] {
+        for bad in ["0", "-0", "--9", "+9", "-", "", "FOO", "SIG", "999", "1.5", "-1x"] {
             assert!(Sig::parse(bad).is_err(), "{bad} should be refused");
         }
     }

@@ -55,38 +55,38 @@ fn job_env(box_id: &str, mode: &str) -> Vec<CString> {
 }
 
 fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain([std::ptr::null()])
-        .collect()
+    strings.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect()
 }
 
 /// What the go byte tells the child: which environment to exec with.
 const GO_PTRACE: u8 = b'p';
 const GO_SUBREAPER: u8 = b's';
 
-/// Forks and execs `argv`. `terminal` is the controlling tty to hand to the job's process
-/// group; `child_mask` is the signal mask the job starts with.
-pub fn spawn(
-    argv: &[OsString],
-    box_id: &str,
-    track: Track,
-    terminal: Option<RawFd>,
-    child_mask: &SigSet,
-) -> Result<Spawned, String> {
+/// What the job's process gets besides its argv.
+pub struct ChildSetup {
+    /// The controlling tty to hand to the job's process group.
+    pub terminal: Option<RawFd>,
+    /// The signal mask the job starts with (proc_box's original one).
+    pub mask: SigSet,
+    /// Pipe ends to install as the job's stdout and stderr (the relays' write ends).
+    pub stdio: [Option<RawFd>; 2],
+    /// The RLIMIT_NOFILE proc_box started with, restored for the job.
+    pub nofile: Option<libc::rlimit>,
+}
+
+/// Forks and execs `argv` as set up by `setup`.
+pub fn spawn(argv: &[OsString], box_id: &str, track: Track, setup: &ChildSetup) -> Result<Spawned, String> {
+    let terminal = setup.terminal;
     let cargs: Vec<CString> = argv
         .iter()
-        .map(|a| {
-            CString::new(a.as_bytes()).map_err(|_| "an argument contains a NUL byte".to_string())
-        })
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| "an argument contains a NUL byte".to_string()))
         .collect::<Result<_, _>>()?;
     let ptrs = pointers(&cargs);
     let envs = [job_env(box_id, "ptrace"), job_env(box_id, "subreaper")];
     let envps = [pointers(&envs[0]), pointers(&envs[1])];
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let mask = *child_mask.as_ref();
+    let mask = *setup.mask.as_ref();
 
     // SAFETY: proc_box is single-threaded here (no transport thread has started), and the child
     // only makes async-signal-safe calls on memory prepared before the fork.
@@ -94,14 +94,7 @@ pub fn spawn(
         ForkResult::Child => {
             // SAFETY: see above; this never returns.
             unsafe {
-                child(
-                    &ptrs,
-                    &envps,
-                    go_r.as_raw_fd(),
-                    report_w.as_raw_fd(),
-                    terminal,
-                    &mask,
-                )
+                child(&ptrs, &envps, go_r.as_raw_fd(), report_w.as_raw_fd(), setup, &mask)
             }
         }
         ForkResult::Parent { child } => {
@@ -120,12 +113,8 @@ pub fn spawn(
                 why
             };
             // Our child and not yet reaped, so this pidfd is certainly the right process.
-            let pidfd = PidFd::open(child.as_raw()).map_err(|e| {
-                abort(
-                    None,
-                    format!("pidfd_open: {e} (Linux 5.3 or later is required)"),
-                )
-            })?;
+            let pidfd = PidFd::open(child.as_raw())
+                .map_err(|e| abort(None, format!("pidfd_open: {e} (Linux 5.3 or later is required)")))?;
             let mode = match track {
                 Track::Subreaper => Mode::Subreaper,
                 Track::Ptrace | Track::Auto => match ptrace::seize(child.as_raw()) {
@@ -142,20 +131,12 @@ pub fn spawn(
                     }
                 },
             };
-            let go = if mode == Mode::Ptrace {
-                GO_PTRACE
-            } else {
-                GO_SUBREAPER
-            };
+            let go = if mode == Mode::Ptrace { GO_PTRACE } else { GO_SUBREAPER };
             nix::unistd::write(&go_w, &[go])
                 .map_err(|e| abort(Some(&pidfd), format!("cannot start the child: {e}")))?;
             drop(go_w);
             drop((cargs, envs));
-            Ok(Spawned {
-                pidfd,
-                mode,
-                report: ExecReport(std::fs::File::from(report_r)),
-            })
+            Ok(Spawned { pidfd, mode, report: ExecReport(std::fs::File::from(report_r)) })
         }
     }
 }
@@ -175,14 +156,23 @@ unsafe fn child(
     envps: &[Vec<*const libc::c_char>; 2],
     go: RawFd,
     report: RawFd,
-    terminal: Option<RawFd>,
+    setup: &ChildSetup,
     mask: &libc::sigset_t,
 ) -> ! {
+    let ChildSetup { terminal, stdio, nofile, .. } = *setup;
     // SAFETY (whole block): plain syscalls on fds and memory that stay valid until exec.
     unsafe {
         libc::setpgid(0, 0);
         if let Some(fd) = terminal {
             libc::tcsetpgrp(fd, libc::getpid()); // SIGTTOU is blocked, so this works from the background
+        }
+        for (target, fd) in [1, 2].into_iter().zip(stdio) {
+            if let Some(fd) = fd {
+                libc::dup2(fd, target); // the copy is not close-on-exec; the original is
+            }
+        }
+        if let Some(limit) = nofile {
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
         // Rust's runtime ignores SIGPIPE; the job must get the default back.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -198,11 +188,7 @@ unsafe fn child(
             libc::_exit(125); // the parent gave up on us
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
-        let envp = if byte == GO_PTRACE {
-            &envps[0]
-        } else {
-            &envps[1]
-        };
+        let envp = if byte == GO_PTRACE { &envps[0] } else { &envps[1] };
         libc::execvpe(argv[0], argv.as_ptr(), envp.as_ptr());
         let err = *libc::__errno_location();
         let bytes = err.to_ne_bytes();

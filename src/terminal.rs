@@ -23,11 +23,7 @@ impl Terminal {
             return None;
         }
         let own_pgrp = getpgrp();
-        (tcgetpgrp(stdin).ok()? == own_pgrp).then_some(Terminal {
-            fd,
-            own_pgrp,
-            job_pgrp: None,
-        })
+        (tcgetpgrp(stdin).ok()? == own_pgrp).then_some(Terminal { fd, own_pgrp, job_pgrp: None })
     }
 
     pub fn fd(&self) -> RawFd {

@@ -8,20 +8,12 @@ use nix::unistd::Pid;
 use std::process::{Output, Stdio};
 
 fn run(scene: &Scene, args: &[&str]) -> Output {
-    let child = scene
-        .command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = scene.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.wait_with_output().unwrap()
 }
 
 fn code(scene: &Scene, args: &[&str]) -> i32 {
-    run(scene, args)
-        .status
-        .code()
-        .expect("proc_box exits, it is not killed")
+    run(scene, args).status.code().expect("proc_box exits, it is not killed")
 }
 
 #[test]
@@ -30,31 +22,11 @@ fn exit_statuses() {
     assert_eq!(code(&s, &["true"]), 0);
     assert_eq!(code(&s, &["sh", "-c", "exit 3"]), 3);
     assert_eq!(code(&s, &["sh", "-c", "kill -9 $$"]), 137);
-    assert_eq!(
-        code(&s, &["sh", "-c", "kill -USR1 $$"]),
-        128 + libc::SIGUSR1
-    );
+    assert_eq!(code(&s, &["sh", "-c", "kill -USR1 $$"]), 128 + libc::SIGUSR1);
     assert_eq!(code(&s, &["--timeout", "200ms", "sleep", "30"]), 124);
+    assert_eq!(code(&s, &["--timeout", "200ms", "--preserve-status", "sleep", "30"]), 143);
     assert_eq!(
-        code(
-            &s,
-            &["--timeout", "200ms", "--preserve-status", "sleep", "30"]
-        ),
-        143
-    );
-    assert_eq!(
-        code(
-            &s,
-            &[
-                "--timeout",
-                "200ms",
-                "--stop-signal",
-                "INT",
-                "--preserve-status",
-                "sleep",
-                "30"
-            ]
-        ),
+        code(&s, &["--timeout", "200ms", "--stop-signal", "INT", "--preserve-status", "sleep", "30"]),
         130
     );
     let out = run(&s, &["/nonexistent/command"]);
@@ -80,15 +52,9 @@ fn usage_errors_exit_125_before_running_anything() {
     ] {
         let out = run(&s, args);
         assert_eq!(out.status.code(), Some(125), "{args:?}");
-        assert!(
-            !out.stderr.is_empty(),
-            "a usage error explains itself: {args:?}"
-        );
+        assert!(!out.stderr.is_empty(), "a usage error explains itself: {args:?}");
     }
-    assert!(
-        !marker.exists(),
-        "the command must not run after a usage error"
-    );
+    assert!(!marker.exists(), "the command must not run after a usage error");
 }
 
 #[test]
@@ -99,51 +65,18 @@ fn go_style_flags_and_environment() {
     assert_eq!(
         code(
             &s,
-            &[
-                "-grace=1s",
-                "-debug",
-                "-nowarn=false",
-                "-runanyway",
-                "-multiRmtKey",
-                "-sint",
-                "10s",
-                "true"
-            ]
+            &["-grace=1s", "-debug", "-nowarn=false", "-runanyway", "-multiRmtKey", "-sint", "10s", "true"]
         ),
         0
     );
-    let out = s
-        .command(&["sleep", "30"])
-        .env("PBOX_TIMEOUT", "200ms")
-        .output()
-        .unwrap();
+    let out = s.command(&["sleep", "30"]).env("PBOX_TIMEOUT", "200ms").output().unwrap();
     assert_eq!(out.status.code(), Some(124), "PBOX_TIMEOUT applies");
-    let out = s
-        .command(&["--timeout", "0", "sleep", "0.5"])
-        .env("PBOX_TIMEOUT", "100ms")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "the command line wins over the environment"
-    );
-    let out = s
-        .command(&["true"])
-        .env("PBOX_DEBUG", "1")
-        .output()
-        .unwrap();
+    let out = s.command(&["--timeout", "0", "sleep", "0.5"]).env("PBOX_TIMEOUT", "100ms").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "the command line wins over the environment");
+    let out = s.command(&["true"]).env("PBOX_DEBUG", "1").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("debug:"));
-    let out = s
-        .command(&["true"])
-        .env("PBOX_SINT", "often")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(125),
-        "a bad environment value is a usage error"
-    );
+    let out = s.command(&["true"]).env("PBOX_SINT", "often").output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "a bad environment value is a usage error");
     let out = s.command(&["-version"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("proc_box "));
@@ -152,41 +85,17 @@ fn go_style_flags_and_environment() {
 #[test]
 fn args_after_the_command_are_the_commands() {
     let s = Scene::new("args");
-    let out = run(
-        &s,
-        &[
-            "-grace",
-            "1s",
-            "sh",
-            "-c",
-            "echo \"$@\"",
-            "x",
-            "-timeout",
-            "5",
-            "--",
-            "--debug",
-        ],
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "-timeout 5 -- --debug\n"
-    );
+    let out = run(&s, &["-grace", "1s", "sh", "-c", "echo \"$@\"", "x", "-timeout", "5", "--", "--debug"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "-timeout 5 -- --debug\n");
     let out = run(&s, &["--", "sh", "-c", "echo ok"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
 }
 
 #[test]
 fn stop_signals_to_proc_box_stop_the_tree() {
-    for (sig, expect) in [
-        (Signal::SIGTERM, 143),
-        (Signal::SIGINT, 143),
-        (Signal::SIGQUIT, 143),
-    ] {
+    for (sig, expect) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 143), (Signal::SIGQUIT, 143)] {
         let s = Scene::new("sigterm");
-        let mut child = s
-            .command(&["--", fixture("fork_tree").to_str().unwrap(), "stay"])
-            .spawn()
-            .unwrap();
+        let mut child = s.command(&["--", fixture("fork_tree").to_str().unwrap(), "stay"]).spawn().unwrap();
         for n in ["child0", "child1", "grand0", "grand1", "main"] {
             s.pid(n);
         }
@@ -217,9 +126,7 @@ fn second_stop_signal_escalates_to_sigkill() {
     let mut ctl = Control::connect(&s.socket());
     let pid = Pid::from_raw(child.id() as i32);
     kill(pid, Signal::SIGTERM).unwrap();
-    wait_for("the box to be stopping", || {
-        (ctl.status()["state"] == "stopping").then_some(())
-    });
+    wait_for("the box to be stopping", || (ctl.status()["state"] == "stopping").then_some(()));
     kill(pid, Signal::SIGTERM).unwrap();
     assert_eq!(wait_exit(&mut child).code(), Some(137));
     s.assert_no_survivors();
@@ -231,15 +138,7 @@ fn grace_period_then_sigkill() {
     let sock = s.socket().display().to_string();
     let stubborn = fixture("ignore_term");
     let mut child = s
-        .command(&[
-            "--grace",
-            "500ms",
-            "--control-socket",
-            &sock,
-            "--",
-            stubborn.to_str().unwrap(),
-            "stay",
-        ])
+        .command(&["--grace", "500ms", "--control-socket", &sock, "--", stubborn.to_str().unwrap(), "stay"])
         .spawn()
         .unwrap();
     s.pid("stubborn");
@@ -260,10 +159,7 @@ fn on_main_exit_wait_keeps_the_box_open_for_the_tree() {
     let s = Scene::new("wait");
     let done = s.dir.join("done");
     let script = format!("(sleep 0.3; touch {}) & exit 5", done.display());
-    let out = s
-        .command(&["--on-main-exit", "wait", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out = s.command(&["--on-main-exit", "wait", "sh", "-c", &script]).output().unwrap();
     assert_eq!(out.status.code(), Some(5), "the main process's status");
     assert!(done.exists(), "proc_box returned before the tree finished");
 

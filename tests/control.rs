@@ -43,24 +43,16 @@ fn malformed_input_is_refused_and_the_job_is_untouched() {
     ] {
         let reply = ctl.raw(line);
         assert_eq!(reply["ok"], false, "{line}");
-        assert!(
-            reply["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{line}: {reply}"
-        );
+        assert!(reply["error"].as_str().is_some_and(|e| !e.is_empty()), "{line}: {reply}");
         assert_eq!(reply["state"]["state"], "running", "{line}");
     }
-    let huge = format!(
-        r#"{{"command": "status", "pad": "{}"}}"#,
-        "x".repeat(100_000)
-    );
+    let huge = format!(r#"{{"command": "status", "pad": "{}"}}"#, "x".repeat(100_000));
     let reply = ctl.raw(&huge);
     assert_eq!(reply["ok"], false);
     // The connection still works, and the job was never touched.
     let before = s.count("main");
     assert_eq!(ctl.ok("STATUS", &[])["state"]["state"], "running");
-    wait_for("the job to keep working", || {
-        (s.count("main") > before + 3).then_some(())
-    });
+    wait_for("the job to keep working", || (s.count("main") > before + 3).then_some(()));
     for n in ["child0", "child1", "grand0", "grand1"] {
         assert!(!is_stopped(s.pid(n)));
     }
@@ -79,14 +71,9 @@ fn several_commands_in_one_write_and_a_last_line_without_newline() {
     raw.set_read_timeout(Some(DEADLINE)).unwrap();
     raw.write_all(b"{\"command\":\"status\"}\n\n{\"command\":\"timer_stop\"}\n{\"command\":\"kill\",\"arguments\":[\"TERM\"]}").unwrap();
     raw.shutdown(std::net::Shutdown::Write).unwrap();
-    let replies: Vec<Value> = BufReader::new(raw)
-        .lines()
-        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
-        .collect();
-    let names: Vec<&str> = replies
-        .iter()
-        .map(|r| r["command"].as_str().unwrap())
-        .collect();
+    let replies: Vec<Value> =
+        BufReader::new(raw).lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    let names: Vec<&str> = replies.iter().map(|r| r["command"].as_str().unwrap()).collect();
     assert_eq!(names, ["status", "timer_stop", "kill"]);
     assert!(replies.iter().all(|r| r["ok"] == true));
     assert_eq!(wait_exit(&mut child).code(), Some(143));
@@ -109,11 +96,7 @@ fn timer_commands() {
     });
     let t = timer(&mut ctl);
     assert_eq!(t["enabled"], false);
-    assert_eq!(
-        secs(&t["elapsed_seconds"]),
-        stopped,
-        "a stopped timer does not count"
-    );
+    assert_eq!(secs(&t["elapsed_seconds"]), stopped, "a stopped timer does not count");
 
     ctl.ok("timer_resume", &[]);
     wait_for("the timer to count again", || {
@@ -122,10 +105,7 @@ fn timer_commands() {
 
     ctl.ok("timer_reset", &[]);
     let t = timer(&mut ctl);
-    assert_eq!(
-        (t["enabled"].clone(), secs(&t["elapsed_seconds"])),
-        (Value::Bool(false), 0.0)
-    );
+    assert_eq!((t["enabled"].clone(), secs(&t["elapsed_seconds"])), (Value::Bool(false), 0.0));
 
     ctl.ok("timer_start", &[]);
     let t = timer(&mut ctl);
@@ -164,17 +144,20 @@ fn timeout_is_paused_while_suspended_and_restarts_with_timer_start() {
 }
 
 #[test]
-fn sample_commands_are_refused_until_samples_exist() {
+fn sample_command_replies_with_a_sample() {
     let s = Scene::new("sample");
     let (mut child, mut ctl) = boxed(&s, &[]);
-    for line in [
-        r#"{"command": "sample"}"#,
-        r#"{"command": "change_sample_rate", "arguments": ["5s"]}"#,
-    ] {
-        let reply = ctl.raw(line);
-        assert_eq!(reply["ok"], false);
-        assert!(reply["error"].as_str().unwrap().contains("not produced"));
+    for n in ["child0", "child1", "grand0", "grand1"] {
+        s.pid(n);
     }
+    wait_for("a sample listing every process", || {
+        let reply = ctl.ok("sample", &[]);
+        let sample = &reply["sample"];
+        assert_eq!(sample["type"], "sample");
+        (sample["processes"] == 5).then_some(())
+    });
+    let reply = ctl.ok("change_sample_rate", &["250ms"]);
+    assert!(reply["sample"].is_null());
     ctl.ok("stop", &[]);
     assert_eq!(wait_exit(&mut child).code(), Some(143));
 }
@@ -197,28 +180,16 @@ fn socket_path_conflicts() {
     let sock = s.socket().display().to_string();
     // A stale socket (nobody listening) is replaced.
     drop(UnixListener::bind(s.socket()).unwrap());
-    assert_eq!(
-        s.command(&["--control-socket", &sock, "true"])
-            .status()
-            .unwrap()
-            .code(),
-        Some(0)
-    );
+    assert_eq!(s.command(&["--control-socket", &sock, "true"]).status().unwrap().code(), Some(0));
     // A live one is not taken over.
     let _live = UnixListener::bind(s.socket()).unwrap();
-    let out = s
-        .command(&["--control-socket", &sock, "true"])
-        .output()
-        .unwrap();
+    let out = s.command(&["--control-socket", &sock, "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
     // Nor is a regular file.
     let file = s.dir.join("plain");
     std::fs::write(&file, "keep me").unwrap();
-    let out = s
-        .command(&["--control-socket", file.to_str().unwrap(), "true"])
-        .output()
-        .unwrap();
+    let out = s.command(&["--control-socket", file.to_str().unwrap(), "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }

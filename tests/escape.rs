@@ -83,12 +83,7 @@ impl Drop for Reference {
 fn held(case: &Case, track: &str) {
     let scene = Scene::new(case.name);
     let sock = scene.socket().display().to_string();
-    let mut child = start(
-        &scene,
-        track,
-        &["--control-socket", &sock],
-        &job(case, "stay"),
-    );
+    let mut child = start(&scene, track, &["--control-socket", &sock], &job(case, "stay"));
     let names: Vec<&str> = case.workers.iter().copied().chain(["main"]).collect();
     let pids: Vec<i32> = names.iter().map(|n| scene.pid(n)).collect();
     let mut ctl = Control::connect(&scene.socket());
@@ -101,41 +96,25 @@ fn held(case: &Case, track: &str) {
 
     let reply = ctl.ok("suspend", &[]);
     assert_eq!(reply["state"]["state"], "suspended");
-    wait_for("every process to be stopped", || {
-        pids.iter().all(|&p| is_stopped(p)).then_some(())
-    });
+    wait_for("every process to be stopped", || pids.iter().all(|&p| is_stopped(p)).then_some(()));
     let frozen: Vec<u64> = names.iter().map(|n| scene.count(n)).collect();
     Reference::new().let_time_pass(20);
     let after: Vec<u64> = names.iter().map(|n| scene.count(n)).collect();
-    assert_eq!(
-        frozen, after,
-        "a suspended process kept working ({names:?})"
-    );
+    assert_eq!(frozen, after, "a suspended process kept working ({names:?})");
 
     assert_eq!(ctl.ok("resume", &[])["state"]["state"], "running");
     wait_for("every process to work again", || {
-        names
-            .iter()
-            .zip(&frozen)
-            .all(|(n, &c)| scene.count(n) > c)
-            .then_some(())
+        names.iter().zip(&frozen).all(|(n, &c)| scene.count(n) > c).then_some(())
     });
 
     kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR1).unwrap();
     wait_for("SIGUSR1 to reach every process", || {
-        names
-            .iter()
-            .all(|n| scene.has_file(&format!("{n}.usr1")))
-            .then_some(())
+        names.iter().all(|n| scene.has_file(&format!("{n}.usr1"))).then_some(())
     });
 
     ctl.ok("stop", &[]);
     let status = wait_exit(&mut child);
-    assert_eq!(
-        status.code(),
-        Some(case.stop_code),
-        "exit status after stop"
-    );
+    assert_eq!(status.code(), Some(case.stop_code), "exit status after stop");
     scene.assert_no_survivors();
 }
 
@@ -143,13 +122,7 @@ fn held(case: &Case, track: &str) {
 /// daemon holds.
 fn leftovers(case: &Case, track: &str) {
     let scene = Scene::new(case.name);
-    let mut args = vec![
-        "--track".to_string(),
-        track.into(),
-        "--grace".into(),
-        "2s".into(),
-        "--".into(),
-    ];
+    let mut args = vec!["--track".to_string(), track.into(), "--grace".into(), "2s".into(), "--".into()];
     args.extend(job(case, "exit"));
     let mut child = scene
         .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
@@ -172,27 +145,13 @@ fn leftovers(case: &Case, track: &str) {
     let status = wait_exit(&mut child);
     assert_eq!(status.code(), Some(3), "the main process's own status");
     for n in case.workers {
-        assert!(
-            scene.has_file(&format!("{n}.pid")),
-            "escapee {n} never started"
-        );
+        assert!(scene.has_file(&format!("{n}.pid")), "escapee {n} never started");
     }
     scene.assert_no_survivors();
-    let out: Vec<String> = (0..2)
-        .map(|_| {
-            rx.recv_timeout(DEADLINE)
-                .expect("stdout and stderr reach EOF")
-        })
-        .collect();
-    let stderr = out
-        .iter()
-        .find(|t| t.contains("proc_box:"))
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        stderr.contains("leftover process"),
-        "the leftover count is logged: {stderr:?}"
-    );
+    let out: Vec<String> =
+        (0..2).map(|_| rx.recv_timeout(DEADLINE).expect("stdout and stderr reach EOF")).collect();
+    let stderr = out.iter().find(|t| t.contains("proc_box:")).cloned().unwrap_or_default();
+    assert!(stderr.contains("leftover process"), "the leftover count is logged: {stderr:?}");
 }
 
 macro_rules! escape_cases {
@@ -228,17 +187,8 @@ fn kill_command_reaches_every_process() {
     for track in MODES {
         let scene = Scene::new("kill");
         let sock = scene.socket().display().to_string();
-        let case = Case {
-            name: "fork_tree",
-            workers: &[],
-            stop_code: 0,
-        };
-        let mut child = start(
-            &scene,
-            track,
-            &["--control-socket", &sock],
-            &job(&case, "stay"),
-        );
+        let case = Case { name: "fork_tree", workers: &[], stop_code: 0 };
+        let mut child = start(&scene, track, &["--control-socket", &sock], &job(&case, "stay"));
         for n in ["child0", "child1", "grand0", "grand1", "main"] {
             scene.pid(n);
         }
@@ -251,11 +201,7 @@ fn kill_command_reaches_every_process() {
 #[test]
 fn sigkill_of_proc_box_takes_the_tree_with_it_under_ptrace() {
     let scene = Scene::new("sigkill");
-    let case = Case {
-        name: "fork_tree",
-        workers: &[],
-        stop_code: 0,
-    };
+    let case = Case { name: "fork_tree", workers: &[], stop_code: 0 };
     let mut child = start(&scene, "ptrace", &[], &job(&case, "stay"));
     for n in ["child0", "child1", "grand0", "grand1", "main"] {
         scene.pid(n);

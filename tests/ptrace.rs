@@ -21,16 +21,11 @@ fn explicit_ptrace_mode_fails_with_125_and_says_what_to_do() {
     let s = Scene::new("refused");
     let ran = s.dir.join("ran");
     let touch = format!("touch {}", ran.display());
-    let out = without_ptrace(&s, &["--track", "ptrace", "sh", "-c", &touch])
-        .output()
-        .unwrap();
+    let out = without_ptrace(&s, &["--track", "ptrace", "sh", "-c", &touch]).output().unwrap();
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--track subreaper"), "{err}");
-    assert!(
-        !ran.exists(),
-        "the job must not run when its box cannot be built"
-    );
+    assert!(!ran.exists(), "the job must not run when its box cannot be built");
     s.assert_no_survivors();
 }
 
@@ -39,36 +34,21 @@ fn auto_mode_falls_back_to_subreaper_with_one_warning() {
     let s = Scene::new("fallback");
     let sock = s.socket().display().to_string();
     let tree = fixture("fork_tree");
-    let mut child = without_ptrace(
-        &s,
-        &[
-            "--control-socket",
-            &sock,
-            "--",
-            tree.to_str().unwrap(),
-            "stay",
-        ],
-    )
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = without_ptrace(&s, &["--control-socket", &sock, "--", tree.to_str().unwrap(), "stay"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     for n in ["child0", "child1", "grand0", "grand1", "main"] {
         s.pid(n);
     }
     let mut ctl = Control::connect(&s.socket());
     assert_eq!(ctl.status()["track"], "subreaper");
-    wait_for("every process to be listed", || {
-        (ctl.status()["processes"] == 5).then_some(())
-    });
+    wait_for("every process to be listed", || (ctl.status()["processes"] == 5).then_some(()));
     ctl.ok("stop", &[]);
     let out = child.stderr.take().unwrap();
     assert_eq!(wait_exit(&mut child).code(), Some(143));
     let err = std::io::read_to_string(out).unwrap();
-    assert_eq!(
-        err.matches("warning: ptrace is not permitted").count(),
-        1,
-        "{err}"
-    );
+    assert_eq!(err.matches("warning: ptrace is not permitted").count(), 1, "{err}");
     s.assert_no_survivors();
 }
 
@@ -76,28 +56,12 @@ fn auto_mode_falls_back_to_subreaper_with_one_warning() {
 fn jobs_that_use_ptrace_need_subreaper_mode() {
     let s = Scene::new("gdb");
     let job = fixture("wants_ptrace");
-    let out = s
-        .command(&["--track", "ptrace", job.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = s.command(&["--track", "ptrace", job.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "ptrace: Operation not permitted\n"
-    );
-    let out = s
-        .command(&["--track", "subreaper", job.to_str().unwrap()])
-        .output()
-        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ptrace: Operation not permitted\n");
+    let out = s.command(&["--track", "subreaper", job.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ptrace: ok\n");
-    let out = s
-        .command(&["sh", "-c", "echo $PROC_BOX_TRACK"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "ptrace\n",
-        "the job can tell how it is boxed"
-    );
+    let out = s.command(&["sh", "-c", "echo $PROC_BOX_TRACK"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ptrace\n", "the job can tell how it is boxed");
 }

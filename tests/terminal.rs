@@ -24,9 +24,7 @@ fn on_pty(scene: &Scene, args: &[&str]) -> Tty {
     let pty = openpty(None, None).unwrap();
     let slave: OwnedFd = pty.slave;
     let mut cmd = scene.command(args);
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave);
+    cmd.stdin(slave.try_clone().unwrap()).stdout(slave.try_clone().unwrap()).stderr(slave);
     // SAFETY: setsid and ioctl are async-signal-safe; this runs in the forked child.
     unsafe {
         cmd.pre_exec(|| {
@@ -38,16 +36,8 @@ fn on_pty(scene: &Scene, args: &[&str]) -> Tty {
     }
     let child = cmd.spawn().unwrap();
     let master = std::fs::File::from(pty.master);
-    nix::fcntl::fcntl(
-        &master,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .unwrap();
-    Tty {
-        child,
-        master,
-        seen: String::new(),
-    }
+    nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+    Tty { child, master, seen: String::new() }
 }
 
 impl Tty {
@@ -87,10 +77,7 @@ fn ctrl_c_ends_the_job_and_its_tree() {
     for track in MODES {
         let s = Scene::new("tty-int");
         let tree = fixture("setsid");
-        let mut tty = on_pty(
-            &s,
-            &["--track", track, "--", tree.to_str().unwrap(), "stay"],
-        );
+        let mut tty = on_pty(&s, &["--track", track, "--", tree.to_str().unwrap(), "stay"]);
         s.pid("session");
         s.pid("main");
         tty.type_in(b"\x03");
@@ -104,18 +91,12 @@ fn ctrl_z_suspends_the_whole_tree_and_continue_resumes_it() {
     for track in MODES {
         let s = Scene::new("tty-stop");
         let tree = fixture("setsid");
-        let mut tty = on_pty(
-            &s,
-            &["--track", track, "--", tree.to_str().unwrap(), "stay"],
-        );
+        let mut tty = on_pty(&s, &["--track", track, "--", tree.to_str().unwrap(), "stay"]);
         // "session" left the job's process group: the terminal's SIGTSTP never reaches it.
         let pids = [s.pid("session"), s.pid("main")];
         tty.type_in(b"\x1a");
         wait_for("proc_box to stop like a shell job", || {
-            match waitpid(
-                tty.pid(),
-                Some(WaitPidFlag::WUNTRACED | WaitPidFlag::WNOHANG),
-            ) {
+            match waitpid(tty.pid(), Some(WaitPidFlag::WUNTRACED | WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => Some(()),
                 _ => None,
             }

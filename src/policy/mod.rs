@@ -60,12 +60,9 @@ impl Policy {
                 self.set_suspended(false, now);
                 vec![Action::Signal(Sig::CONT)]
             }
-            Command::Kill(Sig::KILL) => self
-                .stop
-                .kill_now(Reason::Killed)
-                .map(Action::Signal)
-                .into_iter()
-                .collect(),
+            Command::Kill(Sig::KILL) => {
+                self.stop.kill_now(Reason::Killed).map(Action::Signal).into_iter().collect()
+            }
             Command::Kill(sig) => vec![Action::Signal(sig)],
             Command::TimerReset => self.timer_op(now, Timer::reset),
             Command::TimerStart => self.timer_op(now, Timer::start),
@@ -83,6 +80,22 @@ impl Policy {
     /// SIGINT, SIGTERM or SIGQUIT sent to proc_box: a graceful stop, escalating on repeat.
     pub fn stop_signal_received(&mut self, now: Instant) -> Vec<Action> {
         self.request_stop(Reason::Signal, now)
+    }
+
+    /// A limit was passed: a graceful stop at the limit, SIGKILL at the hard limit.
+    pub fn limit_exceeded(&mut self, reason: Reason, hard: bool, now: Instant) -> Vec<Action> {
+        if hard {
+            if self.stop.phase() == Phase::Killing {
+                return Vec::new();
+            }
+            crate::warn!("hard limit passed ({}); killing the whole tree", reason.as_str());
+            return self.stop.kill_now(reason).map(Action::Signal).into_iter().collect();
+        }
+        if self.stopping() {
+            return Vec::new();
+        }
+        crate::warn!("limit passed ({}); stopping the job", reason.as_str());
+        self.request_stop(reason, now)
     }
 
     /// The main process is gone; `leftovers` says whether any descendant is still alive.
@@ -136,10 +149,7 @@ impl Policy {
     }
 
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        [self.timer.deadline(now), self.stop.deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [self.timer.deadline(now), self.stop.deadline()].into_iter().flatten().min()
     }
 
     /// The signal a newly found process must get at once to match the tree's state.
@@ -193,10 +203,7 @@ mod tests {
     fn suspend_pauses_timer_and_stop_wakes_the_tree() {
         let t0 = Instant::now();
         let mut p = policy(t0);
-        assert_eq!(
-            p.command(&Command::Suspend, t0 + S),
-            Ok(vec![Action::Signal(Sig::STOP)])
-        );
+        assert_eq!(p.command(&Command::Suspend, t0 + S), Ok(vec![Action::Signal(Sig::STOP)]));
         assert_eq!(p.state_name(), "suspended");
         assert_eq!(p.birth_signal(), Some(Sig::STOP));
         assert_eq!(p.next_deadline(t0 + 100 * S), None);
@@ -236,22 +243,27 @@ mod tests {
     }
 
     #[test]
+    fn limits_stop_then_kill() {
+        let t0 = Instant::now();
+        let mut p = policy(t0);
+        assert_eq!(p.limit_exceeded(Reason::LimitStdout, false, t0), vec![Action::Signal(Sig::TERM)]);
+        assert!(p.limit_exceeded(Reason::LimitStdout, false, t0).is_empty());
+        assert_eq!(p.limit_exceeded(Reason::LimitStdout, true, t0), vec![Action::Signal(Sig::KILL)]);
+        assert!(p.limit_exceeded(Reason::LimitStdout, true, t0).is_empty());
+        assert_eq!(p.reason(), Some(Reason::LimitStdout));
+    }
+
+    #[test]
     fn kill_command_and_signals() {
         let t0 = Instant::now();
         let mut p = policy(t0);
-        assert_eq!(
-            p.command(&Command::Kill(Sig::TERM), t0),
-            Ok(vec![Action::Signal(Sig::TERM)])
-        );
+        assert_eq!(p.command(&Command::Kill(Sig::TERM), t0), Ok(vec![Action::Signal(Sig::TERM)]));
         assert!(!p.stopping());
         assert_eq!(p.stop_signal_received(t0), vec![Action::Signal(Sig::TERM)]);
         assert_eq!(p.stop_signal_received(t0), vec![Action::Signal(Sig::KILL)]);
         assert_eq!(p.reason(), Some(Reason::Signal));
         let mut k = policy(t0);
-        assert_eq!(
-            k.command(&Command::Kill(Sig::KILL), t0),
-            Ok(vec![Action::Signal(Sig::KILL)])
-        );
+        assert_eq!(k.command(&Command::Kill(Sig::KILL), t0), Ok(vec![Action::Signal(Sig::KILL)]));
         assert_eq!(k.reason(), Some(Reason::Killed));
     }
 }

@@ -13,6 +13,7 @@ pub enum Reason {
     Stopped,
     Killed,
     Signal,
+    LimitStdout,
 }
 
 impl Reason {
@@ -23,6 +24,7 @@ impl Reason {
             Reason::Stopped => "stopped",
             Reason::Killed => "killed",
             Reason::Signal => "signal",
+            Reason::LimitStdout => "limit_stdout",
         }
     }
 }
@@ -44,12 +46,7 @@ pub struct StopMachine {
 
 impl StopMachine {
     pub fn new(grace: Duration, stop_signal: Sig) -> StopMachine {
-        StopMachine {
-            phase: Phase::Running,
-            reason: None,
-            grace,
-            stop_signal,
-        }
+        StopMachine { phase: Phase::Running, reason: None, grace, stop_signal }
     }
 
     pub fn phase(&self) -> Phase {
@@ -68,9 +65,7 @@ impl StopMachine {
         match self.phase {
             Phase::Running if self.grace.is_zero() || self.stop_signal == Sig::KILL => self.kill(),
             Phase::Running => {
-                self.phase = Phase::Stopping {
-                    kill_at: now + self.grace,
-                };
+                self.phase = Phase::Stopping { kill_at: now + self.grace };
                 Some(self.stop_signal)
             }
             Phase::Stopping { .. } => self.kill(),

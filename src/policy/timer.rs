@@ -31,10 +31,7 @@ impl Timer {
     }
 
     pub fn elapsed(&self, now: Instant) -> Duration {
-        self.banked
-            + self
-                .since
-                .map_or(Duration::ZERO, |s| now.saturating_duration_since(s))
+        self.banked + self.since.map_or(Duration::ZERO, |s| now.saturating_duration_since(s))
     }
 
     pub fn enabled(&self) -> bool {

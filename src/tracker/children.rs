@@ -28,8 +28,5 @@ pub fn threads(pid: i32) -> Vec<i32> {
 
 /// The parent pid of `pid` as `/proc/PID/stat` says now.
 pub fn parent_of(pid: i32) -> Option<i32> {
-    Process::new(pid)
-        .and_then(|p| p.stat())
-        .ok()
-        .map(|s| s.ppid)
+    Process::new(pid).and_then(|p| p.stat()).ok().map(|s| s.ppid)
 }

@@ -19,10 +19,12 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use pidfd::PidFd;
+use procfs::process::Process;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -38,11 +40,49 @@ pub enum ExitStatus {
 }
 
 /// What the tracker tells the loop.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Event {
     MainExited(ExitStatus),
     /// The main process stopped for terminal job control (Ctrl-Z, or a background tty access).
     MainStopped(Signal),
+    /// A process was reaped by the kernel for a parent that ignores SIGCHLD (ptrace mode).
+    AutoReaped(Reaped),
+}
+
+/// The final figures of a process whose times no rusage will ever include.
+#[derive(Debug)]
+pub struct Reaped {
+    pub pid: i32,
+    /// Its own CPU plus that of the children it reaped (`RUSAGE_BOTH`), exact to the µs.
+    pub user: Duration,
+    pub system: Duration,
+    pub maxrss_bytes: u64,
+    pub io: Option<procfs::process::Io>,
+}
+
+impl Reaped {
+    fn new(pid: i32, ru: &libc::rusage, io: Option<procfs::process::Io>) -> Reaped {
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32) * 1000);
+        Reaped {
+            pid,
+            user: tv(ru.ru_utime),
+            system: tv(ru.ru_stime),
+            maxrss_bytes: ru.ru_maxrss.max(0) as u64 * 1024,
+            io,
+        }
+    }
+}
+
+/// `wait4` for one pid, which nix does not wrap: its rusage is the only exact record of a
+/// process that is reaped by the kernel rather than by a parent.
+fn wait4(pid: nix::unistd::Pid, flags: WaitPidFlag) -> nix::Result<(WaitStatus, libc::rusage)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to a local int and a local rusage.
+    let rc = unsafe { libc::wait4(pid.as_raw(), &mut status, flags.bits(), &mut ru) };
+    let pid = nix::unistd::Pid::from_raw(Errno::result(rc)?);
+    Ok((WaitStatus::from_raw(pid, status)?, ru))
 }
 
 /// Tokens at and above this value belong to pidfds.
@@ -50,6 +90,8 @@ pub const PIDFD_TOKENS: usize = 1 << 20;
 
 struct Member {
     pidfd: PidFd,
+    /// `/proc/PID`, opened while the pidfd proved the pid ours: it can never show a recycled pid.
+    proc: Option<Process>,
     token: Token,
 }
 
@@ -142,13 +184,12 @@ impl Tracker {
         }
         let token = Token(self.next_token);
         self.next_token += 1;
-        if let Err(e) =
-            registry.register(&mut SourceFd(&pidfd.as_raw_fd()), token, Interest::READABLE)
-        {
+        if let Err(e) = registry.register(&mut SourceFd(&pidfd.as_raw_fd()), token, Interest::READABLE) {
             crate::warn!("cannot watch pid {pid}: {e}");
         }
+        let proc = Process::new(pid).ok().filter(|_| !pidfd.exited());
         self.tokens.insert(token, pid);
-        self.members.insert(pid, Member { pidfd, token });
+        self.members.insert(pid, Member { pidfd, proc, token });
         self.started += 1;
         self.peak = self.peak.max(self.members.len());
         crate::debug!("tracking pid {pid} ({} live)", self.members.len());
@@ -162,15 +203,23 @@ impl Tracker {
         }
     }
 
-    /// A pidfd turned readable: its process exited. Returns false for a token not ours.
-    pub fn pidfd_ready(&mut self, token: Token, registry: &Registry) -> bool {
-        let Some(&pid) = self.tokens.get(&token) else {
-            return false;
-        };
+    /// A pidfd turned readable: its process exited. Returns the pid that left the tree.
+    pub fn pidfd_ready(&mut self, token: Token, registry: &Registry) -> Option<i32> {
+        let pid = *self.tokens.get(&token)?;
         if self.members.get(&pid).is_some_and(|m| m.pidfd.exited()) {
             self.remove(pid, registry);
+            return Some(pid);
         }
-        true
+        None
+    }
+
+    /// Every live member with its `/proc` entry, for accounting.
+    pub fn processes(&self) -> impl Iterator<Item = (i32, &Process)> {
+        self.members.iter().filter_map(|(&pid, m)| m.proc.as_ref().map(|p| (pid, p)))
+    }
+
+    pub fn self_pid(&self) -> i32 {
+        self.self_pid
     }
 
     /// Adopts a task that is ours by construction (a tracee, or our own unreaped child).
@@ -185,6 +234,9 @@ impl Tracker {
     }
 
     /// Drains every pending child state change. Call on SIGCHLD.
+    ///
+    /// Each change is first peeked at (`WNOWAIT`), so an exiting process can be examined while
+    /// it is still a zombie, then consumed for that pid alone.
     pub fn reap(&mut self, registry: &Registry) -> Vec<Event> {
         let mut events = Vec::new();
         let mut flags = WaitPidFlag::WNOHANG | WaitPidFlag::__WALL;
@@ -192,7 +244,7 @@ impl Tracker {
             flags |= WaitPidFlag::WUNTRACED;
         }
         loop {
-            let status = match waitpid(None, Some(flags)) {
+            let peeked = match waitid(Id::All, flags | WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
                 Ok(WaitStatus::StillAlive) => {
                     self.has_children = true;
                     break;
@@ -203,28 +255,36 @@ impl Tracker {
                 }
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
-                    crate::warn!("waitpid failed: {e}");
+                    crate::warn!("waitid failed: {e}");
                     break;
                 }
                 Ok(s) => s,
             };
+            let Some(pid) = peeked.pid() else { break };
+            let exiting = matches!(peeked, WaitStatus::Exited(..) | WaitStatus::Signaled(..));
+            let lost = if exiting { self.probe_auto_reap(pid.as_raw()) } else { None };
+            let status = match wait4(pid, flags) {
+                Ok((status, rusage)) => {
+                    if let Some(io) = lost {
+                        events.push(Event::AutoReaped(Reaped::new(pid.as_raw(), &rusage, io)));
+                    }
+                    status
+                }
+                Err(Errno::EINTR) | Err(Errno::ECHILD) => continue,
+                Err(e) => {
+                    crate::warn!("wait4 failed: {e}");
+                    break;
+                }
+            };
             match status {
-                WaitStatus::Exited(pid, code) => self.exited(
-                    pid.as_raw(),
-                    ExitStatus::Exited(code),
-                    &mut events,
-                    registry,
-                ),
-                WaitStatus::Signaled(pid, sig, _) => self.exited(
-                    pid.as_raw(),
-                    ExitStatus::Signaled(sig as i32),
-                    &mut events,
-                    registry,
-                ),
+                WaitStatus::Exited(pid, code) => {
+                    self.exited(pid.as_raw(), ExitStatus::Exited(code), &mut events, registry)
+                }
+                WaitStatus::Signaled(pid, sig, _) => {
+                    self.exited(pid.as_raw(), ExitStatus::Signaled(sig as i32), &mut events, registry)
+                }
                 WaitStatus::Stopped(pid, sig)
-                    if self.mode == Mode::Subreaper
-                        && pid.as_raw() == self.main_pid
-                        && is_tty_stop(sig) =>
+                    if self.mode == Mode::Subreaper && pid.as_raw() == self.main_pid && is_tty_stop(sig) =>
                 {
                     // Only the main process's terminal stops matter (Ctrl-Z).
                     events.push(Event::MainStopped(sig));
@@ -250,13 +310,23 @@ impl Tracker {
         events
     }
 
-    fn exited(
-        &mut self,
-        pid: i32,
-        status: ExitStatus,
-        events: &mut Vec<Event>,
-        registry: &Registry,
-    ) {
+    /// A tracee is about to be reaped by us as its tracer. If its real parent ignores SIGCHLD,
+    /// the kernel releases it right after, without adding its times to anyone: its CPU and I/O
+    /// would vanish from every rusage. Returns its I/O (read now, from the zombie) in that case;
+    /// its CPU comes from the rusage of our wait.
+    fn probe_auto_reap(&self, pid: i32) -> Option<Option<procfs::process::Io>> {
+        // Its pidfd may already have removed it from the tree; the zombie is still there
+        // (we peeked without reaping), so its pid, and its parent's, cannot be recycled yet.
+        let proc = Process::new(pid).ok()?;
+        let ppid = proc.stat().ok()?.ppid;
+        if ppid == self.self_pid {
+            return None; // reaped by us: counted in our RUSAGE_CHILDREN
+        }
+        let ignores = Process::new(ppid).ok()?.status().ok()?.sigign & (1 << (libc::SIGCHLD - 1)) != 0;
+        ignores.then(|| proc.io().ok())
+    }
+
+    fn exited(&mut self, pid: i32, status: ExitStatus, events: &mut Vec<Event>, registry: &Registry) {
         if pid == self.main_pid && !self.main_reaped {
             self.main_reaped = true;
             events.push(Event::MainExited(status));
@@ -302,8 +372,7 @@ impl Tracker {
         if fd.exited() {
             return None;
         }
-        let ours =
-            ppid == self.self_pid || self.members.get(&ppid).is_some_and(|m| !m.pidfd.exited());
+        let ours = ppid == self.self_pid || self.members.get(&ppid).is_some_and(|m| !m.pidfd.exited());
         ours.then_some(fd)
     }
 
@@ -312,10 +381,8 @@ impl Tracker {
     fn seize_untraced(&self, fd: &PidFd) {
         let mut seized = HashSet::new();
         for _ in 0..4 {
-            let fresh: Vec<i32> = children::threads(fd.pid())
-                .into_iter()
-                .filter(|t| !seized.contains(t))
-                .collect();
+            let fresh: Vec<i32> =
+                children::threads(fd.pid()).into_iter().filter(|t| !seized.contains(t)).collect();
             if fresh.is_empty() {
                 break;
             }
@@ -336,12 +403,7 @@ impl Tracker {
         let mut done: HashSet<i32> = HashSet::new();
         let mut delivered = 0;
         for _ in 0..16 {
-            let targets: Vec<i32> = self
-                .members
-                .keys()
-                .copied()
-                .filter(|p| !done.contains(p))
-                .collect();
+            let targets: Vec<i32> = self.members.keys().copied().filter(|p| !done.contains(p)).collect();
             for pid in targets {
                 done.insert(pid);
                 match self.members[&pid].pidfd.signal(sig) {

@@ -51,21 +51,12 @@ pub fn handle(status: WaitStatus) -> Option<Stop> {
         {
             let child = ptrace::getevent(pid).ok();
             ignore_gone(ptrace::cont(pid, None));
-            child.map(|c| Stop::Born {
-                parent: pid.as_raw(),
-                child: c as i32,
-            })
+            child.map(|c| Stop::Born { parent: pid.as_raw(), child: c as i32 })
         }
         WaitStatus::PtraceEvent(pid, sig, ev) if ev == Event::PTRACE_EVENT_STOP as i32 => {
-            if matches!(
-                sig,
-                Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
-            ) {
+            if matches!(sig, Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU) {
                 ignore_gone(listen(pid));
-                Some(Stop::GroupStop {
-                    pid: pid.as_raw(),
-                    sig,
-                })
+                Some(Stop::GroupStop { pid: pid.as_raw(), sig })
             } else {
                 ignore_gone(ptrace::cont(pid, None));
                 Some(Stop::Other { pid: pid.as_raw() })
@@ -87,13 +78,7 @@ pub fn handle(status: WaitStatus) -> Option<Stop> {
 /// `PTRACE_LISTEN`, which nix does not wrap.
 fn listen(pid: Pid) -> nix::Result<()> {
     // SAFETY: PTRACE_LISTEN takes no addr or data; the pid is a tracee in group-stop.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_LISTEN,
-            pid.as_raw(),
-            std::ptr::null_mut::<libc::c_void>(),
-            0,
-        )
-    };
+    let rc =
+        unsafe { libc::ptrace(libc::PTRACE_LISTEN, pid.as_raw(), std::ptr::null_mut::<libc::c_void>(), 0) };
     Errno::result(rc).map(drop)
 }

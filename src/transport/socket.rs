@@ -49,19 +49,12 @@ impl ControlSocket {
         let shown = path.display();
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if !meta.file_type().is_socket() {
-                return Err(format!(
-                    "control socket {shown}: a file that is not a socket is in the way"
-                ));
+                return Err(format!("control socket {shown}: a file that is not a socket is in the way"));
             }
             match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(format!(
-                        "control socket {shown} is in use by a running process"
-                    ))
-                }
-                Err(_) => std::fs::remove_file(path).map_err(|e| {
-                    format!("control socket {shown}: cannot remove the stale socket: {e}")
-                })?,
+                Ok(_) => return Err(format!("control socket {shown} is in use by a running process")),
+                Err(_) => std::fs::remove_file(path)
+                    .map_err(|e| format!("control socket {shown}: cannot remove the stale socket: {e}"))?,
             }
         }
         // umask is process-wide; proc_box is still single-threaded here.
@@ -144,16 +137,11 @@ impl ControlSocket {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
                     let Some(slot) = self.conns.iter().position(Option::is_none) else {
-                        crate::warn!(
-                            "control socket: more than {MAX_CONNS} clients; closing the newest"
-                        );
+                        crate::warn!("control socket: more than {MAX_CONNS} clients; closing the newest");
                         continue;
                     };
                     let token = Token(FIRST_CONN + slot);
-                    if registry
-                        .register(&mut stream, token, Interest::READABLE)
-                        .is_ok()
-                    {
+                    if registry.register(&mut stream, token, Interest::READABLE).is_ok() {
                         self.conns[slot] = Some(Conn {
                             stream,
                             inbuf: Vec::new(),
@@ -195,11 +183,8 @@ impl ControlSocket {
         if conn.eof && conn.out.is_empty() && conn.unanswered == 0 {
             return self.close(slot, registry);
         }
-        let interest = if conn.out.is_empty() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
-        };
+        let interest =
+            if conn.out.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
         let _ = registry.reregister(&mut conn.stream, Token(FIRST_CONN + slot), interest);
     }
 

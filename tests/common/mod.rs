@@ -28,9 +28,7 @@ fn tmp_root() -> PathBuf {
 /// Builds `fixtures/NAME.c` once per test binary (atomically, so parallel binaries agree).
 pub fn fixture(name: &str) -> PathBuf {
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(format!("{name}.c"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(format!("{name}.c"));
     let dir = tmp_root().join("fixtures");
     let out = dir.join(name);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
@@ -74,11 +72,7 @@ pub struct Scene {
 impl Scene {
     pub fn new(tag: &str) -> Scene {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let marker = format!(
-            "{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
+        let marker = format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
         let dir = tmp_root().join("scenes").join(&marker);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -88,10 +82,7 @@ impl Scene {
     /// proc_box with the given arguments, in this scene's environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(proc_box());
-        c.args(args)
-            .env("FIX_DIR", &self.dir)
-            .env("BOXTEST_MARKER", &self.marker)
-            .stdin(Stdio::null());
+        c.args(args).env("FIX_DIR", &self.dir).env("BOXTEST_MARKER", &self.marker).stdin(Stdio::null());
         c
     }
 
@@ -129,8 +120,7 @@ impl Scene {
             let Ok(env) = std::fs::read(entry.path().join("environ")) else {
                 continue;
             };
-            if env.split(|&b| b == 0).any(|var| var == needle.as_bytes()) && state(pid) != Some('Z')
-            {
+            if env.split(|&b| b == 0).any(|var| var == needle.as_bytes()) && state(pid) != Some('Z') {
                 found.push(pid);
             }
         }
@@ -144,9 +134,7 @@ impl Scene {
 
     /// For the case where the kernel ends the tree asynchronously (EXITKILL).
     pub fn wait_no_survivors(&self) {
-        wait_for("every process of the tree to die", || {
-            self.survivors().is_empty().then_some(())
-        });
+        wait_for("every process of the tree to die", || self.survivors().is_empty().then_some(()));
     }
 }
 
@@ -155,10 +143,8 @@ impl Drop for Scene {
     /// everything carrying the marker, proc_box included, is killed.
     fn drop(&mut self) {
         for pid in self.survivors() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -202,10 +188,7 @@ impl Control {
     pub fn connect(path: &Path) -> Control {
         let stream = wait_for("the control socket", || UnixStream::connect(path).ok());
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        Control {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-        }
+        Control { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
     }
 
     /// Sends one raw line and returns the parsed reply.
@@ -214,8 +197,7 @@ impl Control {
         self.writer.write_all(b"\n").unwrap();
         let mut reply = String::new();
         self.reader.read_line(&mut reply).expect("a reply line");
-        serde_json::from_str(&reply)
-            .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {reply:?}"))
+        serde_json::from_str(&reply).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {reply:?}"))
     }
 
     /// Sends a command that must succeed.
@@ -234,10 +216,5 @@ impl Control {
 
 /// The pids a `status` reply lists.
 pub fn status_pids(state: &Value) -> Vec<i32> {
-    state["pids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_i64().unwrap() as i32)
-        .collect()
+    state["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap() as i32).collect()
 }

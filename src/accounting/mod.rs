@@ -1,0 +1,301 @@
+//! How much the tree used: samples while it runs, and the summary sites bill by.
+//!
+//! The CPU and I/O arithmetic, in one place. Every process that ever ran in the tree ends in
+//! exactly one of these buckets, so nothing is counted twice:
+//! * **reaped by proc_box** (the main process, and every orphan, since proc_box is the
+//!   subreaper): the kernel added its times, and those of everything it had reaped, to
+//!   proc_box's `RUSAGE_CHILDREN`, and its I/O to proc_box's own `/proc/self/io`;
+//! * **reaped by a live member**: inside that member's `cutime`/`cstime` and its `/proc/PID/io`;
+//! * **live**: its own `utime`/`stime` and `/proc/PID/io`;
+//! * **auto-reaped** (its parent ignores SIGCHLD): no rusage ever includes it. In ptrace mode
+//!   the tracker catches it at its exit (the exact rusage of our wait, and its I/O read from
+//!   the zombie); in subreaper mode the last figures seen on the monitor tick stand in.
+//!
+//! So: tree total = RUSAGE_CHILDREN(self) + Σ auto-reaped + Σ live (own + reaped children).
+//! At the end nothing is live, and the summary is the kernel's exact totals. A zombie not yet
+//! reaped by its parent is briefly in no bucket: samples may dip by its share for that moment.
+
+pub mod procfs;
+pub mod report;
+
+use crate::tracker::{Mode, Reaped, Tracker};
+use ::procfs::process::{Io, Process};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Storage-level and character-level I/O, as `/proc/PID/io` counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoSum {
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub rchar: u64,
+    pub wchar: u64,
+}
+
+impl IoSum {
+    pub fn from_io(io: &Io) -> IoSum {
+        IoSum { read_bytes: io.read_bytes, write_bytes: io.write_bytes, rchar: io.rchar, wchar: io.wchar }
+    }
+
+    fn add(&mut self, o: IoSum) {
+        self.read_bytes += o.read_bytes;
+        self.write_bytes += o.write_bytes;
+        self.rchar += o.rchar;
+        self.wchar += o.wchar;
+    }
+
+    fn minus(self, o: IoSum) -> IoSum {
+        IoSum {
+            read_bytes: self.read_bytes.saturating_sub(o.read_bytes),
+            write_bytes: self.write_bytes.saturating_sub(o.write_bytes),
+            rchar: self.rchar.saturating_sub(o.rchar),
+            wchar: self.wchar.saturating_sub(o.wchar),
+        }
+    }
+}
+
+/// proc_box's own threads that exit (the stdio relays) report their I/O here first, since the
+/// kernel then folds it into `/proc/self/io`, where it would pass for the job's.
+pub type OwnIo = Arc<Mutex<IoSum>>;
+
+/// Tree-wide figures at one moment.
+#[derive(Debug, Default, Clone)]
+pub struct Totals {
+    pub cpu_user: Duration,
+    pub cpu_system: Duration,
+    pub io: IoSum,
+    pub rss_bytes: u64,
+    pub pss_bytes: Option<u64>,
+    pub vms_bytes: u64,
+    pub swap_bytes: u64,
+    pub threads: u64,
+    pub open_files: u64,
+}
+
+/// What the subreaper-mode estimate remembers of a live process.
+#[derive(Clone, Copy)]
+struct Seen {
+    ppid: i32,
+    user_ticks: u64,
+    system_ticks: u64,
+    io: IoSum,
+    rss: u64,
+}
+
+pub struct Accounting {
+    mode: Mode,
+    tick_secs: f64,
+    page: u64,
+    lost_user: Duration,
+    lost_system: Duration,
+    lost_io: IoSum,
+    lost_maxrss: u64,
+    own_io_base: IoSum,
+    own_exited_io: OwnIo,
+    peak_rss: u64,
+    peak_pss: u64,
+    pss_cache: HashMap<i32, ((u64, u64), u64, u64)>,
+    seen: HashMap<i32, Seen>,
+    prev_cpu: (Instant, f64),
+}
+
+impl Accounting {
+    pub fn new(mode: Mode, now: Instant, own_exited_io: OwnIo) -> Accounting {
+        let tick_secs = 1.0 / ::procfs::ticks_per_second() as f64;
+        let mut a = Accounting {
+            mode,
+            tick_secs,
+            page: ::procfs::page_size(),
+            lost_user: Duration::ZERO,
+            lost_system: Duration::ZERO,
+            lost_io: IoSum::default(),
+            lost_maxrss: 0,
+            own_io_base: IoSum::default(),
+            own_exited_io,
+            peak_rss: 0,
+            peak_pss: 0,
+            pss_cache: HashMap::new(),
+            seen: HashMap::new(),
+            prev_cpu: (now, 0.0),
+        };
+        a.own_io_base = a.reaped_io();
+        a
+    }
+
+    /// A process the kernel released without accounting it anywhere (ptrace mode, exact).
+    pub fn auto_reaped(&mut self, r: &Reaped) {
+        self.lost_user += r.user;
+        self.lost_system += r.system;
+        self.lost_maxrss = self.lost_maxrss.max(r.maxrss_bytes);
+        if let Some(io) = &r.io {
+            self.lost_io.add(IoSum::from_io(io));
+        }
+        self.seen.remove(&r.pid);
+    }
+
+    /// A member left the tree. In subreaper mode, if its parent ignores SIGCHLD it was
+    /// auto-reaped and nobody will account it: keep what the last tick saw of it.
+    pub fn departed(&mut self, pid: i32, tracker: &Tracker) {
+        self.pss_cache.remove(&pid);
+        let Some(seen) = self.seen.remove(&pid) else {
+            return;
+        };
+        if self.mode != Mode::Subreaper || seen.ppid == tracker.self_pid() {
+            return;
+        }
+        let parent_ignores = tracker
+            .processes()
+            .find(|(p, _)| *p == seen.ppid)
+            .and_then(|(_, proc)| proc.status().ok())
+            .is_some_and(|s| s.sigign & (1 << (libc::SIGCHLD - 1)) != 0);
+        if parent_ignores {
+            self.lost_user += Duration::from_secs_f64(seen.user_ticks as f64 * self.tick_secs);
+            self.lost_system += Duration::from_secs_f64(seen.system_ticks as f64 * self.tick_secs);
+            self.lost_io.add(seen.io);
+            self.lost_maxrss = self.lost_maxrss.max(seen.rss);
+        }
+    }
+
+    /// The fast monitor tick: tree RSS and PSS for the peaks. PSS (`smaps_rollup`, costly) is
+    /// re-read only for processes whose resident set changed since the last tick.
+    pub fn monitor(&mut self, tracker: &Tracker) {
+        let mut rss = 0;
+        let mut pss = 0;
+        for (pid, proc) in tracker.processes() {
+            let Some(key) = procfs::resident(proc) else {
+                continue;
+            };
+            rss += key.0 * self.page;
+            pss += self.pss_of(pid, proc, key).0;
+            if self.mode == Mode::Subreaper {
+                self.remember(pid, proc);
+            }
+        }
+        self.peak_rss = self.peak_rss.max(rss);
+        self.peak_pss = self.peak_pss.max(pss);
+    }
+
+    fn pss_of(&mut self, pid: i32, proc: &Process, key: (u64, u64)) -> (u64, u64) {
+        match self.pss_cache.get(&pid) {
+            Some(&(k, pss, swap)) if k == key => (pss, swap),
+            _ => {
+                let (pss, swap) = procfs::pss(proc).unwrap_or((key.0 * self.page, 0));
+                self.pss_cache.insert(pid, (key, pss, swap));
+                (pss, swap)
+            }
+        }
+    }
+
+    fn remember(&mut self, pid: i32, proc: &Process) {
+        if let Some(f) = procfs::figures(proc, self.page) {
+            let ppid = proc.stat().map(|s| s.ppid).unwrap_or(0);
+            let io = f.io.as_ref().map(IoSum::from_io).unwrap_or_default();
+            self.seen.insert(
+                pid,
+                Seen { ppid, user_ticks: f.user_ticks, system_ticks: f.system_ticks, io, rss: f.rss_bytes },
+            );
+        }
+    }
+
+    /// Everything a sample reports about the tree now.
+    pub fn totals(&mut self, tracker: &Tracker) -> Totals {
+        let (user, system, _) = children_rusage();
+        let mut t = Totals {
+            cpu_user: user + self.lost_user,
+            cpu_system: system + self.lost_system,
+            io: self.reaped_io(),
+            pss_bytes: Some(0),
+            ..Totals::default()
+        };
+        t.io.add(self.lost_io);
+        let (mut live_user, mut live_system) = (0u64, 0u64);
+        let mut pss = 0;
+        for (pid, proc) in tracker.processes() {
+            let Some(f) = procfs::figures(proc, self.page) else {
+                continue;
+            };
+            live_user += f.user_ticks;
+            live_system += f.system_ticks;
+            t.threads += f.threads;
+            t.rss_bytes += f.rss_bytes;
+            t.vms_bytes += f.vms_bytes;
+            t.open_files += f.open_files;
+            if let Some(io) = &f.io {
+                t.io.add(IoSum::from_io(io));
+            }
+            let key = procfs::resident(proc).unwrap_or((f.rss_bytes / self.page, 0));
+            let (p, swap) = self.pss_of(pid, proc, key);
+            pss += p;
+            t.swap_bytes += swap;
+            if self.mode == Mode::Subreaper {
+                self.remember(pid, proc);
+            }
+        }
+        t.pss_bytes = Some(pss);
+        t.cpu_user += Duration::from_secs_f64(live_user as f64 * self.tick_secs);
+        t.cpu_system += Duration::from_secs_f64(live_system as f64 * self.tick_secs);
+        self.peak_rss = self.peak_rss.max(t.rss_bytes);
+        self.peak_pss = self.peak_pss.max(pss);
+        t
+    }
+
+    /// CPU used since the previous call, over the wall time since then, in percent.
+    pub fn cpu_percent(&mut self, t: &Totals, now: Instant) -> f64 {
+        let cpu = (t.cpu_user + t.cpu_system).as_secs_f64();
+        let (then, before) = self.prev_cpu;
+        let wall = now.saturating_duration_since(then).as_secs_f64();
+        self.prev_cpu = (now, cpu);
+        if wall <= 0.0 {
+            return 0.0;
+        }
+        ((cpu - before).max(0.0) / wall * 100.0 * 100.0).round() / 100.0
+    }
+
+    pub fn peak_rss(&self) -> u64 {
+        self.peak_rss
+    }
+
+    pub fn peak_pss(&self) -> u64 {
+        self.peak_pss
+    }
+
+    /// The kernel's high-water mark of the largest single process: `ru_maxrss` of everything
+    /// reaped (through proc_box's RUSAGE_CHILDREN, or our own wait for auto-reaped ones).
+    pub fn max_process_rss(&self) -> u64 {
+        let (_, _, maxrss) = children_rusage();
+        maxrss.max(self.lost_maxrss)
+    }
+
+    /// I/O the kernel folded into proc_box's `/proc/self/io` from reaped children: the whole
+    /// process's figure, less its live threads', less what its own exited threads reported,
+    /// less what was there before the job started.
+    fn reaped_io(&self) -> IoSum {
+        let Ok(me) = Process::myself() else {
+            return IoSum::default();
+        };
+        let whole = me.io().map(|io| IoSum::from_io(&io)).unwrap_or_default();
+        let mut own = *self.own_exited_io.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(tasks) = me.tasks() {
+            for task in tasks.flatten() {
+                if let Ok(io) = task.io() {
+                    own.add(IoSum::from_io(&io));
+                }
+            }
+        }
+        whole.minus(own).minus(self.own_io_base)
+    }
+}
+
+/// proc_box's `RUSAGE_CHILDREN`: user, system, and the largest `ru_maxrss` (bytes).
+fn children_rusage() -> (Duration, Duration, u64) {
+    match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN) {
+        Ok(ru) => {
+            let tv = |t: nix::sys::time::TimeVal| {
+                Duration::from_micros(t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64)
+            };
+            (tv(ru.user_time()), tv(ru.system_time()), ru.max_rss().max(0) as u64 * 1024)
+        }
+        Err(_) => (Duration::ZERO, Duration::ZERO, 0),
+    }
+}

@@ -1,0 +1,224 @@
+//! The `sample` and `summary` messages (contract §4), as serde types. The same objects go to
+//! the local sinks and, later, to the broker.
+
+use super::Totals;
+use serde::Serialize;
+use serde_json::Value;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const SCHEMA: u32 = 1;
+
+/// What every message of one box shares.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub box_id: String,
+    pub hostname: String,
+    pub user: Option<Value>,
+    pub started: SystemTime,
+}
+
+impl Identity {
+    /// Unique per message and stable across a resend, so consumers can drop duplicates.
+    pub fn message_id(&self, kind: &str, seq: u64) -> String {
+        let start = self.started.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        format!("{}-{}-{start:x}-{kind}-{seq}", self.hostname, std::process::id())
+    }
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+pub fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+#[derive(Debug, Serialize)]
+pub struct Sample {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub schema: u32,
+    pub message_id: String,
+    pub box_id: String,
+    pub hostname: String,
+    pub pid: i32,
+    pub seq: u64,
+    pub time: String,
+    pub time_unix: f64,
+    pub elapsed_seconds: f64,
+    pub timer_elapsed_seconds: f64,
+    pub state: &'static str,
+    pub processes: usize,
+    pub pids: Vec<i32>,
+    pub threads: u64,
+    pub processes_started: u64,
+    pub cpu_user_seconds: f64,
+    pub cpu_system_seconds: f64,
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    pub pss_bytes: Option<u64>,
+    pub vms_bytes: u64,
+    pub swap_bytes: u64,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+    pub io_rchar: u64,
+    pub io_wchar: u64,
+    pub open_files: u64,
+    pub stdout_bytes: Option<u64>,
+    pub stderr_bytes: Option<u64>,
+    pub user: Option<Value>,
+}
+
+/// The live facts a sample needs besides the tree totals.
+pub struct SampleContext<'a> {
+    pub pid: i32,
+    pub seq: u64,
+    pub now: SystemTime,
+    pub elapsed: Duration,
+    pub timer_elapsed: Duration,
+    pub state: &'static str,
+    pub pids: Vec<i32>,
+    pub processes_started: u64,
+    pub cpu_percent: f64,
+    pub stdout_bytes: Option<u64>,
+    pub stderr_bytes: Option<u64>,
+    pub identity: &'a Identity,
+}
+
+impl Sample {
+    pub fn new(c: SampleContext, t: &Totals) -> Sample {
+        Sample {
+            kind: "sample",
+            schema: SCHEMA,
+            message_id: c.identity.message_id("sample", c.seq),
+            box_id: c.identity.box_id.clone(),
+            hostname: c.identity.hostname.clone(),
+            pid: c.pid,
+            seq: c.seq,
+            time: rfc3339(c.now),
+            time_unix: unix(c.now),
+            elapsed_seconds: secs(c.elapsed),
+            timer_elapsed_seconds: secs(c.timer_elapsed),
+            state: c.state,
+            processes: c.pids.len(),
+            pids: c.pids,
+            threads: t.threads,
+            processes_started: c.processes_started,
+            cpu_user_seconds: secs(t.cpu_user),
+            cpu_system_seconds: secs(t.cpu_system),
+            cpu_percent: c.cpu_percent,
+            rss_bytes: t.rss_bytes,
+            pss_bytes: t.pss_bytes,
+            vms_bytes: t.vms_bytes,
+            swap_bytes: t.swap_bytes,
+            io_read_bytes: t.io.read_bytes,
+            io_write_bytes: t.io.write_bytes,
+            io_rchar: t.io.rchar,
+            io_wchar: t.io.wchar,
+            open_files: t.open_files,
+            stdout_bytes: c.stdout_bytes,
+            stderr_bytes: c.stderr_bytes,
+            user: c.identity.user.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExitInfo {
+    pub kind: &'static str,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub schema: u32,
+    pub message_id: String,
+    pub box_id: String,
+    pub hostname: String,
+    pub argv: Vec<String>,
+    pub started_at: String,
+    pub ended_at: String,
+    pub wall_seconds: f64,
+    pub exit_code: i32,
+    pub exit: Option<ExitInfo>,
+    pub reason: &'static str,
+    pub cpu_user_seconds: f64,
+    pub cpu_system_seconds: f64,
+    pub peak_rss_bytes: u64,
+    pub peak_pss_bytes: u64,
+    pub max_process_rss_bytes: u64,
+    pub processes_started: u64,
+    pub processes_peak: usize,
+    pub leftover_killed: u64,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+    pub stdout_bytes: Option<u64>,
+    pub stderr_bytes: Option<u64>,
+    pub samples_emitted: u64,
+    pub samples_dropped: u64,
+    pub user: Option<Value>,
+}
+
+impl Summary {
+    /// The one human line for stderr.
+    pub fn human_line(&self) -> String {
+        let how = match &self.exit {
+            Some(ExitInfo { code: Some(c), .. }) => format!("exited {c}"),
+            Some(ExitInfo { signal: Some(s), .. }) => format!("killed by signal {s}"),
+            _ => "did not run".to_owned(),
+        };
+        let reason = if self.reason == "exited" { String::new() } else { format!(" ({})", self.reason) };
+        format!(
+            "{how}{reason} after {:.1}s · cpu {:.1}s user {:.1}s sys · peak {} (PSS) · {} process{}",
+            self.wall_seconds,
+            self.cpu_user_seconds,
+            self.cpu_system_seconds,
+            bytes(self.peak_pss_bytes),
+            self.processes_started,
+            if self.processes_started == 1 { "" } else { "es" }
+        )
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn message_ids_differ_by_kind_and_seq() {
+        let id =
+            Identity { box_id: "b".into(), hostname: "h".into(), user: None, started: SystemTime::now() };
+        assert_ne!(id.message_id("sample", 1), id.message_id("sample", 2));
+        assert_ne!(id.message_id("sample", 1), id.message_id("summary", 1));
+        assert_eq!(id.message_id("sample", 1), id.message_id("sample", 1));
+    }
+}

@@ -1,0 +1,160 @@
+//! Turns accounting into messages and hands them to the sinks: a sample on demand or on the
+//! interval, and the summary at the end. Sink trouble is counted and logged; it never stops
+//! the job.
+
+use crate::accounting::report::{ExitInfo, Identity, Sample, SampleContext, Summary, SCHEMA};
+use crate::accounting::Accounting;
+use crate::tracker::{ExitStatus, Tracker};
+use crate::transport::sinks::{StatsFile, SummaryFile};
+use std::time::{Duration, Instant, SystemTime};
+
+pub struct Emitter {
+    pub accounting: Accounting,
+    identity: Identity,
+    stats: Option<StatsFile>,
+    summary_file: Option<SummaryFile>,
+    seq: u64,
+    emitted: u64,
+    dropped: u64,
+}
+
+/// The loop's side of a sample: what only it knows.
+pub struct Live {
+    pub state: &'static str,
+    pub elapsed: Duration,
+    pub timer_elapsed: Duration,
+    pub stdout_bytes: Option<u64>,
+    pub stderr_bytes: Option<u64>,
+}
+
+/// How the box ended, for the summary.
+pub struct End {
+    pub argv: Vec<String>,
+    pub exit_code: i32,
+    pub main: Option<ExitStatus>,
+    pub reason: &'static str,
+    pub wall: Duration,
+    pub leftover_killed: u64,
+    pub stdout_bytes: Option<u64>,
+    pub stderr_bytes: Option<u64>,
+}
+
+impl Emitter {
+    pub fn new(
+        accounting: Accounting,
+        identity: Identity,
+        stats: Option<StatsFile>,
+        summary_file: Option<SummaryFile>,
+    ) -> Emitter {
+        Emitter { accounting, identity, stats, summary_file, seq: 0, emitted: 0, dropped: 0 }
+    }
+
+    /// Whether periodic samples go anywhere.
+    pub fn has_sink(&self) -> bool {
+        self.stats.is_some()
+    }
+
+    /// Builds a sample, writes it to the sinks, and returns it (for a `sample` reply).
+    pub fn sample(&mut self, tracker: &Tracker, live: Live) -> serde_json::Value {
+        let now = Instant::now();
+        let totals = self.accounting.totals(tracker);
+        let cpu_percent = self.accounting.cpu_percent(&totals, now);
+        self.seq += 1;
+        let sample = Sample::new(
+            SampleContext {
+                pid: tracker.main_pid(),
+                seq: self.seq,
+                now: SystemTime::now(),
+                elapsed: live.elapsed,
+                timer_elapsed: live.timer_elapsed,
+                state: live.state,
+                pids: tracker.pids(),
+                processes_started: tracker.processes_started(),
+                cpu_percent,
+                stdout_bytes: live.stdout_bytes,
+                stderr_bytes: live.stderr_bytes,
+                identity: &self.identity,
+            },
+            &totals,
+        );
+        let value = serde_json::to_value(&sample).unwrap_or_default();
+        if self.stats.is_some() {
+            let line = value.to_string();
+            self.write_stats(&line, "sample");
+        }
+        value
+    }
+
+    fn write_stats(&mut self, line: &str, what: &str) -> bool {
+        let Some(stats) = self.stats.as_mut() else {
+            return false;
+        };
+        match stats.write_line(line) {
+            Ok(()) => {
+                if what == "sample" {
+                    self.emitted += 1;
+                }
+                true
+            }
+            Err(e) => {
+                if what == "sample" {
+                    self.dropped += 1;
+                    if self.dropped == 1 {
+                        crate::warn!("cannot write to the stats file: {e}; counting dropped samples");
+                    }
+                } else {
+                    crate::error!("cannot write the summary to the stats file: {e}");
+                }
+                false
+            }
+        }
+    }
+
+    /// The summary: built once everything has been reaped, so its CPU and I/O are the
+    /// kernel's final totals. Written to every sink; also returned.
+    pub fn finish(&mut self, tracker: &Tracker, end: End) -> Summary {
+        let totals = self.accounting.totals(tracker);
+        let ended = SystemTime::now();
+        let exit = end.main.map(|s| match s {
+            ExitStatus::Exited(c) => ExitInfo { kind: "exited", code: Some(c), signal: None },
+            ExitStatus::Signaled(n) => ExitInfo { kind: "signaled", code: None, signal: Some(n) },
+        });
+        let summary = Summary {
+            kind: "summary",
+            schema: SCHEMA,
+            message_id: self.identity.message_id("summary", 0),
+            box_id: self.identity.box_id.clone(),
+            hostname: self.identity.hostname.clone(),
+            argv: end.argv,
+            started_at: crate::accounting::report::rfc3339(self.identity.started),
+            ended_at: crate::accounting::report::rfc3339(ended),
+            wall_seconds: end.wall.as_secs_f64(),
+            exit_code: end.exit_code,
+            exit,
+            reason: end.reason,
+            cpu_user_seconds: totals.cpu_user.as_secs_f64(),
+            cpu_system_seconds: totals.cpu_system.as_secs_f64(),
+            peak_rss_bytes: self.accounting.peak_rss(),
+            peak_pss_bytes: self.accounting.peak_pss(),
+            max_process_rss_bytes: self.accounting.max_process_rss(),
+            processes_started: tracker.processes_started(),
+            processes_peak: tracker.processes_peak(),
+            leftover_killed: end.leftover_killed,
+            io_read_bytes: totals.io.read_bytes,
+            io_write_bytes: totals.io.write_bytes,
+            stdout_bytes: end.stdout_bytes,
+            stderr_bytes: end.stderr_bytes,
+            samples_emitted: self.emitted,
+            samples_dropped: self.dropped,
+            user: self.identity.user.clone(),
+        };
+        let line = serde_json::to_string(&summary).unwrap_or_default();
+        self.write_stats(&line, "summary");
+        if let Some(f) = &self.summary_file {
+            if let Err(e) = f.write(&line) {
+                crate::error!("cannot write the summary file: {e}");
+            }
+        }
+        summary
+    }
+}
