@@ -121,7 +121,7 @@ pub struct Config {
     #[arg(long = "summary-file", env = "PBOX_SUMMARY_FILE", value_name = "PATH")]
     pub summary_file: Option<PathBuf>,
     /// how often tree memory is read for the peaks (minimum 10ms)
-    #[arg(long, env = "PBOX_MONITOR", default_value = "200ms", value_parser = parse_monitor, value_name = "DURATION")]
+    #[arg(long, env = "PBOX_MONITOR", default_value = "250ms", value_parser = parse_monitor, value_name = "DURATION")]
     pub monitor: Duration,
 
     /// the command to run, and its arguments

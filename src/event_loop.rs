@@ -8,7 +8,7 @@ use crate::accounting::{Accounting, OwnIo};
 use crate::command::{self, Command, Reply};
 use crate::emitter::{Emitter, End, Live};
 use crate::policy::{Action, Policy, Reason};
-use crate::relay::{Pending, Relay};
+use crate::relay::{FileCount, Plan, Relay};
 use crate::signals::Sig;
 use crate::spawn::ExecReport;
 use crate::terminal::Terminal;
@@ -33,7 +33,7 @@ const WAKER: Token = Token(1);
 /// bounds how long a new process can go unseen; in ptrace mode it is only the backstop for
 /// `clone(CLONE_UNTRACED)`.
 const TICK_SUBREAPER: Duration = Duration::from_millis(100);
-const TICK_PTRACE: Duration = Duration::from_millis(500);
+const TICK_PTRACE: Duration = Duration::from_secs(1);
 
 /// Every signal proc_box acts on. All are blocked and read from the signalfd; the job starts
 /// with proc_box's original mask instead.
@@ -69,8 +69,8 @@ pub struct Parts {
     pub command_name: String,
     pub kill_leftovers: bool,
     pub emitter: EmitterParts,
-    /// The relays for the job's stdout and stderr, where they are interposed.
-    pub relays: [Option<Pending>; 2],
+    /// How the job's stdout and stderr are counted.
+    pub outputs: [Plan; 2],
     pub stdout_limit: u64,
     pub preserve_status: bool,
     pub argv: Vec<String>,
@@ -111,6 +111,47 @@ impl Outcome {
     }
 }
 
+/// One of the job's output streams, as counted.
+enum Output {
+    Relay(Relay),
+    File(FileCount),
+    Uncounted,
+}
+
+impl Output {
+    fn start(
+        plan: Plan,
+        name: &str,
+        waker: &Arc<Waker>,
+        wake_at: Vec<u64>,
+        own_io: &OwnIo,
+    ) -> io::Result<Output> {
+        Ok(match plan {
+            Plan::Pipe { job_end, pending } => {
+                drop(job_end); // only the job may hold it, so the relay sees EOF when the tree is gone
+                Output::Relay(pending.start(name, waker.clone(), wake_at, own_io.clone())?)
+            }
+            Plan::File(count) => Output::File(count),
+            Plan::Direct => Output::Uncounted,
+        })
+    }
+
+    fn bytes(&self) -> Option<u64> {
+        match self {
+            Output::Relay(r) => Some(r.bytes()),
+            Output::File(f) => Some(f.bytes()),
+            Output::Uncounted => None,
+        }
+    }
+
+    fn relay(&self) -> Option<&Relay> {
+        match self {
+            Output::Relay(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 pub struct EventLoop {
     poll: Poll,
     signals: SignalFd,
@@ -138,7 +179,7 @@ pub struct EventLoop {
     next_sample: Option<Instant>,
     monitor: Duration,
     next_monitor: Instant,
-    relays: [Option<Relay>; 2],
+    outputs: [Output; 2],
     stdout_limit: u64,
     preserve_status: bool,
     argv: Vec<String>,
@@ -175,13 +216,10 @@ impl EventLoop {
             ep.summary_file,
         );
         let limit = parts.stdout_limit;
-        let [out, err] = parts.relays;
-        let relays = [
-            out.map(|p| {
-                p.start("stdout", waker.clone(), vec![limit, limit.saturating_mul(2)], ep.own_io.clone())
-            })
-            .transpose()?,
-            err.map(|p| p.start("stderr", waker.clone(), Vec::new(), ep.own_io.clone())).transpose()?,
+        let [out, err] = parts.outputs;
+        let outputs = [
+            Output::start(out, "stdout", &waker, vec![limit, limit.saturating_mul(2)], &ep.own_io)?,
+            Output::start(err, "stderr", &waker, Vec::new(), &ep.own_io)?,
         ];
         Ok(EventLoop {
             next_sample: emitter.has_sink().then_some(now + ep.sint),
@@ -189,7 +227,7 @@ impl EventLoop {
             sint: ep.sint,
             monitor: ep.monitor,
             next_monitor: now + ep.monitor,
-            relays,
+            outputs,
             stdout_limit: limit,
             preserve_status: parts.preserve_status,
             argv: parts.argv,
@@ -250,6 +288,7 @@ impl EventLoop {
             }
             if now >= self.next_monitor {
                 self.emitter.accounting.monitor(&self.tracker);
+                self.check_limits(); // a file output has no thread to wake us
                 self.next_monitor = now + self.monitor;
             }
             if self.next_sample.is_some_and(|t| now >= t) {
@@ -261,7 +300,7 @@ impl EventLoop {
             t.take_back();
         }
         let drain_until = Instant::now() + DRAIN;
-        for relay in self.relays.iter().flatten() {
+        for relay in self.outputs.iter().filter_map(Output::relay) {
             if !relay.finish(drain_until) {
                 crate::warn!("a process outside the box holds the job's output open; not waiting for it");
             }
@@ -301,7 +340,7 @@ impl EventLoop {
     }
 
     fn relay_bytes(&self, i: usize) -> Option<u64> {
-        self.relays[i].as_ref().map(Relay::bytes)
+        self.outputs[i].bytes()
     }
 
     /// Emits a sample now; returns it.

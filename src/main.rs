@@ -11,7 +11,6 @@ use proc_box::terminal::Terminal;
 use proc_box::transport::sinks::{StatsFile, SummaryFile};
 use proc_box::transport::socket::ControlSocket;
 use proc_box::{error, spawn, warn};
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 use std::time::SystemTime;
 
@@ -71,20 +70,18 @@ fn start(config: &Config) -> Result<i32, String> {
     let stats = config.stats_file.as_deref().map(StatsFile::open).transpose()?;
     let summary_file = config.summary_file.as_deref().map(SummaryFile::new).transpose()?;
     let terminal = Terminal::detect();
-    let out = relay::interpose(1).map_err(|e| format!("stdout pipe: {e}"))?;
-    let err = relay::interpose(2).map_err(|e| format!("stderr pipe: {e}"))?;
+    let out = relay::plan(1).map_err(|e| format!("stdout pipe: {e}"))?;
+    let err = relay::plan(2).map_err(|e| format!("stderr pipe: {e}"))?;
 
     let policy =
         Policy::new(config.grace, config.stop_signal, config.timeout, config.on_main_exit, Instant::now());
     let setup = ChildSetup {
         terminal: terminal.as_ref().map(Terminal::fd),
         mask: job_mask,
-        stdio: [out.as_ref().map(|(w, _)| w.as_raw_fd()), err.as_ref().map(|(w, _)| w.as_raw_fd())],
+        stdio: [out.job_fd(), err.job_fd()],
         nofile,
     };
     let main = spawn::spawn(&config.command, &box_id, config.track, &setup)?;
-    // Only the job may hold the write ends, so the relays see EOF when the tree is gone.
-    let (out, err) = (out.map(|(_, p)| p), err.map(|(_, p)| p));
     let argv: Vec<String> = config.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let event_loop = EventLoop::new(Parts {
         signals,
@@ -103,7 +100,7 @@ fn start(config: &Config) -> Result<i32, String> {
             monitor: config.monitor,
             own_io: Default::default(),
         },
-        relays: [out, err],
+        outputs: [out, err],
         stdout_limit: config.stdoutlimit,
         preserve_status: config.preserve_status,
         argv,

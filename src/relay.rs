@@ -1,10 +1,12 @@
-//! The job's stdout and stderr pass through proc_box, so their bytes are counted (and
-//! `--stdoutlimit` can act on them).
+//! Counting the job's stdout and stderr bytes (and letting `--stdoutlimit` act on them).
 //!
-//! Each stream is a pipe drained by its own thread with `splice(2)`, so the kernel moves the
-//! bytes without copying them through user space, and a slow reader of proc_box's output
-//! blocks that thread, never the event loop. A terminal is left alone: the job writes to it
-//! directly, keeps `isatty()` true, and the count is reported as null.
+//! * A **regular file** is handed to the job as it is, at no cost: the job's fd shares proc_box's
+//!   open file description, so the bytes written are the growth of its offset.
+//! * Anything else but a terminal (a pipe, a socket, /dev/null) gets a pipe in between, drained
+//!   by its own thread with `splice(2)`, so the kernel moves the bytes without copying them
+//!   through user space, and a slow reader blocks that thread, never the event loop.
+//! * A **terminal** is left alone: the job writes to it directly, keeps `isatty()` true, and
+//!   the count is reported as null.
 
 use crate::accounting::{IoSum, OwnIo};
 use mio::Waker;
@@ -24,18 +26,74 @@ pub struct Pending {
     read: OwnedFd,
 }
 
-/// Interposes a pipe in front of `target` (1 or 2), unless it is a terminal or closed.
-/// Returns the end the job writes to.
-pub fn interpose(target: RawFd) -> io::Result<Option<(OwnedFd, Pending)>> {
+/// How one of the job's output streams is counted.
+pub enum Plan {
+    /// A pipe: the job writes to `job_end`; the relay thread starts after the fork.
+    Pipe {
+        job_end: OwnedFd,
+        pending: Pending,
+    },
+    File(FileCount),
+    /// A terminal, or closed: passed through, not counted.
+    Direct,
+}
+
+/// Chooses how to count `target` (1 or 2).
+pub fn plan(target: RawFd) -> io::Result<Plan> {
     // SAFETY: probing fds 1 and 2 of our own process, which stay open for its life.
     let fd = unsafe { BorrowedFd::borrow_raw(target) };
     if fcntl(fd, FcntlArg::F_GETFD).is_err() || nix::unistd::isatty(fd).unwrap_or(false) {
-        return Ok(None);
+        return Ok(Plan::Direct);
+    }
+    if let Some(count) = FileCount::new(target) {
+        return Ok(Plan::File(count));
     }
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     // A bigger pipe means fewer wake-ups; refusal (pipe-max-size) is harmless.
     let _ = fcntl(&read, FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
-    Ok(Some((write, Pending { target, read })))
+    Ok(Plan::Pipe { job_end: write, pending: Pending { target, read } })
+}
+
+impl Plan {
+    /// The fd the job gets as this stream, if it is not proc_box's own.
+    pub fn job_fd(&self) -> Option<RawFd> {
+        match self {
+            Plan::Pipe { job_end, .. } => Some(job_end.as_raw_fd()),
+            _ => None,
+        }
+    }
+}
+
+/// Bytes written to a regular file, from the growth of the shared file offset. With O_APPEND
+/// the offset jumps to the end at each write, so the count starts from the size at start;
+/// bytes appended by writers outside the box meanwhile are counted too.
+pub struct FileCount {
+    fd: RawFd,
+    start: u64,
+}
+
+impl FileCount {
+    fn new(fd: RawFd) -> Option<FileCount> {
+        // SAFETY: fd 1 or 2, open for proc_box's life.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let st = nix::sys::stat::fstat(borrowed).ok()?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return None;
+        }
+        let offset = Self::offset(fd)?;
+        let append = fcntl(borrowed, FcntlArg::F_GETFL).is_ok_and(|f| f & libc::O_APPEND != 0);
+        Some(FileCount { fd, start: if append { offset.max(st.st_size as u64) } else { offset } })
+    }
+
+    fn offset(fd: RawFd) -> Option<u64> {
+        // SAFETY: lseek on an open fd; SEEK_CUR with 0 only reads the offset.
+        let off = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+        (off >= 0).then_some(off as u64)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        Self::offset(self.fd).map_or(0, |o| o.saturating_sub(self.start))
+    }
 }
 
 pub struct Relay {

@@ -93,9 +93,7 @@ pub fn spawn(argv: &[OsString], box_id: &str, track: Track, setup: &ChildSetup) 
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             // SAFETY: see above; this never returns.
-            unsafe {
-                child(&ptrs, &envps, go_r.as_raw_fd(), report_w.as_raw_fd(), setup, &mask)
-            }
+            unsafe { child(&ptrs, &envps, go_r.as_raw_fd(), report_w.as_raw_fd(), setup, &mask) }
         }
         ForkResult::Parent { child } => {
             drop(go_r);

@@ -276,6 +276,52 @@ fn stdout_bytes_exact_and_passed_through() {
 }
 
 #[test]
+fn stdout_to_a_regular_file_is_counted_from_its_offset() {
+    let s = Scene::new("stdout-file");
+    let summary = s.dir.join("summary.json");
+    let out_path = s.dir.join("out.txt");
+    std::fs::write(&out_path, "existing line\n").unwrap();
+    let append = std::fs::OpenOptions::new().append(true).open(&out_path).unwrap();
+    let status = s
+        .command(&[
+            "--summary-file",
+            summary.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "head -c 5000 /dev/zero; echo",
+        ])
+        .stdout(append)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(read_json(&summary)["stdout_bytes"], 5001, "only the job's bytes, not what was there");
+    assert_eq!(std::fs::metadata(&out_path).unwrap().len(), 14 + 5001);
+
+    // A file has no relay thread: the limit is checked on the monitor tick, so this writer is
+    // slow enough to be caught between the limit and twice it.
+    let truncated = std::fs::File::create(&out_path).unwrap();
+    let out = s
+        .command(&[
+            "--stdoutlimit",
+            "64K",
+            "--summary-file",
+            summary.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "while :; do head -c 1024 /dev/zero; sleep 0.01; done",
+        ])
+        .stdout(truncated)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    let v = read_json(&summary);
+    assert_eq!(v["reason"], "limit_stdout");
+    assert_eq!(v["stdout_bytes"].as_u64(), Some(std::fs::metadata(&out_path).unwrap().len()));
+}
+
+#[test]
 fn stdout_bytes_exact_for_a_gibibyte() {
     let s = Scene::new("stdout-gib");
     let summary = s.dir.join("summary.json");

@@ -66,10 +66,17 @@ impl Tty {
 #[test]
 fn the_job_reads_the_terminal_without_being_stopped() {
     let s = Scene::new("tty-read");
-    let mut tty = on_pty(&s, &["sh", "-c", "read line; echo \"got:$line\""]);
+    let summary = s.dir.join("summary.json");
+    let mut tty = on_pty(
+        &s,
+        &["--summary-file", summary.to_str().unwrap(), "sh", "-c", "read line; echo \"got:$line\""],
+    );
     tty.type_in(b"hello\n");
     tty.expect("got:hello");
     assert_eq!(wait_exit(&mut tty.child).code(), Some(0));
+    // The job wrote to the terminal itself: not counted, and said so.
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert!(v["stdout_bytes"].is_null() && v["stderr_bytes"].is_null(), "{v}");
 }
 
 #[test]

@@ -19,7 +19,7 @@ pub mod procfs;
 pub mod report;
 
 use crate::tracker::{Mode, Reaped, Tracker};
-use ::procfs::process::{Io, Process};
+use ::procfs::process::Process;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ pub struct IoSum {
 }
 
 impl IoSum {
-    pub fn from_io(io: &Io) -> IoSum {
+    pub fn from_io(io: &::procfs::process::Io) -> IoSum {
         IoSum { read_bytes: io.read_bytes, write_bytes: io.write_bytes, rchar: io.rchar, wchar: io.wchar }
     }
 
@@ -73,6 +73,16 @@ pub struct Totals {
     pub open_files: u64,
 }
 
+/// PSS is re-read at least this often (in monitor ticks) even when nothing else moved.
+const PSS_REFRESH: u64 = 20;
+
+struct CachedPss {
+    key: (u64, u64),
+    tick: u64,
+    pss: u64,
+    swap: u64,
+}
+
 /// What the subreaper-mode estimate remembers of a live process.
 #[derive(Clone, Copy)]
 struct Seen {
@@ -95,7 +105,8 @@ pub struct Accounting {
     own_exited_io: OwnIo,
     peak_rss: u64,
     peak_pss: u64,
-    pss_cache: HashMap<i32, ((u64, u64), u64, u64)>,
+    pss_cache: HashMap<i32, CachedPss>,
+    tick: u64,
     seen: HashMap<i32, Seen>,
     prev_cpu: (Instant, f64),
 }
@@ -116,6 +127,7 @@ impl Accounting {
             peak_rss: 0,
             peak_pss: 0,
             pss_cache: HashMap::new(),
+            tick: 0,
             seen: HashMap::new(),
             prev_cpu: (now, 0.0),
         };
@@ -138,38 +150,39 @@ impl Accounting {
     /// auto-reaped and nobody will account it: keep what the last tick saw of it.
     pub fn departed(&mut self, pid: i32, tracker: &Tracker) {
         self.pss_cache.remove(&pid);
-        let Some(seen) = self.seen.remove(&pid) else {
-            return;
-        };
+        let Some(seen) = self.seen.remove(&pid) else { return };
         if self.mode != Mode::Subreaper || seen.ppid == tracker.self_pid() {
             return;
         }
-        let parent_ignores = tracker
-            .processes()
-            .find(|(p, _)| *p == seen.ppid)
-            .and_then(|(_, proc)| proc.status().ok())
-            .is_some_and(|s| s.sigign & (1 << (libc::SIGCHLD - 1)) != 0);
-        if parent_ignores {
-            self.lost_user += Duration::from_secs_f64(seen.user_ticks as f64 * self.tick_secs);
-            self.lost_system += Duration::from_secs_f64(seen.system_ticks as f64 * self.tick_secs);
+        let parent = tracker.processes().find(|(p, _)| *p == seen.ppid);
+        if parent.is_some_and(|(_, proc)| procfs::ignores_sigchld(proc)) {
+            self.lost_user += self.ticks(seen.user_ticks);
+            self.lost_system += self.ticks(seen.system_ticks);
             self.lost_io.add(seen.io);
             self.lost_maxrss = self.lost_maxrss.max(seen.rss);
         }
     }
 
-    /// The fast monitor tick: tree RSS and PSS for the peaks. PSS (`smaps_rollup`, costly) is
-    /// re-read only for processes whose resident set changed since the last tick.
+    fn ticks(&self, n: u64) -> Duration {
+        Duration::from_secs_f64(n as f64 * self.tick_secs)
+    }
+
+    /// The fast monitor tick: tree RSS and PSS for the peaks. It reads only `statm`; PSS
+    /// (`smaps_rollup`, costly) is re-read only for processes whose resident or shared pages
+    /// moved since it was last read, and at least every [`PSS_REFRESH`] ticks (a sharer's exit
+    /// moves PSS silently).
     pub fn monitor(&mut self, tracker: &Tracker) {
+        self.tick += 1;
         let mut rss = 0;
         let mut pss = 0;
         for (pid, proc) in tracker.processes() {
-            let Some(key) = procfs::resident(proc) else {
-                continue;
-            };
+            let Some(key) = procfs::statm(proc) else { continue };
             rss += key.0 * self.page;
             pss += self.pss_of(pid, proc, key).0;
             if self.mode == Mode::Subreaper {
-                self.remember(pid, proc);
+                if let Some(stat) = procfs::stat(proc) {
+                    self.remember(pid, proc, &stat);
+                }
             }
         }
         self.peak_rss = self.peak_rss.max(rss);
@@ -178,24 +191,27 @@ impl Accounting {
 
     fn pss_of(&mut self, pid: i32, proc: &Process, key: (u64, u64)) -> (u64, u64) {
         match self.pss_cache.get(&pid) {
-            Some(&(k, pss, swap)) if k == key => (pss, swap),
+            Some(c) if c.key == key && self.tick - c.tick < PSS_REFRESH => (c.pss, c.swap),
             _ => {
                 let (pss, swap) = procfs::pss(proc).unwrap_or((key.0 * self.page, 0));
-                self.pss_cache.insert(pid, (key, pss, swap));
+                self.pss_cache.insert(pid, CachedPss { key, tick: self.tick, pss, swap });
                 (pss, swap)
             }
         }
     }
 
-    fn remember(&mut self, pid: i32, proc: &Process) {
-        if let Some(f) = procfs::figures(proc, self.page) {
-            let ppid = proc.stat().map(|s| s.ppid).unwrap_or(0);
-            let io = f.io.as_ref().map(IoSum::from_io).unwrap_or_default();
-            self.seen.insert(
-                pid,
-                Seen { ppid, user_ticks: f.user_ticks, system_ticks: f.system_ticks, io, rss: f.rss_bytes },
-            );
-        }
+    fn remember(&mut self, pid: i32, proc: &Process, stat: &procfs::Stat) {
+        let io = procfs::io(proc).unwrap_or_default();
+        self.seen.insert(
+            pid,
+            Seen {
+                ppid: stat.ppid,
+                user_ticks: stat.user_ticks,
+                system_ticks: stat.system_ticks,
+                io,
+                rss: stat.rss_pages * self.page,
+            },
+        );
     }
 
     /// Everything a sample reports about the tree now.
@@ -205,36 +221,30 @@ impl Accounting {
             cpu_user: user + self.lost_user,
             cpu_system: system + self.lost_system,
             io: self.reaped_io(),
-            pss_bytes: Some(0),
             ..Totals::default()
         };
         t.io.add(self.lost_io);
-        let (mut live_user, mut live_system) = (0u64, 0u64);
-        let mut pss = 0;
+        let (mut live_user, mut live_system, mut pss) = (0, 0, 0);
         for (pid, proc) in tracker.processes() {
-            let Some(f) = procfs::figures(proc, self.page) else {
-                continue;
-            };
-            live_user += f.user_ticks;
-            live_system += f.system_ticks;
-            t.threads += f.threads;
-            t.rss_bytes += f.rss_bytes;
-            t.vms_bytes += f.vms_bytes;
-            t.open_files += f.open_files;
-            if let Some(io) = &f.io {
-                t.io.add(IoSum::from_io(io));
-            }
-            let key = procfs::resident(proc).unwrap_or((f.rss_bytes / self.page, 0));
+            let Some(stat) = procfs::stat(proc) else { continue };
+            live_user += stat.user_ticks;
+            live_system += stat.system_ticks;
+            t.threads += stat.threads;
+            t.rss_bytes += stat.rss_pages * self.page;
+            t.vms_bytes += stat.vsize;
+            t.open_files += procfs::open_files(proc);
+            t.io.add(procfs::io(proc).unwrap_or_default());
+            let key = procfs::statm(proc).unwrap_or((stat.rss_pages, 0));
             let (p, swap) = self.pss_of(pid, proc, key);
             pss += p;
             t.swap_bytes += swap;
             if self.mode == Mode::Subreaper {
-                self.remember(pid, proc);
+                self.remember(pid, proc, &stat);
             }
         }
         t.pss_bytes = Some(pss);
-        t.cpu_user += Duration::from_secs_f64(live_user as f64 * self.tick_secs);
-        t.cpu_system += Duration::from_secs_f64(live_system as f64 * self.tick_secs);
+        t.cpu_user += self.ticks(live_user);
+        t.cpu_system += self.ticks(live_system);
         self.peak_rss = self.peak_rss.max(t.rss_bytes);
         self.peak_pss = self.peak_pss.max(pss);
         t

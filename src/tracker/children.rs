@@ -5,10 +5,24 @@
 //! repeat the walk (on SIGCHLD, on every tick, and until a signal pass finds nothing new).
 
 use procfs::process::Process;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 
-/// The children of every thread of `pid`. Empty when the process is gone.
-pub fn listed_children(pid: i32) -> Vec<i32> {
-    let Ok(tasks) = Process::new(pid).and_then(|p| p.tasks()) else {
+/// The children of every thread of the process. Empty when it is gone.
+pub fn listed_children(p: &Process) -> Vec<i32> {
+    // The task directory's link count is 2 + its thread count: most processes have one
+    // thread, whose list is read directly instead of walking the directory.
+    let threads = p.open_relative("task").and_then(|f| Ok(f.metadata()?.nlink())).unwrap_or(0);
+    if threads == 3 {
+        let pid = p.pid();
+        let mut list = String::new();
+        return match p.open_relative(format!("task/{pid}/children")).map(|mut f| f.read_to_string(&mut list))
+        {
+            Ok(Ok(_)) => list.split_ascii_whitespace().filter_map(|c| c.parse().ok()).collect(),
+            _ => Vec::new(),
+        };
+    }
+    let Ok(tasks) = p.tasks() else {
         return Vec::new();
     };
     tasks

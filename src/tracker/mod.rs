@@ -344,7 +344,11 @@ impl Tracker {
         parents.push(self.self_pid);
         let mut seen: HashSet<i32> = HashSet::new();
         while let Some(parent) = parents.pop() {
-            for child in children::listed_children(parent) {
+            let listed = match self.members.get(&parent).and_then(|m| m.proc.as_ref()) {
+                Some(proc) => children::listed_children(proc),
+                None => Process::new(parent).map(|p| children::listed_children(&p)).unwrap_or_default(),
+            };
+            for child in listed {
                 if !seen.insert(child) || self.members.contains_key(&child) {
                     continue;
                 }
