@@ -314,7 +314,7 @@ impl EventLoop {
         if leftover_killed > 0 {
             crate::info!("ended {leftover_killed} leftover process(es) after the main process exited");
         }
-        let mut outcome = Outcome {
+        let outcome = Outcome {
             main: self.main_status,
             exec_error: self.exec_error.take(),
             reason: self.policy.reason(),
@@ -335,7 +335,6 @@ impl EventLoop {
             },
         );
         crate::info!("{}", summary.human_line());
-        outcome.wall = self.started.elapsed();
         outcome
     }
 

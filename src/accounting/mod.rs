@@ -181,7 +181,7 @@ impl Accounting {
             pss += self.pss_of(pid, proc, key).0;
             if self.mode == Mode::Subreaper {
                 if let Some(stat) = procfs::stat(proc) {
-                    self.remember(pid, proc, &stat);
+                    self.remember(pid, &stat, procfs::io(proc).unwrap_or_default());
                 }
             }
         }
@@ -200,8 +200,7 @@ impl Accounting {
         }
     }
 
-    fn remember(&mut self, pid: i32, proc: &Process, stat: &procfs::Stat) {
-        let io = procfs::io(proc).unwrap_or_default();
+    fn remember(&mut self, pid: i32, stat: &procfs::Stat, io: IoSum) {
         self.seen.insert(
             pid,
             Seen {
@@ -233,13 +232,14 @@ impl Accounting {
             t.rss_bytes += stat.rss_pages * self.page;
             t.vms_bytes += stat.vsize;
             t.open_files += procfs::open_files(proc);
-            t.io.add(procfs::io(proc).unwrap_or_default());
+            let io = procfs::io(proc).unwrap_or_default();
+            t.io.add(io);
             let key = procfs::statm(proc).unwrap_or((stat.rss_pages, 0));
             let (p, swap) = self.pss_of(pid, proc, key);
             pss += p;
             t.swap_bytes += swap;
             if self.mode == Mode::Subreaper {
-                self.remember(pid, proc, &stat);
+                self.remember(pid, &stat, io);
             }
         }
         t.pss_bytes = Some(pss);
