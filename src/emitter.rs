@@ -2,7 +2,7 @@
 //! interval, and the summary at the end. Sink trouble is counted and logged; it never stops
 //! the job.
 
-use crate::accounting::report::{ExitInfo, Identity, Sample, SampleContext, Summary, SCHEMA};
+use crate::accounting::report::{ExitInfo, Identity, Sample, SampleContext, Summary};
 use crate::accounting::Accounting;
 use crate::tracker::{ExitStatus, Tracker};
 use crate::transport::sinks::{StatsFile, SummaryFile};
@@ -120,11 +120,7 @@ impl Emitter {
             ExitStatus::Signaled(n) => ExitInfo { kind: "signaled", code: None, signal: Some(n) },
         });
         let summary = Summary {
-            kind: "summary",
-            schema: SCHEMA,
-            message_id: self.identity.message_id("summary", 0),
-            box_id: self.identity.box_id.clone(),
-            hostname: self.identity.hostname.clone(),
+            header: self.identity.header("summary", 0),
             argv: end.argv,
             started_at: crate::accounting::report::rfc3339(self.identity.started),
             ended_at: crate::accounting::report::rfc3339(ended),

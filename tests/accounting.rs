@@ -355,7 +355,8 @@ fn stdout_limit_stops_then_kills() {
             "--",
             "sh",
             "-c",
-            "exec yes",
+            // Past the limit, never past twice it: a graceful stop whatever the timing.
+            "head -c 1572864 /dev/zero; exec sleep 600",
         ])
         .stdout(Stdio::null())
         .output()

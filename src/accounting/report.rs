@@ -37,14 +37,33 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// The fields every message starts with.
 #[derive(Debug, Serialize)]
-pub struct Sample {
+pub struct Header {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub schema: u32,
     pub message_id: String,
     pub box_id: String,
     pub hostname: String,
+}
+
+impl Identity {
+    pub fn header(&self, kind: &'static str, seq: u64) -> Header {
+        Header {
+            kind,
+            schema: SCHEMA,
+            message_id: self.message_id(kind, seq),
+            box_id: self.box_id.clone(),
+            hostname: self.hostname.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Sample {
+    #[serde(flatten)]
+    pub header: Header,
     pub pid: i32,
     pub seq: u64,
     pub time: String,
@@ -92,11 +111,7 @@ pub struct SampleContext<'a> {
 impl Sample {
     pub fn new(c: SampleContext, t: &Totals) -> Sample {
         Sample {
-            kind: "sample",
-            schema: SCHEMA,
-            message_id: c.identity.message_id("sample", c.seq),
-            box_id: c.identity.box_id.clone(),
-            hostname: c.identity.hostname.clone(),
+            header: c.identity.header("sample", c.seq),
             pid: c.pid,
             seq: c.seq,
             time: rfc3339(c.now),
@@ -136,12 +151,8 @@ pub struct ExitInfo {
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub schema: u32,
-    pub message_id: String,
-    pub box_id: String,
-    pub hostname: String,
+    #[serde(flatten)]
+    pub header: Header,
     pub argv: Vec<String>,
     pub started_at: String,
     pub ended_at: String,
