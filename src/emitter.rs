@@ -132,7 +132,7 @@ impl Emitter {
             cpu_system_seconds: totals.cpu_system.as_secs_f64(),
             peak_rss_bytes: self.accounting.peak_rss(),
             peak_pss_bytes: self.accounting.peak_pss(),
-            max_process_rss_bytes: self.accounting.max_process_rss(),
+            max_process_rss_bytes: self.accounting.max_process_rss(tracker),
             processes_started: tracker.processes_started(),
             processes_peak: tracker.processes_peak(),
             leftover_killed: end.leftover_killed,

@@ -121,6 +121,25 @@ cpu_cases! {
     cpu_of_threads: "threads", 3, 200, ["ptrace", "subreaper"];
 }
 
+/// `cargo run` and a shell's `exec` start proc_box in a process that has already reaped
+/// children; the kernel keeps their times (and high-water mark) across exec. None is the job's.
+#[test]
+fn what_the_process_reaped_before_exec_is_not_billed() {
+    let s = Scene::new("pre-exec");
+    let summary = s.dir.join("summary.json");
+    let script = format!(
+        "{} children 1 300; python3 -c 'b = bytearray(150 << 20)'; exec {} --summary-file {} -- true",
+        fixture("burn").display(),
+        proc_box(),
+        summary.display()
+    );
+    let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = read_json(&summary);
+    assert!(cpu_ms(&v) < 50.0, "the shell's earlier children were billed: {v}");
+    assert!(v["max_process_rss_bytes"].as_u64().unwrap() < 100 << 20, "{v}");
+}
+
 /// In subreaper mode, auto-reaped children cannot be caught at exit; the last monitor tick
 /// stands in. Not exact, but far from zero.
 #[test]

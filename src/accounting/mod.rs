@@ -102,6 +102,9 @@ pub struct Accounting {
     lost_io: IoSum,
     lost_maxrss: u64,
     own_io_base: IoSum,
+    /// RUSAGE_CHILDREN survives exec: whatever proc_box's process had reaped before it became
+    /// proc_box (`cargo run`, a shell's `exec`) is not the job's.
+    cpu_base: (Duration, Duration),
     own_exited_io: OwnIo,
     peak_rss: u64,
     peak_pss: u64,
@@ -123,6 +126,7 @@ impl Accounting {
             lost_io: IoSum::default(),
             lost_maxrss: 0,
             own_io_base: IoSum::default(),
+            cpu_base: (Duration::ZERO, Duration::ZERO),
             own_exited_io,
             peak_rss: 0,
             peak_pss: 0,
@@ -132,6 +136,8 @@ impl Accounting {
             prev_cpu: (now, 0.0),
         };
         a.own_io_base = a.reaped_io();
+        let (user, system) = children_rusage();
+        a.cpu_base = (user, system);
         a
     }
 
@@ -215,10 +221,10 @@ impl Accounting {
 
     /// Everything a sample reports about the tree now.
     pub fn totals(&mut self, tracker: &Tracker) -> Totals {
-        let (user, system, _) = children_rusage();
+        let (user, system) = children_rusage();
         let mut t = Totals {
-            cpu_user: user + self.lost_user,
-            cpu_system: system + self.lost_system,
+            cpu_user: user.saturating_sub(self.cpu_base.0) + self.lost_user,
+            cpu_system: system.saturating_sub(self.cpu_base.1) + self.lost_system,
             io: self.reaped_io(),
             ..Totals::default()
         };
@@ -270,11 +276,11 @@ impl Accounting {
         self.peak_pss
     }
 
-    /// The kernel's high-water mark of the largest single process: `ru_maxrss` of everything
-    /// reaped (through proc_box's RUSAGE_CHILDREN, or our own wait for auto-reaped ones).
-    pub fn max_process_rss(&self) -> u64 {
-        let (_, _, maxrss) = children_rusage();
-        maxrss.max(self.lost_maxrss)
+    /// The kernel's high-water mark of the largest single process: the `ru_maxrss` of every
+    /// wait proc_box made (not RUSAGE_CHILDREN's, which may hold a high-water mark from
+    /// before exec), and of auto-reaped processes.
+    pub fn max_process_rss(&self, tracker: &Tracker) -> u64 {
+        tracker.max_reaped_rss().max(self.lost_maxrss)
     }
 
     /// I/O the kernel folded into proc_box's `/proc/self/io` from reaped children: the whole
@@ -297,15 +303,15 @@ impl Accounting {
     }
 }
 
-/// proc_box's `RUSAGE_CHILDREN`: user, system, and the largest `ru_maxrss` (bytes).
-fn children_rusage() -> (Duration, Duration, u64) {
+/// proc_box's `RUSAGE_CHILDREN`: user and system time.
+fn children_rusage() -> (Duration, Duration) {
     match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN) {
         Ok(ru) => {
             let tv = |t: nix::sys::time::TimeVal| {
                 Duration::from_micros(t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64)
             };
-            (tv(ru.user_time()), tv(ru.system_time()), ru.max_rss().max(0) as u64 * 1024)
+            (tv(ru.user_time()), tv(ru.system_time()))
         }
-        Err(_) => (Duration::ZERO, Duration::ZERO, 0),
+        Err(_) => (Duration::ZERO, Duration::ZERO),
     }
 }

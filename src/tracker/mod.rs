@@ -106,6 +106,9 @@ pub struct Tracker {
     next_token: usize,
     started: u64,
     peak: usize,
+    /// The largest `ru_maxrss` of any process proc_box reaped (its own children, and every
+    /// tracee): each is that process's high-water mark, or its reaped descendants'.
+    max_reaped_rss: u64,
     /// Sent to every process the moment it is found (SIGKILL while killing, SIGSTOP while
     /// suspended), so a newcomer cannot outrun a tree-wide action.
     birth_signal: Option<Sig>,
@@ -125,6 +128,7 @@ impl Tracker {
             next_token: PIDFD_TOKENS,
             started: 0,
             peak: 0,
+            max_reaped_rss: 0,
             birth_signal: None,
         };
         t.insert(main, registry);
@@ -164,6 +168,10 @@ impl Tracker {
 
     pub fn processes_peak(&self) -> usize {
         self.peak
+    }
+
+    pub fn max_reaped_rss(&self) -> u64 {
+        self.max_reaped_rss
     }
 
     /// The main process is reaped and the kernel says proc_box has no child or tracee left.
@@ -265,6 +273,9 @@ impl Tracker {
             let lost = if exiting { self.probe_auto_reap(pid.as_raw()) } else { None };
             let status = match wait4(pid, flags) {
                 Ok((status, rusage)) => {
+                    if exiting {
+                        self.max_reaped_rss = self.max_reaped_rss.max(rusage.ru_maxrss.max(0) as u64 * 1024);
+                    }
                     if let Some(io) = lost {
                         events.push(Event::AutoReaped(Reaped::new(pid.as_raw(), &rusage, io)));
                     }
