@@ -340,6 +340,20 @@ fn stdout_to_a_regular_file_is_counted_from_its_offset() {
     assert_eq!(v["stdout_bytes"].as_u64(), Some(std::fs::metadata(&out_path).unwrap().len()));
 }
 
+/// A reader that goes away must end the writer as it would without the box: SIGPIPE.
+#[test]
+fn a_closed_reader_gives_the_job_sigpipe() {
+    let s = Scene::new("sigpipe");
+    let mut child = s.command(&["--nowarn", "--", "yes"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 4];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    assert_eq!(&first, b"y\ny\n");
+    drop(out);
+    assert_eq!(wait_exit(&mut child).code(), Some(128 + libc::SIGPIPE));
+    s.assert_no_survivors();
+}
+
 #[test]
 fn stdout_bytes_exact_for_a_gibibyte() {
     let s = Scene::new("stdout-gib");
