@@ -90,7 +90,8 @@ fn cpu_case(track: &str, shape: &str, n: u32, ms: u32) {
     let out = s.command(&args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let got = cpu_ms(&read_json(&summary));
-    let work = f64::from(n * ms);
+    let threads = if shape == "ignthreads" { 2 } else { 1 };
+    let work = f64::from(n * ms * threads);
     assert!(got >= work - 20.0, "{shape}/{track}: summary {got:.1} ms < work done {work} ms");
     let (v1, v2) = cg.usage_ms();
     if let Some(v1) = v1 {
@@ -117,6 +118,7 @@ cpu_cases! {
     cpu_of_children: "children", 3, 200, ["ptrace", "subreaper"];
     cpu_of_daemonized_grandchildren: "daemons", 3, 200, ["ptrace", "subreaper"];
     cpu_of_children_of_a_sigchld_ignoring_parent: "ignchld", 3, 200, ["ptrace"];
+    cpu_of_threaded_children_of_a_sigchld_ignoring_parent: "ignthreads", 2, 100, ["ptrace"];
     cpu_of_a_fork_storm: "storm", 200, 2, ["ptrace", "subreaper"];
     cpu_of_threads: "threads", 3, 200, ["ptrace", "subreaper"];
 }

@@ -333,6 +333,11 @@ impl Tracker {
         if ppid == self.self_pid {
             return None; // reaped by us: counted in our RUSAGE_CHILDREN
         }
+        // A thread's exit is not a process's: only the group leader, reported once every
+        // thread is gone, carries the process's whole rusage.
+        if proc.status().ok()?.tgid != pid {
+            return None;
+        }
         let ignores = Process::new(ppid).ok()?.status().ok()?.sigign & (1 << (libc::SIGCHLD - 1)) != 0;
         ignores.then(|| proc.io().ok())
     }
@@ -421,7 +426,8 @@ impl Tracker {
             let targets: Vec<i32> = self.members.keys().copied().filter(|p| !done.contains(p)).collect();
             for pid in targets {
                 done.insert(pid);
-                match self.members[&pid].pidfd.signal(sig) {
+                let Some(member) = self.members.get(&pid) else { continue };
+                match member.pidfd.signal(sig) {
                     Ok(()) => delivered += 1,
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {} // exited meanwhile
                     Err(e) => crate::warn!("cannot send {sig} to pid {pid}: {e}"),
