@@ -329,9 +329,14 @@ impl Tracker {
         // Its pidfd may already have removed it from the tree; the zombie is still there
         // (we peeked without reaping), so its pid, and its parent's, cannot be recycled yet.
         let proc = Process::new(pid).ok()?;
-        let ppid = proc.stat().ok()?.ppid;
+        let stat = proc.stat().ok()?;
+        let ppid = stat.ppid;
         if ppid == self.self_pid {
             return None; // reaped by us: counted in our RUSAGE_CHILDREN
+        }
+        // The kernel auto-reaps only children that signal their exit with SIGCHLD.
+        if stat.exit_signal != Some(libc::SIGCHLD) {
+            return None;
         }
         // A thread's exit is not a process's: only the group leader, reported once every
         // thread is gone, carries the process's whole rusage.
