@@ -117,13 +117,7 @@ impl Pending {
                 .and_then(|p| p.task_from_tid(nix::unistd::gettid().as_raw()))
                 .and_then(|t| t.io())
             {
-                let mut own = own_io.lock().unwrap_or_else(|e| e.into_inner());
-                *own = IoSum {
-                    read_bytes: own.read_bytes + io.read_bytes,
-                    write_bytes: own.write_bytes + io.write_bytes,
-                    rchar: own.rchar + io.rchar,
-                    wchar: own.wchar + io.wchar,
-                };
+                own_io.lock().unwrap_or_else(|e| e.into_inner()).add(IoSum::from_io(&io));
             }
             drop(self.read); // the job now gets EPIPE, as it would writing to a closed reader
             let _ = waker.wake();

@@ -76,8 +76,9 @@ fn assert_close(what: &str, got: f64, truth: f64) {
 /// Runs `burn SHAPE N MS` in the box and checks the summary's CPU against the cgroups' counters
 /// and against the work done.
 fn cpu_case(track: &str, shape: &str, n: u32, ms: u32) {
+    // Declared first, dropped last: the scene's processes are killed before the cgroups go.
+    let cg = Cgroups::new(&format!("proc_box-test-{shape}-{track}-{}", std::process::id()));
     let s = Scene::new(&format!("cpu-{shape}-{track}"));
-    let cg = Cgroups::new(&s.marker);
     let summary = s.dir.join("summary.json");
     let burn = fixture("burn");
     let cg_exec = fixture("cg_exec");

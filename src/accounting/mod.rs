@@ -38,7 +38,7 @@ impl IoSum {
         IoSum { read_bytes: io.read_bytes, write_bytes: io.write_bytes, rchar: io.rchar, wchar: io.wchar }
     }
 
-    fn add(&mut self, o: IoSum) {
+    pub fn add(&mut self, o: IoSum) {
         self.read_bytes += o.read_bytes;
         self.write_bytes += o.write_bytes;
         self.rchar += o.rchar;
@@ -160,8 +160,7 @@ impl Accounting {
         if self.mode != Mode::Subreaper || seen.ppid == tracker.self_pid() {
             return;
         }
-        let parent = tracker.processes().find(|(p, _)| *p == seen.ppid);
-        if parent.is_some_and(|(_, proc)| procfs::ignores_sigchld(proc)) {
+        if tracker.process(seen.ppid).is_some_and(procfs::ignores_sigchld) {
             self.lost_user += self.ticks(seen.user_ticks);
             self.lost_system += self.ticks(seen.system_ticks);
             self.lost_io.add(seen.io);

@@ -226,6 +226,11 @@ impl Tracker {
         self.members.iter().filter_map(|(&pid, m)| m.proc.as_ref().map(|p| (pid, p)))
     }
 
+    /// One live member's `/proc` entry.
+    pub fn process(&self, pid: i32) -> Option<&Process> {
+        self.members.get(&pid)?.proc.as_ref()
+    }
+
     pub fn self_pid(&self) -> i32 {
         self.self_pid
     }
