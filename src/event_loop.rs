@@ -427,6 +427,7 @@ impl EventLoop {
                 }
                 Event::MainStopped(_) => {}
                 Event::AutoReaped(r) => self.emitter.accounting.auto_reaped(&r),
+                Event::Left(pid) => self.emitter.accounting.departed(pid, &self.tracker),
             }
         }
     }

@@ -146,8 +146,8 @@ impl Accounting {
         self.lost_user += r.user;
         self.lost_system += r.system;
         self.lost_maxrss = self.lost_maxrss.max(r.maxrss_bytes);
-        if let Some(io) = &r.io {
-            self.lost_io.add(IoSum::from_io(io));
+        if let Some(io) = r.io {
+            self.lost_io.add(io);
         }
         self.seen.remove(&r.pid);
     }

@@ -8,7 +8,72 @@
 
 use super::IoSum;
 use procfs::process::Process;
-use std::io::Read;
+use std::io::{Read, Write};
+
+/// Reads `/proc/PID/NAME` whole into `buf`, with no allocation: open, read, close. For a pid
+/// that is pinned (a tracee, or a zombie not yet waited for), where no handle is held.
+pub fn read_pid<'a>(pid: i32, name: &str, buf: &'a mut [u8]) -> Option<&'a str> {
+    let mut path = [0u8; 64];
+    let mut w = &mut path[..];
+    write!(w, "/proc/{pid}/{name}\0").ok()?;
+    // SAFETY: `path` is NUL-terminated; open returns a new fd or -1.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mut len = 0;
+    let ok = loop {
+        // SAFETY: reading into the unfilled tail of `buf`, which we own.
+        let n = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
+        match n {
+            0 => break true,
+            n if n > 0 => len += n as usize,
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => break false,
+        }
+        if len == buf.len() {
+            break false;
+        }
+    };
+    // SAFETY: closing the fd opened above, once.
+    unsafe { libc::close(fd) };
+    if !ok {
+        return None;
+    }
+    std::str::from_utf8(&buf[..len]).ok()
+}
+
+/// The fields of `/proc/PID/stat` that decide whether an exiting process is auto-reaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReapStat {
+    pub state: char,
+    pub ppid: i32,
+    /// Ignored signals, bit N-1 for signal N.
+    pub sigignore: u64,
+    /// The signal its parent gets at its exit; -1 for a thread.
+    pub exit_signal: i32,
+}
+
+pub fn reap_stat(pid: i32) -> Option<ReapStat> {
+    let mut buf = [0u8; 1024];
+    parse_reap_stat(read_pid(pid, "stat", &mut buf)?)
+}
+
+pub fn parse_reap_stat(text: &str) -> Option<ReapStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut f = rest.split_ascii_whitespace();
+    // Field numbers of proc(5) minus 3: state is field 3.
+    let state = f.next()?.chars().next()?;
+    let ppid = f.next()?.parse().ok()?;
+    let sigignore = f.nth(28)?.parse().ok()?; // field 33
+    let exit_signal = f.nth(4)?.parse().ok()?; // field 38
+    Some(ReapStat { state, ppid, sigignore, exit_signal })
+}
+
+pub fn io_of_pid(pid: i32) -> Option<IoSum> {
+    let mut buf = [0u8; 512];
+    parse_io(read_pid(pid, "io", &mut buf)?)
+}
 
 /// Reads a small /proc file whole; None if the process is gone or it does not fit.
 fn read<'a>(p: &Process, name: &str, buf: &'a mut [u8]) -> Option<&'a str> {
@@ -130,6 +195,11 @@ mod tests {
         assert_eq!((s.ppid, s.user_ticks, s.system_ticks), (7, 302, 41));
         assert_eq!((s.threads, s.vsize, s.rss_pages), (3, 8192000, 512));
         assert!(parse_stat("42 (x) R 1 2").is_none());
+        let r = parse_reap_stat(line).unwrap();
+        assert_eq!(r, ReapStat { state: 'R', ppid: 7, sigignore: 0, exit_signal: 17 });
+        let thread = "9 (t) Z 7 42 42 0 -1 4194304 100 0 5 0 300 40 2 1 20 0 3 0 12345 8192000 512 18446744073709551615 1 1 0 0 0 0 0 65536 0 0 0 0 -1 1 0 0 0 0 0";
+        let r = parse_reap_stat(thread).unwrap();
+        assert_eq!(r, ReapStat { state: 'Z', ppid: 7, sigignore: 65536, exit_signal: -1 });
     }
 
     #[test]

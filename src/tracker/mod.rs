@@ -13,18 +13,21 @@
 pub mod children;
 pub mod pidfd;
 pub mod ptrace;
+pub mod wait;
 
+use crate::accounting::procfs::{io_of_pid, reap_stat};
+use crate::accounting::IoSum;
 use crate::signals::Sig;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use nix::errno::Errno;
-use nix::sys::signal::Signal;
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use pidfd::PidFd;
 use procfs::process::Process;
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
+use wait::Change;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -44,9 +47,11 @@ pub enum ExitStatus {
 pub enum Event {
     MainExited(ExitStatus),
     /// The main process stopped for terminal job control (Ctrl-Z, or a background tty access).
-    MainStopped(Signal),
+    MainStopped(i32),
     /// A process was reaped by the kernel for a parent that ignores SIGCHLD (ptrace mode).
     AutoReaped(Reaped),
+    /// A tracee left the tree (ptrace mode; others leave through their pidfd).
+    Left(i32),
 }
 
 /// The final figures of a process whose times no rusage will ever include.
@@ -57,42 +62,38 @@ pub struct Reaped {
     pub user: Duration,
     pub system: Duration,
     pub maxrss_bytes: u64,
-    pub io: Option<procfs::process::Io>,
-}
-
-impl Reaped {
-    fn new(pid: i32, ru: &libc::rusage, io: Option<procfs::process::Io>) -> Reaped {
-        let tv = |t: libc::timeval| Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32) * 1000);
-        Reaped {
-            pid,
-            user: tv(ru.ru_utime),
-            system: tv(ru.ru_stime),
-            maxrss_bytes: ru.ru_maxrss.max(0) as u64 * 1024,
-            io,
-        }
-    }
-}
-
-/// `wait4` for one pid, which nix does not wrap: its rusage is the only exact record of a
-/// process that is reaped by the kernel rather than by a parent.
-fn wait4(pid: nix::unistd::Pid, flags: WaitPidFlag) -> nix::Result<(WaitStatus, libc::rusage)> {
-    let mut status = 0;
-    // SAFETY: rusage is plain data; all-zero is a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointers to a local int and a local rusage.
-    let rc = unsafe { libc::wait4(pid.as_raw(), &mut status, flags.bits(), &mut ru) };
-    let pid = nix::unistd::Pid::from_raw(Errno::result(rc)?);
-    Ok((WaitStatus::from_raw(pid, status)?, ru))
+    pub io: Option<IoSum>,
 }
 
 /// Tokens at and above this value belong to pidfds.
 pub const PIDFD_TOKENS: usize = 1 << 20;
 
 struct Member {
-    pidfd: PidFd,
-    /// `/proc/PID`, opened while the pidfd proved the pid ours: it can never show a recycled pid.
-    proc: Option<Process>,
-    token: Token,
+    /// A process we do not trace is pinned only by a pidfd, watched for its exit. A tracee's
+    /// pid cannot be reused before proc_box waits for it, so it needs neither: it leaves the
+    /// tree at that wait. This keeps a fork in ptrace mode at the kernel's own cost.
+    watch: Option<(PidFd, Token)>,
+    /// `/proc/PID`, opened only while the pid is provably ours (under the pidfd at once; for a
+    /// tracee, lazily, when accounting first asks): it can never show a recycled pid.
+    proc: OnceCell<Option<Process>>,
+}
+
+impl Member {
+    fn live(&self) -> bool {
+        self.watch.as_ref().is_none_or(|(fd, _)| !fd.exited())
+    }
+
+    fn proc(&self, pid: i32) -> Option<&Process> {
+        self.proc.get_or_init(|| Process::new(pid).ok()).as_ref()
+    }
+
+    fn signal(&self, pid: i32, sig: Sig) -> std::io::Result<()> {
+        match &self.watch {
+            Some((fd, _)) => fd.signal(sig),
+            // A tracee: its pid is pinned until we wait, so a pidfd opened now is the right one.
+            None => PidFd::open(pid)?.signal(sig),
+        }
+    }
 }
 
 pub struct Tracker {
@@ -131,7 +132,7 @@ impl Tracker {
             max_reaped_rss: 0,
             birth_signal: None,
         };
-        t.insert(main, registry);
+        t.insert(main_pid, Some(main), registry);
         t
     }
 
@@ -179,25 +180,31 @@ impl Tracker {
         self.main_reaped && !self.has_children
     }
 
-    fn insert(&mut self, pidfd: PidFd, registry: &Registry) {
-        let pid = pidfd.pid();
+    /// Adds a process: with its pidfd (watched for its exit), or as a tracee (`None`).
+    fn insert(&mut self, pid: i32, pidfd: Option<PidFd>, registry: &Registry) {
         if let Some(old) = self.members.get(&pid) {
-            if !old.pidfd.exited() {
+            if old.live() {
                 return; // already known
             }
             self.remove(pid, registry); // the pid was recycled
         }
+        let member = match pidfd {
+            Some(fd) => {
+                let token = Token(self.next_token);
+                self.next_token += 1;
+                if let Err(e) = registry.register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE) {
+                    crate::warn!("cannot watch pid {pid}: {e}");
+                }
+                let proc = OnceCell::from(Process::new(pid).ok().filter(|_| !fd.exited()));
+                self.tokens.insert(token, pid);
+                Member { watch: Some((fd, token)), proc }
+            }
+            None => Member { watch: None, proc: OnceCell::new() },
+        };
         if let Some(sig) = self.birth_signal {
-            let _ = pidfd.signal(sig);
+            let _ = member.signal(pid, sig);
         }
-        let token = Token(self.next_token);
-        self.next_token += 1;
-        if let Err(e) = registry.register(&mut SourceFd(&pidfd.as_raw_fd()), token, Interest::READABLE) {
-            crate::warn!("cannot watch pid {pid}: {e}");
-        }
-        let proc = Process::new(pid).ok().filter(|_| !pidfd.exited());
-        self.tokens.insert(token, pid);
-        self.members.insert(pid, Member { pidfd, proc, token });
+        self.members.insert(pid, member);
         self.started += 1;
         self.peak = self.peak.max(self.members.len());
         crate::debug!("tracking pid {pid} ({} live)", self.members.len());
@@ -205,8 +212,10 @@ impl Tracker {
 
     fn remove(&mut self, pid: i32, registry: &Registry) {
         if let Some(m) = self.members.remove(&pid) {
-            let _ = registry.deregister(&mut SourceFd(&m.pidfd.as_raw_fd()));
-            self.tokens.remove(&m.token);
+            if let Some((fd, token)) = &m.watch {
+                let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+                self.tokens.remove(token);
+            }
             crate::debug!("pid {pid} left the tree ({} live)", self.members.len());
         }
     }
@@ -214,7 +223,7 @@ impl Tracker {
     /// A pidfd turned readable: its process exited. Returns the pid that left the tree.
     pub fn pidfd_ready(&mut self, token: Token, registry: &Registry) -> Option<i32> {
         let pid = *self.tokens.get(&token)?;
-        if self.members.get(&pid).is_some_and(|m| m.pidfd.exited()) {
+        if self.members.get(&pid).is_some_and(|m| !m.live()) {
             self.remove(pid, registry);
             return Some(pid);
         }
@@ -223,42 +232,46 @@ impl Tracker {
 
     /// Every live member with its `/proc` entry, for accounting.
     pub fn processes(&self) -> impl Iterator<Item = (i32, &Process)> {
-        self.members.iter().filter_map(|(&pid, m)| m.proc.as_ref().map(|p| (pid, p)))
+        self.members.iter().filter_map(|(&pid, m)| m.proc(pid).map(|p| (pid, p)))
     }
 
     /// One live member's `/proc` entry.
     pub fn process(&self, pid: i32) -> Option<&Process> {
-        self.members.get(&pid)?.proc.as_ref()
+        self.members.get(&pid)?.proc(pid)
     }
 
     pub fn self_pid(&self) -> i32 {
         self.self_pid
     }
 
-    /// Adopts a task that is ours by construction (a tracee, or our own unreaped child).
-    /// Threads are not processes: pidfd_open refuses them with EINVAL, and they are skipped.
-    fn adopt_known(&mut self, pid: i32, registry: &Registry) {
-        if self.members.get(&pid).is_some_and(|m| !m.pidfd.exited()) {
+    /// Adopts a tracee met in a ptrace stop or fork event. Threads are not processes, and
+    /// are skipped: `tgkill(tid, tid, 0)` succeeds only for a thread-group leader.
+    fn adopt_tracee(&mut self, pid: i32, registry: &Registry) {
+        if self.members.contains_key(&pid) {
             return;
         }
-        if let Ok(fd) = PidFd::open(pid) {
-            self.insert(fd, registry);
+        // SAFETY: signal 0 sends nothing; it only asks whether `pid` leads its own group.
+        if unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, 0) } == 0 {
+            self.insert(pid, None, registry);
         }
     }
 
     /// Drains every pending child state change. Call on SIGCHLD.
     ///
     /// Each change is first peeked at (`WNOWAIT`), so an exiting process can be examined while
-    /// it is still a zombie, then consumed for that pid alone.
+    /// it is still a zombie, then consumed for that pid alone. Every status decodes, whatever
+    /// its signal number, so nothing can leave a tracee stuck in a stop.
     pub fn reap(&mut self, registry: &Registry) -> Vec<Event> {
         let mut events = Vec::new();
-        let mut flags = WaitPidFlag::WNOHANG | WaitPidFlag::__WALL;
+        let mut flags = libc::__WALL;
         if self.mode == Mode::Subreaper {
-            flags |= WaitPidFlag::WUNTRACED;
+            flags |= libc::WUNTRACED;
         }
+        let mut last_empty = None;
         loop {
-            let peeked = match waitid(Id::All, flags | WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-                Ok(WaitStatus::StillAlive) => {
+            let peeked = match wait::peek(flags) {
+                Ok(Some(p)) => p,
+                Ok(None) => {
                     self.has_children = true;
                     break;
                 }
@@ -271,85 +284,89 @@ impl Tracker {
                     crate::warn!("waitid failed: {e}");
                     break;
                 }
-                Ok(s) => s,
             };
-            let Some(pid) = peeked.pid() else { break };
-            let exiting = matches!(peeked, WaitStatus::Exited(..) | WaitStatus::Signaled(..));
-            let lost = if exiting { self.probe_auto_reap(pid.as_raw()) } else { None };
-            let status = match wait4(pid, flags) {
-                Ok((status, rusage)) => {
-                    if exiting {
-                        self.max_reaped_rss = self.max_reaped_rss.max(rusage.ru_maxrss.max(0) as u64 * 1024);
-                    }
-                    if let Some(io) = lost {
-                        events.push(Event::AutoReaped(Reaped::new(pid.as_raw(), &rusage, io)));
-                    }
-                    status
+            let pid = peeked.pid;
+            let lost = match (peeked.exiting, self.mode) {
+                (true, Mode::Ptrace) => self.probe_auto_reap(pid),
+                _ => None, // a subreaper waits only for its own children
+            };
+            let (status, rusage) = match wait::wait4(pid, flags) {
+                Ok(r) => r,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) | Err(Errno::EAGAIN) if last_empty != Some(pid) => {
+                    last_empty = Some(pid); // gone or taken back meanwhile: look again
+                    continue;
                 }
-                Err(Errno::EINTR) | Err(Errno::ECHILD) => continue,
                 Err(e) => {
-                    crate::warn!("wait4 failed: {e}");
+                    crate::warn!("wait4 for {pid} failed: {e}");
                     break;
                 }
             };
-            match status {
-                WaitStatus::Exited(pid, code) => {
-                    self.exited(pid.as_raw(), ExitStatus::Exited(code), &mut events, registry)
+            last_empty = None;
+            match wait::decode(status) {
+                Some(Change::Exited(code)) => {
+                    self.reaped(pid, &rusage, lost, &mut events);
+                    self.exited(pid, ExitStatus::Exited(code), &mut events, registry)
                 }
-                WaitStatus::Signaled(pid, sig, _) => {
-                    self.exited(pid.as_raw(), ExitStatus::Signaled(sig as i32), &mut events, registry)
+                Some(Change::Signaled(sig)) => {
+                    self.reaped(pid, &rusage, lost, &mut events);
+                    self.exited(pid, ExitStatus::Signaled(sig), &mut events, registry)
                 }
-                WaitStatus::Stopped(pid, sig)
-                    if self.mode == Mode::Subreaper && pid.as_raw() == self.main_pid && is_tty_stop(sig) =>
-                {
+                Some(Change::Stopped { sig, .. }) if self.mode == Mode::Subreaper => {
                     // Only the main process's terminal stops matter (Ctrl-Z).
-                    events.push(Event::MainStopped(sig));
+                    if pid == self.main_pid && is_tty_stop(sig) {
+                        events.push(Event::MainStopped(sig));
+                    }
                 }
-                WaitStatus::Stopped(_, _) if self.mode == Mode::Subreaper => {}
-                WaitStatus::Stopped(pid, _) | WaitStatus::PtraceEvent(pid, _, _) => {
+                Some(Change::Stopped { sig, event }) => {
                     // A tracee we have not met yet is a newborn whose first stop outran its
                     // parent's fork event: adopt it before it is let go.
-                    self.adopt_known(pid.as_raw(), registry);
-                    match ptrace::handle(status) {
-                        Some(ptrace::Stop::Born { child, .. }) => self.adopt_known(child, registry),
-                        Some(ptrace::Stop::GroupStop { pid, sig })
-                            if pid == self.main_pid && is_tty_stop(sig) =>
-                        {
+                    self.adopt_tracee(pid, registry);
+                    match ptrace::handle(pid, sig, event) {
+                        ptrace::Stop::Born { child } => self.adopt_tracee(child, registry),
+                        ptrace::Stop::GroupStop { sig } if pid == self.main_pid && is_tty_stop(sig) => {
                             events.push(Event::MainStopped(sig))
                         }
                         _ => {}
                     }
                 }
-                _ => {}
+                Some(Change::Continued) => {}
+                None => unexpected_status(status),
             }
         }
         events
+    }
+
+    fn reaped(&mut self, pid: i32, ru: &libc::rusage, lost: Option<Option<IoSum>>, events: &mut Vec<Event>) {
+        let maxrss_bytes = ru.ru_maxrss.max(0) as u64 * 1024;
+        self.max_reaped_rss = self.max_reaped_rss.max(maxrss_bytes);
+        if let Some(io) = lost {
+            let (user, system) = (wait::timeval(ru.ru_utime), wait::timeval(ru.ru_stime));
+            events.push(Event::AutoReaped(Reaped { pid, user, system, maxrss_bytes, io }));
+        }
     }
 
     /// A tracee is about to be reaped by us as its tracer. If its real parent ignores SIGCHLD,
     /// the kernel releases it right after, without adding its times to anyone: its CPU and I/O
     /// would vanish from every rusage. Returns its I/O (read now, from the zombie) in that case;
     /// its CPU comes from the rusage of our wait.
-    fn probe_auto_reap(&self, pid: i32) -> Option<Option<procfs::process::Io>> {
-        // Its pidfd may already have removed it from the tree; the zombie is still there
-        // (we peeked without reaping), so its pid, and its parent's, cannot be recycled yet.
-        let proc = Process::new(pid).ok()?;
-        let stat = proc.stat().ok()?;
-        let ppid = stat.ppid;
-        if ppid == self.self_pid {
-            return None; // reaped by us: counted in our RUSAGE_CHILDREN
-        }
-        // The kernel auto-reaps only children that signal their exit with SIGCHLD.
-        if stat.exit_signal != Some(libc::SIGCHLD) {
+    ///
+    /// Two reads of `stat`, no allocation: this runs at every exit of a fork-heavy job.
+    fn probe_auto_reap(&self, pid: i32) -> Option<Option<IoSum>> {
+        // The zombie is still there (we peeked without reaping), so neither its pid nor its
+        // parent's can be recycled yet.
+        let zombie = reap_stat(pid)?;
+        // Reaped by us: counted in our RUSAGE_CHILDREN. Only children that signal their exit
+        // with SIGCHLD are auto-reaped; a thread (exit signal -1) is not a process, and the
+        // group leader, reported once every thread is gone, carries the process's rusage.
+        if zombie.ppid == self.self_pid || zombie.exit_signal != libc::SIGCHLD {
             return None;
         }
-        // A thread's exit is not a process's: only the group leader, reported once every
-        // thread is gone, carries the process's whole rusage.
-        if proc.status().ok()?.tgid != pid {
-            return None;
-        }
-        let ignores = Process::new(ppid).ok()?.status().ok()?.sigign & (1 << (libc::SIGCHLD - 1)) != 0;
-        ignores.then(|| proc.io().ok())
+        let parent = reap_stat(zombie.ppid)?;
+        // An exiting parent hands its children to us, the subreaper: we account them.
+        let ignores =
+            parent.sigignore & (1 << (libc::SIGCHLD - 1)) != 0 && !matches!(parent.state, 'Z' | 'X');
+        ignores.then(|| io_of_pid(pid))
     }
 
     fn exited(&mut self, pid: i32, status: ExitStatus, events: &mut Vec<Event>, registry: &Registry) {
@@ -357,8 +374,10 @@ impl Tracker {
             self.main_reaped = true;
             events.push(Event::MainExited(status));
         }
-        if self.members.get(&pid).is_some_and(|m| m.pidfd.exited()) {
+        // A tracee leaves at our wait; a watched process once its pidfd says so.
+        if self.members.get(&pid).is_some_and(|m| m.watch.is_none() || !m.live()) {
             self.remove(pid, registry);
+            events.push(Event::Left(pid));
         }
     }
 
@@ -370,7 +389,7 @@ impl Tracker {
         parents.push(self.self_pid);
         let mut seen: HashSet<i32> = HashSet::new();
         while let Some(parent) = parents.pop() {
-            let listed = match self.members.get(&parent).and_then(|m| m.proc.as_ref()) {
+            let listed = match self.members.get(&parent).and_then(|m| m.proc(parent)) {
                 Some(proc) => children::listed_children(proc),
                 None => Process::new(parent).map(|p| children::listed_children(&p)).unwrap_or_default(),
             };
@@ -382,7 +401,7 @@ impl Tracker {
                     if self.mode == Mode::Ptrace {
                         self.seize_untraced(&fd);
                     }
-                    self.insert(fd, registry);
+                    self.insert(child, Some(fd), registry);
                     parents.push(child);
                 }
             }
@@ -402,7 +421,7 @@ impl Tracker {
         if fd.exited() {
             return None;
         }
-        let ours = ppid == self.self_pid || self.members.get(&ppid).is_some_and(|m| !m.pidfd.exited());
+        let ours = ppid == self.self_pid || self.members.get(&ppid).is_some_and(Member::live);
         ours.then_some(fd)
     }
 
@@ -437,7 +456,7 @@ impl Tracker {
             for pid in targets {
                 done.insert(pid);
                 let Some(member) = self.members.get(&pid) else { continue };
-                match member.pidfd.signal(sig) {
+                match member.signal(pid, sig) {
                     Ok(()) => delivered += 1,
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {} // exited meanwhile
                     Err(e) => crate::warn!("cannot send {sig} to pid {pid}: {e}"),
@@ -452,6 +471,15 @@ impl Tracker {
     }
 }
 
-fn is_tty_stop(sig: Signal) -> bool {
-    matches!(sig, Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU)
+fn is_tty_stop(sig: i32) -> bool {
+    matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+}
+
+/// A status word no kernel should produce: logged once; the drain goes on.
+fn unexpected_status(status: i32) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SEEN: AtomicBool = AtomicBool::new(false);
+    if !SEEN.swap(true, Ordering::Relaxed) {
+        crate::warn!("unexpected wait status {status:#x}; ignored");
+    }
 }
