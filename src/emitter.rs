@@ -5,7 +5,7 @@
 use crate::accounting::report::{ExitInfo, Identity, Sample, SampleContext, Summary};
 use crate::accounting::Accounting;
 use crate::tracker::{ExitStatus, Tracker};
-use crate::transport::sinks::{StatsFile, SummaryFile};
+use crate::transport::sinks::{StatsFile, SummaryFile, FINAL_WAIT};
 use std::time::{Duration, Instant, SystemTime};
 
 pub struct Emitter {
@@ -78,41 +78,29 @@ impl Emitter {
             &totals,
         );
         let value = serde_json::to_value(&sample).unwrap_or_default();
-        if self.stats.is_some() {
-            let line = value.to_string();
-            self.write_stats(&line, "sample");
+        if let Some(stats) = self.stats.as_mut() {
+            if stats.write_line(value.to_string()) {
+                self.emitted += 1;
+            } else {
+                self.dropped += 1;
+            }
         }
         value
-    }
-
-    fn write_stats(&mut self, line: &str, what: &str) -> bool {
-        let Some(stats) = self.stats.as_mut() else {
-            return false;
-        };
-        match stats.write_line(line) {
-            Ok(()) => {
-                if what == "sample" {
-                    self.emitted += 1;
-                }
-                true
-            }
-            Err(e) => {
-                if what == "sample" {
-                    self.dropped += 1;
-                    if self.dropped == 1 {
-                        crate::warn!("cannot write to the stats file: {e}; counting dropped samples");
-                    }
-                } else {
-                    crate::error!("cannot write the summary to the stats file: {e}");
-                }
-                false
-            }
-        }
     }
 
     /// The summary: built once everything has been reaped, so its CPU and I/O are the
     /// kernel's final totals. Written to every sink; also returned.
     pub fn finish(&mut self, tracker: &Tracker, end: End) -> Summary {
+        let deadline = Instant::now() + FINAL_WAIT;
+        // Samples still queued count as emitted only once they are written.
+        if let Some(stats) = &self.stats {
+            if !stats.flush(deadline) {
+                crate::warn!("the stats file did not take the last samples in time");
+            }
+            let failed = stats.failed();
+            self.emitted -= failed.min(self.emitted);
+            self.dropped += failed;
+        }
         let totals = self.accounting.totals(tracker);
         let ended = SystemTime::now();
         let exit = end.main.map(|s| match s {
@@ -145,10 +133,15 @@ impl Emitter {
             user: self.identity.user.clone(),
         };
         let line = serde_json::to_string(&summary).unwrap_or_default();
-        self.write_stats(&line, "summary");
-        if let Some(f) = &self.summary_file {
-            if let Err(e) = f.write(&line) {
-                crate::error!("cannot write the summary file: {e}");
+        if let Some(stats) = self.stats.take() {
+            if !stats.finish(line.clone(), deadline) {
+                crate::error!("cannot write the summary to the stats file");
+            }
+        }
+        if let Some(f) = self.summary_file.take() {
+            let path = f.path().display().to_string();
+            if let Err(e) = f.write(&line, deadline) {
+                crate::error!("cannot write the summary file {path}: {e}");
             }
         }
         summary

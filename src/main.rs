@@ -11,11 +11,17 @@ use proc_box::terminal::Terminal;
 use proc_box::transport::sinks::{StatsFile, SummaryFile};
 use proc_box::transport::socket::ControlSocket;
 use proc_box::{error, spawn, warn};
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 use std::time::SystemTime;
 
 /// proc_box's own failure before the command ran (contract §2).
 const SETUP_FAILED: i32 = 125;
+
+/// Captures the inherited signal dispositions before Rust's runtime changes SIGPIPE.
+#[used]
+#[link_section = ".init_array"]
+static CAPTURE_INHERITED: extern "C" fn() = proc_box::inherited::capture;
 
 fn main() {
     std::process::exit(run());
@@ -59,6 +65,7 @@ fn start(config: &Config) -> Result<i32, String> {
     let box_id = config.box_id(&hostname);
     let started = SystemTime::now();
 
+    proc_box::inherited::reset_for_box();
     // Block first, so no SIGCHLD or stop request can slip past the signalfd.
     let job_mask =
         handled_signals().thread_swap_mask(SigmaskHow::SIG_BLOCK).map_err(|e| format!("sigprocmask: {e}"))?;
@@ -67,8 +74,9 @@ fn start(config: &Config) -> Result<i32, String> {
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
     let nofile = raise_nofile();
     let socket = config.control_socket.as_deref().map(ControlSocket::bind).transpose()?;
-    let stats = config.stats_file.as_deref().map(StatsFile::open).transpose()?;
-    let summary_file = config.summary_file.as_deref().map(SummaryFile::new).transpose()?;
+    let mut pause = |d| pause_unless_stopped(&signals, d);
+    let stats = config.stats_file.as_deref().map(|p| StatsFile::open(p, &mut pause)).transpose()?;
+    let summary_file = config.summary_file.as_deref().map(|p| SummaryFile::new(p, &mut pause)).transpose()?;
     let terminal = Terminal::detect();
     let out = relay::plan(1).map_err(|e| format!("stdout pipe: {e}"))?;
     let err = relay::plan(2).map_err(|e| format!("stderr pipe: {e}"))?;
@@ -80,7 +88,9 @@ fn start(config: &Config) -> Result<i32, String> {
         mask: job_mask,
         stdio: [out.job_fd(), err.job_fd()],
         nofile,
+        ignored: proc_box::inherited::ignored(),
     };
+    stop_requested(&signals)?;
     let main = spawn::spawn(&config.command, &box_id, config.track, &setup)?;
     let argv: Vec<String> = config.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let event_loop = EventLoop::new(Parts {
@@ -108,6 +118,27 @@ fn start(config: &Config) -> Result<i32, String> {
     .map_err(|e| format!("event loop: {e}"))?;
     let outcome = event_loop.run();
     Ok(outcome.exit_code(config.preserve_status))
+}
+
+/// Before the job starts, SIGINT, SIGTERM and SIGQUIT end proc_box with status 125; any other
+/// signal has nothing to act on yet and is dropped.
+fn stop_requested(signals: &SignalFd) -> Result<(), String> {
+    while let Ok(Some(info)) = signals.read_signal() {
+        let sig = info.ssi_signo as i32;
+        if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGQUIT) {
+            let name = proc_box::signals::Sig::from_raw(sig).map_or(sig.to_string(), |s| s.to_string());
+            return Err(format!("received {name} before the job started; not starting it"));
+        }
+    }
+    Ok(())
+}
+
+/// Waits up to `d` before the job starts, ending early (as an error) on a stop request.
+fn pause_unless_stopped(signals: &SignalFd, d: std::time::Duration) -> Result<(), String> {
+    let mut pfd = libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd on the stack.
+    unsafe { libc::poll(&mut pfd, 1, d.as_millis().min(i32::MAX as u128) as i32) };
+    stop_requested(signals)
 }
 
 /// Every process of the tree costs proc_box a pidfd and a /proc handle: lift the soft

@@ -72,6 +72,8 @@ pub struct ChildSetup {
     pub stdio: [Option<RawFd>; 2],
     /// The RLIMIT_NOFILE proc_box started with, restored for the job.
     pub nofile: Option<libc::rlimit>,
+    /// Signals ignored when proc_box started (bit N-1 for signal N), ignored again for the job.
+    pub ignored: u64,
 }
 
 /// Forks and execs `argv` as set up by `setup`.
@@ -157,7 +159,7 @@ unsafe fn child(
     setup: &ChildSetup,
     mask: &libc::sigset_t,
 ) -> ! {
-    let ChildSetup { terminal, stdio, nofile, .. } = *setup;
+    let ChildSetup { terminal, stdio, nofile, ignored, .. } = *setup;
     // SAFETY (whole block): plain syscalls on fds and memory that stay valid until exec.
     unsafe {
         libc::setpgid(0, 0);
@@ -172,8 +174,8 @@ unsafe fn child(
         if let Some(limit) = nofile {
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
-        // Rust's runtime ignores SIGPIPE; the job must get the default back.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // The dispositions proc_box was started with (Rust's runtime ignores SIGPIPE).
+        crate::inherited::restore_in_child(ignored);
         let mut byte = 0u8;
         loop {
             let n = libc::read(go, (&mut byte as *mut u8).cast(), 1);

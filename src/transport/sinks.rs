@@ -1,68 +1,271 @@
-//! Local sinks: the stats file (one JSON object per line) and the summary file (written
-//! atomically, so a reader never sees half a summary).
+//! Local sinks: the stats file (one JSON object per line) and the summary file.
+//!
+//! Neither may ever stall the box: a FIFO may have no reader yet, or one that stops reading.
+//! * A FIFO is opened without blocking, and waited for (at most [`FIFO_WAIT`]) before the job
+//!   starts, while SIGINT and SIGTERM still end proc_box; then it fails with a clear message.
+//! * Stats lines go through a bounded queue to a writer thread: a stalled reader costs dropped
+//!   samples (counted), never a late timeout.
+//! * The summary replaces a regular file atomically; a FIFO or a device is written in place.
+//!   The box waits at most [`FINAL_WAIT`] for a sink to take it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+/// How long a FIFO sink waits for its reader before the job starts.
+pub const FIFO_WAIT: Duration = Duration::from_secs(10);
+/// How long the end of the box waits for the sinks to take the last lines.
+pub const FINAL_WAIT: Duration = Duration::from_secs(5);
+/// Stats lines waiting for the writer thread; past this, samples are dropped and counted.
+const MAX_QUEUED: usize = 64;
+
+/// Sleeps up to the given time before the job starts; `Err` when proc_box was told to stop.
+pub type Pause<'a> = &'a mut dyn FnMut(Duration) -> Result<(), String>;
+
+/// Opens a FIFO or a device for writing in place. A FIFO with no reader (ENXIO on a
+/// non-blocking open) is retried until [`FIFO_WAIT`] runs out.
+fn open_in_place(path: &Path, what: &str, pause: Pause) -> Result<File, String> {
+    let deadline = Instant::now() + FIFO_WAIT;
+    let mut told = false;
+    loop {
+        let opened = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+            .open(path);
+        match opened {
+            Ok(file) => {
+                // The writer thread blocks on it, never the loop: make it blocking again.
+                let fd = file.as_raw_fd();
+                // SAFETY: F_GETFL/F_SETFL on an fd we own.
+                unsafe { libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) & !libc::O_NONBLOCK) };
+                return Ok(file);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "{what} {}: no process opened the FIFO for reading within {}s",
+                        path.display(),
+                        FIFO_WAIT.as_secs()
+                    ));
+                }
+                if !told {
+                    crate::info!(
+                        "{what} {} is a FIFO with no reader; waiting up to {}s for one",
+                        path.display(),
+                        FIFO_WAIT.as_secs()
+                    );
+                    told = true;
+                }
+                pause(Duration::from_millis(50))?;
+            }
+            Err(e) => return Err(format!("{what} {}: {e}", path.display())),
+        }
+    }
+}
+
+/// Whether `path` names something to write in place (a FIFO, a device, a socket).
+fn special(path: &Path) -> Result<bool, String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(format!("{} is a directory", path.display())),
+        Ok(m) => {
+            let t = m.file_type();
+            Ok(t.is_fifo() || t.is_char_device() || t.is_block_device() || t.is_socket())
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+enum Msg {
+    Line(String),
+    Flush(Sender<()>),
+}
+
+/// A writer thread fed through a bounded queue.
+struct Writer {
+    tx: Sender<Msg>,
+    queued: Arc<AtomicUsize>,
+    failed: Arc<AtomicU64>,
+    done: Receiver<()>,
+}
+
+impl Writer {
+    fn start(mut file: File, what: &'static str) -> io::Result<Writer> {
+        let (tx, rx) = channel::<Msg>();
+        let (done_tx, done) = channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (q, f) = (queued.clone(), failed.clone());
+        std::thread::Builder::new().name(format!("sink-{what}")).spawn(move || {
+            for msg in rx {
+                match msg {
+                    Msg::Line(mut line) => {
+                        line.push('\n');
+                        // One write call per line, so concurrent appenders never interleave.
+                        if let Err(e) = file.write_all(line.as_bytes()) {
+                            if f.fetch_add(1, Ordering::Relaxed) == 0 {
+                                crate::warn!("cannot write to the {what}: {e}; counting dropped lines");
+                            }
+                        }
+                        q.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Msg::Flush(ack) => {
+                        let _ = ack.send(());
+                    }
+                }
+            }
+            let _ = done_tx.send(());
+        })?;
+        Ok(Writer { tx, queued, failed, done })
+    }
+
+    /// Queues a line; false if it was dropped (the queue is full).
+    fn push(&self, line: String) -> bool {
+        if self.queued.load(Ordering::Relaxed) >= MAX_QUEUED {
+            return false;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(Msg::Line(line)).is_ok()
+    }
+
+    /// Waits until every queued line is written; false if the deadline came first.
+    fn flush(&self, deadline: Instant) -> bool {
+        let (ack, wait) = channel();
+        self.tx.send(Msg::Flush(ack)).is_ok()
+            && wait.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+    }
+
+    /// Closes the queue and waits for the thread to write the rest.
+    fn close(self, deadline: Instant) -> bool {
+        drop(self.tx);
+        self.done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+    }
+}
+
+/// `--stats-file`: appended to, never truncated.
 pub struct StatsFile {
-    file: File,
+    path: PathBuf,
+    file: Option<File>,
+    writer: Option<Writer>,
 }
 
 impl StatsFile {
-    /// Opens for appending, creating it if needed: a run never erases an earlier run's lines.
-    pub fn open(path: &Path) -> Result<StatsFile, String> {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map(|file| StatsFile { file })
-            .map_err(|e| format!("--stats-file {}: {e}", path.display()))
+    /// Opens for appending, creating a regular file if needed: a run never erases an earlier
+    /// run's lines. A FIFO waits for its reader.
+    pub fn open(path: &Path, pause: Pause) -> Result<StatsFile, String> {
+        let what = "--stats-file";
+        let file = if special(path).map_err(|e| format!("{what}: {e}"))? {
+            open_in_place(path, what, pause)?
+        } else {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+                .open(path)
+                .map_err(|e| format!("{what} {}: {e}", path.display()))?
+        };
+        Ok(StatsFile { path: path.to_owned(), file: Some(file), writer: None })
     }
 
-    /// Writes one line in a single write, so concurrent appenders never interleave within it.
-    pub fn write_line(&mut self, json: &str) -> io::Result<()> {
-        let mut line = String::with_capacity(json.len() + 1);
-        line.push_str(json);
-        line.push('\n');
-        self.file.write_all(line.as_bytes())
+    /// Queues one line. The writer thread starts at the first line, after the job was forked.
+    /// False if the line was dropped.
+    pub fn write_line(&mut self, line: String) -> bool {
+        if self.writer.is_none() {
+            let Some(file) = self.file.take() else { return false };
+            match Writer::start(file, "stats file") {
+                Ok(w) => self.writer = Some(w),
+                Err(e) => {
+                    crate::warn!("--stats-file {}: cannot start its writer: {e}", self.path.display());
+                    return false;
+                }
+            }
+        }
+        self.writer.as_ref().is_some_and(|w| w.push(line))
+    }
+
+    /// Lines the writer failed to write so far (after a [`flush`](Self::flush), all of them).
+    pub fn failed(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| w.failed.load(Ordering::Relaxed))
+    }
+
+    pub fn flush(&self, deadline: Instant) -> bool {
+        self.writer.as_ref().is_none_or(|w| w.flush(deadline))
+    }
+
+    /// Writes the last line and closes; false if the sink did not take it by the deadline.
+    pub fn finish(mut self, last: String, deadline: Instant) -> bool {
+        self.write_line(last) && self.writer.take().is_some_and(|w| w.close(deadline))
     }
 }
 
-pub struct SummaryFile {
-    path: PathBuf,
+/// `--summary-file`: a regular file is replaced atomically, so a reader never sees half a
+/// summary; a FIFO or a device is written in place, opened before the job starts.
+pub enum SummaryFile {
+    Replace(PathBuf),
+    InPlace(PathBuf, File),
 }
 
 impl SummaryFile {
-    /// Checks now that the directory exists, so a typo fails before the job runs.
-    pub fn new(path: &Path) -> Result<SummaryFile, String> {
+    /// Checks now that the summary can be delivered, so a typo fails before the job runs.
+    pub fn new(path: &Path, pause: Pause) -> Result<SummaryFile, String> {
+        let what = "--summary-file";
+        if special(path).map_err(|e| format!("{what}: {e}"))? {
+            return Ok(SummaryFile::InPlace(path.to_owned(), open_in_place(path, what, pause)?));
+        }
         let dir = parent(path);
         if !dir.is_dir() {
-            return Err(format!(
-                "--summary-file {}: directory {} does not exist",
-                path.display(),
-                dir.display()
-            ));
+            return Err(format!("{what} {}: directory {} does not exist", path.display(), dir.display()));
         }
-        Ok(SummaryFile { path: path.to_owned() })
+        Ok(SummaryFile::Replace(path.to_owned()))
     }
 
-    /// Temp file in the same directory, fsync, rename.
-    pub fn write(&self, json: &str) -> io::Result<()> {
-        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = parent(&self.path).join(format!(".{name}.{}.tmp", std::process::id()));
-        let result = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(json.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+    pub fn path(&self) -> &Path {
+        match self {
+            SummaryFile::Replace(p) | SummaryFile::InPlace(p, _) => p,
         }
-        result
     }
+
+    /// Writes the summary; in place, on a thread, waiting at most until `deadline`.
+    pub fn write(self, json: &str, deadline: Instant) -> io::Result<()> {
+        match self {
+            SummaryFile::Replace(path) => replace(&path, json),
+            SummaryFile::InPlace(_, file) => {
+                let w = Writer::start(file, "summary file")?;
+                if !(w.push(json.to_owned()) && w.flush(deadline)) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the reader did not take it in time",
+                    ));
+                }
+                match w.failed.load(Ordering::Relaxed) {
+                    0 => Ok(()),
+                    _ => Err(io::Error::other("write failed")),
+                }
+            }
+        }
+    }
+}
+
+/// Temp file in the same directory, fsync, rename.
+fn replace(path: &Path, json: &str) -> io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = parent(path).join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(json.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn parent(path: &Path) -> PathBuf {
