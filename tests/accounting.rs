@@ -88,7 +88,7 @@ fn cpu_case(track: &str, shape: &str, n: u32, ms: u32) {
             .to_vec();
     args.extend(cg.dirs());
     args.extend(["--".into(), burn.display().to_string(), shape.into(), n.to_string(), ms.to_string()]);
-    let out = s.command(&args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+    let out = s.command(&args.iter().map(String::as_str).collect::<Vec<_>>()).run();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let got = cpu_ms(&read_json(&summary));
     let threads = if shape == "ignthreads" { 2 } else { 1 };
@@ -136,7 +136,7 @@ fn what_the_process_reaped_before_exec_is_not_billed() {
         proc_box(),
         summary.display()
     );
-    let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+    let out = std::process::Command::new("sh").args(["-c", &script]).run();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v = read_json(&summary);
     assert!(cpu_ms(&v) < 50.0, "the shell's earlier children were billed: {v}");
@@ -164,8 +164,7 @@ fn subreaper_mode_estimates_auto_reaped_children() {
             "3",
             "300",
         ])
-        .output()
-        .unwrap();
+        .run();
     assert_eq!(out.status.code(), Some(0));
     let got = cpu_ms(&read_json(&summary));
     assert!(got > 600.0 && got < 960.0, "estimate {got:.1} ms for 900 ms of work");
@@ -192,8 +191,7 @@ fn io_of_the_tree_including_exited_and_auto_reaped_processes() {
                 "5",
             ])
             .env("BURN_WRITE_MB", "4")
-            .output()
-            .unwrap();
+            .run();
         assert_eq!(out.status.code(), Some(0));
         let v = read_json(&summary);
         let written = v["io_write_bytes"].as_u64().unwrap();
@@ -251,8 +249,7 @@ fn peak_memory_catches_a_short_spike() {
     let s = Scene::new("spike");
     let summary = s.dir.join("summary.json");
     let script = "python3 -c 'import time; b = bytearray(200 << 20); time.sleep(0.3)' && sleep 0.2";
-    let out =
-        s.command(&["--summary-file", summary.to_str().unwrap(), "--", "sh", "-c", script]).output().unwrap();
+    let out = s.command(&["--summary-file", summary.to_str().unwrap(), "--", "sh", "-c", script]).run();
     assert_eq!(out.status.code(), Some(0));
     let v = read_json(&summary);
     assert!(v["peak_rss_bytes"].as_u64().unwrap() >= 200 << 20, "{v}");
@@ -264,10 +261,8 @@ fn stdout_bytes_exact_and_passed_through() {
     let s = Scene::new("stdout");
     let summary = s.dir.join("summary.json");
     let script = "head -c 1048576 /dev/urandom | tee /dev/stderr | od -An -v -tx1 >/dev/null; printf abc";
-    let out = s
-        .command(&["--nowarn", "--summary-file", summary.to_str().unwrap(), "--", "sh", "-c", script])
-        .output()
-        .unwrap();
+    let out =
+        s.command(&["--nowarn", "--summary-file", summary.to_str().unwrap(), "--", "sh", "-c", script]).run();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(out.stdout, b"abc");
     assert_eq!(
@@ -290,8 +285,7 @@ fn stdout_bytes_exact_and_passed_through() {
             "1048576",
             "/dev/zero",
         ])
-        .output()
-        .unwrap();
+        .run();
     assert_eq!(out.stdout.len(), 1 << 20);
     assert!(out.stdout.iter().all(|&b| b == 0));
     assert_eq!(read_json(&summary)["stdout_bytes"], 1 << 20);
@@ -314,8 +308,7 @@ fn stdout_to_a_regular_file_is_counted_from_its_offset() {
             "head -c 5000 /dev/zero; echo",
         ])
         .stdout(append)
-        .status()
-        .unwrap();
+        .run_status();
     assert_eq!(status.code(), Some(0));
     assert_eq!(read_json(&summary)["stdout_bytes"], 5001, "only the job's bytes, not what was there");
     assert_eq!(std::fs::metadata(&out_path).unwrap().len(), 14 + 5001);
@@ -335,9 +328,8 @@ fn stdout_to_a_regular_file_is_counted_from_its_offset() {
             "while :; do head -c 1024 /dev/zero; sleep 0.01; done",
         ])
         .stdout(truncated)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(143));
+        .run_status();
+    assert_eq!(out.code(), Some(143));
     let v = read_json(&summary);
     assert_eq!(v["reason"], "limit_stdout");
     assert_eq!(v["stdout_bytes"].as_u64(), Some(std::fs::metadata(&out_path).unwrap().len()));
@@ -372,8 +364,7 @@ fn stdout_bytes_exact_for_a_gibibyte() {
             "/dev/zero",
         ])
         .stdout(Stdio::null())
-        .status()
-        .unwrap();
+        .run_status();
     assert_eq!(status.code(), Some(0));
     assert_eq!(read_json(&summary)["stdout_bytes"], 1u64 << 30);
 }
@@ -395,9 +386,8 @@ fn stdout_limit_stops_then_kills() {
             "head -c 1572864 /dev/zero; exec sleep 600",
         ])
         .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(143));
+        .run_status();
+    assert_eq!(out.code(), Some(143));
     let v = read_json(&summary);
     assert_eq!(v["reason"], "limit_stdout");
     assert!(v["stdout_bytes"].as_u64().unwrap() >= 1 << 20);
@@ -417,9 +407,8 @@ fn stdout_limit_stops_then_kills() {
             stubborn,
         ])
         .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(137));
+        .run_status();
+    assert_eq!(out.code(), Some(137));
     let v = read_json(&summary);
     assert_eq!(v["reason"], "limit_stdout");
     assert!(v["stdout_bytes"].as_u64().unwrap() >= 1 << 20);
@@ -550,7 +539,7 @@ fn stats_file_has_samples_then_the_summary() {
 #[test]
 fn the_end_line_goes_to_stderr_only() {
     let s = Scene::new("endline");
-    let out = s.command(&["sh", "-c", "echo out; echo err >&2"]).output().unwrap();
+    let out = s.command(&["sh", "-c", "echo out; echo err >&2"]).run();
     assert_eq!(out.stdout, b"out\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("err\n"), "{err}");
@@ -567,7 +556,7 @@ fn bad_sink_paths_fail_before_the_job_runs() {
         &["--stats-file", "/nonexistent/dir/stats", "sh", "-c", &touch][..],
         &["--summary-file", "/nonexistent/dir/summary", "sh", "-c", &touch],
     ] {
-        let out = s.command(args).output().unwrap();
+        let out = s.command(args).run();
         assert_eq!(out.status.code(), Some(125), "{args:?}");
     }
     assert!(!ran.exists());

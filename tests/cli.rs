@@ -5,11 +5,10 @@ mod common;
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 fn run(scene: &Scene, args: &[&str]) -> Output {
-    let child = scene.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.wait_with_output().unwrap()
+    scene.command(args).run()
 }
 
 fn code(scene: &Scene, args: &[&str]) -> i32 {
@@ -69,15 +68,15 @@ fn go_style_flags_and_environment() {
         ),
         0
     );
-    let out = s.command(&["sleep", "30"]).env("PBOX_TIMEOUT", "200ms").output().unwrap();
+    let out = s.command(&["sleep", "30"]).env("PBOX_TIMEOUT", "200ms").run();
     assert_eq!(out.status.code(), Some(124), "PBOX_TIMEOUT applies");
-    let out = s.command(&["--timeout", "0", "sleep", "0.5"]).env("PBOX_TIMEOUT", "100ms").output().unwrap();
+    let out = s.command(&["--timeout", "0", "sleep", "0.5"]).env("PBOX_TIMEOUT", "100ms").run();
     assert_eq!(out.status.code(), Some(0), "the command line wins over the environment");
-    let out = s.command(&["true"]).env("PBOX_DEBUG", "1").output().unwrap();
+    let out = s.command(&["true"]).env("PBOX_DEBUG", "1").run();
     assert!(String::from_utf8_lossy(&out.stderr).contains("debug:"));
-    let out = s.command(&["true"]).env("PBOX_SINT", "often").output().unwrap();
+    let out = s.command(&["true"]).env("PBOX_SINT", "often").run();
     assert_eq!(out.status.code(), Some(125), "a bad environment value is a usage error");
-    let out = s.command(&["-version"]).output().unwrap();
+    let out = s.command(&["-version"]).run();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("proc_box "));
 }
@@ -159,7 +158,7 @@ fn on_main_exit_wait_keeps_the_box_open_for_the_tree() {
     let s = Scene::new("wait");
     let done = s.dir.join("done");
     let script = format!("(sleep 0.3; touch {}) & exit 5", done.display());
-    let out = s.command(&["--on-main-exit", "wait", "sh", "-c", &script]).output().unwrap();
+    let out = s.command(&["--on-main-exit", "wait", "sh", "-c", &script]).run();
     assert_eq!(out.status.code(), Some(5), "the main process's status");
     assert!(done.exists(), "proc_box returned before the tree finished");
 

@@ -180,16 +180,16 @@ fn socket_path_conflicts() {
     let sock = s.socket().display().to_string();
     // A stale socket (nobody listening) is replaced.
     drop(UnixListener::bind(s.socket()).unwrap());
-    assert_eq!(s.command(&["--control-socket", &sock, "true"]).status().unwrap().code(), Some(0));
+    assert_eq!(s.command(&["--control-socket", &sock, "true"]).run_status().code(), Some(0));
     // A live one is not taken over.
     let _live = UnixListener::bind(s.socket()).unwrap();
-    let out = s.command(&["--control-socket", &sock, "true"]).output().unwrap();
+    let out = s.command(&["--control-socket", &sock, "true"]).run();
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
     // Nor is a regular file.
     let file = s.dir.join("plain");
     std::fs::write(&file, "keep me").unwrap();
-    let out = s.command(&["--control-socket", file.to_str().unwrap(), "true"]).output().unwrap();
+    let out = s.command(&["--control-socket", file.to_str().unwrap(), "true"]).run();
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }

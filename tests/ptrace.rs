@@ -21,7 +21,7 @@ fn explicit_ptrace_mode_fails_with_125_and_says_what_to_do() {
     let s = Scene::new("refused");
     let ran = s.dir.join("ran");
     let touch = format!("touch {}", ran.display());
-    let out = without_ptrace(&s, &["--track", "ptrace", "sh", "-c", &touch]).output().unwrap();
+    let out = without_ptrace(&s, &["--track", "ptrace", "sh", "-c", &touch]).run();
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--track subreaper"), "{err}");
@@ -56,12 +56,12 @@ fn auto_mode_falls_back_to_subreaper_with_one_warning() {
 fn jobs_that_use_ptrace_need_subreaper_mode() {
     let s = Scene::new("gdb");
     let job = fixture("wants_ptrace");
-    let out = s.command(&["--track", "ptrace", job.to_str().unwrap()]).output().unwrap();
+    let out = s.command(&["--track", "ptrace", job.to_str().unwrap()]).run();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ptrace: Operation not permitted\n");
-    let out = s.command(&["--track", "subreaper", job.to_str().unwrap()]).output().unwrap();
+    let out = s.command(&["--track", "subreaper", job.to_str().unwrap()]).run();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ptrace: ok\n");
-    let out = s.command(&["sh", "-c", "echo $PROC_BOX_TRACK"]).output().unwrap();
+    let out = s.command(&["sh", "-c", "echo $PROC_BOX_TRACK"]).run();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ptrace\n", "the job can tell how it is boxed");
 }

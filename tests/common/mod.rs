@@ -4,10 +4,10 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -163,7 +163,8 @@ pub fn is_stopped(pid: i32) -> bool {
     matches!(state(pid), Some('T') | Some('t'))
 }
 
-/// Waits for the child with a deadline, killing it (and failing) if it hangs.
+/// Waits for the child with a deadline. Past it, the watchdog dumps where every process of
+/// the child's tree is stuck, kills the tree, and fails the test.
 pub fn wait_exit(child: &mut Child) -> ExitStatus {
     let start = Instant::now();
     loop {
@@ -171,10 +172,123 @@ pub fn wait_exit(child: &mut Child) -> ExitStatus {
             return st;
         }
         if start.elapsed() > DEADLINE {
+            let dump = watchdog_dump(child.id() as i32);
+            kill_tree(child.id() as i32);
             let _ = child.kill();
-            panic!("proc_box did not exit in time");
+            let _ = child.wait();
+            panic!("watchdog: the box did not exit within {DEADLINE:?}; where its tree was:\n{dump}");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every test runs the box through these, so a hang anywhere fails with a stack dump
+/// instead of blocking the suite.
+pub trait Watched {
+    /// Like `output()` (stdin null, stdout and stderr captured), under the watchdog.
+    fn run(&mut self) -> Output;
+    /// Like `status()` (stdio as set, or inherited), under the watchdog.
+    fn run_status(&mut self) -> ExitStatus;
+}
+
+impl Watched for Command {
+    fn run(&mut self) -> Output {
+        let mut child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning the command");
+        let drain = |r: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out = drain(child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>));
+        let err = drain(child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>));
+        let status = wait_exit(&mut child);
+        // A process outside the box may hold the pipes; do not wait for it forever.
+        let join = |h: std::thread::JoinHandle<Vec<u8>>| {
+            let start = Instant::now();
+            while !h.is_finished() {
+                assert!(start.elapsed() < DEADLINE, "watchdog: the job's output pipes never closed");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            h.join().unwrap()
+        };
+        Output { status, stdout: join(out), stderr: join(err) }
+    }
+
+    fn run_status(&mut self) -> ExitStatus {
+        let mut child = self.spawn().expect("spawning the command");
+        wait_exit(&mut child)
+    }
+}
+
+/// Parent of every process, from /proc.
+fn parents() -> Vec<(i32, i32)> {
+    let mut v = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        if let Some(ppid) = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
+        {
+            v.push((pid, ppid));
+        }
+    }
+    v
+}
+
+/// `root` and all its descendants (a subreaper's adopted orphans included).
+pub fn tree_of(root: i32) -> Vec<i32> {
+    let all = parents();
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(all.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree
+}
+
+/// Where each process of the tree is: state, tracer, wchan, and the kernel stack of each thread.
+pub fn watchdog_dump(root: i32) -> String {
+    let mut out = String::new();
+    for pid in tree_of(root) {
+        let read = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+        let status = read("status");
+        let field =
+            |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(str::trim).unwrap_or("?").to_owned();
+        out += &format!(
+            "pid {pid} ({}) state {} tracer {} wchan {}\n  cmdline: {}\n",
+            read("comm").trim(),
+            field("State:"),
+            field("TracerPid:"),
+            read("wchan"),
+            read("cmdline").replace('\0', " ")
+        );
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+        for task in tasks {
+            let tid = task.file_name().to_string_lossy().into_owned();
+            let stack = std::fs::read_to_string(task.path().join("stack")).unwrap_or_default();
+            let wchan = std::fs::read_to_string(task.path().join("wchan")).unwrap_or_default();
+            out += &format!("  task {tid} wchan {wchan}\n");
+            for line in stack.lines() {
+                out += &format!("    {line}\n");
+            }
+        }
+    }
+    out
+}
+
+fn kill_tree(root: i32) {
+    for pid in tree_of(root) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
 }
 

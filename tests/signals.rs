@@ -1,0 +1,256 @@
+//! The stop path under every signal number and odd inherited state: nothing may hang the box,
+//! and the job must see each signal exactly as it would unboxed.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// The hostile launcher: SIGCHLD, SIGINT and SIGPIPE ignored; SIGUSR1 and signal 40 blocked.
+const ODD_STATE: [&str; 10] = ["-i", "17", "-i", "2", "-i", "13", "-b", "10", "-b", "40"];
+
+fn launched(scene: &Scene, state: &[&str], argv: &[&str]) -> Command {
+    let mut c = Command::new(fixture("launch"));
+    c.args(state)
+        .arg("--")
+        .args(argv)
+        .env("FIX_DIR", &scene.dir)
+        .env("BOXTEST_MARKER", &scene.marker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Runs the zoo (directly, or boxed), playing the part of the outside world: each signal it
+/// asks for in `zoo.want` is sent to it with kill(2). Returns its stdout and exit code.
+fn run_zoo(scene: &Scene, argv: &[&str]) -> (String, Option<i32>) {
+    let _ = std::fs::remove_file(scene.dir.join("zoo.want"));
+    let mut child = launched(scene, &ODD_STATE, argv).spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(out).unwrap_or_default());
+    let mut last = String::new();
+    let start = Instant::now();
+    loop {
+        let want = std::fs::read_to_string(scene.dir.join("zoo.want")).unwrap_or_default();
+        if want.trim() == "done" || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if !want.is_empty() && want != last {
+            let mut f = want.split_whitespace().map(|v| v.parse::<i32>().unwrap());
+            let (pid, sig) = (f.next().unwrap(), f.next().unwrap());
+            // SAFETY: a raw signal number (kill(2) takes any); `pid` is the zoo's own.
+            assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "sending {sig} to the zoo");
+            last = want;
+        }
+        if start.elapsed() > DEADLINE {
+            break; // wait_exit's watchdog reports where it hangs
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let status = wait_exit(&mut child);
+    (reader.join().unwrap(), status.code())
+}
+
+#[test]
+fn signal_zoo_is_seen_exactly_as_unboxed() {
+    let s = Scene::new("zoo");
+    let zoo = fixture("zoo");
+    let zoo = zoo.to_str().unwrap();
+    let (bare, code) = run_zoo(&s, &[zoo]);
+    assert_eq!(code, Some(0), "the zoo itself must pass unboxed:\n{bare}");
+    // The launcher's state reached it, and every phase ran.
+    assert!(bare.contains("ignored: 2 13 17\nblocked: 10 40\nchild: auto-reaped"), "{bare}");
+    assert!(bare.contains("caught 60 signals: 1=3/"), "{bare}");
+    assert!(bare.contains("setuid: ok\ncancel: deferred ok, async ok\nzoo: ok\n"), "{bare}");
+    for mode in MODES {
+        let (boxed, code) = run_zoo(&s, &[proc_box(), "--track", mode, "--", zoo]);
+        assert_eq!(code, Some(0), "{mode}:\n{boxed}");
+        assert_eq!(boxed, bare, "{mode}: the job saw its signals differently in the box");
+    }
+    s.assert_no_survivors();
+}
+
+#[test]
+fn death_by_any_signal_number_is_reported() {
+    let s = Scene::new("rtdeath");
+    let zoo = fixture("zoo");
+    for mode in MODES {
+        for sig in ["40", "64", "34", "10"] {
+            let summary = s.dir.join("summary.json");
+            let out = s
+                .command(&["--track", mode, "--summary-file", summary.to_str().unwrap(), "--"])
+                .arg(&zoo)
+                .args(["die", sig])
+                .run();
+            let n: i32 = sig.parse().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(128 + n),
+                "{mode} {sig}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+            assert_eq!(v["exit"]["signal"], n, "{mode}");
+        }
+    }
+}
+
+#[test]
+fn real_time_signals_to_itself_do_not_hang_the_box() {
+    let s = Scene::new("rtmin");
+    for mode in MODES {
+        let out = s
+            .command(&[
+                "--track",
+                mode,
+                "--",
+                "bash",
+                "-c",
+                r#"trap "echo got" RTMIN; kill -RTMIN $$; kill -40 $$; echo done"#,
+            ])
+            .run();
+        assert_eq!(out.status.code(), Some(168), "{mode}: killed by 40 after the trap ran");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "got\n", "{mode}");
+    }
+}
+
+#[test]
+fn a_launcher_that_ignores_sigchld_does_not_hang_the_box() {
+    let s = Scene::new("chldign");
+    for mode in MODES {
+        let out = launched(
+            &s,
+            &["-i", "17"],
+            &[proc_box(), "--track", mode, "--", "sh", "-c", "sleep 0.2 & exit 5"],
+        )
+        .run();
+        assert_eq!(out.status.code(), Some(5), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+        s.assert_no_survivors();
+    }
+}
+
+#[test]
+fn an_ignored_sigpipe_stays_ignored_for_the_job() {
+    // coreutils' timeout test: (trap '' PIPE; timeout 10 yes | :) must let yes see EPIPE.
+    let s = Scene::new("pipeign");
+    for mode in MODES {
+        let out =
+            launched(&s, &["-i", "13"], &[proc_box(), "--track", mode, "--", "sh", "-c", "yes | :"]).run();
+        assert_eq!(out.status.code(), Some(0), "{mode}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("yes: standard output: Broken pipe"), "{mode}: {err}");
+    }
+}
+
+#[test]
+fn odd_inherited_state_closed_fds_and_a_foreign_cwd() {
+    let s = Scene::new("oddstate");
+    for mode in MODES {
+        let state = ["-c", "0", "-c", "3", "-d", "/", "-b", "15", "-b", "10", "-i", "1"];
+        let out = launched(
+            &s,
+            &state,
+            &[proc_box(), "--track", mode, "--", "sh", "-c", "pwd; sleep 0.1 & wait; exit 4"],
+        )
+        .run();
+        assert_eq!(out.status.code(), Some(4), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "/\n");
+        // SIGTERM blocked at start: proc_box still acts on it (as timeout(1) does); the job
+        // inherits the block, so only the SIGKILL after the grace period ends it.
+        let argv = [proc_box(), "--track", mode, "--grace", "300ms", "--", "sleep", "30"];
+        let mut child = launched(&s, &state, &argv).spawn().unwrap();
+        wait_for("the job to start", || (tree_of(child.id() as i32).len() > 1).then_some(()));
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        assert_eq!(wait_exit(&mut child).code(), Some(137), "{mode}");
+    }
+    s.assert_no_survivors();
+}
+
+fn mkfifo(path: &std::path::Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+#[test]
+fn a_fifo_sink_without_a_reader_can_be_interrupted_with_125() {
+    let s = Scene::new("fifo-term");
+    for flag in ["--stats-file", "--summary-file"] {
+        let fifo = s.dir.join(format!("{flag}.fifo"));
+        mkfifo(&fifo);
+        let ran = s.dir.join("ran");
+        let touch = format!("touch {}", ran.display());
+        let mut child = s
+            .command(&[flag, fifo.to_str().unwrap(), "--", "sh", "-c", &touch])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let mut seen = Vec::new();
+        wait_for("the message that it waits for a reader", || {
+            let mut buf = [0u8; 256];
+            let n = std::io::Read::read(&mut err, &mut buf).unwrap_or(0);
+            seen.extend_from_slice(&buf[..n]);
+            String::from_utf8_lossy(&seen).contains("waiting up to").then_some(())
+        });
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        assert_eq!(wait_exit(&mut child).code(), Some(125), "{flag}");
+        assert!(!ran.exists(), "{flag}: the job must not start");
+    }
+}
+
+#[test]
+fn a_fifo_sink_gets_its_lines_once_a_reader_comes() {
+    let s = Scene::new("fifo-read");
+    let fifo = s.dir.join("stats.fifo");
+    mkfifo(&fifo);
+    let mut child = s.command(&["--stats-file", fifo.to_str().unwrap(), "--", "true"]).spawn().unwrap();
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || std::fs::read_to_string(fifo).unwrap()
+    });
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    let lines = reader.join().unwrap();
+    let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "summary");
+}
+
+#[test]
+fn a_fifo_sink_that_never_gets_a_reader_is_refused_with_125() {
+    let s = Scene::new("fifo-none");
+    let fifo = s.dir.join("stats.fifo");
+    mkfifo(&fifo);
+    let out = s.command(&["--stats-file", fifo.to_str().unwrap(), "--", "true"]).run();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no process opened the FIFO for reading"), "{err}");
+}
+
+#[test]
+fn a_fifo_reader_that_stops_reading_does_not_stall_the_timeout() {
+    let s = Scene::new("fifo-stall");
+    let fifo = s.dir.join("stats.fifo");
+    mkfifo(&fifo);
+    // The reader opens the FIFO and never reads: the pipe fills with samples.
+    let _reader = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    let start = Instant::now();
+    let out = s
+        .command(&[
+            "--stats-file",
+            fifo.to_str().unwrap(),
+            "--sint",
+            "1ms",
+            "--timeout",
+            "1s",
+            "--",
+            "sleep",
+            "30",
+        ])
+        .run();
+    assert_eq!(out.status.code(), Some(124));
+    // The timeout fired, then at most FINAL_WAIT (5 s) was spent on the stalled sink.
+    assert!(start.elapsed().as_secs_f64() < 1.0 + 5.0 + 5.0, "took {:?}", start.elapsed());
+}
