@@ -386,29 +386,51 @@ impl EventLoop {
     }
 
     fn on_signals(&mut self) {
-        while let Ok(Some(info)) = self.signals.read_signal() {
-            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
-                continue;
-            };
-            match sig {
-                Signal::SIGCHLD => self.on_sigchld(),
-                Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT => {
-                    let what = if self.policy.stopping() { "killing" } else { "stopping" };
-                    crate::info!("received {sig}; {what} the whole tree");
-                    let actions = self.policy.stop_signal_received(Instant::now());
-                    self.apply(actions);
-                }
-                Signal::SIGHUP => {
-                    self.sample();
-                }
-                Signal::SIGUSR1 | Signal::SIGUSR2 | Signal::SIGWINCH => {
-                    self.tracker
-                        .signal_tree(Sig::from_raw(sig as i32).unwrap_or(Sig::CONT), self.poll.registry());
-                }
-                Signal::SIGTSTP => self.suspend_self(),
-                Signal::SIGCONT => self.on_continued(),
-                _ => {}
+        // Stopped tracees wait on us: restart them before anything else. A SIGCHLD read below
+        // drains again, so none that arrives meanwhile is missed.
+        self.on_sigchld();
+        const BATCH: usize = 16;
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        loop {
+            // SAFETY: signalfd_siginfo is plain data; all-zero is a valid value.
+            let mut infos: [libc::signalfd_siginfo; BATCH] = unsafe { std::mem::zeroed() };
+            // SAFETY: reading into a local array of the size given.
+            let n = unsafe { libc::read(self.signals.as_raw_fd(), infos.as_mut_ptr().cast(), size * BATCH) };
+            if n <= 0 {
+                break;
             }
+            let count = n as usize / size;
+            for info in &infos[..count] {
+                self.on_signal(info.ssi_signo as i32);
+            }
+            // Fewer than asked: the queue is empty, and epoll (edge-triggered) reports the next.
+            if count < BATCH {
+                break;
+            }
+        }
+    }
+
+    fn on_signal(&mut self, signo: i32) {
+        let Ok(sig) = Signal::try_from(signo) else {
+            return;
+        };
+        match sig {
+            Signal::SIGCHLD => self.on_sigchld(),
+            Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT => {
+                let what = if self.policy.stopping() { "killing" } else { "stopping" };
+                crate::info!("received {sig}; {what} the whole tree");
+                let actions = self.policy.stop_signal_received(Instant::now());
+                self.apply(actions);
+            }
+            Signal::SIGHUP => {
+                self.sample();
+            }
+            Signal::SIGUSR1 | Signal::SIGUSR2 | Signal::SIGWINCH => {
+                self.tracker.signal_tree(Sig::from_raw(signo).unwrap_or(Sig::CONT), self.poll.registry());
+            }
+            Signal::SIGTSTP => self.suspend_self(),
+            Signal::SIGCONT => self.on_continued(),
+            _ => {}
         }
     }
 

@@ -27,6 +27,12 @@ pub fn read_pid<'a>(pid: i32, name: &str, buf: &'a mut [u8]) -> Option<&'a str> 
         let n = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
         match n {
             0 => break true,
+            // proc's seq files hand over a whole record per read: a short read is the end,
+            // which saves a syscall on the exit path.
+            n if n > 0 && (n as usize) < buf.len() - len => {
+                len += n as usize;
+                break true;
+            }
             n if n > 0 => len += n as usize,
             _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
             _ => break false,

@@ -27,7 +27,7 @@ use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
-use wait::Change;
+use wait::{Change, Peeked};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -285,9 +285,28 @@ impl Tracker {
                     break;
                 }
             };
-            let pid = peeked.pid;
-            let lost = match (peeked.exiting, self.mode) {
-                (true, Mode::Ptrace) => self.probe_auto_reap(pid),
+            let pid = match peeked {
+                Peeked::Stop { pid, sig, event } if self.mode == Mode::Ptrace => {
+                    // A tracee we have not met yet is a newborn whose first stop outran its
+                    // parent's fork event: adopt it before it is let go.
+                    self.adopt_tracee(pid, registry);
+                    let mut failed = false;
+                    match ptrace::handle(pid, sig, event, &mut failed) {
+                        ptrace::Stop::Born { child } => self.adopt_tracee(child, registry),
+                        ptrace::Stop::GroupStop { sig } if pid == self.main_pid && is_tty_stop(sig) => {
+                            events.push(Event::MainStopped(sig))
+                        }
+                        _ => {}
+                    }
+                    if !failed {
+                        continue; // restarted: the stop is over, and wait has forgotten it
+                    }
+                    pid // consume it, or we would meet it again forever
+                }
+                Peeked::Stop { pid, .. } | Peeked::Continued(pid) | Peeked::Exit(pid) => pid,
+            };
+            let lost = match (peeked, self.mode) {
+                (Peeked::Exit(_), Mode::Ptrace) => self.probe_auto_reap(pid),
                 _ => None, // a subreaper waits only for its own children
             };
             let (status, rusage) = match wait::wait4(pid, flags) {
@@ -312,22 +331,10 @@ impl Tracker {
                     self.reaped(pid, &rusage, lost, &mut events);
                     self.exited(pid, ExitStatus::Signaled(sig), &mut events, registry)
                 }
-                Some(Change::Stopped { sig, .. }) if self.mode == Mode::Subreaper => {
-                    // Only the main process's terminal stops matter (Ctrl-Z).
-                    if pid == self.main_pid && is_tty_stop(sig) {
+                // Only the main process's terminal stops matter (Ctrl-Z), in subreaper mode.
+                Some(Change::Stopped { sig, .. }) => {
+                    if self.mode == Mode::Subreaper && pid == self.main_pid && is_tty_stop(sig) {
                         events.push(Event::MainStopped(sig));
-                    }
-                }
-                Some(Change::Stopped { sig, event }) => {
-                    // A tracee we have not met yet is a newborn whose first stop outran its
-                    // parent's fork event: adopt it before it is let go.
-                    self.adopt_tracee(pid, registry);
-                    match ptrace::handle(pid, sig, event) {
-                        ptrace::Stop::Born { child } => self.adopt_tracee(child, registry),
-                        ptrace::Stop::GroupStop { sig } if pid == self.main_pid && is_tty_stop(sig) => {
-                            events.push(Event::MainStopped(sig))
-                        }
-                        _ => {}
                     }
                 }
                 Some(Change::Continued) => {}

@@ -64,13 +64,17 @@ fn is_stop_signal(sig: i32) -> bool {
     matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
 }
 
-/// Handles one ptrace stop of `pid` (already consumed by wait) and restarts the tracee. ESRCH
-/// (the tracee was killed meanwhile) is expected. Whatever the stop, the tracee is let go: a
-/// stop we do not understand is logged once and continued, never left hanging.
-pub fn handle(pid: i32, sig: i32, event: i32) -> Stop {
-    let restart = |r: nix::Result<()>| match r {
+/// Handles one ptrace stop of `pid` and restarts the tracee. ESRCH (the tracee was killed
+/// meanwhile) is expected. Whatever the stop, the tracee is let go: a stop we do not understand
+/// is logged once and continued, never left hanging. `failed` is set when a restart failed
+/// otherwise, so the caller can consume the stop rather than meet it again.
+pub fn handle(pid: i32, sig: i32, event: i32, failed: &mut bool) -> Stop {
+    let mut restart = |r: nix::Result<()>| match r {
         Ok(()) | Err(Errno::ESRCH) => {}
-        Err(e) => crate::debug!("ptrace restart of {pid} failed: {e}"),
+        Err(e) => {
+            crate::debug!("ptrace restart of {pid} failed: {e}");
+            *failed = true;
+        }
     };
     match event {
         0 => {

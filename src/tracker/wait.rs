@@ -36,15 +36,23 @@ pub fn decode(status: i32) -> Option<Change> {
 }
 
 /// A pending change, seen without consuming it.
-#[derive(Clone, Copy, Debug)]
-pub struct Peeked {
-    pub pid: i32,
-    /// The task exited (and is a zombie until it is waited for).
-    pub exiting: bool,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peeked {
+    /// The task exited, and stays a zombie until it is waited for.
+    Exit(i32),
+    /// A stop: `event` is the ptrace event, 0 for a signal-delivery or job-control stop. A
+    /// ptrace stop need not be consumed: restarting the tracee ends it, and wait forgets it.
+    Stop {
+        pid: i32,
+        sig: i32,
+        event: i32,
+    },
+    Continued(i32),
 }
 
 /// Peeks at the next pending change (`WNOWAIT`), so an exiting task can be examined while it
-/// is still a zombie. `Ok(None)`: children exist, none has news. `Err(ECHILD)`: no child left.
+/// is still a zombie, and a tracee restarted with no second syscall. `Ok(None)`: children
+/// exist, none has news. `Err(ECHILD)`: no child left.
 pub fn peek(flags: libc::c_int) -> Result<Option<Peeked>, Errno> {
     // SAFETY: siginfo_t is plain data; all-zero is valid and means "no child" to the checks below.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -53,13 +61,17 @@ pub fn peek(flags: libc::c_int) -> Result<Option<Peeked>, Errno> {
         libc::waitid(libc::P_ALL, 0, &mut info, flags | libc::WEXITED | libc::WNOWAIT | libc::WNOHANG)
     };
     Errno::result(rc)?;
-    // SAFETY: waitid filled a SIGCHLD siginfo (or left it zeroed), whose si_pid is readable.
-    let pid = unsafe { info.si_pid() };
-    if pid == 0 {
-        return Ok(None);
-    }
-    let exiting = matches!(info.si_code, libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED);
-    Ok(Some(Peeked { pid, exiting }))
+    // SAFETY: waitid filled a SIGCHLD siginfo (or left it zeroed), whose fields are readable.
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    Ok(match info.si_code {
+        _ if pid == 0 => None,
+        libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED => Some(Peeked::Exit(pid)),
+        // A ptrace stop's status is the tracee's exit_code: the signal, and the event above it.
+        libc::CLD_TRAPPED | libc::CLD_STOPPED => {
+            Some(Peeked::Stop { pid, sig: status & 0xff, event: (status >> 8) & 0xff })
+        }
+        _ => Some(Peeked::Continued(pid)),
+    })
 }
 
 /// Consumes the pending change of `pid`: its raw status and its rusage (meaningful for an exit).
