@@ -8,7 +8,7 @@ use crate::accounting::{Accounting, OwnIo};
 use crate::command::{self, Command, Reply};
 use crate::emitter::{Emitter, End, Live};
 use crate::policy::{Action, Policy, Reason};
-use crate::relay::{FileCount, Plan, Relay};
+use crate::relay::{FileCount, LazyRelay, Plan};
 use crate::signals::Sig;
 use crate::spawn::ExecReport;
 use crate::terminal::Terminal;
@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 const SIGNALS: Token = Token(0);
 const WAKER: Token = Token(1);
+/// The job's stdout and stderr pipes, until their relay threads start.
+const OUTPUTS: [Token; 2] = [Token(3), Token(4)];
 
 /// How often the children lists are walked when no event asks for it. In subreaper mode this
 /// bounds how long a new process can go unseen; in ptrace mode it is only the backstop for
@@ -113,7 +115,7 @@ impl Outcome {
 
 /// One of the job's output streams, as counted.
 enum Output {
-    Relay(Relay),
+    Relay(LazyRelay),
     File(FileCount),
     Uncounted,
 }
@@ -121,7 +123,7 @@ enum Output {
 impl Output {
     fn start(
         plan: Plan,
-        name: &str,
+        name: &'static str,
         waker: &Arc<Waker>,
         wake_at: Vec<u64>,
         own_io: &OwnIo,
@@ -129,7 +131,7 @@ impl Output {
         Ok(match plan {
             Plan::Pipe { job_end, pending } => {
                 drop(job_end); // only the job may hold it, so the relay sees EOF when the tree is gone
-                Output::Relay(pending.start(name, waker.clone(), wake_at, own_io.clone())?)
+                Output::Relay(LazyRelay::new(pending, name, waker.clone(), wake_at, own_io.clone()))
             }
             Plan::File(count) => Output::File(count),
             Plan::Direct => Output::Uncounted,
@@ -144,7 +146,7 @@ impl Output {
         }
     }
 
-    fn relay(&self) -> Option<&Relay> {
+    fn relay(&mut self) -> Option<&mut LazyRelay> {
         match self {
             Output::Relay(r) => Some(r),
             _ => None,
@@ -221,6 +223,11 @@ impl EventLoop {
             Output::start(out, "stdout", &waker, vec![limit, limit.saturating_mul(2)], &ep.own_io)?,
             Output::start(err, "stderr", &waker, Vec::new(), &ep.own_io)?,
         ];
+        for (output, token) in outputs.iter().zip(OUTPUTS) {
+            if let Output::Relay(r) = output {
+                r.register(registry, token)?;
+            }
+        }
         Ok(EventLoop {
             next_sample: emitter.has_sink().then_some(now + ep.sint),
             emitter,
@@ -277,7 +284,7 @@ impl EventLoop {
                 }
             }
             for ev in events.iter() {
-                self.dispatch(ev.token());
+                self.dispatch(ev.token(), ev.is_readable());
             }
             let now = Instant::now();
             let actions = self.policy.on_time(now);
@@ -300,8 +307,9 @@ impl EventLoop {
             t.take_back();
         }
         let drain_until = Instant::now() + DRAIN;
-        for relay in self.outputs.iter().filter_map(Output::relay) {
-            if !relay.finish(drain_until) {
+        let registry = self.poll.registry();
+        for relay in self.outputs.iter_mut().filter_map(Output::relay) {
+            if !relay.finish(registry, drain_until) {
                 crate::warn!("a process outside the box holds the job's output open; not waiting for it");
             }
         }
@@ -366,7 +374,7 @@ impl EventLoop {
         }
     }
 
-    fn dispatch(&mut self, token: Token) {
+    fn dispatch(&mut self, token: Token, readable: bool) {
         match token {
             SIGNALS => self.on_signals(),
             WAKER => {
@@ -376,6 +384,14 @@ impl EventLoop {
                     (req.respond)(reply);
                 }
             }
+            // Data to relay; a bare hang-up (the job wrote nothing) is left to `finish`.
+            t if OUTPUTS.contains(&t) && readable => {
+                let i = usize::from(t == OUTPUTS[1]);
+                if let Some(r) = self.outputs[i].relay() {
+                    r.start(self.poll.registry());
+                }
+            }
+            t if OUTPUTS.contains(&t) => {}
             t if ControlSocket::owns(t) => self.on_socket(t),
             t => {
                 if let Some(pid) = self.tracker.pidfd_ready(t, self.poll.registry()) {

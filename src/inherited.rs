@@ -13,18 +13,29 @@ static IGNORED: AtomicU64 = AtomicU64::new(0);
 static CAPTURED: AtomicBool = AtomicBool::new(false);
 
 /// Records which signals are ignored. Called from `.init_array`, before Rust's runtime.
+/// One read of `SigIgn` in `/proc/self/status`; 64 `sigaction` queries where /proc is missing.
 pub extern "C" fn capture() {
-    let mut bits = 0u64;
-    for sig in 1..=64 {
-        // SAFETY: a query only (null new action) into a local sigaction.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
-        if rc == 0 && old.sa_sigaction == libc::SIG_IGN {
-            bits |= 1 << (sig - 1);
+    let bits = from_proc_status().unwrap_or_else(|| {
+        let mut bits = 0u64;
+        for sig in 1..=64 {
+            // SAFETY: a query only (null new action) into a local sigaction.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+            if rc == 0 && old.sa_sigaction == libc::SIG_IGN {
+                bits |= 1 << (sig - 1);
+            }
         }
-    }
+        bits
+    });
     IGNORED.store(bits, Ordering::Relaxed);
     CAPTURED.store(true, Ordering::Relaxed);
+}
+
+fn from_proc_status() -> Option<u64> {
+    let mut buf = [0u8; 4096];
+    let text = crate::accounting::procfs::read_pid_file(c"/proc/self/status", &mut buf)?;
+    let hex = text.lines().find_map(|l| l.strip_prefix("SigIgn:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// The signals ignored at start, bit N-1 for signal N. Without a capture (proc_box used as a

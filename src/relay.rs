@@ -193,6 +193,84 @@ fn wait_writable(fd: RawFd) {
     unsafe { libc::poll(&mut pfd, 1, 1000) };
 }
 
+/// A relay whose thread starts only once the job writes: a job that prints nothing (the
+/// common `proc_box -- cmd >/dev/null` case) costs no thread at all.
+pub struct LazyRelay {
+    state: LazyState,
+    name: &'static str,
+    waker: Arc<Waker>,
+    wake_at: Vec<u64>,
+    own_io: OwnIo,
+}
+
+enum LazyState {
+    Idle(Pending),
+    Running(Relay),
+    Failed,
+}
+
+impl LazyRelay {
+    pub fn new(
+        pending: Pending,
+        name: &'static str,
+        waker: Arc<Waker>,
+        wake_at: Vec<u64>,
+        own_io: OwnIo,
+    ) -> LazyRelay {
+        LazyRelay { state: LazyState::Idle(pending), name, waker, wake_at, own_io }
+    }
+
+    /// Watches the pipe until its first byte (or EOF) wakes the loop.
+    pub fn register(&self, registry: &mio::Registry, token: mio::Token) -> io::Result<()> {
+        match &self.state {
+            LazyState::Idle(p) => registry.register(
+                &mut mio::unix::SourceFd(&p.read.as_raw_fd()),
+                token,
+                mio::Interest::READABLE,
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// The pipe has something: hand it to a thread from now on.
+    pub fn start(&mut self, registry: &mio::Registry) {
+        let LazyState::Idle(p) = std::mem::replace(&mut self.state, LazyState::Failed) else {
+            return;
+        };
+        let _ = registry.deregister(&mut mio::unix::SourceFd(&p.read.as_raw_fd()));
+        let wake_at = std::mem::take(&mut self.wake_at);
+        match p.start(self.name, self.waker.clone(), wake_at, self.own_io.clone()) {
+            Ok(relay) => self.state = LazyState::Running(relay),
+            Err(e) => crate::error!("cannot relay the job's {}: {e}", self.name),
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        match &self.state {
+            LazyState::Running(r) => r.bytes(),
+            _ => 0,
+        }
+    }
+
+    /// Waits until the stream is done (see [`Relay::finish`]). A pipe that never carried a
+    /// byte and is closed at both ends needs no thread.
+    pub fn finish(&mut self, registry: &mio::Registry, deadline: Instant) -> bool {
+        if let LazyState::Idle(p) = &self.state {
+            let mut pfd = libc::pollfd { fd: p.read.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd on the stack, zero timeout.
+            let ready = unsafe { libc::poll(&mut pfd, 1, 0) } > 0;
+            if ready && pfd.revents & libc::POLLIN == 0 && pfd.revents & libc::POLLHUP != 0 {
+                return true; // every writer is gone and nothing was written
+            }
+            self.start(registry);
+        }
+        match &self.state {
+            LazyState::Running(r) => r.finish(deadline),
+            _ => true,
+        }
+    }
+}
+
 impl Relay {
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)

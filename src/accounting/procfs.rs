@@ -16,8 +16,14 @@ pub fn read_pid<'a>(pid: i32, name: &str, buf: &'a mut [u8]) -> Option<&'a str> 
     let mut path = [0u8; 64];
     let mut w = &mut path[..];
     write!(w, "/proc/{pid}/{name}\0").ok()?;
+    let path = std::ffi::CStr::from_bytes_until_nul(&path).ok()?;
+    read_pid_file(path, buf)
+}
+
+/// Reads a small /proc file whole into `buf`: open, read, close; usable before `main`.
+pub fn read_pid_file<'a>(path: &std::ffi::CStr, buf: &'a mut [u8]) -> Option<&'a str> {
     // SAFETY: `path` is NUL-terminated; open returns a new fd or -1.
-    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
         return None;
     }
@@ -74,6 +80,27 @@ pub fn parse_reap_stat(text: &str) -> Option<ReapStat> {
     let sigignore = f.nth(28)?.parse().ok()?; // field 33
     let exit_signal = f.nth(4)?.parse().ok()?; // field 38
     Some(ReapStat { state, ppid, sigignore, exit_signal })
+}
+
+/// `stat` re-read through a kept fd: one `pread`, for a parent met at every exit of its children.
+pub fn reap_stat_at(fd: std::os::fd::BorrowedFd) -> Option<ReapStat> {
+    let mut buf = [0u8; 1024];
+    // SAFETY: reading into a local buffer from an fd the caller keeps open.
+    let n =
+        unsafe { libc::pread(std::os::fd::AsRawFd::as_raw_fd(&fd), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n <= 0 {
+        return None;
+    }
+    parse_reap_stat(std::str::from_utf8(&buf[..n as usize]).ok()?)
+}
+
+/// Opens `/proc/PID/stat` to keep; only for a pid that is pinned.
+pub fn open_stat(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    let path = std::ffi::CString::new(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: a NUL-terminated path; open returns a new fd or -1.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    // SAFETY: a fresh fd owned by nothing else.
+    (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
 pub fn io_of_pid(pid: i32) -> Option<IoSum> {

@@ -15,7 +15,7 @@ pub mod pidfd;
 pub mod ptrace;
 pub mod wait;
 
-use crate::accounting::procfs::{io_of_pid, reap_stat};
+use crate::accounting::procfs::{io_of_pid, open_stat, reap_stat, reap_stat_at, ReapStat};
 use crate::accounting::IoSum;
 use crate::signals::Sig;
 use mio::unix::SourceFd;
@@ -25,7 +25,7 @@ use pidfd::PidFd;
 use procfs::process::Process;
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 use wait::{Change, Peeked};
 
@@ -76,6 +76,8 @@ struct Member {
     /// `/proc/PID`, opened only while the pid is provably ours (under the pidfd at once; for a
     /// tracee, lazily, when accounting first asks): it can never show a recycled pid.
     proc: OnceCell<Option<Process>>,
+    /// Its `stat`, kept open once it is met as the parent of an exiting tracee.
+    stat: OnceCell<Option<std::os::fd::OwnedFd>>,
 }
 
 impl Member {
@@ -197,9 +199,9 @@ impl Tracker {
                 }
                 let proc = OnceCell::from(Process::new(pid).ok().filter(|_| !fd.exited()));
                 self.tokens.insert(token, pid);
-                Member { watch: Some((fd, token)), proc }
+                Member { watch: Some((fd, token)), proc, stat: OnceCell::new() }
             }
-            None => Member { watch: None, proc: OnceCell::new() },
+            None => Member { watch: None, proc: OnceCell::new(), stat: OnceCell::new() },
         };
         if let Some(sig) = self.birth_signal {
             let _ = member.signal(pid, sig);
@@ -358,22 +360,40 @@ impl Tracker {
     /// would vanish from every rusage. Returns its I/O (read now, from the zombie) in that case;
     /// its CPU comes from the rusage of our wait.
     ///
-    /// Two reads of `stat`, no allocation: this runs at every exit of a fork-heavy job.
+    /// This runs at every exit of a fork-heavy job, while its parent waits. The common case
+    /// (a member whose parent does not ignore SIGCHLD) costs a pidfd's `PIDFD_GET_INFO` and one
+    /// `pread` of the parent's kept `stat`, and never touches the zombie's `/proc` entry, whose
+    /// teardown would land in the job's own CPU when its parent reaps it.
     fn probe_auto_reap(&self, pid: i32) -> Option<Option<IoSum>> {
         // The zombie is still there (we peeked without reaping), so neither its pid nor its
         // parent's can be recycled yet.
+        if self.members.contains_key(&pid) {
+            if let Ok(ppid) = PidFd::open(pid).and_then(|fd| fd.parent_pid()) {
+                if ppid == self.self_pid {
+                    return None; // reaped by us: counted in our RUSAGE_CHILDREN
+                }
+                if !self.parent_stat(ppid).is_some_and(|p| ignores_sigchld(&p)) {
+                    return None;
+                }
+            }
+        }
         let zombie = reap_stat(pid)?;
-        // Reaped by us: counted in our RUSAGE_CHILDREN. Only children that signal their exit
-        // with SIGCHLD are auto-reaped; a thread (exit signal -1) is not a process, and the
-        // group leader, reported once every thread is gone, carries the process's rusage.
+        // Only children that signal their exit with SIGCHLD are auto-reaped; a thread (exit
+        // signal -1) is not a process, and the group leader, reported once every thread is
+        // gone, carries the process's rusage.
         if zombie.ppid == self.self_pid || zombie.exit_signal != libc::SIGCHLD {
             return None;
         }
-        let parent = reap_stat(zombie.ppid)?;
-        // An exiting parent hands its children to us, the subreaper: we account them.
-        let ignores =
-            parent.sigignore & (1 << (libc::SIGCHLD - 1)) != 0 && !matches!(parent.state, 'Z' | 'X');
-        ignores.then(|| io_of_pid(pid))
+        let parent = self.parent_stat(zombie.ppid)?;
+        ignores_sigchld(&parent).then(|| io_of_pid(pid))
+    }
+
+    /// A parent's `stat` now: through its kept fd if it is a member, else read afresh.
+    fn parent_stat(&self, ppid: i32) -> Option<ReapStat> {
+        match self.members.get(&ppid) {
+            Some(m) => reap_stat_at(m.stat.get_or_init(|| open_stat(ppid)).as_ref()?.as_fd()),
+            None => reap_stat(ppid),
+        }
     }
 
     fn exited(&mut self, pid: i32, status: ExitStatus, events: &mut Vec<Event>, registry: &Registry) {
@@ -476,6 +496,12 @@ impl Tracker {
         crate::debug!("sent {sig} to {delivered} processes");
         delivered
     }
+}
+
+/// The kernel auto-reaps the children of a parent that ignores SIGCHLD, unless that parent is
+/// exiting (its children then go to us, the subreaper, and we account them).
+fn ignores_sigchld(parent: &ReapStat) -> bool {
+    parent.sigignore & (1 << (libc::SIGCHLD - 1)) != 0 && !matches!(parent.state, 'Z' | 'X')
 }
 
 fn is_tty_stop(sig: i32) -> bool {
