@@ -7,8 +7,9 @@
 //! * start-up: `proc_box -- /bin/true` against `tini -s -- /bin/true` [within 0.5 ms].
 //!
 //! Whole-process timings come from hyperfine. The machine's noise is larger than some targets,
-//! so the commands of a group are interleaved: every round runs each once (hyperfine
-//! `--runs`), and the ratios are the medians over rounds of each round's own ratio.
+//! so the commands of a group are interleaved: every round runs each once, back to back, and
+//! the ratios are the medians over rounds of each round's own ratio (`BENCH_ROUNDS`, default
+//! 15). The spread of the rounds is printed too.
 //!
 //! Run with `scripts/bench`. Needs hyperfine, tini and a C compiler.
 
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const FORK_LOOP: &str = "for i in $(seq 1000); do /bin/true; done";
-const CPU_LOOP: &str = "BEGIN { for (i = 0; i < 30000000; i++) s += i; print s > \"/dev/null\" }";
+const CPU_LOOP: &str = "BEGIN { for (i = 0; i < 10000000; i++) s += i; print s > \"/dev/null\" }";
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -32,7 +33,7 @@ fn main() {
             std::process::exit(1);
         }
     }
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(15);
     let pb = proc_box();
     let tracer = min_tracer();
     let pb_ptrace = format!("{pb} --nowarn --track ptrace --");
@@ -40,7 +41,7 @@ fn main() {
 
     let fork = group(
         rounds,
-        3,
+        1,
         &[
             ("bare", format!("bash -c '{FORK_LOOP}'")),
             ("min tracer", format!("{} bash -c '{FORK_LOOP}'", tracer.display())),
@@ -58,7 +59,7 @@ fn main() {
 
     let cpu = group(
         rounds,
-        2,
+        1,
         &[
             ("bare", format!("awk '{CPU_LOOP}'")),
             ("ptrace", format!("{pb_ptrace} awk '{CPU_LOOP}'")),
@@ -69,7 +70,7 @@ fn main() {
     report("CPU-bound, subreaper / bare", &cpu, 2, 0, Some(1.01));
 
     let start = group(
-        rounds,
+        rounds.div_ceil(2),
         100,
         &[
             ("bare", "/bin/true".into()),
@@ -100,7 +101,8 @@ fn group(rounds: usize, runs: usize, commands: &[(&str, String)]) -> Vec<Vec<f64
     let mut out = Vec::new();
     for _ in 0..rounds {
         let mut cmd = Command::new("hyperfine");
-        cmd.args(["-N", "--style", "none", "--warmup", "1", "--runs", &runs.to_string(), "--export-json"])
+        let warmup = if runs > 1 { "5" } else { "0" };
+        cmd.args(["-N", "--style", "none", "--warmup", warmup, "--runs", &runs.to_string(), "--export-json"])
             .arg(&json);
         for (name, c) in commands {
             cmd.args(["--command-name", name, c]);

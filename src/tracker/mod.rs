@@ -190,6 +190,8 @@ impl Tracker {
             }
             self.remove(pid, registry); // the pid was recycled
         }
+        // Our own child is pinned until we wait: its /proc entry can wait until accounting asks.
+        let pinned = pid == self.main_pid;
         let member = match pidfd {
             Some(fd) => {
                 let token = Token(self.next_token);
@@ -197,7 +199,11 @@ impl Tracker {
                 if let Err(e) = registry.register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE) {
                     crate::warn!("cannot watch pid {pid}: {e}");
                 }
-                let proc = OnceCell::from(Process::new(pid).ok().filter(|_| !fd.exited()));
+                let proc = if pinned {
+                    OnceCell::new()
+                } else {
+                    OnceCell::from(Process::new(pid).ok().filter(|_| !fd.exited()))
+                };
                 self.tokens.insert(token, pid);
                 Member { watch: Some((fd, token)), proc, stat: OnceCell::new() }
             }
