@@ -17,7 +17,7 @@ use crate::transport::socket::{ControlSocket, Input, MAX_LINE};
 use crate::transport::{Inbox, Request};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::SigSet;
 use nix::sys::signalfd::SignalFd;
 use serde_json::{json, Value};
 use std::io;
@@ -37,27 +37,52 @@ const OUTPUTS: [Token; 2] = [Token(3), Token(4)];
 const TICK_SUBREAPER: Duration = Duration::from_millis(100);
 const TICK_PTRACE: Duration = Duration::from_secs(1);
 
-/// Every signal proc_box acts on. All are blocked and read from the signalfd; the job starts
-/// with proc_box's original mask instead.
+/// Every signal proc_box can catch: all are blocked and read from the signalfd, so none can
+/// kill proc_box while it holds a tree (only SIGKILL can, and a real fault of its own). The job
+/// starts with proc_box's original mask instead. What each one means is [`meaning`]'s table.
+/// glibc keeps 32 and 33 for itself.
 pub fn handled_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGQUIT,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-        Signal::SIGTSTP,
-        Signal::SIGTTIN,
-        Signal::SIGTTOU,
-        Signal::SIGCONT,
-    ] {
-        set.add(s);
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid sigset_t; sigaddset refuses numbers it does not take, harmlessly.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for sig in 1..=libc::SIGRTMAX() {
+            if !matches!(sig, libc::SIGKILL | libc::SIGSTOP) {
+                libc::sigaddset(&mut set, sig);
+            }
+        }
     }
-    set
+    // SAFETY: initialised by sigemptyset above.
+    unsafe { SigSet::from_sigset_t_unchecked(set) }
+}
+
+/// What a signal sent to proc_box means. The README's table is this function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Meaning {
+    /// SIGCHLD: a child changed state.
+    Child,
+    /// SIGINT, SIGTERM, SIGQUIT: graceful stop; a second one kills.
+    Stop,
+    /// SIGHUP: emit a sample.
+    Sample,
+    /// SIGTSTP, SIGTTIN, SIGTTOU: suspend the tree and proc_box (terminal job control).
+    Suspend,
+    /// SIGCONT: resume after a suspend; otherwise forwarded.
+    Continue,
+    /// Everything else: sent on to every process of the tree, as it was sent.
+    Forward,
+}
+
+pub fn meaning(sig: i32) -> Meaning {
+    match sig {
+        libc::SIGCHLD => Meaning::Child,
+        libc::SIGINT | libc::SIGTERM | libc::SIGQUIT => Meaning::Stop,
+        libc::SIGHUP => Meaning::Sample,
+        libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => Meaning::Suspend,
+        libc::SIGCONT => Meaning::Continue,
+        _ => Meaning::Forward,
+    }
 }
 
 /// Everything the loop starts with.
@@ -417,7 +442,13 @@ impl EventLoop {
             }
             let count = n as usize / size;
             for info in &infos[..count] {
-                self.on_signal(info.ssi_signo as i32);
+                // A write of proc_box's own to a closed pipe is not a signal for the tree.
+                let own_sigpipe = info.ssi_signo as i32 == libc::SIGPIPE
+                    && info.ssi_pid as i32 == self.tracker.self_pid()
+                    && info.ssi_code == libc::SI_USER;
+                if !own_sigpipe {
+                    self.on_signal(info.ssi_signo as i32);
+                }
             }
             // Fewer than asked: the queue is empty, and epoll (edge-triggered) reports the next.
             if count < BATCH {
@@ -427,26 +458,26 @@ impl EventLoop {
     }
 
     fn on_signal(&mut self, signo: i32) {
-        let Ok(sig) = Signal::try_from(signo) else {
-            return;
-        };
-        match sig {
-            Signal::SIGCHLD => self.on_sigchld(),
-            Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT => {
+        match meaning(signo) {
+            Meaning::Child => self.on_sigchld(),
+            Meaning::Stop => {
                 let what = if self.policy.stopping() { "killing" } else { "stopping" };
-                crate::info!("received {sig}; {what} the whole tree");
+                let name = Sig::from_raw(signo).map_or(signo.to_string(), |s| s.to_string());
+                crate::info!("received {name}; {what} the whole tree");
                 let actions = self.policy.stop_signal_received(Instant::now());
                 self.apply(actions);
             }
-            Signal::SIGHUP => {
+            Meaning::Sample => {
                 self.sample();
             }
-            Signal::SIGUSR1 | Signal::SIGUSR2 | Signal::SIGWINCH => {
-                self.tracker.signal_tree(Sig::from_raw(signo).unwrap_or(Sig::CONT), self.poll.registry());
+            Meaning::Suspend => self.suspend_self(),
+            Meaning::Continue if self.self_stopped => self.on_continued(),
+            Meaning::Continue | Meaning::Forward => {
+                if let Some(sig) = Sig::from_raw(signo) {
+                    crate::debug!("forwarding {sig} to the whole tree");
+                    self.tracker.signal_tree(sig, self.poll.registry());
+                }
             }
-            Signal::SIGTSTP => self.suspend_self(),
-            Signal::SIGCONT => self.on_continued(),
-            _ => {}
         }
     }
 

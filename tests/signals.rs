@@ -254,3 +254,90 @@ fn a_fifo_reader_that_stops_reading_does_not_stall_the_timeout() {
     // The timeout fired, then at most FINAL_WAIT (5 s) was spent on the stalled sink.
     assert!(start.elapsed().as_secs_f64() < 1.0 + 5.0 + 5.0, "took {:?}", start.elapsed());
 }
+
+/// `SIG:COUNT` pairs of what `zoo listen` has caught so far.
+fn seen(scene: &Scene) -> std::collections::HashMap<i32, u32> {
+    let text = std::fs::read_to_string(scene.dir.join("listen.seen")).unwrap_or_default();
+    text.split_whitespace()
+        .filter_map(|p| {
+            let (s, n) = p.split_once(':')?;
+            Some((s.parse().ok()?, n.parse().ok()?))
+        })
+        .collect()
+}
+
+fn raw_kill(pid: i32, sig: i32) {
+    // SAFETY: kill(2) with a positive pid (our own child, or the job) and any signal number.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid} with {sig}");
+}
+
+/// dumb-init's proxies_signals and shell_background tests, for every number from 1 to 64:
+/// proc_box never dies of a signal; it forwards every one without a meaning of its own,
+/// exactly once; TSTP, TTIN and TTOU suspend the tree and proc_box, SIGCONT resumes both.
+#[test]
+fn every_signal_sent_to_proc_box_is_forwarded_or_acted_on() {
+    let zoo = fixture("zoo");
+    for mode in MODES {
+        let s = Scene::new("proxy");
+        let mut child = s
+            .command(&["--nowarn", "--track", mode, "--"])
+            .arg(&zoo)
+            .arg("listen")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pb = child.id() as i32;
+        let job = s.pid("listen");
+        let alive =
+            |child: &mut std::process::Child| assert!(child.try_wait().unwrap().is_none(), "proc_box died");
+        for sig in 1..=64 {
+            let own_meaning = [
+                libc::SIGKILL,
+                libc::SIGSTOP,
+                32,
+                33,
+                libc::SIGCHLD,
+                libc::SIGINT,
+                libc::SIGTERM,
+                libc::SIGQUIT,
+            ]
+            .contains(&sig)
+                || [libc::SIGHUP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig);
+            if own_meaning {
+                continue;
+            }
+            raw_kill(pb, sig);
+            wait_for(&format!("{mode}: signal {sig} to reach the job"), || {
+                (seen(&s).get(&sig) == Some(&1)).then_some(())
+            });
+            alive(&mut child);
+        }
+        // SIGHUP means "sample": the job does not see it.
+        raw_kill(pb, libc::SIGHUP);
+        raw_kill(pb, libc::SIGUSR1);
+        wait_for("a second SIGUSR1", || (seen(&s).get(&libc::SIGUSR1) == Some(&2)).then_some(()));
+        assert_eq!(seen(&s).get(&libc::SIGHUP), None, "{mode}: SIGHUP is proc_box's own");
+        for sig in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+            raw_kill(pb, sig);
+            wait_for(&format!("{mode}: {sig} to suspend box and job"), || {
+                (is_stopped(pb) && is_stopped(job)).then_some(())
+            });
+            raw_kill(pb, libc::SIGCONT);
+            wait_for(&format!("{mode}: SIGCONT to resume both"), || {
+                (!is_stopped(pb) && !is_stopped(job)).then_some(())
+            });
+            alive(&mut child);
+        }
+        let caught = seen(&s);
+        assert!(
+            [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGCHLD]
+                .iter()
+                .all(|s| !caught.contains_key(s)),
+            "{mode}: job control is proc_box's, not forwarded: {caught:?}"
+        );
+        raw_kill(pb, libc::SIGTERM);
+        assert_eq!(wait_exit(&mut child).code(), Some(0), "{mode}: the job caught SIGTERM and exited 0");
+        assert_eq!(seen(&s).get(&libc::SIGTERM), Some(&1));
+        s.assert_no_survivors();
+    }
+}
