@@ -48,81 +48,82 @@ macro_rules! bool_opt {
                   the command line wins. Go-style -name VALUE and -name=VALUE work too.\n\
                   Exit status: the command's own; 128+N if it died of signal N; 124 on --timeout; \
                   125 if proc_box failed; 126 if CMD cannot run; 127 if CMD was not found.",
-    trailing_var_arg = true
+    trailing_var_arg = true,
+    // As Go's flag package: a repeated option is not an error; the last one wins.
+    args_override_self = true
 )]
 pub struct Config {
-    /// AMQP URI (amqp:// or amqps://); unset means no broker
-    #[arg(long, env = "PBOX_URI", value_name = "URI")]
-    pub uri: Option<String>,
-    /// topic exchange for control and emission
-    #[arg(long, env = "PBOX_EXCHANGE", default_value = "amq.topic")]
-    pub exchange: String,
-    /// control routing key; a comma-separated list binds several
-    #[arg(long, env = "PBOX_RKEY", default_value = "proc_box.remote_control")]
-    pub rkey: String,
-    /// prefix of the emission routing key (.<hostname> is appended)
-    #[arg(long, env = "PBOX_SKEY", default_value = "proc_box.stats")]
-    pub skey: String,
-    /// interval between emitted samples
-    #[arg(long, env = "PBOX_SINT", default_value = "1m", value_parser = parse_interval, value_name = "DURATION")]
-    pub sint: Duration,
     /// wall-clock limit (0 = none); the job is stopped and proc_box exits 124
     #[arg(long, env = "PBOX_TIMEOUT", default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
-    /// stdout byte limit: graceful stop at the limit, SIGKILL at twice it
-    #[arg(long, env = "PBOX_STDOUTLIMIT", default_value = "100G", value_parser = parse_size, value_name = "SIZE")]
-    pub stdoutlimit: u64,
-    /// how long one message may take to be sent and confirmed (0 = no limit)
-    #[arg(long, env = "PBOX_MSGTIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
-    pub msgtimeout: Duration,
-    /// a JSON object copied into every sample and the summary as `user`
-    #[arg(long, env = "PBOX_JSON", value_parser = parse_json_object, value_name = "OBJECT")]
-    pub json: Option<serde_json::Value>,
-    /// log debugging detail on stderr
-    #[arg(long, env = "PBOX_DEBUG", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
-    pub debug: bool,
-    /// log errors only
-    #[arg(long, env = "PBOX_NOWARN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
-    pub nowarn: bool,
-    /// accepted for compatibility: broker trouble never stops the job
-    #[arg(long, env = "PBOX_RUNANYWAY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
-    pub runanyway: bool,
-    /// accepted for compatibility: rkey lists always work
-    #[arg(long = "multiRmtKey", env = "PBOX_MULTIRMTKEY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
-    pub multi_rmt_key: bool,
-
-    /// box id, used in messages and in the per-box control routing key
-    /// [default: the scheduler's job id, else <hostname>-<pid>]
-    #[arg(long, env = "PBOX_ID")]
-    pub id: Option<String>,
     /// time between the stop signal and SIGKILL
     #[arg(long, env = "PBOX_GRACE", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub grace: Duration,
     /// signal that starts a graceful stop
     #[arg(long = "stop-signal", env = "PBOX_STOP_SIGNAL", default_value = "TERM", value_parser = Sig::parse, value_name = "SIGNAL")]
     pub stop_signal: Sig,
-    /// how descendants are found
-    #[arg(long, env = "PBOX_TRACK", value_enum, default_value = "auto")]
-    pub track: Track,
     /// what happens to leftover descendants when the main process exits
     #[arg(long = "on-main-exit", env = "PBOX_ON_MAIN_EXIT", value_enum, default_value = "kill")]
     pub on_main_exit: OnMainExit,
     /// on --timeout, exit with the command's status (128+N) instead of 124
     #[arg(long = "preserve-status", env = "PBOX_PRESERVE_STATUS", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
     pub preserve_status: bool,
-    /// Unix socket (mode 0600) taking one JSON command per line
-    #[arg(long = "control-socket", env = "PBOX_CONTROL_SOCKET", value_name = "PATH")]
-    pub control_socket: Option<PathBuf>,
-
+    /// stdout byte limit: graceful stop at the limit, SIGKILL at twice it
+    #[arg(long, env = "PBOX_STDOUTLIMIT", default_value = "100G", value_parser = parse_size, value_name = "SIZE")]
+    pub stdoutlimit: u64,
     /// append a sample every --sint (and on SIGHUP or `sample`), then the summary, as JSON lines
     #[arg(long = "stats-file", env = "PBOX_STATS_FILE", value_name = "PATH")]
     pub stats_file: Option<PathBuf>,
     /// write the summary alone here, atomically, when the box ends
     #[arg(long = "summary-file", env = "PBOX_SUMMARY_FILE", value_name = "PATH")]
     pub summary_file: Option<PathBuf>,
+    /// interval between emitted samples
+    #[arg(long, env = "PBOX_SINT", default_value = "1m", value_parser = parse_interval, value_name = "DURATION")]
+    pub sint: Duration,
     /// how often tree memory is read for the peaks (minimum 10ms)
     #[arg(long, env = "PBOX_MONITOR", default_value = "250ms", value_parser = parse_monitor, value_name = "DURATION")]
     pub monitor: Duration,
+    /// a JSON object copied into every sample and the summary as `user`
+    #[arg(long, env = "PBOX_JSON", value_parser = parse_json_object, value_name = "OBJECT")]
+    pub json: Option<serde_json::Value>,
+    /// Unix socket (mode 0600) taking one JSON command per line
+    #[arg(long = "control-socket", env = "PBOX_CONTROL_SOCKET", value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// how descendants are found
+    #[arg(long, env = "PBOX_TRACK", value_enum, default_value = "auto")]
+    pub track: Track,
+    /// box id, used in messages and in the per-box control routing key
+    /// [default: the scheduler's job id, else <hostname>-<pid>]
+    #[arg(long, env = "PBOX_ID")]
+    pub id: Option<String>,
+    /// log debugging detail on stderr
+    #[arg(long, env = "PBOX_DEBUG", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
+    pub debug: bool,
+    /// log errors only
+    #[arg(long, env = "PBOX_NOWARN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
+    pub nowarn: bool,
+
+    /// AMQP URI (amqp:// or amqps://); unset means no broker
+    #[arg(help_heading = "AMQP", long, env = "PBOX_URI", value_name = "URI")]
+    pub uri: Option<String>,
+    /// topic exchange for control and emission
+    #[arg(help_heading = "AMQP", long, env = "PBOX_EXCHANGE", default_value = "amq.topic")]
+    pub exchange: String,
+    /// control routing key; a comma-separated list binds several
+    #[arg(help_heading = "AMQP", long, env = "PBOX_RKEY", default_value = "proc_box.remote_control")]
+    pub rkey: String,
+    /// prefix of the emission routing key (.<hostname> is appended)
+    #[arg(help_heading = "AMQP", long, env = "PBOX_SKEY", default_value = "proc_box.stats")]
+    pub skey: String,
+    /// how long one message may take to be sent and confirmed (0 = no limit)
+    #[arg(help_heading = "AMQP", long, env = "PBOX_MSGTIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub msgtimeout: Duration,
+    /// accepted for compatibility: broker trouble never stops the job
+    #[arg(help_heading = "AMQP", long, env = "PBOX_RUNANYWAY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
+    pub runanyway: bool,
+    /// accepted for compatibility: rkey lists always work
+    #[arg(help_heading = "AMQP", long = "multiRmtKey", env = "PBOX_MULTIRMTKEY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
+    pub multi_rmt_key: bool,
 
     /// the command to run, and its arguments
     #[arg(required = true, value_name = "CMD")]
@@ -168,10 +169,25 @@ impl Config {
             use clap::error::ErrorKind::*;
             match e.kind() {
                 DisplayHelp | DisplayVersion => ParseOutcome::Info(e.to_string()),
-                _ => ParseOutcome::Usage(e.to_string()),
+                _ => ParseOutcome::Usage(both_spellings(&e.to_string())),
             }
         })
     }
+}
+
+/// Names every suggested option in both spellings: `'--timeout' (or '-timeout')`.
+fn both_spellings(message: &str) -> String {
+    let marker = "a similar argument exists: '--";
+    let Some(at) = message.find(marker) else {
+        return message.to_owned();
+    };
+    let name_start = at + marker.len();
+    let Some(len) = message[name_start..].find('\'') else {
+        return message.to_owned();
+    };
+    let name = &message[name_start..name_start + len];
+    let end = name_start + len + 1;
+    format!("{} (or '-{name}'){}", &message[..end], &message[end..])
 }
 
 /// Rewrites `-name[=v]` to `--name[=v]` for every long option clap knows, up to the command.
@@ -215,11 +231,18 @@ fn go_style_to_gnu(args: Vec<OsString>) -> Vec<OsString> {
                     out.extend(iter.next());
                 }
             }
-            // Unknown: pass through unchanged and let clap report it.
-            None => out.push(arg),
+            // Unknown: let clap report it as the long option it was meant to be, so its
+            // "did you mean" works for the Go spelling too (`-timout` is not `-t -i -m …`).
+            None => out.push(OsString::from(format!("--{long}"))),
         }
     }
     out
+}
+
+/// The `PBOX_*` variables proc_box reads: consumed, so they are not passed on to the job (a
+/// nested proc_box must not inherit the outer box's control socket or files).
+pub fn env_names() -> Vec<String> {
+    Config::command().get_arguments().filter_map(|a| a.get_env()?.to_str().map(str::to_owned)).collect()
 }
 
 /// Scheduler job-id variables tried, in order, when `--id` is unset.
@@ -277,6 +300,16 @@ mod tests {
     }
 
     #[test]
+    fn repeated_options_last_wins_as_in_go() {
+        let c = parse(&["-timeout", "1s", "--timeout=3s", "-grace", "1s", "-grace", "2s", "x"]).unwrap();
+        assert_eq!((c.timeout, c.grace), (Duration::from_secs(3), Duration::from_secs(2)));
+        let c = parse(&["-timeout", "1d", "x"]).unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(86400));
+        assert_eq!(parse(&["--timeout", "1e-10", "x"]).unwrap().timeout, Duration::from_nanos(1));
+        assert!(parse(&["--timeout", "1e19", "x"]).is_err());
+    }
+
+    #[test]
     fn options_for_the_box() {
         let c =
             parse(&["-grace", "2s", "--stop-signal=INT", "-track=subreaper", "--on-main-exit", "wait", "x"])
@@ -295,6 +328,10 @@ mod tests {
         assert!(parse(&["--json", "[1]", "x"]).is_err());
         assert!(parse(&["--stop-signal", "0", "x"]).is_err());
         assert!(parse(&["--no-such-option", "x"]).is_err());
+        for typo in ["--timout", "-timout", "-timout=2s"] {
+            let err = parse(&[typo, "2s", "x"]).err().unwrap();
+            assert!(err.contains("'--timeout' (or '-timeout')"), "{typo}: {err}");
+        }
         let c = parse(&["--json", r#"{"job": "x"}"#, "x"]).unwrap();
         assert_eq!(c.json.unwrap()["job"], "x");
     }

@@ -37,11 +37,14 @@ impl ExecReport {
     }
 }
 
-/// The job's environment: proc_box's own, plus `PROC_BOX_ID` and `PROC_BOX_TRACK`, so a job
-/// (or a puzzled user of gdb inside it) can tell it runs boxed, and how.
+/// The job's environment: proc_box's own, less the `PBOX_*` options it consumed, plus
+/// `PROC_BOX_ID` and `PROC_BOX_TRACK`, so a job (or a puzzled user of gdb inside it) can tell
+/// it runs boxed, and how.
 fn job_env(box_id: &str, mode: &str) -> Vec<CString> {
+    let consumed = crate::config::env_names();
     let mut env: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| k != "PROC_BOX_ID" && k != "PROC_BOX_TRACK")
+        .filter(|(k, _)| !consumed.iter().any(|c| k == c.as_str()))
         .filter_map(|(k, v)| {
             let mut kv = k.into_vec();
             kv.push(b'=');

@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
-/// Parses `500ms`, `1m30s`, `1.5h`, `10` (seconds). Negative values are refused.
+/// Parses `500ms`, `1m30s`, `1.5h`, `1d`, `10` (seconds). Negative values, and values past
+/// [`MAX_DURATION`], are refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
-    let bad = || format!("invalid duration '{text}' (use e.g. 500ms, 90s, 1m30s, 2h)");
+    let bad = || format!("invalid duration '{text}' (use e.g. 500ms, 90s, 1m30s, 2h, 1d; at most 100 years)");
     if s.is_empty() || s.starts_with('-') {
         return Err(bad());
     }
@@ -31,6 +32,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
+            "d" => 86400.0,
             _ => return Err(bad()),
         };
         total += value * scale;
@@ -39,8 +41,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     seconds(total).ok_or_else(bad)
 }
 
+/// The longest duration accepted: 100 years. Every deadline is `now + duration`, which must
+/// never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86400);
+
+/// A positive value below 1 ns rounds up to 1 ns: it never means "none".
 fn seconds(secs: f64) -> Option<Duration> {
-    Duration::try_from_secs_f64(secs).ok()
+    let d = Duration::try_from_secs_f64(secs).ok()?;
+    if d > MAX_DURATION {
+        return None;
+    }
+    Some(if d.is_zero() && secs > 0.0 { Duration::from_nanos(1) } else { d })
 }
 
 /// Parses a byte count: `1048576`, `512K`, `100G`, `1.5T` (powers of 1024; `KB`/`KiB` also accepted).
@@ -79,7 +90,26 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("2h10m"), Ok(Duration::from_secs(7800)));
         assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
-        for bad in ["", "-1s", "1x", "m", "1m30", "abc", "1..2s", "inf", "NaN"] {
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(129600)));
+        // A positive value below 1 ns is 1 ns, never "no timeout".
+        assert_eq!(parse_duration("1e-12"), Ok(Duration::from_nanos(1)));
+        assert_eq!(parse_duration("0.0001ns"), Ok(Duration::from_nanos(1)));
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
+        for bad in [
+            "",
+            "-1s",
+            "1x",
+            "m",
+            "1m30",
+            "abc",
+            "1..2s",
+            "inf",
+            "NaN",
+            "1e19",
+            "36501d",
+            "5000000000000000h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad} should be refused");
         }
     }

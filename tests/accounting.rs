@@ -527,10 +527,15 @@ fn stats_file_has_samples_then_the_summary() {
             assert!(sample.get(key).is_some(), "sample lacks {key}");
         }
     }
-    // A busy loop reads as busy from the second sample on: state is kept between samples.
-    for sample in &samples[1..] {
-        let pct = sample["cpu_percent"].as_f64().unwrap();
-        assert!(pct > 10.0, "cpu_percent {pct} for a busy loop");
+    // cpu_percent is the CPU used since the previous sample over the wall time between them:
+    // state is kept between samples. Checked against the cumulative figures of the same two
+    // samples, so the machine's load cannot make it fail.
+    for w in samples.windows(2) {
+        let pct = w[1]["cpu_percent"].as_f64().unwrap();
+        let wall = w[1]["time_unix"].as_f64().unwrap() - w[0]["time_unix"].as_f64().unwrap();
+        let expected = (cpu_ms(&w[1]) - cpu_ms(&w[0])) / 10.0 / wall;
+        assert!(pct > 0.0, "a busy loop used no CPU between two samples");
+        assert!((pct - expected).abs() <= 1.0 + expected * 0.05, "cpu_percent {pct}, expected {expected:.2}");
     }
     let cpu: Vec<f64> = samples.iter().map(cpu_ms).collect();
     assert!(cpu.windows(2).all(|w| w[1] >= w[0]), "cumulative CPU never goes down: {cpu:?}");

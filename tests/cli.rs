@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::process::Output;
+use std::process::{Command, Output};
 
 fn run(scene: &Scene, args: &[&str]) -> Output {
     scene.command(args).run()
@@ -209,4 +209,57 @@ fn forwarded_signals_reach_every_process() {
         assert_eq!(wait_exit(&mut child).code(), Some(143));
         s.assert_no_survivors();
     }
+}
+
+/// A batch script that boxes its own steps: the inner box must not inherit the outer box's
+/// PBOX_* settings (its control socket would be "in use"), in both modes.
+#[test]
+fn nested_boxes_work_and_consumed_variables_are_not_passed_on() {
+    let s = Scene::new("nested");
+    for mode in MODES {
+        let sock = s.dir.join(format!("{mode}.sock"));
+        let inner = format!("env | grep '^PBOX_' ; {} -- sh -c 'exit 7'", proc_box());
+        let out = s
+            .command(&["--track", mode, "--", "sh", "-c", &inner])
+            .env("PBOX_CONTROL_SOCKET", &sock)
+            .env("PBOX_GRACE", "3s")
+            .run();
+        assert_eq!(out.status.code(), Some(7), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{mode}: no PBOX_ variable reaches the job");
+    }
+    s.assert_no_survivors();
+}
+
+#[test]
+fn repeated_options_one_day_and_sub_nanosecond_timeouts() {
+    let s = Scene::new("goflags");
+    // The last --timeout wins, as with Go's flag package.
+    let out = s.command(&["-timeout", "1h", "--timeout=200ms", "-timeout", "300ms", "sleep", "30"]).run();
+    assert_eq!(out.status.code(), Some(124));
+    let out = s.command(&["-timeout", "1d", "sh", "-c", "exit 3"]).run();
+    assert_eq!(out.status.code(), Some(3));
+    // A positive timeout below a nanosecond is a timeout, not "none".
+    let out = s.command(&["--timeout", "1e-12", "sleep", "30"]).run();
+    assert_eq!(out.status.code(), Some(124));
+    for big in ["1e19", "5000000000000000h"] {
+        let out = s.command(&["--timeout", big, "true"]).run();
+        assert_eq!(out.status.code(), Some(125), "{big}");
+    }
+    let out = s.command(&["-timout", "2s", "true"]).run();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'--timeout' (or '-timeout')"));
+}
+
+/// coreutils: `(trap '' PIPE; timeout 10 yes | :)` lets yes see EPIPE instead of dying.
+#[test]
+fn an_ignored_sigpipe_reaches_the_job_in_a_pipeline() {
+    let s = Scene::new("yeshead");
+    for mode in MODES {
+        let script = format!("trap '' PIPE; {} --track {mode} -- yes | head -1", proc_box());
+        let out = Command::new("sh").args(["-c", &script]).env("BOXTEST_MARKER", &s.marker).run();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "y\n", "{mode}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Broken pipe"), "{mode}: yes must see EPIPE: {err}");
+    }
+    s.assert_no_survivors();
 }
