@@ -164,6 +164,9 @@ pub enum ParseOutcome {
 
 impl Config {
     pub fn parse_args(args: Vec<OsString>) -> Result<Config, ParseOutcome> {
+        if args.get(1).is_some_and(|a| a == "--generate") {
+            return Err(generate(args.get(2).and_then(|a| a.to_str()).unwrap_or("")));
+        }
         let args = go_style_to_gnu(args);
         Config::try_parse_from(args).map_err(|e| {
             use clap::error::ErrorKind::*;
@@ -172,6 +175,29 @@ impl Config {
                 _ => ParseOutcome::Usage(both_spellings(&e.to_string())),
             }
         })
+    }
+}
+
+/// `proc_box --generate man|bash|zsh|fish|elvish|powershell`: the man page or a completion
+/// script, from the same clap definitions as the parser (`doc/` holds the generated files).
+fn generate(what: &str) -> ParseOutcome {
+    let mut cmd = Config::command();
+    let mut out = Vec::new();
+    let written = match what {
+        "man" => clap_mangen::Man::new(cmd).render(&mut out).map_err(|e| e.to_string()),
+        shell => match shell.parse::<clap_complete::Shell>() {
+            Ok(sh) => {
+                clap_complete::generate(sh, &mut cmd, "proc_box", &mut out);
+                Ok(())
+            }
+            Err(_) => {
+                Err(format!("--generate takes man, bash, zsh, fish, elvish or powershell, not '{shell}'"))
+            }
+        },
+    };
+    match written {
+        Ok(()) => ParseOutcome::Info(String::from_utf8_lossy(&out).into_owned()),
+        Err(e) => ParseOutcome::Usage(format!("error: {e}\n")),
     }
 }
 

@@ -263,3 +263,20 @@ fn an_ignored_sigpipe_reaches_the_job_in_a_pipeline() {
     }
     s.assert_no_survivors();
 }
+
+/// The man page and completions in doc/ are generated from the parser's own definitions, and
+/// must not drift from them: regenerate with `proc_box --generate man > doc/proc_box.1`, etc.
+#[test]
+fn shipped_man_page_and_completions_are_current() {
+    let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("doc");
+    for (what, file) in
+        [("man", "proc_box.1"), ("bash", "proc_box.bash"), ("zsh", "proc_box.zsh"), ("fish", "proc_box.fish")]
+    {
+        let out = Command::new(proc_box()).args(["--generate", what]).run();
+        assert_eq!(out.status.code(), Some(0), "{what}");
+        let shipped = std::fs::read(doc.join(file)).unwrap();
+        assert!(out.stdout == shipped, "doc/{file} is stale: regenerate it with proc_box --generate {what}");
+    }
+    let out = Command::new(proc_box()).args(["--generate", "tcsh"]).run();
+    assert_eq!(out.status.code(), Some(125));
+}

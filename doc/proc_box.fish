@@ -1,0 +1,33 @@
+complete -c proc_box -l timeout -d 'wall-clock limit (0 = none); the job is stopped and proc_box exits 124' -r
+complete -c proc_box -l grace -d 'time between the stop signal and SIGKILL' -r
+complete -c proc_box -l stop-signal -d 'signal that starts a graceful stop' -r
+complete -c proc_box -l on-main-exit -d 'what happens to leftover descendants when the main process exits' -r -f -a "kill\t'end every leftover process: the stop signal, then SIGKILL after --grace'
+wait\t'wait for the whole tree to exit by itself'"
+complete -c proc_box -l preserve-status -d 'on --timeout, exit with the command\'s status (128+N) instead of 124' -r -f -a "true\t''
+false\t''"
+complete -c proc_box -l stdoutlimit -d 'stdout byte limit: graceful stop at the limit, SIGKILL at twice it' -r
+complete -c proc_box -l stats-file -d 'append a sample every --sint (and on SIGHUP or `sample`), then the summary, as JSON lines' -r -F
+complete -c proc_box -l summary-file -d 'write the summary alone here, atomically, when the box ends' -r -F
+complete -c proc_box -l sint -d 'interval between emitted samples' -r
+complete -c proc_box -l monitor -d 'how often tree memory is read for the peaks (minimum 10ms)' -r
+complete -c proc_box -l json -d 'a JSON object copied into every sample and the summary as `user`' -r
+complete -c proc_box -l control-socket -d 'Unix socket (mode 0600) taking one JSON command per line' -r -F
+complete -c proc_box -l track -d 'how descendants are found' -r -f -a "auto\t'ptrace when the kernel allows it, otherwise subreaper (with one warning)'
+ptrace\t'learn of every fork through ptrace events; fail with status 125 if ptrace is refused'
+subreaper\t'no ptrace: walk the kernel\'s children lists on SIGCHLD and on every tick'"
+complete -c proc_box -l id -d 'box id, used in messages and in the per-box control routing key [default: the scheduler\'s job id, else <hostname>-<pid>]' -r
+complete -c proc_box -l debug -d 'log debugging detail on stderr' -r -f -a "true\t''
+false\t''"
+complete -c proc_box -l nowarn -d 'log errors only' -r -f -a "true\t''
+false\t''"
+complete -c proc_box -l uri -d 'AMQP URI (amqp:// or amqps://); unset means no broker' -r
+complete -c proc_box -l exchange -d 'topic exchange for control and emission' -r
+complete -c proc_box -l rkey -d 'control routing key; a comma-separated list binds several' -r
+complete -c proc_box -l skey -d 'prefix of the emission routing key (.<hostname> is appended)' -r
+complete -c proc_box -l msgtimeout -d 'how long one message may take to be sent and confirmed (0 = no limit)' -r
+complete -c proc_box -l runanyway -d 'accepted for compatibility: broker trouble never stops the job' -r -f -a "true\t''
+false\t''"
+complete -c proc_box -l multiRmtKey -d 'accepted for compatibility: rkey lists always work' -r -f -a "true\t''
+false\t''"
+complete -c proc_box -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c proc_box -s V -l version -d 'Print version'

@@ -1,0 +1,62 @@
+#compdef proc_box
+
+autoload -U is-at-least
+
+_proc_box() {
+    typeset -A opt_args
+    typeset -a _arguments_options
+    local ret=1
+
+    if is-at-least 5.2; then
+        _arguments_options=(-s -S -C)
+    else
+        _arguments_options=(-s -C)
+    fi
+
+    local context curcontext="$curcontext" state line
+    _arguments "${_arguments_options[@]}" : \
+'--timeout=[wall-clock limit (0 = none); the job is stopped and proc_box exits 124]:DURATION:_default' \
+'--grace=[time between the stop signal and SIGKILL]:DURATION:_default' \
+'--stop-signal=[signal that starts a graceful stop]:SIGNAL:_default' \
+'--on-main-exit=[what happens to leftover descendants when the main process exits]:ON_MAIN_EXIT:((kill\:"end every leftover process\: the stop signal, then SIGKILL after --grace"
+wait\:"wait for the whole tree to exit by itself"))' \
+'--preserve-status=[on --timeout, exit with the command'\''s status (128+N) instead of 124]::PRESERVE_STATUS:(true false)' \
+'--stdoutlimit=[stdout byte limit\: graceful stop at the limit, SIGKILL at twice it]:SIZE:_default' \
+'--stats-file=[append a sample every --sint (and on SIGHUP or \`sample\`), then the summary, as JSON lines]:PATH:_files' \
+'--summary-file=[write the summary alone here, atomically, when the box ends]:PATH:_files' \
+'--sint=[interval between emitted samples]:DURATION:_default' \
+'--monitor=[how often tree memory is read for the peaks (minimum 10ms)]:DURATION:_default' \
+'--json=[a JSON object copied into every sample and the summary as \`user\`]:OBJECT:_default' \
+'--control-socket=[Unix socket (mode 0600) taking one JSON command per line]:PATH:_files' \
+'--track=[how descendants are found]:TRACK:((auto\:"ptrace when the kernel allows it, otherwise subreaper (with one warning)"
+ptrace\:"learn of every fork through ptrace events; fail with status 125 if ptrace is refused"
+subreaper\:"no ptrace\: walk the kernel'\''s children lists on SIGCHLD and on every tick"))' \
+'--id=[box id, used in messages and in the per-box control routing key \[default\: the scheduler'\''s job id, else <hostname>-<pid>\]]:ID:_default' \
+'--debug=[log debugging detail on stderr]::DEBUG:(true false)' \
+'--nowarn=[log errors only]::NOWARN:(true false)' \
+'--uri=[AMQP URI (amqp\:// or amqps\://); unset means no broker]:URI:_default' \
+'--exchange=[topic exchange for control and emission]:EXCHANGE:_default' \
+'--rkey=[control routing key; a comma-separated list binds several]:RKEY:_default' \
+'--skey=[prefix of the emission routing key (.<hostname> is appended)]:SKEY:_default' \
+'--msgtimeout=[how long one message may take to be sent and confirmed (0 = no limit)]:DURATION:_default' \
+'--runanyway=[accepted for compatibility\: broker trouble never stops the job]::RUNANYWAY:(true false)' \
+'--multiRmtKey=[accepted for compatibility\: rkey lists always work]::MULTI_RMT_KEY:(true false)' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+'*::command -- the command to run, and its arguments:_default' \
+&& ret=0
+}
+
+(( $+functions[_proc_box_commands] )) ||
+_proc_box_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_box commands' commands "$@"
+}
+
+if [ "$funcstack[1]" = "_proc_box" ]; then
+    _proc_box "$@"
+else
+    compdef _proc_box proc_box
+fi
