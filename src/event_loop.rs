@@ -30,6 +30,8 @@ const SIGNALS: Token = Token(0);
 const WAKER: Token = Token(1);
 /// The job's stdout and stderr pipes, until their relay threads start.
 const OUTPUTS: [Token; 2] = [Token(3), Token(4)];
+/// Fault signals sent to proc_box with kill(2), passed on by the fault handler.
+const SENT_FAULTS: Token = Token(5);
 
 /// How often the children lists are walked when no event asks for it. In subreaper mode this
 /// bounds how long a new process can go unseen; in ptrace mode it is only the backstop for
@@ -40,7 +42,8 @@ const TICK_PTRACE: Duration = Duration::from_secs(1);
 /// Every signal proc_box can catch: all are blocked and read from the signalfd, so none can
 /// kill proc_box while it holds a tree (only SIGKILL can, and a real fault of its own). The job
 /// starts with proc_box's original mask instead. What each one means is [`meaning`]'s table.
-/// glibc keeps 32 and 33 for itself.
+/// glibc keeps 32 and 33 for itself. The fault signals are `fault.rs`'s: the kernel forces a real
+/// fault through a block, so those reach a handler, and come here through a pipe when sent.
 pub fn handled_signals() -> SigSet {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -48,7 +51,8 @@ pub fn handled_signals() -> SigSet {
     unsafe {
         libc::sigemptyset(&mut set);
         for sig in 1..=libc::SIGRTMAX() {
-            if !matches!(sig, libc::SIGKILL | libc::SIGSTOP) {
+            let fault_only = crate::fault::FAULTS.contains(&sig) && sig != libc::SIGABRT;
+            if !matches!(sig, libc::SIGKILL | libc::SIGSTOP) && !fault_only {
                 libc::sigaddset(&mut set, sig);
             }
         }
@@ -88,6 +92,8 @@ pub fn meaning(sig: i32) -> Meaning {
 /// Everything the loop starts with.
 pub struct Parts {
     pub signals: SignalFd,
+    /// The read end of the fault handler's pipe (see `fault.rs`).
+    pub sent_faults: std::os::fd::OwnedFd,
     pub main: crate::spawn::Spawned,
     pub policy: Policy,
     pub socket: Option<ControlSocket>,
@@ -182,6 +188,7 @@ impl Output {
 pub struct EventLoop {
     poll: Poll,
     signals: SignalFd,
+    sent_faults: std::os::fd::OwnedFd,
     tracker: Tracker,
     policy: Policy,
     socket: Option<ControlSocket>,
@@ -221,6 +228,7 @@ impl EventLoop {
         let poll = Poll::new()?;
         let registry = poll.registry();
         registry.register(&mut SourceFd(&parts.signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
+        registry.register(&mut SourceFd(&parts.sent_faults.as_raw_fd()), SENT_FAULTS, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(registry, WAKER)?);
         let (tx, requests) = channel();
         let mut socket = parts.socket;
@@ -264,6 +272,7 @@ impl EventLoop {
             preserve_status: parts.preserve_status,
             argv: parts.argv,
             signals: parts.signals,
+            sent_faults: parts.sent_faults,
             tracker,
             policy: parts.policy,
             socket,
@@ -402,6 +411,21 @@ impl EventLoop {
     fn dispatch(&mut self, token: Token, readable: bool) {
         match token {
             SIGNALS => self.on_signals(),
+            SENT_FAULTS => {
+                let mut sigs = [0u8; 64];
+                loop {
+                    // SAFETY: reading into a local buffer from the non-blocking pipe we own.
+                    let n = unsafe {
+                        libc::read(self.sent_faults.as_raw_fd(), sigs.as_mut_ptr().cast(), sigs.len())
+                    };
+                    if n <= 0 {
+                        break;
+                    }
+                    for &sig in &sigs[..n as usize] {
+                        self.on_signal(sig as i32);
+                    }
+                }
+            }
             WAKER => {
                 self.check_limits();
                 while let Ok(req) = self.requests.try_recv() {

@@ -10,6 +10,7 @@ pub mod command;
 pub mod config;
 pub mod emitter;
 pub mod event_loop;
+pub mod fault;
 pub mod inherited;
 pub mod policy;
 pub mod relay;

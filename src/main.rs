@@ -71,6 +71,7 @@ fn start(config: &Config) -> Result<i32, String> {
         handled_signals().thread_swap_mask(SigmaskHow::SIG_BLOCK).map_err(|e| format!("sigprocmask: {e}"))?;
     let signals = SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {e}"))?;
+    let sent_faults = proc_box::fault::install().map_err(|e| format!("fault handler: {e}"))?;
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
     let nofile = raise_nofile();
     let socket = config.control_socket.as_deref().map(ControlSocket::bind).transpose()?;
@@ -95,6 +96,7 @@ fn start(config: &Config) -> Result<i32, String> {
     let argv: Vec<String> = config.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let event_loop = EventLoop::new(Parts {
         signals,
+        sent_faults,
         main,
         policy,
         socket,

@@ -341,3 +341,66 @@ fn every_signal_sent_to_proc_box_is_forwarded_or_acted_on() {
         s.assert_no_survivors();
     }
 }
+
+/// A real fault inside proc_box (a bug) must still end the tree, in subreaper mode too, where no
+/// EXITKILL does it: the fault handler kills every descendant, then proc_box dies of the fault.
+#[test]
+fn a_real_fault_in_proc_box_takes_the_tree_with_it() {
+    let inject = fixture("fault_inject");
+    let tree = fixture("fork_tree");
+    for mode in MODES {
+        let s = Scene::new("fault");
+        let mut child = s
+            .command(&["--nowarn", "--track", mode, "--"])
+            .arg(&tree)
+            .arg("stay")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        for n in ["child0", "child1", "grand0", "grand1", "main"] {
+            s.pid(n);
+        }
+        let err = child.stderr.take().unwrap();
+        let status = Command::new(&inject).arg(child.id().to_string()).status().unwrap();
+        if status.code() == Some(77) {
+            eprintln!("fault injection is not supported on this architecture; skipped");
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        assert!(status.success(), "injecting the fault failed");
+        let st = wait_exit(&mut child);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(libc::SIGSEGV), "{mode}: proc_box dies of its fault");
+        let err = std::io::read_to_string(err).unwrap();
+        assert!(err.contains("fatal signal in proc_box itself"), "{mode}: {err}");
+        s.wait_no_survivors();
+    }
+}
+
+/// The fault signals sent with kill(2) are not faults: forwarded like any other.
+#[test]
+fn fault_signals_sent_with_kill_are_forwarded() {
+    let zoo = fixture("zoo");
+    for mode in MODES {
+        let s = Scene::new("sentfault");
+        let mut child =
+            s.command(&["--nowarn", "--track", mode, "--"]).arg(&zoo).arg("listen").spawn().unwrap();
+        s.pid("listen");
+        for sig in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+            libc::SIGABRT,
+        ] {
+            raw_kill(child.id() as i32, sig);
+            wait_for(&format!("{mode}: {sig} forwarded"), || (seen(&s).get(&sig) == Some(&1)).then_some(()));
+        }
+        raw_kill(child.id() as i32, libc::SIGTERM);
+        assert_eq!(wait_exit(&mut child).code(), Some(0), "{mode}");
+    }
+}
