@@ -1,6 +1,14 @@
 //! Diagnostics on stderr, prefixed `proc_box:`. stdout always belongs to the job.
+//!
+//! Logging must never stop or stall the box: stderr may be a closed pipe (`eprintln!` would
+//! panic), or a pipe nobody reads (a plain write would block the event loop). So lines go
+//! through a bounded queue to a writer thread that ignores write errors; a line that does not
+//! fit is dropped and counted, and the count is reported at the end.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -11,6 +19,16 @@ pub enum Level {
 }
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+/// Lines waiting for the writer; past this, lines are dropped.
+const QUEUE: usize = 256;
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+enum Msg {
+    Line(String),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+static SENDER: OnceLock<Mutex<SyncSender<Msg>>> = OnceLock::new();
 
 pub fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
@@ -20,11 +38,100 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= LEVEL.load(Ordering::Relaxed)
 }
 
+/// Writes all of `bytes` to fd 2, ignoring every error: nobody is left to tell.
+pub fn write_stderr(bytes: &[u8]) {
+    write_fd(2, bytes);
+}
+
+/// Writes all of `bytes` to `fd`, ignoring errors (a closed stdout must not panic `--help`).
+pub fn write_fd(fd: i32, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: write(2) from a valid slice.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n > 0 {
+            bytes = &bytes[n as usize..];
+        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        } else {
+            return;
+        }
+    }
+}
+
+fn sender() -> Option<&'static Mutex<SyncSender<Msg>>> {
+    if let Some(s) = SENDER.get() {
+        return Some(s);
+    }
+    let (tx, rx) = sync_channel(QUEUE);
+    std::thread::Builder::new().name("log".into()).spawn(move || writer(rx)).ok()?;
+    let _ = SENDER.set(Mutex::new(tx));
+    SENDER.get()
+}
+
+fn writer(rx: Receiver<Msg>) {
+    for msg in rx {
+        match msg {
+            Msg::Line(line) => write_stderr(line.as_bytes()),
+            Msg::Flush(ack) => {
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
+/// Queues one line (a newline is added). Never blocks; a full queue drops it, counted.
+pub fn emit(args: std::fmt::Arguments) {
+    // One message, one line, and nothing from outside (a command name, a path) can inject
+    // control characters into a terminal or a log: they are escaped.
+    let mut line = String::with_capacity(64);
+    for c in format!("proc_box: {args}").chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line.push('\n');
+    let sent = sender()
+        .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).try_send(Msg::Line(line)).is_ok())
+        .unwrap_or(false);
+    if !sent {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Waits up to `timeout` for the queued lines to be written, then reports dropped ones.
+pub fn flush(timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    if let Some(s) = SENDER.get() {
+        let (ack, done) = std::sync::mpsc::channel();
+        let queued = s.lock().unwrap_or_else(|e| e.into_inner()).try_send(Msg::Flush(ack)).is_ok();
+        if queued {
+            let _ = done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
+    }
+    let dropped = DROPPED.load(Ordering::Relaxed);
+    if dropped > 0 {
+        // Non-blocking, best effort: stderr may be the very thing that is stuck.
+        let line = format!("proc_box: {dropped} message(s) not written: stderr was full or closed\n");
+        // SAFETY: poll on fd 2 with a zero timeout.
+        let mut pfd = libc::pollfd { fd: 2, events: libc::POLLOUT, revents: 0 };
+        if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 && pfd.revents & libc::POLLOUT != 0 {
+            write_stderr(line.as_bytes());
+        }
+    }
+}
+
+/// Messages dropped so far.
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
 #[macro_export]
-macro_rules! error { ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Error) { eprintln!("proc_box: {}", format_args!($($t)*)) } } }
+macro_rules! error { ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Error) { $crate::log::emit(format_args!($($t)*)) } } }
 #[macro_export]
-macro_rules! warn { ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Warn) { eprintln!("proc_box: warning: {}", format_args!($($t)*)) } } }
+macro_rules! warn { ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Warn) { $crate::log::emit(format_args!("warning: {}", format_args!($($t)*))) } } }
 #[macro_export]
-macro_rules! info { ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Info) { eprintln!("proc_box: {}", format_args!($($t)*)) } } }
+macro_rules! info { ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Info) { $crate::log::emit(format_args!($($t)*)) } } }
 #[macro_export]
-macro_rules! debug { ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Debug) { eprintln!("proc_box: debug: {}", format_args!($($t)*)) } } }
+macro_rules! debug { ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Debug) { $crate::log::emit(format_args!("debug: {}", format_args!($($t)*))) } } }

@@ -24,18 +24,20 @@ const SETUP_FAILED: i32 = 125;
 static CAPTURE_INHERITED: extern "C" fn() = proc_box::inherited::capture;
 
 fn main() {
-    std::process::exit(run());
+    let code = run();
+    log::flush(std::time::Duration::from_secs(1));
+    std::process::exit(code);
 }
 
 fn run() -> i32 {
     let config = match Config::parse_args(std::env::args_os().collect()) {
         Ok(c) => c,
         Err(ParseOutcome::Info(text)) => {
-            print!("{text}");
+            log::write_fd(1, text.as_bytes());
             return 0;
         }
         Err(ParseOutcome::Usage(text)) => {
-            eprint!("{text}");
+            log::write_stderr(text.as_bytes());
             return SETUP_FAILED;
         }
     };

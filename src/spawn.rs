@@ -93,8 +93,8 @@ pub fn spawn(argv: &[OsString], box_id: &str, track: Track, setup: &ChildSetup) 
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let mask = *setup.mask.as_ref();
 
-    // SAFETY: proc_box is single-threaded here (no transport thread has started), and the child
-    // only makes async-signal-safe calls on memory prepared before the fork.
+    // SAFETY: the child only makes async-signal-safe calls on memory prepared before the fork,
+    // so threads that may run already (the log writer) cannot leave it a held lock to trip on.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             // SAFETY: see above; this never returns.
