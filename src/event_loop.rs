@@ -304,10 +304,13 @@ impl EventLoop {
         while !self.tracker.finished() {
             self.tracker.set_birth_signal(self.policy.birth_signal());
             let now = Instant::now();
-            let wake = [self.policy.next_deadline(now), self.next_sample, Some(self.next_monitor)]
+            let mut wake = [self.policy.next_deadline(now), self.next_sample, Some(self.next_monitor)]
                 .into_iter()
                 .flatten()
                 .fold(self.next_tick, Instant::min);
+            if self.socket.as_ref().is_some_and(ControlSocket::has_more) {
+                wake = now; // a client has input left over from the last turn's budget
+            }
             match self.poll.poll(&mut events, Some(wake.saturating_duration_since(now))) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -320,10 +323,16 @@ impl EventLoop {
             for ev in events.iter() {
                 self.dispatch(ev.token(), ev.is_readable());
             }
+            if let Some(inputs) = self.socket.as_mut().map(|s| s.serve_more(self.poll.registry())) {
+                self.answer(inputs);
+            }
             let now = Instant::now();
             let actions = self.policy.on_time(now);
             self.apply(actions);
             if now >= self.next_tick {
+                if let Some(socket) = self.socket.as_mut() {
+                    socket.sweep(self.poll.registry(), now);
+                }
                 self.tracker.scan(self.poll.registry());
                 self.next_tick = now + self.tick;
             }
@@ -584,6 +593,11 @@ impl EventLoop {
             return;
         };
         let inputs = socket.ready(token, self.poll.registry());
+        self.answer(inputs);
+    }
+
+    /// Answers what the control socket's clients sent, each on its own connection.
+    fn answer(&mut self, inputs: Vec<(Token, Input)>) {
         for (conn, input) in inputs {
             let reply = match input {
                 Input::Line(line) => self.handle_raw(&line),

@@ -68,3 +68,77 @@ fn durations_that_cannot_be_represented_are_refused() {
     ctl.ok("stop", &[]);
     assert_eq!(wait_exit(&mut child).code(), Some(143));
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A client that streams commands as fast as it can, and reads its replies, must neither delay
+/// the timeout nor grow proc_box's memory.
+#[test]
+fn a_streaming_client_neither_starves_the_loop_nor_grows_memory() {
+    use std::io::{BufRead, BufReader, Write};
+    let s = Scene::new("stream");
+    let sock = s.socket().display().to_string();
+    let mut child =
+        s.command(&["--control-socket", &sock, "--timeout", "2s", "--", "sleep", "100"]).spawn().unwrap();
+    let stream = wait_for("the socket", || std::os::unix::net::UnixStream::connect(s.socket()).ok());
+    let start = Instant::now();
+    let mut writer = stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let chunk = "{}\n".repeat(4096);
+        while writer.write_all(chunk.as_bytes()).is_ok() {}
+    });
+    let replies = std::thread::spawn(move || {
+        let mut n = 0u64;
+        let mut line = String::new();
+        let mut r = BufReader::new(stream);
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            n += 1;
+            line.clear();
+        }
+        n
+    });
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() && start.elapsed() < DEADLINE {
+        peak = peak.max(rss_kib(child.id()));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(wait_exit(&mut child).code(), Some(124));
+    let took = start.elapsed().as_secs_f64();
+    assert!(took < 4.0, "the 2 s timeout fired after {took:.2} s under a streaming client");
+    assert!(replies.join().unwrap() > 1000, "the client was served meanwhile");
+    assert!(peak < 64 * 1024, "proc_box grew to {peak} KiB under one client");
+}
+
+/// Idle connections never lock controllers out: the oldest idle one makes room. And no command
+/// that was fully received goes unanswered, however many clients arrive at once.
+#[test]
+fn idle_connections_make_room_and_every_command_is_answered() {
+    let s = Scene::new("slots");
+    let sock = s.socket().display().to_string();
+    let mut child = s.command(&["--control-socket", &sock, "--", "sleep", "100"]).spawn().unwrap();
+    let _idle: Vec<_> = (0..70)
+        .map(|_| wait_for("a connection", || std::os::unix::net::UnixStream::connect(s.socket()).ok()))
+        .collect();
+    let mut ctl = Control::connect(&s.socket());
+    assert_eq!(ctl.status()["state"], "running");
+    let clients: Vec<_> = (0..100)
+        .map(|_| {
+            let path = s.socket();
+            std::thread::spawn(move || {
+                let mut c = Control::connect(&path);
+                c.ok("sample", &[])["ok"] == true
+            })
+        })
+        .collect();
+    let answered = clients.into_iter().map(|h| h.join().unwrap()).filter(|&ok| ok).count();
+    assert_eq!(answered, 100, "every command gets its answer");
+    Control::connect(&s.socket()).ok("stop", &[]);
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+}

@@ -1,13 +1,18 @@
 //! The local control socket: one JSON command per line in, one JSON reply per line out.
 //!
 //! Non-blocking and owned by the event loop. A slow or hostile client can cost a bounded amount
-//! of memory (line and reply-buffer caps, a connection cap) and never blocks the loop.
+//! of memory (line and reply-buffer caps, a connection cap) and never blocks the loop. Clients
+//! are served fairly: at most [`LINES_PER_TURN`] lines of one client per loop turn, so timers
+//! and signals wait a few milliseconds at most, however fast a client streams. A client that
+//! still has input is served again on the next turn ([`ControlSocket::has_more`]).
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 pub const LISTENER: Token = Token(2);
 const FIRST_CONN: usize = 16;
@@ -16,6 +21,12 @@ const MAX_CONNS: usize = 64;
 pub const MAX_LINE: usize = 64 * 1024;
 /// A client that stops reading its replies is dropped past this much pending output.
 const MAX_PENDING: usize = 1 << 20;
+/// Past this much unsent output, a client's further input waits until it reads its replies.
+const BACKPRESSURE: usize = 64 * 1024;
+/// Lines of one client handled per loop turn.
+pub const LINES_PER_TURN: usize = 16;
+/// A connection with nothing in flight for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Conn {
     stream: UnixStream,
@@ -27,6 +38,9 @@ struct Conn {
     eof: bool,
     /// Lines handed out by `ready` and not yet answered.
     unanswered: usize,
+    /// Input may be left to read or to split: serve again next turn.
+    more: bool,
+    last_active: Instant,
 }
 
 pub struct ControlSocket {
@@ -34,6 +48,8 @@ pub struct ControlSocket {
     path: PathBuf,
     ino: u64,
     conns: Vec<Option<Conn>>,
+    /// Every slot was taken when a client knocked: accept it once one frees.
+    accept_waiting: bool,
 }
 
 /// What a connection produced: complete lines to answer, or a line refused for its length.
@@ -70,6 +86,7 @@ impl ControlSocket {
             path: path.to_owned(),
             ino,
             conns: (0..MAX_CONNS).map(|_| None).collect(),
+            accept_waiting: false,
         })
     }
 
@@ -87,39 +104,95 @@ impl ControlSocket {
             self.accept(registry);
             return Vec::new();
         }
-        let slot = token.0 - FIRST_CONN;
-        let Some(conn) = self.conns[slot].as_mut() else {
-            return Vec::new();
-        };
         let mut input = Vec::new();
+        self.serve(token.0 - FIRST_CONN, registry, &mut input);
+        input
+    }
+
+    /// Whether a client has input left that the last turn's budget did not reach.
+    pub fn has_more(&self) -> bool {
+        self.accept_waiting && self.conns.iter().any(Option::is_none)
+            || self.conns.iter().flatten().any(|c| c.more && c.out.len() < BACKPRESSURE)
+    }
+
+    /// One more turn for every client with input left, and for a client waiting for a slot.
+    pub fn serve_more(&mut self, registry: &Registry) -> Vec<(Token, Input)> {
+        if self.accept_waiting && self.conns.iter().any(Option::is_none) {
+            self.accept(registry);
+        }
+        let mut input = Vec::new();
+        for slot in 0..MAX_CONNS {
+            if self.conns[slot].as_ref().is_some_and(|c| c.more && c.out.len() < BACKPRESSURE) {
+                self.serve(slot, registry, &mut input);
+            }
+        }
+        input
+    }
+
+    /// Closes connections idle for [`IDLE_TIMEOUT`]. Call now and then (the loop's tick).
+    pub fn sweep(&mut self, registry: &Registry, now: Instant) {
+        for slot in 0..MAX_CONNS {
+            let idle = self.conns[slot]
+                .as_ref()
+                .is_some_and(|c| c.idle() && now.saturating_duration_since(c.last_active) >= IDLE_TIMEOUT);
+            if idle {
+                self.close(slot, registry);
+            }
+        }
+    }
+
+    /// Reads and splits at most [`LINES_PER_TURN`] lines of one client.
+    fn serve(&mut self, slot: usize, registry: &Registry, input: &mut Vec<(Token, Input)>) {
+        let token = Token(FIRST_CONN + slot);
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        conn.last_active = Instant::now();
         let mut buf = [0u8; 4096];
         let mut failed = false;
-        while !conn.eof && conn.out.len() < MAX_PENDING {
+        let mut taken = 0;
+        conn.more = true;
+        loop {
+            if taken == LINES_PER_TURN || conn.out.len() >= BACKPRESSURE {
+                break; // the rest waits for the next turn, or for the client to read
+            }
+            if let Some(line) = conn.next_line() {
+                input.push((token, line));
+                taken += 1;
+                continue;
+            }
+            if conn.eof {
+                conn.more = false;
+                break;
+            }
             match conn.stream.read(&mut buf) {
                 Ok(0) => conn.eof = true,
-                Ok(n) => conn.take(&buf[..n], &mut |i| input.push((token, i))),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(n) => conn.inbuf.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.more = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     failed = true;
                     break;
                 }
             }
         }
-        if conn.eof && !conn.discarding && !conn.inbuf.is_empty() {
+        if conn.eof && !conn.more && !conn.discarding && !conn.inbuf.is_empty() {
             // A last command without a newline still counts.
             let line = std::mem::take(&mut conn.inbuf);
             if !line.trim_ascii().is_empty() {
                 input.push((token, Input::Line(line)));
+                taken += 1;
             }
         }
-        conn.unanswered += input.len();
+        conn.unanswered += taken;
         if failed {
             self.close(slot, registry);
         } else {
             self.flush(slot, registry);
         }
-        input
     }
 
     /// Queues a reply line on a connection and writes what the peer will take now.
@@ -132,14 +205,31 @@ impl ControlSocket {
         }
     }
 
+    /// Accepts waiting clients. With every slot taken, the oldest idle client makes room; if
+    /// none is idle, the newcomer waits in the listen backlog (never accepted and dropped).
     fn accept(&mut self, registry: &Registry) {
         loop {
+            let slot = match self.conns.iter().position(Option::is_none) {
+                Some(slot) => slot,
+                None => match self.oldest_idle() {
+                    Some(slot) => {
+                        crate::debug!("control socket: closing the oldest idle client to make room");
+                        self.close(slot, registry);
+                        slot
+                    }
+                    None => {
+                        if !self.accept_waiting {
+                            crate::warn!(
+                                "control socket: {MAX_CONNS} clients busy; a new one waits for a slot"
+                            );
+                        }
+                        self.accept_waiting = true;
+                        return;
+                    }
+                },
+            };
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
-                    let Some(slot) = self.conns.iter().position(Option::is_none) else {
-                        crate::warn!("control socket: more than {MAX_CONNS} clients; closing the newest");
-                        continue;
-                    };
                     let token = Token(FIRST_CONN + slot);
                     if registry.register(&mut stream, token, Interest::READABLE).is_ok() {
                         self.conns[slot] = Some(Conn {
@@ -149,10 +239,15 @@ impl ControlSocket {
                             discarding: false,
                             eof: false,
                             unanswered: 0,
+                            more: false,
+                            last_active: Instant::now(),
                         });
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_waiting = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     crate::warn!("control socket: accept failed: {e}");
@@ -160,6 +255,13 @@ impl ControlSocket {
                 }
             }
         }
+    }
+
+    fn oldest_idle(&self) -> Option<usize> {
+        (0..MAX_CONNS)
+            .filter_map(|i| self.conns[i].as_ref().filter(|c| c.idle()).map(|c| (c.last_active, i)))
+            .min()
+            .map(|(_, i)| i)
     }
 
     fn flush(&mut self, slot: usize, registry: &Registry) {
@@ -196,31 +298,42 @@ impl ControlSocket {
 }
 
 impl Conn {
-    /// Splits incoming bytes into lines, enforcing [`MAX_LINE`].
-    fn take(&mut self, mut bytes: &[u8], emit: &mut dyn FnMut(Input)) {
-        while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
-            if self.discarding {
-                self.discarding = false;
-            } else if self.inbuf.len() + nl > MAX_LINE {
-                emit(Input::TooLong);
-            } else {
-                self.inbuf.extend_from_slice(&bytes[..nl]);
-                let line = std::mem::take(&mut self.inbuf);
-                if !line.trim_ascii().is_empty() {
-                    emit(Input::Line(line));
+    /// Nothing in flight: no input left (read or still in the kernel's buffer), no reply owed
+    /// or unsent. Only such a connection may be closed to make room.
+    fn idle(&self) -> bool {
+        if self.unanswered != 0 || !self.out.is_empty() || !self.inbuf.is_empty() || self.more {
+            return false;
+        }
+        let mut pfd = libc::pollfd { fd: self.stream.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd on the stack, zero timeout.
+        unsafe { libc::poll(&mut pfd, 1, 0) == 0 }
+    }
+
+    /// The next complete line of the input, enforcing [`MAX_LINE`].
+    fn next_line(&mut self) -> Option<Input> {
+        loop {
+            match self.inbuf.iter().position(|&b| b == b'\n') {
+                Some(nl) => {
+                    let line: Vec<u8> = self.inbuf.drain(..=nl).take(nl).collect();
+                    if std::mem::take(&mut self.discarding) {
+                        continue; // the tail of an over-long line
+                    }
+                    if line.len() > MAX_LINE {
+                        return Some(Input::TooLong);
+                    }
+                    if !line.trim_ascii().is_empty() {
+                        return Some(Input::Line(line));
+                    }
                 }
+                None if self.inbuf.len() > MAX_LINE => {
+                    self.inbuf.clear();
+                    if std::mem::replace(&mut self.discarding, true) {
+                        continue; // still inside the same over-long line
+                    }
+                    return Some(Input::TooLong);
+                }
+                None => return None,
             }
-            self.inbuf.clear();
-            bytes = &bytes[nl + 1..];
-        }
-        if self.discarding {
-            return;
-        }
-        self.inbuf.extend_from_slice(bytes);
-        if self.inbuf.len() > MAX_LINE {
-            emit(Input::TooLong);
-            self.inbuf.clear();
-            self.discarding = true;
         }
     }
 }
