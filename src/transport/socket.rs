@@ -27,6 +27,9 @@ const BACKPRESSURE: usize = 64 * 1024;
 pub const LINES_PER_TURN: usize = 16;
 /// A connection with nothing in flight for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A connection quiet for less than this is never closed to make room: a client that just
+/// connected has not had the time to send its command.
+const MIN_IDLE_TO_EVICT: Duration = Duration::from_secs(1);
 
 struct Conn {
     stream: UnixStream,
@@ -129,8 +132,12 @@ impl ControlSocket {
         input
     }
 
-    /// Closes connections idle for [`IDLE_TIMEOUT`]. Call now and then (the loop's tick).
+    /// Closes connections idle for [`IDLE_TIMEOUT`], and lets a waiting client in if an idle
+    /// one can make room. Call now and then (the loop's tick).
     pub fn sweep(&mut self, registry: &Registry, now: Instant) {
+        if self.accept_waiting {
+            self.accept(registry); // an idle client may have become old enough to make room
+        }
         for slot in 0..MAX_CONNS {
             let idle = self.conns[slot]
                 .as_ref()
@@ -258,8 +265,13 @@ impl ControlSocket {
     }
 
     fn oldest_idle(&self) -> Option<usize> {
+        let now = Instant::now();
         (0..MAX_CONNS)
-            .filter_map(|i| self.conns[i].as_ref().filter(|c| c.idle()).map(|c| (c.last_active, i)))
+            .filter_map(|i| {
+                let c = self.conns[i].as_ref()?;
+                let quiet = now.saturating_duration_since(c.last_active) >= MIN_IDLE_TO_EVICT;
+                (quiet && c.idle()).then_some((c.last_active, i))
+            })
             .min()
             .map(|(_, i)| i)
     }
