@@ -48,14 +48,71 @@ pub struct Rejected {
     pub reason: String,
 }
 
+/// Any JSON value, an object kept as its list of entries, repeated keys included (a
+/// `serde_json::Map` would keep only the last of them, silently).
+enum Entries {
+    Object(Vec<(String, Value)>),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = m.next_entry::<String, Value>()? {
+                    entries.push(entry);
+                }
+                Ok(Entries::Object(entries))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Entries, A::Error> {
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Entries::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Entries, E> {
+                Ok(Entries::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Entries, E> {
+                Ok(Entries::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Entries, E> {
+                Ok(Entries::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Entries, E> {
+                Ok(Entries::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Entries, E> {
+                Ok(Entries::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Entries, E> {
+                Ok(Entries::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Parses one command. Keys match case-insensitively, as Go's decoder did.
 pub fn parse(raw: &[u8]) -> Result<Command, Rejected> {
     let reject =
         |command: Option<&str>, reason: String| Rejected { command: command.map(str::to_owned), reason };
-    let value: Value = serde_json::from_slice(raw).map_err(|e| reject(None, format!("invalid JSON: {e}")))?;
-    let Value::Object(map) = value else {
+    let value: Entries =
+        serde_json::from_slice(raw).map_err(|e| reject(None, format!("invalid JSON: {e}")))?;
+    let Entries::Object(map) = value else {
         return Err(reject(None, "a command must be a JSON object".into()));
     };
+    // Keys match case-insensitively, so two keys that differ only in case (or a repeated key)
+    // would make the command ambiguous: `{"command":"status","COMMAND":"timer_stop"}`.
+    for (i, (k, _)) in map.iter().enumerate() {
+        if map[..i].iter().any(|(other, _)| other.eq_ignore_ascii_case(k)) {
+            return Err(reject(None, format!("ambiguous: the key \"{k}\" appears more than once")));
+        }
+    }
     let field = |key: &str| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v);
     let name = match field("command") {
         Some(Value::String(s)) => s.as_str(),
@@ -175,6 +232,13 @@ mod tests {
             r#"{"command": "change_sample_rate", "arguments": ["soon"]}"#,
             r#"{"command": "change_sample_rate", "arguments": ["0s"]}"#,
             r#"{"command": "change_sample_rate"}"#,
+            r#"{"command": "change_sample_rate", "arguments": ["1e19"]}"#,
+            r#"{"command": "status", "COMMAND": "timer_stop"}"#,
+            r#"{"command": "status", "command": "timer_stop"}"#,
+            r#"{"command": "kill", "arguments": [], "Arguments": ["9"]}"#,
+            "42",
+            "\"stop\"",
+            "null",
         ] {
             let e = p(bad).expect_err(bad);
             assert!(!e.reason.is_empty(), "{bad}");

@@ -142,3 +142,58 @@ fn idle_connections_make_room_and_every_command_is_answered() {
     Control::connect(&s.socket()).ok("stop", &[]);
     assert_eq!(wait_exit(&mut child).code(), Some(143));
 }
+
+/// Each process is counted once in subreaper mode too: a child that exited and is not yet
+/// reaped must not be found again by the children-list walk.
+#[test]
+fn processes_started_counts_each_process_once() {
+    let s = Scene::new("started");
+    for mode in MODES {
+        let summary = s.dir.join(format!("{mode}.json"));
+        // Short children reaped by sh; then 200 orphans, reparented to proc_box and killed at
+        // the main exit, so they die as proc_box's own unreaped children.
+        let script = "i=0; while [ $i -lt 300 ]; do sleep 0.001 & i=$((i+1)); done; wait; \
+                      i=0; while [ $i -lt 200 ]; do sleep 100 & i=$((i+1)); done; exit 0";
+        let out = s
+            .command(&[
+                "--track",
+                mode,
+                "--summary-file",
+                summary.to_str().unwrap(),
+                "--",
+                "sh",
+                "-c",
+                script,
+            ])
+            .run();
+        assert_eq!(out.status.code(), Some(0));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        let started = v["processes_started"].as_u64().unwrap();
+        // sh and its 500 children; in subreaper mode a child may exit before any walk sees it.
+        assert!(started <= 501, "{mode}: processes_started {started} for 501 processes");
+        if mode == "ptrace" {
+            assert_eq!(started, 501, "ptrace mode is exact");
+        }
+    }
+}
+
+/// `{"command":"status","COMMAND":"timer_stop"}` must not stop the timer: ambiguous keys are
+/// refused.
+#[test]
+fn ambiguous_keys_are_refused() {
+    let s = Scene::new("ambiguous");
+    let sock = s.socket().display().to_string();
+    let mut child =
+        s.command(&["--control-socket", &sock, "--timeout", "1h", "--", "sleep", "100"]).spawn().unwrap();
+    let mut ctl = Control::connect(&s.socket());
+    for line in
+        [r#"{"command":"status","COMMAND":"timer_stop"}"#, r#"{"command":"status","command":"timer_stop"}"#]
+    {
+        let reply = ctl.raw(line);
+        assert_eq!(reply["ok"], false, "{line}: {reply}");
+        assert!(reply["error"].as_str().unwrap().contains("ambiguous"), "{reply}");
+    }
+    assert_eq!(ctl.status()["timer"]["enabled"], true);
+    ctl.ok("stop", &[]);
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+}

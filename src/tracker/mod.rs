@@ -448,7 +448,9 @@ impl Tracker {
     fn open_listed(&self, child: i32, parent: i32) -> Option<PidFd> {
         let fd = PidFd::open(child).ok()?;
         if parent == self.self_pid {
-            return Some(fd); // our own child: nothing else reaps it, so the pid is stable
+            // Our own child: nothing else reaps it, so the pid is stable. A zombie we have not
+            // reaped yet already left the tree: adding it again would count it twice.
+            return (!fd.exited()).then_some(fd);
         }
         let ppid = children::parent_of(child)?;
         if fd.exited() {
