@@ -197,3 +197,71 @@ fn ambiguous_keys_are_refused() {
     ctl.ok("stop", &[]);
     assert_eq!(wait_exit(&mut child).code(), Some(143));
 }
+
+/// As root, `--summary-file /dev/null` must write to the device, never replace it; an
+/// unwritable location is a 125 before the job runs.
+#[test]
+fn summary_paths_that_are_not_regular_files() {
+    use std::os::unix::fs::FileTypeExt;
+    let s = Scene::new("summary-dev");
+    let out = s.command(&["--summary-file", "/dev/null", "true"]).run();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    let ran = s.dir.join("ran");
+    let touch = format!("touch {}", ran.display());
+    let out = s.command(&["--summary-file", "/proc/self/summary.json", "sh", "-c", &touch]).run();
+    assert_eq!(out.status.code(), Some(125), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!ran.exists(), "the job must not run when its summary cannot be written");
+    let out = s.command(&["--summary-file", s.dir.to_str().unwrap(), "true"]).run();
+    assert_eq!(out.status.code(), Some(125), "a directory is refused");
+}
+
+/// The summary replaces a symlink at its path instead of writing through it, and leaves no
+/// temporary file behind.
+#[test]
+fn the_summary_never_writes_through_a_symlink() {
+    let s = Scene::new("summary-link");
+    let victim = s.dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = s.dir.join("summary.json");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let out = s.command(&["--summary-file", link.to_str().unwrap(), "true"]).run();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    let left: Vec<_> = std::fs::read_dir(&s.dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+/// In a sticky, world-writable directory, a symlink planted by another user is not followed
+/// (the kernel's protected_symlinks rule, enforced even where the host turns it off).
+#[test]
+fn a_stats_file_symlink_planted_by_another_user_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scene::new("planted");
+    let shared = s.dir.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = s.dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = shared.join("stats.jsonl");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    // SAFETY: lchown on a path we created; only the link's owner changes.
+    let c = std::ffi::CString::new(link.to_str().unwrap()).unwrap();
+    if unsafe { libc::lchown(c.as_ptr(), 65534, 65534) } != 0 {
+        eprintln!("cannot chown (not root); skipped");
+        return;
+    }
+    for flag in ["--stats-file", "--summary-file"] {
+        let out = s.command(&[flag, link.to_str().unwrap(), "true"]).run();
+        if flag == "--stats-file" {
+            assert_eq!(out.status.code(), Some(125), "{flag}");
+            assert!(String::from_utf8_lossy(&out.stderr).contains("owned by another user"));
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "{flag}");
+    }
+}

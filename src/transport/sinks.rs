@@ -10,7 +10,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -69,8 +70,37 @@ fn open_in_place(path: &Path, what: &str, pause: Pause) -> Result<File, String> 
     }
 }
 
+/// The kernel's `protected_symlinks` rule, applied whether or not the host enables it: in a
+/// sticky, world-writable directory (such as /tmp), a symlink is followed only if it belongs to
+/// us or to the directory's owner. Otherwise another user could point proc_box, running as
+/// root, at a file of their choice.
+fn check_symlink(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(link) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !link.file_type().is_symlink() {
+        return Ok(());
+    }
+    let Ok(dir) = std::fs::metadata(parent(path)) else {
+        return Ok(());
+    };
+    let shared = dir.mode() & 0o1002 == 0o1002; // sticky and world-writable
+                                                // SAFETY: geteuid has no failure mode.
+    let me = unsafe { libc::geteuid() };
+    if shared && link.uid() != me && link.uid() != dir.uid() {
+        return Err(format!(
+            "{} is a symlink owned by another user (uid {}) in a shared directory; not following it",
+            path.display(),
+            link.uid()
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `path` names something to write in place (a FIFO, a device, a socket).
 fn special(path: &Path) -> Result<bool, String> {
+    check_symlink(path)?;
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => Err(format!("{} is a directory", path.display())),
         Ok(m) => {
@@ -206,34 +236,46 @@ impl StatsFile {
 /// `--summary-file`: a regular file is replaced atomically, so a reader never sees half a
 /// summary; a FIFO or a device is written in place, opened before the job starts.
 pub enum SummaryFile {
-    Replace(PathBuf),
+    /// The directory (held open from the start) and the file's name in it.
+    Replace(PathBuf, OwnedFd, std::ffi::CString),
     InPlace(PathBuf, File),
 }
 
 impl SummaryFile {
-    /// Checks now that the summary can be delivered, so a typo fails before the job runs.
+    /// Checks now that the summary can be delivered, so a typo or an unwritable directory fails
+    /// with status 125 before the job runs, not after: a temporary file is created there and
+    /// removed.
     pub fn new(path: &Path, pause: Pause) -> Result<SummaryFile, String> {
         let what = "--summary-file";
         if special(path).map_err(|e| format!("{what}: {e}"))? {
             return Ok(SummaryFile::InPlace(path.to_owned(), open_in_place(path, what, pause)?));
         }
+        let shown = path.display();
+        let name = path
+            .file_name()
+            .and_then(|n| std::ffi::CString::new(n.as_bytes()).ok())
+            .ok_or_else(|| format!("{what} {shown}: not a file name"))?;
         let dir = parent(path);
-        if !dir.is_dir() {
-            return Err(format!("{what} {}: directory {} does not exist", path.display(), dir.display()));
-        }
-        Ok(SummaryFile::Replace(path.to_owned()))
+        let dirfd = std::fs::File::open(&dir)
+            .map_err(|e| format!("{what} {shown}: directory {}: {e}", dir.display()))?;
+        let dirfd = OwnedFd::from(dirfd);
+        let probe =
+            create_temp(&dirfd, &name).map_err(|e| format!("{what} {shown}: cannot write there: {e}"))?;
+        // SAFETY: removing the probe we just created, by name, relative to the directory fd.
+        unsafe { libc::unlinkat(dirfd.as_raw_fd(), probe.1.as_ptr(), 0) };
+        Ok(SummaryFile::Replace(path.to_owned(), dirfd, name))
     }
 
     pub fn path(&self) -> &Path {
         match self {
-            SummaryFile::Replace(p) | SummaryFile::InPlace(p, _) => p,
+            SummaryFile::Replace(p, ..) | SummaryFile::InPlace(p, _) => p,
         }
     }
 
     /// Writes the summary; in place, on a thread, waiting at most until `deadline`.
     pub fn write(self, json: &str, deadline: Instant) -> io::Result<()> {
         match self {
-            SummaryFile::Replace(path) => replace(&path, json),
+            SummaryFile::Replace(_, dir, name) => replace(&dir, &name, json),
             SummaryFile::InPlace(_, file) => {
                 let w = Writer::start(file, "summary file")?;
                 if !(w.push(json.to_owned()) && w.flush(deadline)) {
@@ -251,19 +293,51 @@ impl SummaryFile {
     }
 }
 
-/// Temp file in the same directory, fsync, rename.
-fn replace(path: &Path, json: &str) -> io::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = parent(path).join(format!(".{name}.{}.tmp", std::process::id()));
+/// Creates `.NAME.RANDOM.tmp` in `dir` with `O_CREAT|O_EXCL|O_NOFOLLOW`: never an existing
+/// file, never through a symlink someone planted.
+fn create_temp(dir: &OwnedFd, name: &std::ffi::CStr) -> io::Result<(File, std::ffi::CString)> {
+    for _ in 0..8 {
+        let mut rnd = [0u8; 8];
+        // SAFETY: getrandom fills the local buffer.
+        if unsafe { libc::getrandom(rnd.as_mut_ptr().cast(), rnd.len(), 0) } != rnd.len() as isize {
+            return Err(io::Error::last_os_error());
+        }
+        let hex: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = std::ffi::CString::new(format!(".{}.{hex}.tmp", name.to_string_lossy()))
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: a NUL-terminated name relative to an open directory fd.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), tmp.as_ptr(), flags, 0o666 as libc::c_uint) };
+        if fd >= 0 {
+            // SAFETY: a fresh fd owned by nothing else.
+            return Ok((unsafe { File::from_raw_fd(fd) }, tmp));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::EEXIST))
+}
+
+/// Temp file in the same directory, fsync, rename over the name (a symlink there is replaced,
+/// not followed).
+fn replace(dir: &OwnedFd, name: &std::ffi::CStr, json: &str) -> io::Result<()> {
+    let (mut f, tmp) = create_temp(dir, name)?;
     let result = (|| {
-        let mut f = File::create(&tmp)?;
         f.write_all(json.as_bytes())?;
         f.write_all(b"\n")?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        // SAFETY: two NUL-terminated names relative to the same open directory fd.
+        let rc = unsafe { libc::renameat(dir.as_raw_fd(), tmp.as_ptr(), dir.as_raw_fd(), name.as_ptr()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        // SAFETY: removing our own temporary file by name, relative to the directory fd.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
     }
     result
 }

@@ -10,7 +10,7 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -80,9 +80,9 @@ impl ControlSocket {
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
         let bound = UnixListener::bind(path);
         nix::sys::stat::umask(old);
+        // Mode 0600 from the umask at bind: a chmod after it would follow a symlink planted
+        // in between.
         let listener = bound.map_err(|e| format!("control socket {shown}: {e}"))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("control socket {shown}: {e}"))?;
         let ino = std::fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
         Ok(ControlSocket {
             listener,
