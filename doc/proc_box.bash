@@ -23,7 +23,7 @@ _proc_box() {
 
     case "${cmd}" in
         proc_box)
-            opts="-h -V --timeout --grace --stop-signal --on-main-exit --preserve-status --stdoutlimit --stats-file --summary-file --sint --monitor --json --control-socket --track --id --debug --nowarn --uri --exchange --rkey --skey --msgtimeout --runanyway --multiRmtKey --help --version"
+            opts="-h -V --timeout --grace --stop-signal --on-main-exit --preserve-status --stdoutlimit --stats-file --summary-file --sint --monitor --json --allow-job-control --control-token --control-token-file --control-socket --track --id --debug --nowarn --uri --exchange --rkey --skey --msgtimeout --runanyway --multiRmtKey --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -70,6 +70,18 @@ _proc_box() {
                     return 0
                     ;;
                 --json)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-job-control)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --control-token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --control-token-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

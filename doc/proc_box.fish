@@ -11,6 +11,10 @@ complete -c proc_box -l summary-file -d 'write the summary alone here, atomicall
 complete -c proc_box -l sint -d 'interval between emitted samples' -r
 complete -c proc_box -l monitor -d 'how often tree memory is read for the peaks (minimum 10ms)' -r
 complete -c proc_box -l json -d 'a JSON object copied into every sample and the summary as `user`' -r
+complete -c proc_box -l allow-job-control -d 'let processes of the box\'s own tree use the control socket (refused by default)' -r -f -a "true\t''
+false\t''"
+complete -c proc_box -l control-token -d 'a secret every command (socket or AMQP) must carry as "token"; prefer the _FILE form or the environment, since a command line is visible to every user' -r
+complete -c proc_box -l control-token-file -d 'read the control token from this file (its first line)' -r -F
 complete -c proc_box -l control-socket -d 'Unix socket (mode 0600) taking one JSON command per line' -r -F
 complete -c proc_box -l track -d 'how descendants are found' -r -f -a "auto\t'ptrace when the kernel allows it, otherwise subreaper (with one warning)'
 ptrace\t'learn of every fork through ptrace events; fail with status 125 if ptrace is refused'

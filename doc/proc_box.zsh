@@ -27,6 +27,9 @@ wait\:"wait for the whole tree to exit by itself"))' \
 '--sint=[interval between emitted samples]:DURATION:_default' \
 '--monitor=[how often tree memory is read for the peaks (minimum 10ms)]:DURATION:_default' \
 '--json=[a JSON object copied into every sample and the summary as \`user\`]:OBJECT:_default' \
+'--allow-job-control=[let processes of the box'\''s own tree use the control socket (refused by default)]::ALLOW_JOB_CONTROL:(true false)' \
+'--control-token=[a secret every command (socket or AMQP) must carry as "token"; prefer the _FILE form or the environment, since a command line is visible to every user]:TOKEN:_default' \
+'--control-token-file=[read the control token from this file (its first line)]:PATH:_files' \
 '--control-socket=[Unix socket (mode 0600) taking one JSON command per line]:PATH:_files' \
 '--track=[how descendants are found]:TRACK:((auto\:"ptrace when the kernel allows it, otherwise subreaper (with one warning)"
 ptrace\:"learn of every fork through ptrace events; fail with status 125 if ptrace is refused"

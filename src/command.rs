@@ -97,6 +97,23 @@ impl<'de> serde::Deserialize<'de> for Entries {
     }
 }
 
+/// The `"token"` a command carries, if any (see `--control-token`).
+pub fn token(raw: &[u8]) -> Option<String> {
+    match serde_json::from_slice::<Entries>(raw).ok()? {
+        Entries::Object(map) => map.into_iter().find_map(|(k, v)| match v {
+            Value::String(t) if k.eq_ignore_ascii_case("token") => Some(t),
+            _ => None,
+        }),
+        Entries::Other => None,
+    }
+}
+
+/// Compares in time independent of where the two differ.
+pub fn same_token(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Parses one command. Keys match case-insensitively, as Go's decoder did.
 pub fn parse(raw: &[u8]) -> Result<Command, Rejected> {
     let reject =

@@ -86,6 +86,16 @@ pub struct Config {
     /// a JSON object copied into every sample and the summary as `user`
     #[arg(long, env = "PBOX_JSON", value_parser = parse_json_object, value_name = "OBJECT")]
     pub json: Option<serde_json::Value>,
+    /// let processes of the box's own tree use the control socket (refused by default)
+    #[arg(long = "allow-job-control", env = "PBOX_ALLOW_JOB_CONTROL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
+    pub allow_job_control: bool,
+    /// a secret every command (socket or AMQP) must carry as "token"; prefer the _FILE form or
+    /// the environment, since a command line is visible to every user
+    #[arg(long = "control-token", env = "PBOX_CONTROL_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub control_token: Option<String>,
+    /// read the control token from this file (its first line)
+    #[arg(long = "control-token-file", env = "PBOX_CONTROL_TOKEN_FILE", value_name = "PATH")]
+    pub control_token_file: Option<PathBuf>,
     /// Unix socket (mode 0600) taking one JSON command per line
     #[arg(long = "control-socket", env = "PBOX_CONTROL_SOCKET", value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
@@ -276,6 +286,27 @@ const JOB_ID_VARS: &[&str] =
     &["SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID", "FLUX_JOB_ID", "CONDOR_JOB_ID"];
 
 impl Config {
+    /// The control token, from `--control-token` or the first line of `--control-token-file`.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        let token = match (&self.control_token, &self.control_token_file) {
+            (Some(_), Some(_)) => {
+                return Err("--control-token and --control-token-file exclude each other".into())
+            }
+            (Some(t), None) => t.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("--control-token-file {}: {e}", path.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            (None, None) => return Ok(None),
+        };
+        if token.trim().is_empty() {
+            return Err("the control token is empty".into());
+        }
+        Ok(Some(token))
+    }
+
     /// The box id (contract §3): `--id`, else the scheduler's job id, else `<hostname>-<pid>`.
     pub fn box_id(&self, hostname: &str) -> String {
         if let Some(id) = self.id.as_deref().filter(|s| !s.is_empty()) {

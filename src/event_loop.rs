@@ -107,6 +107,8 @@ pub struct Parts {
     pub stdout_limit: u64,
     pub preserve_status: bool,
     pub argv: Vec<String>,
+    /// Every command must carry this `"token"` (`--control-token`).
+    pub token: Option<String>,
 }
 
 /// What the loop needs to build its emitter once the tracking mode is known.
@@ -217,6 +219,7 @@ pub struct EventLoop {
     stdout_limit: u64,
     preserve_status: bool,
     argv: Vec<String>,
+    token: Option<String>,
 }
 
 /// How long proc_box waits, once the tree is gone, for its output pipes to drain. Only a
@@ -271,6 +274,7 @@ impl EventLoop {
             stdout_limit: limit,
             preserve_status: parts.preserve_status,
             argv: parts.argv,
+            token: parts.token,
             signals: parts.signals,
             sent_faults: parts.sent_faults,
             tracker,
@@ -614,6 +618,12 @@ impl EventLoop {
 
     /// One command from any transport: parse, decide, act, answer.
     fn handle_raw(&mut self, raw: &[u8]) -> Reply {
+        if let Some(expected) = &self.token {
+            if !command::token(raw).is_some_and(|t| command::same_token(&t, expected)) {
+                crate::warn!("refused a command without a valid token");
+                return self.reply(false, None, Some("a valid \"token\" is required".into()));
+            }
+        }
         let cmd = match command::parse(raw) {
             Ok(cmd) => cmd,
             Err(r) => {

@@ -76,7 +76,12 @@ fn start(config: &Config) -> Result<i32, String> {
     let sent_faults = proc_box::fault::install().map_err(|e| format!("fault handler: {e}"))?;
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
     let nofile = raise_nofile();
-    let socket = config.control_socket.as_deref().map(ControlSocket::bind).transpose()?;
+    let token = config.token()?;
+    let socket = config
+        .control_socket
+        .as_deref()
+        .map(|p| ControlSocket::bind(p, config.allow_job_control))
+        .transpose()?;
     let mut pause = |d| pause_unless_stopped(&signals, d);
     let stats = config.stats_file.as_deref().map(|p| StatsFile::open(p, &mut pause)).transpose()?;
     let summary_file = config.summary_file.as_deref().map(|p| SummaryFile::new(p, &mut pause)).transpose()?;
@@ -118,6 +123,7 @@ fn start(config: &Config) -> Result<i32, String> {
         stdout_limit: config.stdoutlimit,
         preserve_status: config.preserve_status,
         argv,
+        token,
     })
     .map_err(|e| format!("event loop: {e}"))?;
     let outcome = event_loop.run();

@@ -265,3 +265,83 @@ fn a_stats_file_symlink_planted_by_another_user_is_refused() {
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "{flag}");
     }
 }
+
+/// A job read the socket path from its parent's command line and escaped its timeout with
+/// `timer_reset`. The box's own processes are refused unless --allow-job-control.
+#[test]
+fn the_job_cannot_control_its_own_box() {
+    let send = fixture("sock_send");
+    for mode in MODES {
+        let s = Scene::new("selfctl");
+        let sock = s.socket().display().to_string();
+        let job = format!("{} {sock} '{{\"command\":\"timer_reset\"}}'; sleep 30", send.display());
+        let start = Instant::now();
+        let out = s
+            .command(&["--track", mode, "--control-socket", &sock, "--timeout", "1s", "--", "sh", "-c", &job])
+            .run();
+        assert_eq!(out.status.code(), Some(124), "{mode}: the timeout still holds");
+        assert!(start.elapsed().as_secs_f64() < 10.0);
+        let reply = String::from_utf8_lossy(&out.stdout);
+        assert!(reply.contains("\"ok\":false") && reply.contains("own tree"), "{mode}: {reply}");
+        // Allowed on request.
+        let job = format!("{} {sock} '{{\"command\":\"status\"}}'", send.display());
+        let out = s
+            .command(&[
+                "--track",
+                mode,
+                "--allow-job-control",
+                "--control-socket",
+                &sock,
+                "--",
+                "sh",
+                "-c",
+                &job,
+            ])
+            .run();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"ok\":true"), "{mode}");
+    }
+}
+
+/// With a control token, a command without it (or with a wrong one) does nothing.
+#[test]
+fn a_control_token_is_required_when_set() {
+    let s = Scene::new("token");
+    let sock = s.socket().display().to_string();
+    let file = s.dir.join("token");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let mut child = s
+        .command(&[
+            "--control-socket",
+            &sock,
+            "--control-token-file",
+            file.to_str().unwrap(),
+            "--",
+            "sleep",
+            "100",
+        ])
+        .spawn()
+        .unwrap();
+    let mut ctl = Control::connect(&s.socket());
+    for line in [
+        r#"{"command":"stop"}"#,
+        r#"{"command":"stop","token":"s3cre"}"#,
+        r#"{"command":"stop","token":"s3cret!"}"#,
+    ] {
+        let reply = ctl.raw(line);
+        assert_eq!(reply["ok"], false, "{line}");
+        assert!(reply["error"].as_str().unwrap().contains("token"));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "nothing happened");
+    let reply = ctl.raw(r#"{"command":"stop","Token":"s3cret"}"#);
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+    // The token stays out of the job's environment.
+    let out = s
+        .command(&["--", "sh", "-c", "env | grep -c PBOX_CONTROL_TOKEN"])
+        .env("PBOX_CONTROL_TOKEN", "x")
+        .run();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n");
+    let out =
+        s.command(&["--control-token", "a", "--control-token-file", file.to_str().unwrap(), "true"]).run();
+    assert_eq!(out.status.code(), Some(125));
+}

@@ -53,6 +53,8 @@ pub struct ControlSocket {
     conns: Vec<Option<Conn>>,
     /// Every slot was taken when a client knocked: accept it once one frees.
     accept_waiting: bool,
+    /// Whether processes of the box's own tree may control it.
+    allow_job_control: bool,
 }
 
 /// What a connection produced: complete lines to answer, or a line refused for its length.
@@ -64,7 +66,7 @@ pub enum Input {
 impl ControlSocket {
     /// Binds `path` with mode 0600. A stale socket left by a dead box is replaced; a live one,
     /// or any other kind of file, is an error.
-    pub fn bind(path: &Path) -> Result<ControlSocket, String> {
+    pub fn bind(path: &Path, allow_job_control: bool) -> Result<ControlSocket, String> {
         let shown = path.display();
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if !meta.file_type().is_socket() {
@@ -90,6 +92,7 @@ impl ControlSocket {
             ino,
             conns: (0..MAX_CONNS).map(|_| None).collect(),
             accept_waiting: false,
+            allow_job_control,
         })
     }
 
@@ -237,6 +240,13 @@ impl ControlSocket {
             };
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
+                    if let Err(why) = peer_allowed(&stream, self.allow_job_control) {
+                        crate::warn!("control socket: refused a client: {why}");
+                        let reply =
+                            format!("{{\"ok\":false,\"command\":null,\"error\":\"{why}\",\"state\":null}}\n");
+                        let _ = stream.write(reply.as_bytes());
+                        continue;
+                    }
                     let token = Token(FIRST_CONN + slot);
                     if registry.register(&mut stream, token, Interest::READABLE).is_ok() {
                         self.conns[slot] = Some(Conn {
@@ -307,6 +317,54 @@ impl ControlSocket {
             let _ = registry.deregister(&mut conn.stream);
         }
     }
+}
+
+/// Who may control the box: root or proc_box's own user (`SO_PEERCRED`), and never a process
+/// of the box's own tree (a job must not stop its own timer) unless `--allow-job-control`.
+fn peer_allowed(stream: &UnixStream, allow_job_control: bool) -> Result<(), &'static str> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes one ucred into the local of the size given.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err("its credentials cannot be read");
+    }
+    // SAFETY: geteuid has no failure mode.
+    let me = unsafe { libc::geteuid() };
+    if cred.uid != 0 && cred.uid != me {
+        return Err("another user (only root and the box's own user may control it)");
+    }
+    if !allow_job_control && in_own_tree(cred.pid) {
+        return Err("a process of the box's own tree (see --allow-job-control)");
+    }
+    Ok(())
+}
+
+/// Whether `pid` descends from proc_box (every process of the tree does: proc_box is their
+/// subreaper), from the parent chain in /proc.
+fn in_own_tree(mut pid: i32) -> bool {
+    let me = std::process::id() as i32;
+    for _ in 0..4096 {
+        if pid <= 1 {
+            return false;
+        }
+        if pid == me {
+            return true;
+        }
+        match crate::tracker::children::parent_of(pid) {
+            Some(ppid) => pid = ppid,
+            None => return false,
+        }
+    }
+    false
 }
 
 impl Conn {
