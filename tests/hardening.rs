@@ -345,3 +345,44 @@ fn a_control_token_is_required_when_set() {
         s.command(&["--control-token", "a", "--control-token-file", file.to_str().unwrap(), "true"]).run();
     assert_eq!(out.status.code(), Some(125));
 }
+
+/// At a low descriptor limit, no process is lost: proc_box's own children are tracked by pid
+/// once pidfds would eat into the reserve, and the control socket keeps working.
+#[test]
+fn a_low_descriptor_limit_loses_no_process() {
+    for mode in MODES {
+        let s = Scene::new("lowfd");
+        let sock = s.socket().display().to_string();
+        // 300 daemons (double forks): each is reparented to proc_box, its own child.
+        let job = "i=0; while [ $i -lt 300 ]; do (sleep 100 &); i=$((i+1)); done; exec sleep 100";
+        let outer = format!(
+            "ulimit -n 160; exec {} --track {mode} --control-socket {sock} -- sh -c '{job}'",
+            proc_box()
+        );
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &outer])
+            .env("BOXTEST_MARKER", &s.marker)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ctl = Control::connect(&s.socket());
+        wait_for(&format!("{mode}: all 301 processes listed"), || {
+            (ctl.status()["processes"].as_u64() == Some(301)).then_some(())
+        });
+        ctl.ok("suspend", &[]);
+        let pids = status_pids(&ctl.status());
+        wait_for(&format!("{mode}: every process stopped"), || {
+            pids.iter().all(|&p| is_stopped(p)).then_some(())
+        });
+        assert_eq!(s.survivors().len(), 302, "{mode}: proc_box and the 301 of its tree");
+        ctl.ok("stop", &[]);
+        let err = child.stderr.take().unwrap();
+        assert_eq!(wait_exit(&mut child).code(), Some(143), "{mode}");
+        s.assert_no_survivors();
+        let err = std::io::read_to_string(err).unwrap();
+        if mode == "subreaper" {
+            assert!(err.contains("file descriptors are short"), "{mode}: said once: {err}");
+        }
+    }
+}

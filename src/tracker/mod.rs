@@ -86,14 +86,29 @@ impl Member {
     }
 
     fn proc(&self, pid: i32) -> Option<&Process> {
-        self.proc.get_or_init(|| Process::new(pid).ok()).as_ref()
+        // Opened once, and only while descriptors are not short; else tried again next time.
+        if self.proc.get().is_none() && room_for_fd() {
+            let _ = self.proc.set(Process::new(pid).ok());
+        }
+        self.proc.get()?.as_ref()
     }
 
     fn signal(&self, pid: i32, sig: Sig) -> std::io::Result<()> {
         match &self.watch {
             Some((fd, _)) => fd.signal(sig),
-            // A tracee: its pid is pinned until we wait, so a pidfd opened now is the right one.
-            None => PidFd::open(pid)?.signal(sig),
+            // A tracee, or our own unreaped child: its pid is pinned until we wait, so a pidfd
+            // opened now is the right one; with no descriptor to spare, so is the pid itself.
+            None => match PidFd::open(pid) {
+                Ok(fd) => fd.signal(sig),
+                Err(e) if out_of_fds(&e) && pid > 0 => {
+                    // SAFETY: kill(2) of one positive, pinned pid.
+                    match unsafe { libc::kill(pid, sig.raw()) } {
+                        0 => Ok(()),
+                        _ => Err(std::io::Error::last_os_error()),
+                    }
+                }
+                Err(e) => Err(e),
+            },
         }
     }
 }
@@ -115,6 +130,39 @@ pub struct Tracker {
     /// Sent to every process the moment it is found (SIGKILL while killing, SIGSTOP while
     /// suspended), so a newcomer cannot outrun a tree-wide action.
     birth_signal: Option<Sig>,
+    /// The soft RLIMIT_NOFILE: pidfds stop [`FD_RESERVE`] below it.
+    fd_limit: u64,
+}
+
+/// Descriptors never spent on pidfds: the control socket's clients, the sinks, /proc reads.
+const FD_RESERVE: u64 = 64;
+
+fn out_of_fds(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+static FD_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// Whether a descriptor can be spent on a member without eating into [`FD_RESERVE`]: the
+/// lowest free descriptor number is about how many are in use.
+fn room_for_fd() -> bool {
+    // SAFETY: dup of stdin's slot number only probes the lowest free fd; closed at once.
+    let probe = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
+    if probe < 0 {
+        return false;
+    }
+    // SAFETY: closing the descriptor just made.
+    unsafe { libc::close(probe) };
+    (probe as u64).saturating_add(FD_RESERVE) < FD_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn nofile_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    lim.rlim_cur
 }
 
 impl Tracker {
@@ -133,7 +181,9 @@ impl Tracker {
             peak: 0,
             max_reaped_rss: 0,
             birth_signal: None,
+            fd_limit: nofile_limit(),
         };
+        FD_LIMIT.store(t.fd_limit, std::sync::atomic::Ordering::Relaxed);
         t.insert(main_pid, Some(main), registry);
         t
     }
@@ -432,9 +482,9 @@ impl Tracker {
                 }
                 if let Some(fd) = self.open_listed(child, parent) {
                     if self.mode == Mode::Ptrace {
-                        self.seize_untraced(&fd);
+                        self.seize_untraced(child);
                     }
-                    self.insert(child, Some(fd), registry);
+                    self.insert(child, fd, registry);
                     parents.push(child);
                 }
             }
@@ -445,28 +495,66 @@ impl Tracker {
     /// Opens a pidfd for a pid read from `parent`'s children list, proving it is still that
     /// process: its parent (read after the pidfd was opened) is proc_box or a live member, and
     /// the pidfd was still live after that read, so the pid had not been recycled.
-    fn open_listed(&self, child: i32, parent: i32) -> Option<PidFd> {
-        let fd = PidFd::open(child).ok()?;
+    /// `Some(None)`: our own child, tracked by pid because file descriptors ran short.
+    fn open_listed(&self, child: i32, parent: i32) -> Option<Option<PidFd>> {
+        let fd = match self.open_pidfd(child) {
+            Ok(fd) => fd,
+            // Our own unreaped child cannot be recycled: its pid is enough. Never lose it.
+            Err(e) if parent == self.self_pid && out_of_fds(&e) => {
+                self.short_of_fds();
+                let zombie = crate::accounting::procfs::reap_stat(child).is_none_or(|s| s.state == 'Z');
+                return (!zombie).then_some(None);
+            }
+            Err(e) => {
+                if out_of_fds(&e) {
+                    self.short_of_fds();
+                }
+                return None;
+            }
+        };
         if parent == self.self_pid {
             // Our own child: nothing else reaps it, so the pid is stable. A zombie we have not
             // reaped yet already left the tree: adding it again would count it twice.
-            return (!fd.exited()).then_some(fd);
+            return (!fd.exited()).then_some(Some(fd));
         }
         let ppid = children::parent_of(child)?;
         if fd.exited() {
             return None;
         }
         let ours = ppid == self.self_pid || self.members.get(&ppid).is_some_and(Member::live);
-        ours.then_some(fd)
+        ours.then_some(Some(fd))
+    }
+
+    /// A pidfd, unless it would eat into the descriptors kept for the control socket and the
+    /// sinks ([`FD_RESERVE`] below the limit): then EMFILE, as if the limit were reached.
+    fn open_pidfd(&self, pid: i32) -> std::io::Result<PidFd> {
+        let fd = PidFd::open(pid)?;
+        if fd.as_raw_fd() as u64 + FD_RESERVE >= self.fd_limit {
+            return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        Ok(fd)
+    }
+
+    /// Says once that descriptors ran short; what is tracked by pid from then on stays exact.
+    fn short_of_fds(&self) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static TOLD: AtomicBool = AtomicBool::new(false);
+        if !TOLD.swap(true, Ordering::Relaxed) {
+            crate::warn!(
+                "file descriptors are short (RLIMIT_NOFILE {}): tracking proc_box's own children by pid; \
+                 raise the limit (ulimit -n) for very large trees",
+                self.fd_limit
+            );
+        }
     }
 
     /// A process that escaped ptrace (CLONE_UNTRACED) is seized, thread by thread, so its own
     /// forks are reported from now on and EXITKILL covers it.
-    fn seize_untraced(&self, fd: &PidFd) {
+    fn seize_untraced(&self, pid: i32) {
         let mut seized = HashSet::new();
         for _ in 0..4 {
             let fresh: Vec<i32> =
-                children::threads(fd.pid()).into_iter().filter(|t| !seized.contains(t)).collect();
+                children::threads(pid).into_iter().filter(|t| !seized.contains(t)).collect();
             if fresh.is_empty() {
                 break;
             }
