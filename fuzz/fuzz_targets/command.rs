@@ -1,0 +1,11 @@
+//! Control commands come from anyone who can reach the socket or the broker: parsing any bytes
+//! must never panic, and a refusal always has a reason.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(r) = proc_box::command::parse(data) {
+        assert!(!r.reason.is_empty());
+    }
+    let _ = proc_box::command::token(data);
+});
