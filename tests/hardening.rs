@@ -386,3 +386,23 @@ fn a_low_descriptor_limit_loses_no_process() {
         }
     }
 }
+
+/// Unknown command names reach the log: control characters (NUL, newline, ESC) are escaped, so
+/// a client cannot forge log lines or drive the terminal.
+#[test]
+fn control_characters_never_reach_the_log_raw() {
+    let s = Scene::new("inject");
+    let sock = s.socket().display().to_string();
+    let mut child =
+        s.command(&["--control-socket", &sock, "--", "sleep", "100"]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut ctl = Control::connect(&s.socket());
+    let reply = ctl.raw(r#"{"command": "x\nproc_box: forged line\u001b[2J\u0000"}"#);
+    assert_eq!(reply["ok"], false);
+    ctl.ok("stop", &[]);
+    let err = child.stderr.take().unwrap();
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+    let err = std::io::read_to_string(err).unwrap();
+    assert!(!err.contains('\u{1b}') && !err.contains('\0'), "raw control characters: {err:?}");
+    assert!(!err.lines().any(|l| l.starts_with("proc_box: forged")), "a forged line: {err}");
+    assert!(err.contains("\\u{1b}[2J"), "escaped instead: {err}");
+}
