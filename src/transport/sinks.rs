@@ -70,9 +70,9 @@ fn open_in_place(path: &Path, what: &str, pause: Pause) -> Result<File, String> 
     }
 }
 
-/// The kernel's `protected_symlinks` rule, applied whether or not the host enables it: in a
-/// sticky, world-writable directory (such as /tmp), a symlink is followed only if it belongs to
-/// us or to the directory's owner. Otherwise another user could point proc_box, running as
+/// The kernel's `protected_symlinks` rule, applied whether or not the host enables it, and to
+/// any sticky or world-writable directory (such as /tmp): there, a symlink is followed only if
+/// it belongs to us or to the directory's owner. Otherwise another user could point proc_box, running as
 /// root, at a file of their choice.
 fn check_symlink(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
@@ -85,8 +85,9 @@ fn check_symlink(path: &Path) -> Result<(), String> {
     let Ok(dir) = std::fs::metadata(parent(path)) else {
         return Ok(());
     };
-    let shared = dir.mode() & 0o1002 == 0o1002; // sticky and world-writable
-                                                // SAFETY: geteuid has no failure mode.
+    // Sticky or world-writable: a directory where others may plant links.
+    let shared = dir.mode() & 0o1000 != 0 || dir.mode() & 0o002 != 0;
+    // SAFETY: geteuid has no failure mode.
     let me = unsafe { libc::geteuid() };
     if shared && link.uid() != me && link.uid() != dir.uid() {
         return Err(format!(
