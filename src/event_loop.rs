@@ -509,6 +509,11 @@ impl EventLoop {
             }
             Meaning::Suspend => self.suspend_self(),
             Meaning::Continue if self.self_stopped => self.on_continued(),
+            // `kill -CONT proc_box` while the box is suspended: a resume, timer included.
+            Meaning::Continue if self.policy.suspended() => {
+                let actions = self.policy.command(&Command::Resume, Instant::now()).unwrap_or_default();
+                self.apply(actions);
+            }
             Meaning::Continue | Meaning::Forward => {
                 if let Some(sig) = Sig::from_raw(signo) {
                     crate::debug!("forwarding {sig} to the whole tree");

@@ -404,3 +404,32 @@ fn fault_signals_sent_with_kill_are_forwarded() {
         assert_eq!(wait_exit(&mut child).code(), Some(0), "{mode}");
     }
 }
+
+/// `kill -CONT proc_box` after a `suspend` command is a resume: the tree runs and the timer
+/// counts again.
+#[test]
+fn sigcont_to_a_suspended_box_resumes_it() {
+    for mode in MODES {
+        let s = Scene::new("contresume");
+        let sock = s.socket().display().to_string();
+        let tree = fixture("fork_tree");
+        let mut child = s
+            .command(&["--track", mode, "--control-socket", &sock, "--"])
+            .arg(&tree)
+            .arg("stay")
+            .spawn()
+            .unwrap();
+        let main = s.pid("main");
+        let mut ctl = Control::connect(&s.socket());
+        ctl.ok("suspend", &[]);
+        wait_for("the tree to stop", || is_stopped(main).then_some(()));
+        raw_kill(child.id() as i32, libc::SIGCONT);
+        wait_for(&format!("{mode}: the box to resume"), || {
+            (ctl.status()["state"] == "running").then_some(())
+        });
+        wait_for("the tree to run", || (!is_stopped(main)).then_some(()));
+        ctl.ok("stop", &[]);
+        assert_eq!(wait_exit(&mut child).code(), Some(143), "{mode}");
+        s.assert_no_survivors();
+    }
+}
