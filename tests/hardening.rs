@@ -368,13 +368,16 @@ fn a_low_descriptor_limit_loses_no_process() {
             .unwrap();
         let mut ctl = Control::connect(&s.socket());
         // proc_box and the 301 of its tree, once the short-lived subshells are gone.
-        wait_for(&format!("{mode}: the tree to settle"), || (s.survivors().len() == 302).then_some(()));
-        wait_for(&format!("{mode}: all 301 processes listed"), || {
+        let root = child.id() as i32;
+        wait_for_tree(&format!("{mode}: the tree to settle"), root, || {
+            (s.survivors().len() == 302).then_some(())
+        });
+        wait_for_tree(&format!("{mode}: all 301 processes listed"), root, || {
             (ctl.status()["processes"].as_u64() == Some(301)).then_some(())
         });
         ctl.ok("suspend", &[]);
         let pids = status_pids(&ctl.status());
-        wait_for(&format!("{mode}: every process stopped"), || {
+        wait_for_tree(&format!("{mode}: every process stopped"), root, || {
             pids.iter().all(|&p| is_stopped(p)).then_some(())
         });
         let unlisted: Vec<i32> =

@@ -50,6 +50,20 @@ pub fn fixture(name: &str) -> PathBuf {
     out
 }
 
+/// Like [`wait_for`], but a timeout also dumps where the tree under `root` is stuck.
+pub fn wait_for_tree<T>(what: &str, root: i32, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if start.elapsed() >= DEADLINE {
+            panic!("timed out waiting for {what}; the tree:\n{}", watchdog_dump(root));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Polls `check` until it returns Some, or panics after [`DEADLINE`] naming `what`.
 pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
