@@ -176,6 +176,9 @@ fn itoa(mut v: i32, buf: &mut [u8; 12]) -> &[u8] {
 }
 
 /// Reads a small file into `buf`; the bytes read.
+///
+/// # Safety
+/// `p` must be NUL-terminated. Async-signal-safe.
 unsafe fn read_file<'a>(p: &[u8], buf: &'a mut [u8]) -> &'a [u8] {
     // SAFETY: `p` is NUL-terminated; the fd is closed before returning.
     unsafe {
@@ -190,6 +193,9 @@ unsafe fn read_file<'a>(p: &[u8], buf: &'a mut [u8]) -> &'a [u8] {
 }
 
 /// Fields 3 (state) and 4 (ppid) of `/proc/PID/stat`.
+///
+/// # Safety
+/// Async-signal-safe; `buf` is the caller's scratch.
 unsafe fn state_and_ppid(pid: i32, buf: &mut [u8]) -> (Option<u8>, Option<i32>) {
     // SAFETY: see read_file.
     let stat = unsafe { read_file(path(&mut [0; 64], pid, b"/stat", None, b""), buf) };
@@ -215,6 +221,9 @@ fn parse_int(bytes: &[u8]) -> Option<i32> {
 }
 
 /// Calls `f` with every child of every thread of `pid`.
+///
+/// # Safety
+/// Async-signal-safe as long as `f` is; `ents` and `kids` are the caller's scratch.
 unsafe fn each_child(pid: i32, ents: &mut [u8], kids: &mut [u8], f: &mut dyn FnMut(i32)) {
     let mut pbuf = [0u8; 64];
     let dir = path(&mut pbuf, pid, b"/task", None, b"");

@@ -18,8 +18,9 @@ pub extern "C" fn capture() {
     let bits = from_proc_status().unwrap_or_else(|| {
         let mut bits = 0u64;
         for sig in 1..=64 {
-            // SAFETY: a query only (null new action) into a local sigaction.
+            // SAFETY: sigaction is plain data; all-zero is a valid value.
             let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: a query only (null new action) into the local above.
             let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
             if rc == 0 && old.sa_sigaction == libc::SIG_IGN {
                 bits |= 1 << (sig - 1);
