@@ -9,7 +9,9 @@
 //! signals cannot go through the signalfd like the others. The same signals *sent* with
 //! kill(2) are not faults: the handler passes them to the loop through a pipe, to be forwarded.
 
+use crate::accounting::procfs::{parse_reap_stat, read_pid};
 use std::cell::UnsafeCell;
+use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -140,84 +142,13 @@ unsafe fn kill_tree(me: i32, scratch: &mut Scratch) {
     }
 }
 
-/// Writes `/proc/<a>[/task[/<b>/children]]` NUL-terminated into `buf`.
-fn path<'a>(buf: &'a mut [u8; 64], pid: i32, tail: &[u8], tid: Option<i32>, tail2: &[u8]) -> &'a [u8] {
-    let mut len = 0;
-    let mut push = |bytes: &[u8]| {
-        for &b in bytes {
-            if len < 63 {
-                buf[len] = b;
-                len += 1;
-            }
-        }
-    };
-    push(b"/proc/");
-    push(itoa(pid, &mut [0; 12]));
-    push(tail);
-    if let Some(t) = tid {
-        push(itoa(t, &mut [0; 12]));
-        push(tail2);
+/// State and parent of a process, through the same allocation-free reader the tracker uses
+/// (`core::fmt` into stack buffers, raw open/read/close: async-signal-safe).
+fn state_and_ppid(pid: i32, buf: &mut [u8]) -> (Option<u8>, Option<i32>) {
+    match read_pid(pid, "stat", buf).and_then(parse_reap_stat) {
+        Some(s) => (u8::try_from(s.state).ok(), Some(s.ppid)),
+        None => (None, None),
     }
-    buf[len] = 0;
-    &buf[..=len]
-}
-
-fn itoa(mut v: i32, buf: &mut [u8; 12]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 || i == 0 {
-            break;
-        }
-    }
-    &buf[i..]
-}
-
-/// Reads a small file into `buf`; the bytes read.
-///
-/// # Safety
-/// `p` must be NUL-terminated. Async-signal-safe.
-unsafe fn read_file<'a>(p: &[u8], buf: &'a mut [u8]) -> &'a [u8] {
-    // SAFETY: `p` is NUL-terminated; the fd is closed before returning.
-    unsafe {
-        let fd = libc::open(p.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return &buf[..0];
-        }
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        &buf[..n.max(0) as usize]
-    }
-}
-
-/// Fields 3 (state) and 4 (ppid) of `/proc/PID/stat`.
-///
-/// # Safety
-/// Async-signal-safe; `buf` is the caller's scratch.
-unsafe fn state_and_ppid(pid: i32, buf: &mut [u8]) -> (Option<u8>, Option<i32>) {
-    // SAFETY: see read_file.
-    let stat = unsafe { read_file(path(&mut [0; 64], pid, b"/stat", None, b""), buf) };
-    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
-        return (None, None);
-    };
-    let ppid = stat.get(close + 4..).and_then(|r| parse_int(r.split(|&b| b == b' ').next()?));
-    (stat.get(close + 2).copied(), ppid)
-}
-
-fn parse_int(bytes: &[u8]) -> Option<i32> {
-    if bytes.is_empty() || bytes.len() > 10 {
-        return None;
-    }
-    let mut v: i64 = 0;
-    for &b in bytes {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + (b - b'0') as i64;
-    }
-    i32::try_from(v).ok()
 }
 
 /// Calls `f` with every child of every thread of `pid`.
@@ -225,51 +156,41 @@ fn parse_int(bytes: &[u8]) -> Option<i32> {
 /// # Safety
 /// Async-signal-safe as long as `f` is; `ents` and `kids` are the caller's scratch.
 unsafe fn each_child(pid: i32, ents: &mut [u8], kids: &mut [u8], f: &mut dyn FnMut(i32)) {
-    let mut pbuf = [0u8; 64];
-    let dir = path(&mut pbuf, pid, b"/task", None, b"");
-    // SAFETY: a NUL-terminated path; every fd opened here is closed here.
-    unsafe {
-        let dfd = libc::open(dir.as_ptr().cast(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
-        if dfd < 0 {
-            return;
+    let mut dir = [0u8; 32];
+    if write!(&mut dir[..], "/proc/{pid}/task\0").is_err() {
+        return;
+    }
+    // SAFETY: a NUL-terminated path; the fd is closed below.
+    let dfd =
+        unsafe { libc::open(dir.as_ptr().cast(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if dfd < 0 {
+        return;
+    }
+    loop {
+        // SAFETY: getdents64 into the caller's scratch, of the length given.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dfd, ents.as_mut_ptr(), ents.len()) };
+        if n <= 0 {
+            break;
         }
-        loop {
-            let n = libc::syscall(libc::SYS_getdents64, dfd, ents.as_mut_ptr(), ents.len());
-            if n <= 0 {
-                break;
-            }
-            let mut off = 0usize;
-            while off + 19 < n as usize {
-                // struct linux_dirent64: ino u64, off i64, reclen u16, type u8, name[].
-                let reclen = u16::from_ne_bytes([ents[off + 16], ents[off + 17]]) as usize;
-                let name = &ents[off + 19..off + reclen];
-                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-                if let Some(tid) = parse_int(name) {
-                    let mut cbuf = [0u8; 64];
-                    let list = read_file(path(&mut cbuf, pid, b"/task/", Some(tid), b"/children"), kids);
-                    for child in list.split(|&b| b == b' ').filter_map(parse_int) {
-                        f(child);
-                    }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            // struct linux_dirent64: ino u64, off i64, reclen u16, type u8, name[].
+            let reclen = u16::from_ne_bytes([ents[off + 16], ents[off + 17]]) as usize;
+            let name = ents.get(off + 19..off + reclen).unwrap_or_default();
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            if let Some(tid) = std::str::from_utf8(name).ok().and_then(|t| t.parse::<i32>().ok()) {
+                let mut task = [0u8; 32];
+                let mut w = &mut task[..];
+                if write!(w, "task/{tid}/children").is_ok() {
+                    let len = 32 - w.len();
+                    let name = std::str::from_utf8(&task[..len]).unwrap_or_default();
+                    let list = read_pid(pid, name, kids).unwrap_or_default();
+                    list.split_ascii_whitespace().filter_map(|c| c.parse().ok()).for_each(&mut *f);
                 }
-                off += reclen.max(1);
             }
+            off += reclen.max(1);
         }
-        libc::close(dfd);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_and_numbers_without_allocation() {
-        let mut b = [0u8; 64];
-        assert_eq!(path(&mut b, 42, b"/task/", Some(7), b"/children"), b"/proc/42/task/7/children\0");
-        assert_eq!(path(&mut b, 1, b"/stat", None, b""), b"/proc/1/stat\0");
-        assert_eq!(parse_int(b"12345"), Some(12345));
-        assert_eq!(parse_int(b"."), None);
-        assert_eq!(parse_int(b""), None);
-        assert_eq!(itoa(0, &mut [0; 12]), b"0");
-    }
+    // SAFETY: closing the directory opened above, once.
+    unsafe { libc::close(dfd) };
 }
