@@ -131,6 +131,12 @@ pub fn dropped() -> u64 {
 macro_rules! error { ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Error) { $crate::log::emit(format_args!($($t)*)) } } }
 #[macro_export]
 macro_rules! warn { ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Warn) { $crate::log::emit(format_args!("warning: {}", format_args!($($t)*))) } } }
+/// A warning said once per call site, however often the condition recurs.
+#[macro_export]
+macro_rules! warn_once { ($($t:tt)*) => {{
+    static TOLD: ::std::sync::atomic::AtomicBool = ::std::sync::atomic::AtomicBool::new(false);
+    if !TOLD.swap(true, ::std::sync::atomic::Ordering::Relaxed) { $crate::warn!($($t)*) }
+}} }
 #[macro_export]
 macro_rules! info { ($($t:tt)*) => { if $crate::log::enabled($crate::log::Level::Info) { $crate::log::emit(format_args!($($t)*)) } } }
 #[macro_export]

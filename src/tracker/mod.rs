@@ -77,7 +77,7 @@ struct Member {
     /// tracee, lazily, when accounting first asks): it can never show a recycled pid.
     proc: OnceCell<Option<Process>>,
     /// Its `stat`, kept open once it is met as the parent of an exiting tracee.
-    stat: OnceCell<Option<std::os::fd::OwnedFd>>,
+    stat: OnceCell<std::os::fd::OwnedFd>,
 }
 
 impl Member {
@@ -88,9 +88,25 @@ impl Member {
     fn proc(&self, pid: i32) -> Option<&Process> {
         // Opened once, and only while descriptors are not short; else tried again next time.
         if self.proc.get().is_none() && room_for_fd() {
-            let _ = self.proc.set(Process::new(pid).ok());
+            if let Ok(p) = Process::new(pid) {
+                let _ = self.proc.set(Some(p));
+            }
         }
         self.proc.get()?.as_ref()
+    }
+
+    /// Its `stat` as a parent sees it at a child's exit: through a kept fd (one `pread`), kept
+    /// only while descriptors are not short; else read afresh.
+    fn parent_stat(&self, pid: i32) -> Option<ReapStat> {
+        if self.stat.get().is_none() && room_for_fd() {
+            if let Some(fd) = open_stat(pid) {
+                let _ = self.stat.set(fd);
+            }
+        }
+        match self.stat.get() {
+            Some(fd) => reap_stat_at(fd.as_fd()),
+            None => reap_stat(pid),
+        }
     }
 
     fn signal(&self, pid: i32, sig: Sig) -> std::io::Result<()> {
@@ -130,8 +146,6 @@ pub struct Tracker {
     /// Sent to every process the moment it is found (SIGKILL while killing, SIGSTOP while
     /// suspended), so a newcomer cannot outrun a tree-wide action.
     birth_signal: Option<Sig>,
-    /// The soft RLIMIT_NOFILE: pidfds stop [`FD_RESERVE`] below it.
-    fd_limit: u64,
 }
 
 /// Descriptors never spent on pidfds: the control socket's clients, the sinks, /proc reads.
@@ -141,7 +155,13 @@ fn out_of_fds(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
+/// The soft RLIMIT_NOFILE once proc_box raised it: descriptors for members stop
+/// [`FD_RESERVE`] below it.
 static FD_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+fn fd_limit() -> u64 {
+    FD_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Whether a descriptor can be spent on a member without eating into [`FD_RESERVE`]: the
 /// lowest free descriptor number is about how many are in use.
@@ -153,7 +173,7 @@ fn room_for_fd() -> bool {
     }
     // SAFETY: closing the descriptor just made.
     unsafe { libc::close(probe) };
-    (probe as u64).saturating_add(FD_RESERVE) < FD_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+    (probe as u64).saturating_add(FD_RESERVE) < fd_limit()
 }
 
 fn nofile_limit() -> u64 {
@@ -181,9 +201,8 @@ impl Tracker {
             peak: 0,
             max_reaped_rss: 0,
             birth_signal: None,
-            fd_limit: nofile_limit(),
         };
-        FD_LIMIT.store(t.fd_limit, std::sync::atomic::Ordering::Relaxed);
+        FD_LIMIT.store(nofile_limit(), std::sync::atomic::Ordering::Relaxed);
         t.insert(main_pid, Some(main), registry);
         t
     }
@@ -444,10 +463,10 @@ impl Tracker {
         ignores_sigchld(&parent).then(|| io_of_pid(pid))
     }
 
-    /// A parent's `stat` now: through its kept fd if it is a member, else read afresh.
+    /// A parent's `stat` now: through the member, or read afresh for a stranger.
     fn parent_stat(&self, ppid: i32) -> Option<ReapStat> {
         match self.members.get(&ppid) {
-            Some(m) => reap_stat_at(m.stat.get_or_init(|| open_stat(ppid)).as_ref()?.as_fd()),
+            Some(m) => m.parent_stat(ppid),
             None => reap_stat(ppid),
         }
     }
@@ -502,7 +521,7 @@ impl Tracker {
             // Our own unreaped child cannot be recycled: its pid is enough. Never lose it.
             Err(e) if parent == self.self_pid && out_of_fds(&e) => {
                 self.short_of_fds();
-                let zombie = crate::accounting::procfs::reap_stat(child).is_none_or(|s| s.state == 'Z');
+                let zombie = reap_stat(child).is_none_or(|s| s.state == 'Z');
                 return (!zombie).then_some(None);
             }
             Err(e) => {
@@ -529,7 +548,7 @@ impl Tracker {
     /// sinks ([`FD_RESERVE`] below the limit): then EMFILE, as if the limit were reached.
     fn open_pidfd(&self, pid: i32) -> std::io::Result<PidFd> {
         let fd = PidFd::open(pid)?;
-        if fd.as_raw_fd() as u64 + FD_RESERVE >= self.fd_limit {
+        if fd.as_raw_fd() as u64 + FD_RESERVE >= fd_limit() {
             return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
         }
         Ok(fd)
@@ -537,15 +556,11 @@ impl Tracker {
 
     /// Says once that descriptors ran short; what is tracked by pid from then on stays exact.
     fn short_of_fds(&self) {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        static TOLD: AtomicBool = AtomicBool::new(false);
-        if !TOLD.swap(true, Ordering::Relaxed) {
-            crate::warn!(
-                "file descriptors are short (RLIMIT_NOFILE {}): tracking proc_box's own children by pid; \
-                 raise the limit (ulimit -n) for very large trees",
-                self.fd_limit
-            );
-        }
+        crate::warn_once!(
+            "file descriptors are short (RLIMIT_NOFILE {}): tracking proc_box's own children by pid; \
+             raise the limit (ulimit -n) for very large trees",
+            fd_limit()
+        );
     }
 
     /// A process that escaped ptrace (CLONE_UNTRACED) is seized, thread by thread, so its own
@@ -606,9 +621,5 @@ fn is_tty_stop(sig: i32) -> bool {
 
 /// A status word no kernel should produce: logged once; the drain goes on.
 fn unexpected_status(status: i32) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static SEEN: AtomicBool = AtomicBool::new(false);
-    if !SEEN.swap(true, Ordering::Relaxed) {
-        crate::warn!("unexpected wait status {status:#x}; ignored");
-    }
+    crate::warn_once!("unexpected wait status {status:#x}; ignored");
 }
