@@ -97,17 +97,6 @@ impl<'de> serde::Deserialize<'de> for Entries {
     }
 }
 
-/// The `"token"` a command carries, if any (see `--control-token`).
-pub fn token(raw: &[u8]) -> Option<String> {
-    match serde_json::from_slice::<Entries>(raw).ok()? {
-        Entries::Object(map) => map.into_iter().find_map(|(k, v)| match v {
-            Value::String(t) if k.eq_ignore_ascii_case("token") => Some(t),
-            _ => None,
-        }),
-        Entries::Other => None,
-    }
-}
-
 /// Compares in time independent of where the two differ.
 pub fn same_token(given: &str, expected: &str) -> bool {
     let (a, b) = (given.as_bytes(), expected.as_bytes());
@@ -116,13 +105,29 @@ pub fn same_token(given: &str, expected: &str) -> bool {
 
 /// Parses one command. Keys match case-insensitively, as Go's decoder did.
 pub fn parse(raw: &[u8]) -> Result<Command, Rejected> {
-    let reject =
-        |command: Option<&str>, reason: String| Rejected { command: command.map(str::to_owned), reason };
-    let value: Entries =
-        serde_json::from_slice(raw).map_err(|e| reject(None, format!("invalid JSON: {e}")))?;
-    let Entries::Object(map) = value else {
-        return Err(reject(None, "a command must be a JSON object".into()));
+    parse_with_token(raw).1
+}
+
+/// Parses one command, and the `"token"` it carries, if any (see `--control-token`), from a
+/// single decoding of the JSON.
+pub fn parse_with_token(raw: &[u8]) -> (Option<String>, Result<Command, Rejected>) {
+    let map = match serde_json::from_slice::<Entries>(raw) {
+        Ok(Entries::Object(map)) => map,
+        Ok(Entries::Other) => return (None, Err(reject(None, "a command must be a JSON object".into()))),
+        Err(e) => return (None, Err(reject(None, format!("invalid JSON: {e}")))),
     };
+    let token = map.iter().find_map(|(k, v)| match v {
+        Value::String(t) if k.eq_ignore_ascii_case("token") => Some(t.clone()),
+        _ => None,
+    });
+    (token, command_of(&map))
+}
+
+fn reject(command: Option<&str>, reason: String) -> Rejected {
+    Rejected { command: command.map(str::to_owned), reason }
+}
+
+fn command_of(map: &[(String, Value)]) -> Result<Command, Rejected> {
     // Keys match case-insensitively, so two keys that differ only in case (or a repeated key)
     // would make the command ambiguous: `{"command":"status","COMMAND":"timer_stop"}`.
     for (i, (k, _)) in map.iter().enumerate() {

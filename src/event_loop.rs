@@ -623,13 +623,14 @@ impl EventLoop {
 
     /// One command from any transport: parse, decide, act, answer.
     fn handle_raw(&mut self, raw: &[u8]) -> Reply {
+        let (token, parsed) = command::parse_with_token(raw);
         if let Some(expected) = &self.token {
-            if !command::token(raw).is_some_and(|t| command::same_token(&t, expected)) {
+            if !token.is_some_and(|t| command::same_token(&t, expected)) {
                 crate::warn!("refused a command without a valid token");
                 return self.reply(false, None, Some("a valid \"token\" is required".into()));
             }
         }
-        let cmd = match command::parse(raw) {
+        let cmd = match parsed {
             Ok(cmd) => cmd,
             Err(r) => {
                 crate::warn!("rejected command: {}", r.reason);
