@@ -312,7 +312,8 @@ impl EventLoop {
                 .into_iter()
                 .flatten()
                 .fold(self.next_tick, Instant::min);
-            if self.socket.as_ref().is_some_and(ControlSocket::has_more) {
+            let socket_has_more = self.socket.as_ref().is_some_and(ControlSocket::has_more);
+            if socket_has_more {
                 wake = now; // a client has input left over from the last turn's budget
             }
             match self.poll.poll(&mut events, Some(wake.saturating_duration_since(now))) {
@@ -327,8 +328,10 @@ impl EventLoop {
             for ev in events.iter() {
                 self.dispatch(ev.token(), ev.is_readable());
             }
-            if let Some(inputs) = self.socket.as_mut().map(|s| s.serve_more(self.poll.registry())) {
-                self.answer(inputs);
+            if socket_has_more {
+                if let Some(inputs) = self.socket.as_mut().map(|s| s.serve_more(self.poll.registry())) {
+                    self.answer(inputs);
+                }
             }
             let now = Instant::now();
             let actions = self.policy.on_time(now);

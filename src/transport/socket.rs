@@ -221,6 +221,8 @@ impl ControlSocket {
         loop {
             let slot = match self.conns.iter().position(Option::is_none) {
                 Some(slot) => slot,
+                // Make room only for a client that is really waiting in the backlog.
+                None if !self.listener_has_pending() => return,
                 None => match self.oldest_idle() {
                     Some(slot) => {
                         crate::debug!("control socket: closing the oldest idle client to make room");
@@ -242,9 +244,14 @@ impl ControlSocket {
                 Ok((mut stream, _)) => {
                     if let Err(why) = peer_allowed(&stream, self.allow_job_control) {
                         crate::warn!("control socket: refused a client: {why}");
-                        let reply =
-                            format!("{{\"ok\":false,\"command\":null,\"error\":\"{why}\",\"state\":null}}\n");
-                        let _ = stream.write(reply.as_bytes());
+                        let reply = crate::command::Reply {
+                            ok: false,
+                            command: None,
+                            error: Some(format!("refused: {why}")),
+                            state: serde_json::Value::Null,
+                            sample: None,
+                        };
+                        let _ = stream.write(reply.to_line().as_bytes());
                         continue;
                     }
                     let token = Token(FIRST_CONN + slot);
@@ -272,6 +279,12 @@ impl ControlSocket {
                 }
             }
         }
+    }
+
+    fn listener_has_pending(&self) -> bool {
+        let mut pfd = libc::pollfd { fd: self.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd on the stack, zero timeout.
+        unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
     }
 
     fn oldest_idle(&self) -> Option<usize> {
