@@ -47,7 +47,8 @@ fn open_in_place(path: &Path, what: &str, pause: Pause) -> Result<File, String> 
                 unsafe { libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) & !libc::O_NONBLOCK) };
                 return Ok(file);
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            // ENXIO is "no reader" for a FIFO only (a Unix socket path says it too, for good).
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && is_fifo(path) => {
                 if Instant::now() >= deadline {
                     return Err(format!(
                         "{what} {}: no process opened the FIFO for reading within {}s",
@@ -70,10 +71,14 @@ fn open_in_place(path: &Path, what: &str, pause: Pause) -> Result<File, String> 
     }
 }
 
+fn is_fifo(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
+}
+
 /// The kernel's `protected_symlinks` rule, applied whether or not the host enables it, and to
 /// any sticky or world-writable directory (such as /tmp): there, a symlink is followed only if
-/// it belongs to us or to the directory's owner. Otherwise another user could point proc_box, running as
-/// root, at a file of their choice.
+/// it belongs to us or to the directory's owner. Otherwise another user could point proc_box,
+/// running as root, at a file of their choice.
 fn check_symlink(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let Ok(link) = std::fs::symlink_metadata(path) else {
