@@ -281,6 +281,24 @@ pub fn env_names() -> Vec<String> {
     Config::command().get_arguments().filter_map(|a| a.get_env()?.to_str().map(str::to_owned)).collect()
 }
 
+/// The first line of a token file. Opened without blocking and refused unless it is a regular
+/// file, so a FIFO (or /dev/zero) given here cannot hang proc_box before the job starts.
+fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    if !file.metadata().map_err(|e| e.to_string())?.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut text = String::new();
+    file.take(4096).read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
 /// Scheduler job-id variables tried, in order, when `--id` is unset.
 const JOB_ID_VARS: &[&str] =
     &["SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID", "FLUX_JOB_ID", "CONDOR_JOB_ID"];
@@ -293,12 +311,9 @@ impl Config {
                 return Err("--control-token and --control-token-file exclude each other".into())
             }
             (Some(t), None) => t.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| format!("--control-token-file {}: {e}", path.display()))?
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
+            (None, Some(path)) => {
+                read_token_file(path).map_err(|e| format!("--control-token-file {}: {e}", path.display()))?
+            }
             (None, None) => return Ok(None),
         };
         if token.trim().is_empty() {
