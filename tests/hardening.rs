@@ -344,6 +344,11 @@ fn a_control_token_is_required_when_set() {
     let out =
         s.command(&["--control-token", "a", "--control-token-file", file.to_str().unwrap(), "true"]).run();
     assert_eq!(out.status.code(), Some(125));
+    // A FIFO as the token file would block before the job starts: refused instead.
+    let fifo = s.dir.join("token.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out = s.command(&["--control-token-file", fifo.to_str().unwrap(), "true"]).run();
+    assert_eq!(out.status.code(), Some(125));
 }
 
 /// At a low descriptor limit, no process is lost: proc_box's own children are tracked by pid
