@@ -214,6 +214,12 @@ fn summary_paths_that_are_not_regular_files() {
     assert!(!ran.exists(), "the job must not run when its summary cannot be written");
     let out = s.command(&["--summary-file", s.dir.to_str().unwrap(), "true"]).run();
     assert_eq!(out.status.code(), Some(125), "a directory is refused");
+    // A FIFO where the directory should be must not block the start.
+    let fifo = s.dir.join("not-a-dir");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let inside = fifo.join("summary.json");
+    let out = s.command(&["--summary-file", inside.to_str().unwrap(), "true"]).run();
+    assert_eq!(out.status.code(), Some(125), "a FIFO as the directory is refused");
 }
 
 /// The summary replaces a symlink at its path instead of writing through it, and leaves no

@@ -262,7 +262,11 @@ impl SummaryFile {
             .and_then(|n| std::ffi::CString::new(n.as_bytes()).ok())
             .ok_or_else(|| format!("{what} {shown}: not a file name"))?;
         let dir = parent(path);
-        let dirfd = std::fs::File::open(&dir)
+        // O_DIRECTORY: a FIFO in the directory's place fails here rather than blocking.
+        let dirfd = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&dir)
             .map_err(|e| format!("{what} {shown}: directory {}: {e}", dir.display()))?;
         let dirfd = OwnedFd::from(dirfd);
         let probe =

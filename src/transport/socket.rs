@@ -72,10 +72,14 @@ impl ControlSocket {
             if !meta.file_type().is_socket() {
                 return Err(format!("control socket {shown}: a file that is not a socket is in the way"));
             }
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => return Err(format!("control socket {shown} is in use by a running process")),
-                Err(_) => std::fs::remove_file(path)
+            // A non-blocking connect: a listener whose backlog is full (or planted by someone
+            // who never accepts) must not hang proc_box before the job starts.
+            match UnixStream::connect(path) {
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => std::fs::remove_file(path)
                     .map_err(|e| format!("control socket {shown}: cannot remove the stale socket: {e}"))?,
+                Ok(_) | Err(_) => {
+                    return Err(format!("control socket {shown} is in use by a running process"))
+                }
             }
         }
         // umask is process-wide; proc_box is still single-threaded here.
