@@ -55,6 +55,17 @@ pub fn install() -> std::io::Result<OwnedFd> {
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
+    // An inherited mask may block them: a blocked fault skips the handler (the kernel resets it
+    // to the default), so they are unblocked in proc_box. The job still gets the original mask.
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset; pthread_sigmask on our thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in FAULTS.into_iter().filter(|&s| s != libc::SIGABRT) {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
     // SAFETY: the read end was just created and is owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fds[0]) })
 }

@@ -343,21 +343,17 @@ fn every_signal_sent_to_proc_box_is_forwarded_or_acted_on() {
 }
 
 /// A real fault inside proc_box (a bug) must still end the tree, in subreaper mode too, where no
-/// EXITKILL does it: the fault handler kills every descendant, then proc_box dies of the fault.
+/// EXITKILL does it: the fault handler kills every descendant, then proc_box dies of the fault,
+/// even when proc_box was started with the fault signal blocked and ignored.
 #[test]
 fn a_real_fault_in_proc_box_takes_the_tree_with_it() {
     let inject = fixture("fault_inject");
     let tree = fixture("fork_tree");
     for mode in MODES {
         let s = Scene::new("fault");
-        let mut child = s
-            .command(&["--nowarn", "--track", mode, "--"])
-            .arg(&tree)
-            .arg("stay")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        // Started with SIGSEGV blocked and ignored: the handler must run all the same.
+        let argv = [proc_box(), "--nowarn", "--track", mode, "--", tree.to_str().unwrap(), "stay"];
+        let mut child = launched(&s, &["-b", "11", "-i", "11"], &argv).stdout(Stdio::null()).spawn().unwrap();
         for n in ["child0", "child1", "grand0", "grand1", "main"] {
             s.pid(n);
         }
