@@ -134,6 +134,16 @@ pub struct Config {
     /// accepted for compatibility: rkey lists always work
     #[arg(help_heading = "AMQP", long = "multiRmtKey", env = "PBOX_MULTIRMTKEY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
     pub multi_rmt_key: bool,
+    /// where undelivered summaries wait for a later run or `proc_boxctl flush`
+    /// [default: $XDG_STATE_HOME/proc_box/spool, else /var/tmp/proc_box-<uid>/spool]
+    #[arg(help_heading = "AMQP", long = "spool-dir", env = "PBOX_SPOOL_DIR", value_name = "PATH")]
+    pub spool_dir: Option<PathBuf>,
+    /// PEM file of extra CA certificates for amqps:// (the system's are trusted as well)
+    #[arg(help_heading = "AMQP", long, env = "PBOX_CACERT", value_name = "PATH")]
+    pub cacert: Option<PathBuf>,
+    /// samples kept while the broker is away; beyond this the oldest are dropped (and counted)
+    #[arg(help_heading = "AMQP", long = "sample-buffer", env = "PBOX_SAMPLE_BUFFER", default_value = "1000", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub sample_buffer: u32,
 
     /// the command to run, and its arguments
     #[arg(required = true, value_name = "CMD")]
@@ -320,6 +330,40 @@ impl Config {
             return Err("the control token is empty".into());
         }
         Ok(Some(token))
+    }
+
+    /// The AMQP side, when `--uri` names a broker. A bad URI or CA file is a usage error.
+    pub fn amqp(
+        &self,
+        box_id: &str,
+        hostname: &str,
+    ) -> Result<Option<crate::transport::amqp::Settings>, String> {
+        use crate::transport::amqp::{link::Brokers, spool, Settings};
+        let Some(uri) = self.uri.as_deref().filter(|u| !u.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let brokers = Brokers::parse(uri).map_err(|e| format!("--uri: {e}"))?;
+        let bind_keys = Settings::keys(&self.rkey, box_id);
+        if bind_keys.is_empty() {
+            return Err("--rkey: no routing key given".into());
+        }
+        let ca_pem = match &self.cacert {
+            Some(path) => {
+                Some(std::fs::read_to_string(path).map_err(|e| format!("--cacert {}: {e}", path.display()))?)
+            }
+            None => None,
+        };
+        Ok(Some(Settings {
+            brokers,
+            ca_pem,
+            exchange: self.exchange.clone(),
+            bind_keys,
+            box_id: box_id.to_owned(),
+            stats_key: format!("{}.{hostname}", self.skey),
+            msgtimeout: (!self.msgtimeout.is_zero()).then_some(self.msgtimeout),
+            spool_dir: self.spool_dir.clone().unwrap_or_else(spool::default_dir),
+            buffer: self.sample_buffer as usize,
+        }))
     }
 
     /// The box id (contract §3): `--id`, else the scheduler's job id, else `<hostname>-<pid>`.

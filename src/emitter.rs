@@ -5,6 +5,8 @@
 use crate::accounting::report::{ExitInfo, Identity, Sample, SampleContext, Summary};
 use crate::accounting::Accounting;
 use crate::tracker::{ExitStatus, Tracker};
+use crate::transport::amqp::link::Outgoing;
+use crate::transport::amqp::{Amqp, Delivery};
 use crate::transport::sinks::{StatsFile, SummaryFile, FINAL_WAIT};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,8 +15,13 @@ pub struct Emitter {
     identity: Identity,
     stats: Option<StatsFile>,
     summary_file: Option<SummaryFile>,
+    amqp: Option<Amqp>,
+    /// `msgtimeout`: how long the end may wait for the broker (`None`: no limit).
+    msgtimeout: Option<Duration>,
     seq: u64,
-    emitted: u64,
+    /// Samples made for the sinks.
+    made: u64,
+    /// Sample deliveries lost, over every sink.
     dropped: u64,
 }
 
@@ -46,12 +53,28 @@ impl Emitter {
         stats: Option<StatsFile>,
         summary_file: Option<SummaryFile>,
     ) -> Emitter {
-        Emitter { accounting, identity, stats, summary_file, seq: 0, emitted: 0, dropped: 0 }
+        Emitter {
+            accounting,
+            identity,
+            stats,
+            summary_file,
+            amqp: None,
+            msgtimeout: None,
+            seq: 0,
+            made: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Samples and the summary also go to the broker.
+    pub fn set_amqp(&mut self, amqp: Amqp, msgtimeout: Option<Duration>) {
+        self.amqp = Some(amqp);
+        self.msgtimeout = msgtimeout;
     }
 
     /// Whether periodic samples go anywhere.
     pub fn has_sink(&self) -> bool {
-        self.stats.is_some()
+        self.stats.is_some() || self.amqp.is_some()
     }
 
     /// Builds a sample, writes it to the sinks, and returns it (for a `sample` reply).
@@ -78,28 +101,38 @@ impl Emitter {
             &totals,
         );
         let value = serde_json::to_value(&sample).unwrap_or_default();
+        if self.has_sink() {
+            self.made += 1;
+        }
         if let Some(stats) = self.stats.as_mut() {
-            if stats.write_line(value.to_string()) {
-                self.emitted += 1;
-            } else {
+            if !stats.write_line(value.to_string()) {
                 self.dropped += 1;
             }
+        }
+        if let Some(amqp) = &self.amqp {
+            amqp.push(Outgoing::new("sample", sample.header.message_id.clone(), value.to_string(), false));
         }
         value
     }
 
     /// The summary: built once everything has been reaped, so its CPU and I/O are the
-    /// kernel's final totals. Written to every sink; also returned.
-    pub fn finish(&mut self, tracker: &Tracker, end: End) -> Summary {
-        let deadline = Instant::now() + FINAL_WAIT;
+    /// kernel's final totals. Written to every sink; also returned. `give_up` is asked, while
+    /// waiting for the broker without a `msgtimeout`, whether to stop waiting.
+    pub fn finish(&mut self, tracker: &Tracker, end: End, give_up: &mut dyn FnMut() -> bool) -> Summary {
+        let start = Instant::now();
+        let deadline = start + FINAL_WAIT;
         // Samples still queued count as emitted only once they are written.
         if let Some(stats) = &self.stats {
             if !stats.flush(deadline) {
                 crate::warn!("the stats file did not take the last samples in time");
             }
-            let failed = stats.failed();
-            self.emitted -= failed.min(self.emitted);
-            self.dropped += failed;
+            self.dropped += stats.failed();
+        }
+        // The broker's share of the end: at most msgtimeout, half of it for the last samples.
+        let broker_until = self.msgtimeout.and_then(|t| start.checked_add(t));
+        if let Some(amqp) = &self.amqp {
+            let drain = self.msgtimeout.map_or(FINAL_WAIT, |t| (t / 2).min(FINAL_WAIT));
+            self.dropped += amqp.drain(start + drain);
         }
         let totals = self.accounting.totals(tracker);
         let ended = SystemTime::now();
@@ -128,7 +161,7 @@ impl Emitter {
             io_write_bytes: totals.io.write_bytes,
             stdout_bytes: end.stdout_bytes,
             stderr_bytes: end.stderr_bytes,
-            samples_emitted: self.emitted,
+            samples_emitted: self.made - self.dropped.min(self.made),
             samples_dropped: self.dropped,
             user: self.identity.user.clone(),
         };
@@ -142,6 +175,23 @@ impl Emitter {
             let path = f.path().display().to_string();
             if let Err(e) = f.write(&line, deadline) {
                 crate::error!("cannot write the summary file {path}: {e}");
+            }
+        }
+        if let Some(amqp) = self.amqp.take() {
+            let msg = Outgoing::new("summary", summary.header.message_id.clone(), line, true);
+            match amqp.send_summary(msg.clone(), broker_until, give_up) {
+                Delivery::Confirmed => crate::debug!("AMQP: the broker confirmed the summary"),
+                Delivery::Failed(why) => match amqp.spool(&msg) {
+                    Ok(path) => crate::error!(
+                        "the summary was not delivered ({why}); spooled to {} for 'proc_boxctl flush' or the \
+                         next proc_box run",
+                        path.display()
+                    ),
+                    Err(e) => crate::error!(
+                        "the summary was not delivered ({why}), and cannot be spooled to {}: {e}",
+                        amqp.spool_dir().display()
+                    ),
+                },
             }
         }
         summary

@@ -303,6 +303,14 @@ impl EventLoop {
         self.inbox.clone()
     }
 
+    /// Samples and the summary also go to the broker, every `sint`.
+    pub fn set_amqp(&mut self, amqp: crate::transport::amqp::Amqp, msgtimeout: Option<Duration>) {
+        self.emitter.set_amqp(amqp, msgtimeout);
+        if self.next_sample.is_none() {
+            self.next_sample = Some(Instant::now() + self.sint);
+        }
+    }
+
     pub fn run(mut self) -> Outcome {
         let mut events = Events::with_capacity(256);
         while !self.tracker.finished() {
@@ -379,6 +387,8 @@ impl EventLoop {
             leftover_killed,
             wall: self.started.elapsed(),
         };
+        let signals = &self.signals;
+        let mut give_up = || stop_pending(signals);
         let summary = self.emitter.finish(
             &self.tracker,
             End {
@@ -391,6 +401,7 @@ impl EventLoop {
                 stdout_bytes: self.relay_bytes(0),
                 stderr_bytes: self.relay_bytes(1),
             },
+            &mut give_up,
         );
         crate::info!("{}", summary.human_line());
         outcome
@@ -713,4 +724,15 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// After the tree is gone, only a stop request (SIGINT, SIGTERM, SIGQUIT) matters: it ends a
+/// wait for the broker that has no `msgtimeout`.
+fn stop_pending(signals: &SignalFd) -> bool {
+    while let Ok(Some(info)) = signals.read_signal() {
+        if meaning(info.ssi_signo as i32) == Meaning::Stop {
+            return true;
+        }
+    }
+    false
 }

@@ -8,9 +8,10 @@ use proc_box::policy::Policy;
 use proc_box::relay;
 use proc_box::spawn::ChildSetup;
 use proc_box::terminal::Terminal;
+use proc_box::transport::amqp::Amqp;
 use proc_box::transport::sinks::{StatsFile, SummaryFile};
 use proc_box::transport::socket::ControlSocket;
-use proc_box::{error, spawn, warn};
+use proc_box::{error, spawn};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 use std::time::SystemTime;
@@ -58,13 +59,11 @@ fn run() -> i32 {
 }
 
 fn start(config: &Config) -> Result<i32, String> {
-    if config.uri.is_some() {
-        warn!("--uri is set, but this version has no AMQP transport yet; running without a broker");
-    }
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into());
     let box_id = config.box_id(&hostname);
+    let amqp = config.amqp(&box_id, &hostname)?;
     let started = SystemTime::now();
 
     proc_box::inherited::reset_for_box();
@@ -126,6 +125,15 @@ fn start(config: &Config) -> Result<i32, String> {
         token,
     })
     .map_err(|e| format!("event loop: {e}"))?;
+    let mut event_loop = event_loop;
+    if let Some(settings) = amqp {
+        let msgtimeout = settings.msgtimeout;
+        match Amqp::start(settings, event_loop.inbox()) {
+            Ok(a) => event_loop.set_amqp(a, msgtimeout),
+            // The job is already running: it must not suffer for this.
+            Err(e) => error!("cannot start the AMQP thread: {e}; running without a broker"),
+        }
+    }
     let outcome = event_loop.run();
     Ok(outcome.exit_code(config.preserve_status))
 }

@@ -2,6 +2,7 @@
 //! bytes; they never touch the tree. Parsing and acting are the event loop's job, through
 //! `command::parse` and the policy.
 
+pub mod amqp;
 pub mod sinks;
 pub mod socket;
 

@@ -1,0 +1,283 @@
+//! `proc_boxctl`: the operator's side of proc_box. Sends commands to boxes (over the broker or
+//! a local control socket), watches what they emit, and flushes spooled summaries.
+
+mod send;
+mod watch;
+
+use clap::{Args, Parser, Subcommand};
+use proc_box::transport::amqp::link::{self, Brokers, ClientInfo};
+use proc_box::units::parse_duration;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit statuses, also in `--help`.
+pub mod status {
+    /// Every box answered `ok`.
+    pub const OK: u8 = 0;
+    /// A box answered `ok: false`, or a spooled summary was kept.
+    pub const REFUSED: u8 = 1;
+    /// Usage error (clap's own status).
+    pub const USAGE: u8 = 2;
+    /// No reply within `--wait`, or no such box.
+    pub const NO_REPLY: u8 = 3;
+    /// The broker (or socket) could not be reached, or refused the login.
+    pub const UNREACHABLE: u8 = 4;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "proc_boxctl",
+    version,
+    about = "Control proc_box boxes and watch what they emit, over AMQP or a local control socket.",
+    after_help = "Global options also read PBOX_<NAME> (PBOX_URI, PBOX_EXCHANGE, ...), and take the Go \
+                  spelling -uri VALUE.\nExit status: 0 every box answered ok; 1 a box refused the command \
+                  (or a spooled summary was kept); 2 usage error; 3 no reply in time, or no such box; \
+                  4 the broker or socket could not be reached."
+)]
+struct Cli {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// AMQP URI(s), comma-separated nodes of one cluster
+    #[arg(
+        long,
+        global = true,
+        env = "PBOX_URI",
+        default_value = "amqp://127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub uri: String,
+    /// topic exchange the boxes use
+    #[arg(long, global = true, env = "PBOX_EXCHANGE", default_value = "amq.topic")]
+    pub exchange: String,
+    /// control routing key(s) the boxes bind; the first is used
+    #[arg(long, global = true, env = "PBOX_RKEY", default_value = "proc_box.remote_control")]
+    pub rkey: String,
+    /// prefix of the boxes' emission key
+    #[arg(long, global = true, env = "PBOX_SKEY", default_value = "proc_box.stats")]
+    pub skey: String,
+    /// PEM file of extra CA certificates for amqps://
+    #[arg(long, global = true, env = "PBOX_CACERT", value_name = "PATH")]
+    pub cacert: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// send a command to one box (--id) or to every box (--all), and print the replies
+    Send(send::SendArgs),
+    /// show one box's state
+    Status(send::StatusArgs),
+    /// show every box seen on the exchange, live
+    Watch(watch::WatchArgs),
+    /// send the summaries spooled while the broker was away
+    Flush(FlushArgs),
+}
+
+#[derive(Debug, Args)]
+struct FlushArgs {
+    /// the spool directory [default: $XDG_STATE_HOME/proc_box/spool, else /var/tmp/proc_box-<uid>/spool]
+    #[arg(long = "spool-dir", env = "PBOX_SPOOL_DIR", value_name = "PATH")]
+    spool_dir: Option<PathBuf>,
+    /// how long each summary may take to be confirmed
+    #[arg(long, env = "PBOX_MSGTIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    msgtimeout: Duration,
+}
+
+/// A failure worth one line and an exit status.
+pub struct Failed {
+    pub status: u8,
+    pub message: String,
+}
+
+impl Failed {
+    pub fn new(status: u8, message: impl Into<String>) -> Failed {
+        Failed { status, message: message.into() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse_from(go_spelling(std::env::args_os().collect())) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { status::USAGE } else { status::OK });
+        }
+    };
+    let result = match cli.action {
+        Action::Send(a) => send::send(&cli.broker, a),
+        Action::Status(a) => send::status(&cli.broker, a),
+        Action::Watch(a) => watch::watch(&cli.broker, a),
+        Action::Flush(a) => flush(&cli.broker, a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln_safe(&format!("proc_boxctl: {}", f.message));
+            ExitCode::from(f.status)
+        }
+    }
+}
+
+/// Writes a line to stderr, ignoring a closed stderr.
+pub fn eprintln_safe(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// `-uri X` → `--uri X` for the global options, as proc_box takes them.
+fn go_spelling(args: Vec<OsString>) -> Vec<OsString> {
+    const GLOBAL: [&str; 5] = ["uri", "exchange", "rkey", "skey", "cacert"];
+    let mut done = false;
+    args.into_iter()
+        .map(|a| {
+            if done || a == "--" {
+                done = true;
+                return a;
+            }
+            match a.to_str() {
+                Some(t) if t.starts_with('-') && !t.starts_with("--") => {
+                    let name = t[1..].split('=').next().unwrap_or_default();
+                    if GLOBAL.contains(&name) {
+                        OsString::from(format!("-{t}"))
+                    } else {
+                        a
+                    }
+                }
+                _ => a,
+            }
+        })
+        .collect()
+}
+
+impl BrokerArgs {
+    /// Connects to the first node that answers.
+    pub async fn connect(&self) -> Result<lapin::Connection, Failed> {
+        let mut brokers =
+            Brokers::parse(&self.uri).map_err(|e| Failed::new(status::USAGE, format!("--uri: {e}")))?;
+        let ca_pem = match &self.cacert {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| Failed::new(status::USAGE, format!("--cacert {}: {e}", p.display())))?,
+            ),
+            None => None,
+        };
+        let tls = lapin::tcp::OwnedTLSConfig { identity: None, cert_chain: ca_pem };
+        let client = ClientInfo {
+            product: "proc_boxctl",
+            name: format!("proc_boxctl {}", std::process::id()),
+            box_id: None,
+        };
+        match link::connect_any(&mut brokers, &tls, &client).await {
+            Ok((conn, _)) => Ok(conn),
+            Err(link::Failure::Refused(m)) => Err(Failed::new(
+                status::UNREACHABLE,
+                format!("the broker refused the login ({m}); check the user, password and vhost in --uri or PBOX_URI"),
+            )),
+            Err(link::Failure::Transient(m)) => Err(Failed::new(
+                status::UNREACHABLE,
+                format!("cannot reach the broker ({m}); is it running, and is --uri or PBOX_URI right?"),
+            )),
+        }
+    }
+
+    /// The first control key: where broadcast commands go, and the prefix of per-box keys.
+    pub fn control_key(&self) -> String {
+        self.rkey
+            .split(',')
+            .map(str::trim)
+            .find(|k| !k.is_empty())
+            .unwrap_or("proc_box.remote_control")
+            .to_owned()
+    }
+}
+
+/// Closes a connection explicitly (dropping it does not), within 2 s.
+pub async fn close(conn: &lapin::Connection) {
+    let _ = link::timed("closing", Duration::from_secs(2), conn.close(200, "OK".into())).await;
+}
+
+fn flush(broker: &BrokerArgs, args: FlushArgs) -> Result<u8, Failed> {
+    use proc_box::transport::amqp::spool::{self, Claimed};
+    let dir = args.spool_dir.unwrap_or_else(spool::default_dir);
+    let files =
+        spool::pending(&dir).map_err(|e| Failed::new(status::REFUSED, format!("{}: {e}", dir.display())))?;
+    if files.is_empty() {
+        println_safe(&format!("nothing spooled in {}", dir.display()));
+        return Ok(status::OK);
+    }
+    let limit = (!args.msgtimeout.is_zero()).then_some(args.msgtimeout);
+    async_global_executor::block_on(async {
+        let conn = broker.connect().await?;
+        let ch =
+            link::confirm_channel(&conn).await.map_err(|f| Failed::new(status::UNREACHABLE, f.message()))?;
+        let (mut sent, mut kept) = (0, 0);
+        for path in files {
+            match spool::claim(&path) {
+                Claimed::Mine(claim, entry) => {
+                    let r = link::publish_confirmed(
+                        &ch,
+                        &entry.exchange,
+                        &entry.routing_key,
+                        &entry.outgoing(),
+                        true,
+                        limit,
+                    )
+                    .await;
+                    match r {
+                        Ok(link::Confirmed::Ack) => {
+                            println_safe(&format!("sent {}", path.display()));
+                            if let Err(e) = claim.done() {
+                                eprintln_safe(&format!(
+                                    "proc_boxctl: sent, but cannot remove {}: {e}",
+                                    path.display()
+                                ));
+                            }
+                            sent += 1;
+                        }
+                        Ok(link::Confirmed::Unroutable) => {
+                            eprintln_safe(&format!(
+                                "proc_boxctl: kept {}: no queue is bound to '{}' on '{}' yet",
+                                path.display(),
+                                entry.routing_key,
+                                entry.exchange
+                            ));
+                            kept += 1;
+                        }
+                        Ok(link::Confirmed::Nack) => {
+                            eprintln_safe(&format!(
+                                "proc_boxctl: kept {}: the broker refused it",
+                                path.display()
+                            ));
+                            kept += 1;
+                        }
+                        Err(f) => {
+                            eprintln_safe(&format!("proc_boxctl: kept {}: {}", path.display(), f.message()));
+                            kept += 1;
+                            break;
+                        }
+                    }
+                }
+                Claimed::Busy => {}
+                Claimed::Invalid(why) => eprintln_safe(&format!("proc_boxctl: {why}")),
+            }
+        }
+        close(&conn).await;
+        println_safe(&format!("{sent} sent, {kept} kept"));
+        Ok(if kept == 0 { status::OK } else { status::REFUSED })
+    })
+}
+
+/// Writes a line to stdout; a closed stdout ends the program quietly.
+pub fn println_safe(line: &str) {
+    use std::io::Write;
+    if writeln!(std::io::stdout(), "{line}").is_err() {
+        std::process::exit(0);
+    }
+}

@@ -1,0 +1,201 @@
+//! `watch`: every box seen on the exchange, from the samples and summaries it emits.
+
+use crate::{close, println_safe, status, BrokerArgs, Failed};
+use clap::Args;
+use futures_lite::future::or;
+use futures_lite::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use proc_box::transport::amqp::link::{self, STEP};
+use proc_box::units::parse_duration;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// only this box
+    #[arg(long)]
+    id: Option<String>,
+    /// print every message as it arrives, raw JSON, one per line
+    #[arg(long)]
+    json: bool,
+    /// exit after this many messages
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// exit after this long
+    #[arg(long = "for", value_parser = parse_duration, value_name = "DURATION")]
+    duration: Option<Duration>,
+}
+
+/// What the table shows of one box.
+struct Row {
+    host: String,
+    state: String,
+    cpu_percent: Option<f64>,
+    pss: Option<u64>,
+    processes: Option<u64>,
+    elapsed: f64,
+    seen: Instant,
+}
+
+pub fn watch(broker: &BrokerArgs, a: WatchArgs) -> Result<u8, Failed> {
+    async_global_executor::block_on(async {
+        let conn = broker.connect().await?;
+        let result = run(broker, &conn, &a).await;
+        close(&conn).await;
+        result
+    })
+}
+
+async fn run(broker: &BrokerArgs, conn: &lapin::Connection, a: &WatchArgs) -> Result<u8, Failed> {
+    let lost = |f: link::Failure| Failed::new(status::UNREACHABLE, f.message().to_owned());
+    let ch = link::timed("opening a channel", STEP, conn.create_channel()).await.map_err(lost)?;
+    let queue = link::timed(
+        "queue.declare",
+        STEP,
+        ch.queue_declare(
+            "".into(),
+            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .map_err(lost)?;
+    let key = format!("{}.#", broker.skey);
+    link::timed(
+        "queue.bind",
+        STEP,
+        ch.queue_bind(
+            queue.name().clone(),
+            broker.exchange.as_str().into(),
+            key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .map_err(lost)?;
+    let mut consumer = link::timed(
+        "basic.consume",
+        STEP,
+        ch.basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .map_err(lost)?;
+    // Ready: tests and scripts wait for this line before starting boxes.
+    crate::eprintln_safe(&format!("proc_boxctl: watching '{key}' on '{}'", broker.exchange));
+    let tty = !a.json && std::io::stdout().is_terminal();
+    let end = a.duration.map(|d| Instant::now() + d);
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    let mut seen = 0u64;
+    loop {
+        if a.count.is_some_and(|n| seen >= n) || end.is_some_and(|t| Instant::now() >= t) {
+            return Ok(status::OK);
+        }
+        let tick = end.map_or(Duration::from_secs(1), |t| {
+            t.saturating_duration_since(Instant::now()).min(Duration::from_secs(1))
+        });
+        let next = or(async { Some(consumer.next().await) }, async {
+            async_io::Timer::after(tick).await;
+            None
+        })
+        .await;
+        let delivery = match next {
+            None => {
+                if tty {
+                    draw(&rows);
+                }
+                continue;
+            }
+            Some(Some(Ok(d))) => d,
+            Some(Some(Err(e))) => {
+                return Err(Failed::new(status::UNREACHABLE, format!("lost the broker: {e}")))
+            }
+            Some(None) => return Err(Failed::new(status::UNREACHABLE, "the broker ended the subscription")),
+        };
+        let Ok(msg) = serde_json::from_slice::<Value>(&delivery.data) else { continue };
+        let box_id = msg.get("box_id").and_then(Value::as_str).unwrap_or("?").to_owned();
+        if a.id.as_ref().is_some_and(|id| *id != box_id) {
+            continue;
+        }
+        seen += 1;
+        if a.json {
+            println_safe(&String::from_utf8_lossy(&delivery.data));
+            continue;
+        }
+        let row = to_row(&msg);
+        if tty {
+            rows.insert(box_id, row);
+            draw(&rows);
+        } else {
+            println_safe(&line(&box_id, &row));
+        }
+    }
+}
+
+fn to_row(m: &Value) -> Row {
+    let num = |k: &str| m.get(k).and_then(Value::as_f64);
+    let summary = m.get("type").and_then(Value::as_str) == Some("summary");
+    let state = if summary {
+        format!(
+            "ended: {} ({})",
+            m.get("reason").and_then(Value::as_str).unwrap_or("?"),
+            m.get("exit_code").and_then(Value::as_i64).map_or("?".into(), |c| c.to_string())
+        )
+    } else {
+        m.get("state").and_then(Value::as_str).unwrap_or("?").to_owned()
+    };
+    Row {
+        host: m.get("hostname").and_then(Value::as_str).unwrap_or("?").to_owned(),
+        state,
+        cpu_percent: num("cpu_percent"),
+        pss: m.get(if summary { "peak_pss_bytes" } else { "pss_bytes" }).and_then(Value::as_u64),
+        processes: m.get("processes").and_then(Value::as_u64),
+        elapsed: num(if summary { "wall_seconds" } else { "elapsed_seconds" }).unwrap_or(0.0),
+        seen: Instant::now(),
+    }
+}
+
+fn mib(b: Option<u64>) -> String {
+    b.map_or("-".into(), |b| format!("{:.1}M", b as f64 / 1048576.0))
+}
+
+fn line(id: &str, r: &Row) -> String {
+    format!(
+        "{id:<24} {:<16} {:<20} {:>7} {:>9} {:>6} {:>9}",
+        r.host,
+        r.state,
+        r.cpu_percent.map_or("-".into(), |c| format!("{c:.1}%")),
+        mib(r.pss),
+        r.processes.map_or("-".into(), |p| p.to_string()),
+        format!("{:.0}s", r.elapsed),
+    )
+}
+
+/// Redraws the whole table in place (a terminal only).
+fn draw(rows: &BTreeMap<String, Row>) {
+    let mut out = String::from("\x1b[H\x1b[2J");
+    out.push_str(&format!(
+        "{:<24} {:<16} {:<20} {:>7} {:>9} {:>6} {:>9} {:>9}\n",
+        "BOX", "HOST", "STATE", "CPU", "PSS", "PROCS", "ELAPSED", "SEEN"
+    ));
+    for (id, r) in rows {
+        out.push_str(&format!("{} {:>8}s\n", line(id, r), r.seen.elapsed().as_secs()));
+    }
+    print_raw(&out);
+}
+
+fn print_raw(s: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout();
+    if o.write_all(s.as_bytes()).and_then(|()| o.flush()).is_err() {
+        std::process::exit(0);
+    }
+}

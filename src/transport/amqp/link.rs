@@ -1,0 +1,300 @@
+//! One connection to the broker: parse and rotate the URIs, connect with a timeout, classify
+//! what went wrong, and publish with confirms. Shared by proc_box and `proc_boxctl`.
+//!
+//! lapin neither reconnects by itself nor bounds `connect`, and its auto-recovery retries one
+//! URI without jitter; so the session rebuilds everything by hand, through this module.
+
+use futures_lite::future;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError, BasicProperties};
+use lapin::tcp::OwnedTLSConfig;
+use lapin::uri::{AMQPScheme, AMQPUri};
+use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Bound on every network step (connect, declare, bind, consume): `connect` can hang.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// The `-uri` list: comma-separated nodes of one cluster, tried in turn.
+#[derive(Clone, Debug)]
+pub struct Brokers {
+    uris: Vec<AMQPUri>,
+    next: usize,
+}
+
+impl Brokers {
+    /// Parses `amqp://…,amqps://…`. A URI that names no vhost, or ends in a bare `/`, uses the
+    /// vhost `/`, as the Go tool's library did.
+    pub fn parse(list: &str) -> Result<Brokers, String> {
+        let mut uris = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if !(item.starts_with("amqp://") || item.starts_with("amqps://")) {
+                return Err(format!("'{}': an AMQP URI starts with amqp:// or amqps://", redact(item)));
+            }
+            let mut uri: AMQPUri =
+                item.parse().map_err(|e| format!("'{}' is not a valid AMQP URI: {e}", redact(item)))?;
+            if uri.vhost.is_empty() {
+                uri.vhost = "/".into();
+            }
+            uris.push(uri);
+        }
+        if uris.is_empty() {
+            return Err("the AMQP URI list is empty".into());
+        }
+        Ok(Brokers { uris, next: 0 })
+    }
+
+    /// The next node to try, round robin.
+    pub fn rotate(&mut self) -> &AMQPUri {
+        let i = self.next % self.uris.len();
+        self.next = self.next.wrapping_add(1);
+        &self.uris[i]
+    }
+
+    pub fn len(&self) -> usize {
+        self.uris.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.uris.is_empty()
+    }
+}
+
+/// `host:port/vhost` of a URI: what logs show, never the password.
+pub fn describe(uri: &AMQPUri) -> String {
+    let scheme = if uri.scheme == AMQPScheme::AMQPS { "amqps" } else { "amqp" };
+    format!("{scheme}://{}:{} (vhost {})", uri.authority.host, uri.authority.port, uri.vhost)
+}
+
+/// A URI as typed, with any password replaced, for error messages.
+fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &uri[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &uri[..s + 3], &uri[at..])
+        }
+        _ => uri.to_owned(),
+    }
+}
+
+/// Why a connection attempt or a session failed, as far as it changes what to do next.
+#[derive(Debug)]
+pub enum Failure {
+    /// The broker refused the credentials or the vhost: retrying soon will not help.
+    Refused(String),
+    /// Anything else: unreachable, reset, timed out. Retry with backoff.
+    Transient(String),
+}
+
+impl Failure {
+    pub fn from_lapin(e: &lapin::Error) -> Failure {
+        let refused = match e.kind() {
+            ErrorKind::ProtocolError(p) => matches!(
+                p.kind(),
+                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+                    | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
+            ),
+            ErrorKind::AuthProviderError(_) => true,
+            _ => false,
+        };
+        if refused {
+            Failure::Refused(e.to_string())
+        } else {
+            Failure::Transient(e.to_string())
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Refused(m) | Failure::Transient(m) => m,
+        }
+    }
+}
+
+/// Runs `step`, failing with a clear message after `limit`.
+pub async fn timed<T>(
+    what: &str,
+    limit: Duration,
+    step: impl Future<Output = lapin::Result<T>>,
+) -> Result<T, Failure> {
+    let timeout = async {
+        async_io::Timer::after(limit).await;
+        Err(Failure::Transient(format!("{what}: no answer within {}", humantime::format_duration(limit))))
+    };
+    future::or(async { step.await.map_err(|e| Failure::from_lapin(&e)) }, timeout).await
+}
+
+/// What identifies this client in the broker's connection list.
+pub struct ClientInfo<'a> {
+    pub product: &'a str,
+    /// The connection name shown by the broker.
+    pub name: String,
+    pub box_id: Option<&'a str>,
+}
+
+/// Connects to one node within [`STEP`].
+pub async fn connect(
+    uri: &AMQPUri,
+    tls: &OwnedTLSConfig,
+    client: &ClientInfo<'_>,
+) -> Result<Connection, Failure> {
+    let mut props = ConnectionProperties::default()
+        .with_connection_name(client.name.clone().into())
+        .with_client_property("product".into(), client.product.into())
+        .with_client_property("version".into(), env!("CARGO_PKG_VERSION").into());
+    if let Some(id) = client.box_id {
+        props = props.with_client_property("box_id".into(), id.into());
+    }
+    let runtime = lapin::runtime::default_runtime().map_err(|e| Failure::Transient(e.to_string()))?;
+    let tls = OwnedTLSConfig { identity: None, cert_chain: tls.cert_chain.clone() };
+    let conn = timed(
+        &format!("connecting to {}", describe(uri)),
+        STEP,
+        Connection::connect_uri_with_config(uri.clone(), props, tls, runtime),
+    )
+    .await?;
+    Ok(conn)
+}
+
+/// Tries every node once, in turn, starting with the next one; returns the first that answers.
+/// On failure, the last node's reason (a refusal wins: it needs the operator).
+pub async fn connect_any(
+    brokers: &mut Brokers,
+    tls: &OwnedTLSConfig,
+    client: &ClientInfo<'_>,
+) -> Result<(Connection, String), Failure> {
+    let mut failure = None;
+    for _ in 0..brokers.len() {
+        let uri = brokers.rotate().clone();
+        match connect(&uri, tls, client).await {
+            Ok(c) => return Ok((c, describe(&uri))),
+            Err(f) => {
+                let f = match f {
+                    Failure::Refused(m) => Failure::Refused(format!("{}: {m}", describe(&uri))),
+                    Failure::Transient(m) if m.starts_with("connecting") => Failure::Transient(m),
+                    Failure::Transient(m) => Failure::Transient(format!("{}: {m}", describe(&uri))),
+                };
+                if !matches!(failure, Some(Failure::Refused(_))) {
+                    failure = Some(f);
+                }
+            }
+        }
+    }
+    Err(failure.unwrap_or_else(|| Failure::Transient("no broker".into())))
+}
+
+/// A channel in confirm mode, for what must arrive.
+pub async fn confirm_channel(conn: &Connection) -> Result<Channel, Failure> {
+    let ch = timed("opening a channel", STEP, conn.create_channel()).await?;
+    timed("confirm.select", STEP, ch.confirm_select(ConfirmSelectOptions::default())).await?;
+    Ok(ch)
+}
+
+/// One message to publish, with the contract's properties.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    /// `sample` or `summary` (the AMQP `type`).
+    pub kind: String,
+    pub message_id: String,
+    pub body: String,
+    /// Unix seconds.
+    pub timestamp: u64,
+    pub persistent: bool,
+}
+
+impl Outgoing {
+    pub fn new(kind: &str, message_id: String, body: String, persistent: bool) -> Outgoing {
+        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        Outgoing { kind: kind.into(), message_id, body, timestamp, persistent }
+    }
+
+    pub fn properties(&self) -> BasicProperties {
+        BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_type(self.kind.as_str().into())
+            .with_message_id(self.message_id.as_str().into())
+            .with_timestamp(self.timestamp)
+            .with_app_id("proc_box".into())
+            .with_delivery_mode(if self.persistent { 2 } else { 1 })
+    }
+}
+
+/// What the broker said about a message published with confirms.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Confirmed {
+    /// Taken, and routed to at least one queue (or not mandatory).
+    Ack,
+    /// `mandatory` and no queue is bound to the key.
+    Unroutable,
+    /// The broker refused it (nack).
+    Nack,
+}
+
+/// Publishes `msg` on a confirm channel and waits for the broker's answer, at most `limit`
+/// (`None`: no limit).
+pub async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    msg: &Outgoing,
+    mandatory: bool,
+    limit: Option<Duration>,
+) -> Result<Confirmed, Failure> {
+    let step = async {
+        let opts = BasicPublishOptions { mandatory, ..Default::default() };
+        let confirm = ch
+            .basic_publish(exchange.into(), routing_key.into(), opts, msg.body.as_bytes(), msg.properties())
+            .await?;
+        confirm.await
+    };
+    let confirmation = match limit {
+        Some(limit) => timed("publisher confirm", limit, step).await?,
+        None => step.await.map_err(|e| Failure::from_lapin(&e))?,
+    };
+    Ok(if confirmation.is_nack() {
+        Confirmed::Nack
+    } else if confirmation.take_message().is_some() {
+        Confirmed::Unroutable
+    } else {
+        Confirmed::Ack
+    })
+}
+
+/// A box id as it appears in a routing key: `*` and `#` would be wildcards in a binding (a box
+/// could hear others' commands), so both become `_`. Dots stay: PBS ids have them, and an
+/// exact key with more words still routes exactly.
+pub fn key_word(id: &str) -> String {
+    id.chars().map(|c| if matches!(c, '*' | '#') { '_' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_lists_rotate_and_default_the_vhost() {
+        let mut b = Brokers::parse("amqp://u:p@a:1/, amqps://b:2/x,amqp://c").unwrap();
+        assert_eq!(b.len(), 3);
+        assert_eq!(describe(b.rotate()), "amqp://a:1 (vhost /)");
+        assert_eq!(describe(b.rotate()), "amqps://b:2 (vhost x)");
+        assert_eq!(describe(b.rotate()), "amqp://c:5672 (vhost /)");
+        assert_eq!(describe(b.rotate()), "amqp://a:1 (vhost /)");
+    }
+
+    #[test]
+    fn bad_uris_are_refused_without_the_password() {
+        let e = Brokers::parse("http://u:secret@h").unwrap_err();
+        assert!(e.contains("amqp://") && !e.contains("secret"), "{e}");
+        assert!(Brokers::parse(" , ").is_err());
+        let e = Brokers::parse("amqp://u:secret@h:notaport").unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn box_ids_cannot_widen_a_binding() {
+        assert_eq!(key_word("job.#.*"), "job._._");
+        assert_eq!(key_word("1234"), "1234");
+    }
+}

@@ -1,0 +1,404 @@
+//! The AMQP thread's one task: connect, declare, consume and publish; on any failure, tear
+//! everything down and start again after a jittered backoff, on the next node of the list.
+//!
+//! A session is an explicit sequence: connect → control channel (qos, exclusive queue, binds,
+//! consumer) → confirm channel → send the spool → serve. Serving waits on whichever comes first:
+//! a delivery, a queued sample, a reply from the loop, a connection event, or the summary.
+
+use super::link::{self, Brokers, ClientInfo, Confirmed, Failure, Outgoing, STEP};
+use super::spool::{self, Claimed};
+use super::{Delivery, Settings, Shared};
+use crate::command::Reply;
+use crate::transport::{Inbox, Request};
+use futures_lite::future::or;
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::protocol::BasicProperties;
+use lapin::tcp::OwnedTLSConfig;
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Event};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The summary, handed over at the end, and the way to say how it went.
+pub struct Finish {
+    pub msg: Outgoing,
+    pub done: flume::Sender<Delivery>,
+}
+
+/// Deliveries unacknowledged at once: bounds what a flood of commands costs.
+const PREFETCH: u16 = 32;
+/// Samples published before their confirms are awaited.
+const BATCH: usize = 64;
+/// How long the summary may wait while a session is being rebuilt, when msgtimeout is 0.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Exponential backoff, 0.5 s doubling to 30 s, each delay drawn from [d/2, d] so that
+/// hundreds of boxes cut off by one broker restart do not come back in step.
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    fn next(&mut self, refused: bool) -> Duration {
+        let ceiling = if refused {
+            BACKOFF_MAX
+        } else {
+            BACKOFF_MIN.saturating_mul(1u32 << self.failures.min(6)).min(BACKOFF_MAX)
+        };
+        self.failures = self.failures.saturating_add(1);
+        ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+/// What woke a serving session.
+enum Wake {
+    Delivery(Option<lapin::Result<Box<lapin::message::Delivery>>>),
+    Sample,
+    Reply(Option<(Reply, String, Option<String>)>),
+    Event(Option<Event>),
+    Finish(Option<Finish>),
+}
+
+/// Replies from the loop: the reply, `reply_to` and `correlation_id`.
+type Replies =
+    (flume::Sender<(Reply, String, Option<String>)>, flume::Receiver<(Reply, String, Option<String>)>);
+
+struct Task {
+    settings: Settings,
+    shared: Arc<Shared>,
+    inbox: Inbox,
+    woken: flume::Receiver<()>,
+    finishing: flume::Receiver<Finish>,
+    /// The summary, once the loop has handed it over.
+    summary: Option<Finish>,
+    replies: Replies,
+    tls: OwnedTLSConfig,
+    spool_sent: bool,
+}
+
+pub(super) async fn run(
+    settings: Settings,
+    shared: Arc<Shared>,
+    inbox: Inbox,
+    woken: flume::Receiver<()>,
+    finishing: flume::Receiver<Finish>,
+) {
+    let tls = OwnedTLSConfig { identity: None, cert_chain: settings.ca_pem.clone() };
+    let mut task = Task {
+        settings,
+        shared,
+        inbox,
+        woken,
+        finishing,
+        summary: None,
+        replies: flume::unbounded(),
+        tls,
+        spool_sent: false,
+    };
+    task.run().await;
+}
+
+impl Task {
+    async fn run(&mut self) {
+        let mut brokers: Brokers = self.settings.brokers.clone();
+        let mut backoff = Backoff { failures: 0 };
+        let mut told = false;
+        loop {
+            let client = ClientInfo {
+                product: "proc_box",
+                name: format!("proc_box {}", self.settings.box_id),
+                box_id: Some(&self.settings.box_id),
+            };
+            let failure = match link::connect_any(&mut brokers, &self.tls, &client).await {
+                Ok((conn, node)) => {
+                    let first = backoff.failures == 0 && !told;
+                    let result = self.serve(&conn, &node, first).await;
+                    self.shared.set_connected(false);
+                    // Close explicitly: dropping a Connection does not.
+                    let _ =
+                        link::timed("closing", Duration::from_secs(2), conn.close(200, "OK".into())).await;
+                    match result {
+                        Ok(()) => return, // the summary went out: the task is done
+                        Err(f) => {
+                            backoff.failures = 0;
+                            crate::warn!("AMQP: lost the broker at {node}: {}; reconnecting", f.message());
+                            told = true;
+                            f
+                        }
+                    }
+                }
+                Err(f) => f,
+            };
+            let refused = matches!(failure, Failure::Refused(_));
+            if refused {
+                if !told {
+                    crate::error!(
+                        "AMQP: the broker refused the login: {}. Check the user, password and vhost in \
+                         --uri; the job runs on, and its summary will be spooled",
+                        failure.message()
+                    );
+                }
+                if let Some(f) = self.summary.take() {
+                    let _ = f.done.send(Delivery::Failed(format!(
+                        "the broker refused the login: {}",
+                        failure.message()
+                    )));
+                    return;
+                }
+            } else if !told {
+                crate::warn!(
+                    "AMQP: cannot reach the broker: {}; the job runs on, up to {} samples are kept, retrying",
+                    failure.message(),
+                    self.shared.capacity
+                );
+            } else {
+                crate::debug!("AMQP: {}", failure.message());
+            }
+            told = true;
+            let delay = if self.summary.is_some() && !refused { BACKOFF_MIN } else { backoff.next(refused) };
+            // Sleep, but start over at once when the summary arrives.
+            let finish = or(async { self.finishing.recv_async().await.ok() }, async {
+                async_io::Timer::after(delay).await;
+                None
+            })
+            .await;
+            if let Some(f) = finish {
+                self.summary = Some(f);
+            }
+        }
+    }
+
+    /// One session on a live connection. `Ok` once the summary is delivered or refused for
+    /// good; `Err` when the connection failed and must be rebuilt.
+    async fn serve(&mut self, conn: &Connection, node: &str, first: bool) -> Result<(), Failure> {
+        let events = conn.events_listener();
+        let control = link::timed("opening a channel", STEP, conn.create_channel()).await?;
+        link::timed("basic.qos", STEP, control.basic_qos(PREFETCH, BasicQosOptions::default())).await?;
+        let queue = link::timed(
+            "queue.declare",
+            STEP,
+            control.queue_declare(
+                "".into(),
+                QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        for key in &self.settings.bind_keys {
+            link::timed(
+                "queue.bind",
+                STEP,
+                control.queue_bind(
+                    queue.name().clone(),
+                    self.settings.exchange.as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+        }
+        let mut consumer = link::timed(
+            "basic.consume",
+            STEP,
+            control.basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        let publish = link::confirm_channel(conn).await?;
+        self.shared.set_connected(true);
+        let how = if first { "connected to" } else { "reconnected to" };
+        let keys = self.settings.bind_keys.join(", ");
+        if first {
+            crate::debug!("AMQP: {how} {node}; control keys: {keys}");
+        } else {
+            crate::info!("AMQP: {how} {node}; control keys: {keys}");
+        }
+        if !self.spool_sent {
+            self.send_spool(&publish).await?;
+            self.spool_sent = true;
+        }
+        let mut events = std::pin::pin!(events);
+        loop {
+            self.publish_samples(&publish).await?;
+            if self.summary.is_some() {
+                return self.publish_summary(&publish).await;
+            }
+            let replies = self.replies.1.clone();
+            let wake = or(
+                async { Wake::Delivery(consumer.next().await.map(|r| r.map(Box::new))) },
+                or(
+                    async { Wake::Reply(replies.recv_async().await.ok()) },
+                    or(
+                        async { Wake::Finish(self.finishing.recv_async().await.ok()) },
+                        or(async { Wake::Event(events.next().await) }, async {
+                            let _ = self.woken.recv_async().await;
+                            Wake::Sample
+                        }),
+                    ),
+                ),
+            )
+            .await;
+            match wake {
+                Wake::Delivery(Some(Ok(d))) => self.on_delivery(*d).await?,
+                Wake::Delivery(Some(Err(e))) => return Err(Failure::from_lapin(&e)),
+                Wake::Delivery(None) => {
+                    return Err(Failure::Transient("the broker cancelled the consumer".into()))
+                }
+                Wake::Reply(Some((reply, to, corr))) => self.send_reply(&control, reply, &to, corr).await?,
+                Wake::Reply(None) | Wake::Sample => {}
+                Wake::Finish(Some(f)) => self.summary = Some(f),
+                Wake::Finish(None) => return Ok(()), // the box is gone without a summary
+                Wake::Event(Some(Event::Error(e))) => return Err(Failure::from_lapin(&e)),
+                Wake::Event(Some(Event::ConnectionBlocked(why))) => {
+                    crate::warn!("AMQP: the broker blocks publishing: {why}; samples are kept meanwhile")
+                }
+                Wake::Event(Some(_)) => {}
+                Wake::Event(None) => return Err(Failure::Transient("the connection closed".into())),
+            }
+        }
+    }
+
+    /// A command: acknowledged at once (never requeued, whatever it holds), then handed to the
+    /// loop; its reply comes back through `replies`.
+    async fn on_delivery(&mut self, d: lapin::message::Delivery) -> Result<(), Failure> {
+        link::timed("basic.ack", STEP, d.acker.ack(BasicAckOptions::default())).await?;
+        let reply_to = d.properties.reply_to().as_ref().map(|s| s.to_string()).filter(|s| !s.is_empty());
+        let corr = d.properties.correlation_id().as_ref().map(|s| s.to_string());
+        let replies = self.replies.0.clone();
+        let respond: Box<dyn FnOnce(Reply) + Send> = match reply_to {
+            Some(to) => Box::new(move |reply| {
+                let _ = replies.send((reply, to, corr));
+            }),
+            None => Box::new(|_| {}),
+        };
+        self.inbox.send(Request { raw: d.data, respond });
+        Ok(())
+    }
+
+    async fn send_reply(
+        &self,
+        ch: &Channel,
+        reply: Reply,
+        to: &str,
+        corr: Option<String>,
+    ) -> Result<(), Failure> {
+        let mut props =
+            BasicProperties::default().with_content_type("application/json".into()).with_type("reply".into());
+        if let Some(c) = corr {
+            props = props.with_correlation_id(c.into());
+        }
+        let line = reply.to_line();
+        let body = line.trim_end().as_bytes();
+        link::timed("publishing a reply", STEP, async {
+            ch.basic_publish("".into(), to.into(), Default::default(), body, props).await?.await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Sends queued samples in batches; removes each from the buffer once confirmed.
+    async fn publish_samples(&self, ch: &Channel) -> Result<(), Failure> {
+        let limit = self.settings.msgtimeout.unwrap_or(BACKOFF_MAX);
+        loop {
+            let batch = self.shared.peek(BATCH);
+            let Some(last) = batch.last().map(|(s, _)| *s) else {
+                return Ok(());
+            };
+            let mut confirms = Vec::with_capacity(batch.len());
+            for (_, msg) in &batch {
+                let step = ch.basic_publish(
+                    self.settings.exchange.as_str().into(),
+                    self.settings.stats_key.as_str().into(),
+                    Default::default(),
+                    msg.body.as_bytes(),
+                    msg.properties(),
+                );
+                confirms.push(link::timed("publishing a sample", STEP, step).await?);
+            }
+            let mut nacked = 0;
+            for c in confirms {
+                if link::timed("sample confirm", limit, c).await?.is_nack() {
+                    nacked += 1;
+                }
+            }
+            self.shared.confirmed(last, nacked);
+        }
+    }
+
+    async fn publish_summary(&mut self, ch: &Channel) -> Result<(), Failure> {
+        let Some(finish) = self.summary.as_ref() else {
+            return Ok(());
+        };
+        let result = link::publish_confirmed(
+            ch,
+            &self.settings.exchange,
+            &self.settings.stats_key,
+            &finish.msg,
+            true,
+            self.settings.msgtimeout,
+        )
+        .await?;
+        let delivery = match result {
+            Confirmed::Ack => Delivery::Confirmed,
+            Confirmed::Unroutable => Delivery::Failed(format!(
+                "no queue is bound to '{}' on exchange '{}'",
+                self.settings.stats_key, self.settings.exchange
+            )),
+            Confirmed::Nack => Delivery::Failed("the broker refused the summary (nack)".into()),
+        };
+        if let Some(f) = self.summary.take() {
+            let _ = f.done.send(delivery);
+        }
+        Ok(())
+    }
+
+    /// Summaries spooled by earlier runs: sent once per run, after the first connect.
+    async fn send_spool(&self, ch: &Channel) -> Result<(), Failure> {
+        let dir = &self.settings.spool_dir;
+        let files = match spool::pending(dir) {
+            Ok(f) => f,
+            Err(e) => {
+                crate::warn!("cannot read the spool {}: {e}", dir.display());
+                return Ok(());
+            }
+        };
+        for path in files {
+            match spool::claim(&path) {
+                Claimed::Mine(claim, entry) => {
+                    let r = link::publish_confirmed(
+                        ch,
+                        &entry.exchange,
+                        &entry.routing_key,
+                        &entry.outgoing(),
+                        true,
+                        self.settings.msgtimeout,
+                    )
+                    .await?;
+                    if r == Confirmed::Ack {
+                        crate::info!("AMQP: delivered the spooled summary {}", claim.path().display());
+                        if let Err(e) = claim.done() {
+                            crate::warn!("cannot remove a delivered spool file: {e}");
+                        }
+                    } else {
+                        crate::debug!(
+                            "AMQP: spooled summary {} still not deliverable: {r:?}",
+                            path.display()
+                        );
+                    }
+                }
+                Claimed::Busy => {}
+                Claimed::Invalid(why) => crate::warn!("spool: {why}"),
+            }
+        }
+        Ok(())
+    }
+}
