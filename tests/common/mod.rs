@@ -3,6 +3,8 @@
 //! beyond its own direct child, so tests can run side by side.
 #![allow(dead_code)]
 
+pub mod bus;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -1,0 +1,481 @@
+//! AMQP against the real broker that `scripts/test` keeps running on 127.0.0.1:5672. Every
+//! test has its own routing keys, so these run side by side; the tests that disturb the
+//! broker itself are in `broker_restart.rs`, run alone after the rest.
+
+mod common;
+
+use common::bus::{Bus, URI};
+use common::*;
+use serde_json::Value;
+use std::process::{Child, Stdio};
+
+fn proc_boxctl() -> &'static str {
+    env!("CARGO_BIN_EXE_proc_boxctl")
+}
+
+/// A box started in the background with the bus's keys and `extra` arguments.
+fn start(scene: &Scene, bus: &Bus, id: &str, extra: &[&str], job: &[&str]) -> Child {
+    let mut args: Vec<String> = bus.args(id);
+    args.extend(["--spool-dir".to_string(), scene.dir.join("spool").display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push("--".into());
+    args.extend(job.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The box's stderr stays in the scene directory, which a failed test keeps.
+    let log = std::fs::File::create(scene.dir.join(format!("{id}.stderr"))).unwrap();
+    scene.command(&args).stdout(Stdio::null()).stderr(log).spawn().expect("proc_box")
+}
+
+fn stderr_of(scene: &Scene, id: &str) -> String {
+    std::fs::read_to_string(scene.dir.join(format!("{id}.stderr"))).unwrap_or_default()
+}
+
+fn pids_of(reply: &Value) -> Vec<i32> {
+    status_pids(&reply["state"])
+}
+
+#[test]
+fn every_command_works_over_amqp_with_replies() {
+    for mode in MODES {
+        let scene = Scene::new(&format!("amqp-all-{mode}"));
+        let mut bus = Bus::new("all");
+        let id = format!("all-{mode}");
+        let mut child = start(
+            &scene,
+            &bus,
+            &id,
+            &["--track", mode, "--sint", "1h"],
+            &["sh", "-c", "sleep 1000 & exec sleep 1000"],
+        );
+        bus.wait_for_box(&id);
+        let tree = wait_for("two processes", || {
+            let r = bus.command(Some(&id), "status", &[]);
+            (pids_of(&r).len() == 2).then(|| pids_of(&r))
+        });
+
+        let r = bus.command(Some(&id), "suspend", &[]);
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["state"]["state"], "suspended");
+        for &p in &tree {
+            wait_for(&format!("{p} stopped"), || is_stopped(p).then_some(()));
+        }
+        let r = bus.command(Some(&id), "resume", &[]);
+        assert_eq!(r["state"]["state"], "running", "{r}");
+        for &p in &tree {
+            wait_for(&format!("{p} running"), || (!is_stopped(p)).then_some(()));
+        }
+
+        let r = bus.command(Some(&id), "sample", &[]);
+        assert_eq!(r["ok"], true);
+        let seq = r["sample"]["seq"].as_u64().unwrap();
+        let sample = bus.wait_message("the sample", |m| {
+            m.iter().find(|m| m.body["type"] == "sample" && m.body["seq"] == seq).cloned()
+        });
+        assert_eq!(
+            sample.routing_key,
+            format!("{}.{}", bus.skey, nix::unistd::gethostname().unwrap().to_string_lossy())
+        );
+        assert_eq!(sample.kind().as_deref(), Some("sample"));
+        assert_eq!(sample.props.content_type().as_ref().unwrap().as_str(), "application/json");
+        assert_eq!(
+            sample.props.message_id().as_ref().unwrap().as_str(),
+            sample.body["message_id"].as_str().unwrap()
+        );
+        assert_eq!(sample.props.app_id().as_ref().unwrap().as_str(), "proc_box");
+        assert!(sample.props.timestamp().unwrap() > 1_700_000_000);
+        assert_eq!(sample.props.delivery_mode(), &Some(1));
+
+        let r = bus.command(Some(&id), "change_sample_rate", &["100ms"]);
+        assert_eq!(r["ok"], true, "{r}");
+        bus.wait_message("periodic samples", |m| {
+            (m.iter().filter(|m| m.body["type"] == "sample" && m.body["seq"].as_u64() > Some(seq)).count()
+                >= 3)
+                .then_some(())
+        });
+        assert_eq!(bus.command(Some(&id), "change_sample_rate", &["1h"])["ok"], true);
+
+        for t in ["timer_stop", "timer_resume", "timer_reset", "timer_start"] {
+            let r = bus.command(Some(&id), t, &[]);
+            assert_eq!(r["ok"], true, "{t}: {r}");
+            assert_eq!(r["command"], t);
+        }
+        assert_eq!(bus.command(Some(&id), "timer_stop", &[])["state"]["timer"]["enabled"], false);
+        assert_eq!(bus.command(Some(&id), "timer_start", &[])["state"]["timer"]["enabled"], true);
+
+        // A bad request gets a clear refusal, and nothing happens to the tree.
+        let r = bus.command(Some(&id), "kill", &["0"]);
+        assert_eq!(r["ok"], false, "{r}");
+        assert!(r["error"].as_str().unwrap().contains("signal"), "{r}");
+        assert_eq!(pids_of(&bus.command(Some(&id), "status", &[])), tree);
+
+        let r = bus.command(Some(&id), "stop", &[]);
+        assert_eq!(r["ok"], true, "{r}");
+        let st = wait_exit(&mut child);
+        assert_eq!(st.code(), Some(143));
+        let summary = bus.summary(&id);
+        assert_eq!(summary.body["reason"], "stopped");
+        assert_eq!(summary.body["exit_code"], 143);
+        assert_eq!(summary.props.delivery_mode(), &Some(2), "the summary is persistent");
+        assert_eq!(
+            summary.props.message_id().as_ref().unwrap().as_str(),
+            summary.body["message_id"].as_str().unwrap()
+        );
+        bus.drain();
+        assert_eq!(bus.summaries().len(), 1);
+        scene.assert_no_survivors();
+    }
+}
+
+#[test]
+fn kill_over_amqp_reaches_every_process() {
+    let scene = Scene::new("amqp-kill");
+    let mut bus = Bus::new("kill");
+    let mut child = start(&scene, &bus, "k", &[], &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]);
+    bus.wait_for_box("k");
+    wait_for("three processes", || {
+        (pids_of(&bus.command(Some("k"), "status", &[])).len() == 3).then_some(())
+    });
+    for spelling in ["-9"] {
+        assert_eq!(bus.command(Some("k"), "kill", &[spelling])["ok"], true);
+    }
+    assert_eq!(wait_exit(&mut child).code(), Some(137));
+    assert_eq!(bus.summary("k").body["reason"], "killed");
+    scene.assert_no_survivors();
+}
+
+#[test]
+fn targeted_commands_reach_one_box_and_broadcasts_reach_all() {
+    let scene = Scene::new("amqp-three");
+    let mut bus = Bus::new("three");
+    let ids = ["b1", "b2", "b3"];
+    let mut children: Vec<Child> =
+        ids.iter().map(|id| start(&scene, &bus, id, &[], &["sleep", "1000"])).collect();
+    for id in ids {
+        bus.wait_for_box(id);
+    }
+    // Targeted: one reply, from b2, and only b2 is suspended.
+    let r = bus.command(Some("b2"), "suspend", &[]);
+    assert_eq!(r["state"]["box_id"], "b2");
+    // Broadcast: every box answers. A queue delivers in order, so had b1 or b3 taken the
+    // suspend, it would show here.
+    let corr = "broadcast-status";
+    assert!(bus.publish(&bus.key(None), br#"{"command":"status"}"#, Some(corr)));
+    let mut states = std::collections::BTreeMap::new();
+    for _ in ids {
+        let r = bus.reply(corr, DEADLINE).expect("a broadcast reply");
+        states.insert(r["state"]["box_id"].as_str().unwrap().to_owned(), r["state"]["state"].clone());
+    }
+    assert_eq!(states["b1"], "running");
+    assert_eq!(states["b2"], "suspended");
+    assert_eq!(states["b3"], "running");
+    // Broadcast stop ends all three.
+    assert!(bus.publish(&bus.key(None), br#"{"command":"stop"}"#, None));
+    for c in &mut children {
+        assert_eq!(wait_exit(c).code(), Some(143));
+    }
+    for id in ids {
+        bus.summary(id);
+    }
+    scene.assert_no_survivors();
+}
+
+#[test]
+fn a_thousand_malformed_messages_leave_the_job_untouched() {
+    let scene = Scene::new("amqp-malformed");
+    let mut bus = Bus::new("malformed");
+    let mut child = start(&scene, &bus, "m", &[], &["sleep", "1000"]);
+    bus.wait_for_box("m");
+    let pid = pids_of(&bus.command(Some("m"), "status", &[]))[0];
+    let key = bus.key(Some("m"));
+    let mut rng = fastrand::Rng::with_seed(7);
+    let shapes: Vec<Box<dyn Fn(&mut fastrand::Rng) -> Vec<u8>>> = vec![
+        Box::new(|r| (0..r.usize(0..300)).map(|_| r.u8(..)).collect()),
+        Box::new(|_| br#"{"command": 5}"#.to_vec()),
+        Box::new(|_| br#"{"command": "kill", "arguments": ["0"]}"#.to_vec()),
+        Box::new(|_| br#"{"command": "kill", "arguments": ["65"]}"#.to_vec()),
+        Box::new(|_| br#"{"command": "kill", "arguments": ["SIGNOPE"]}"#.to_vec()),
+        Box::new(|_| br#"{"command": "kill", "arguments": [true]}"#.to_vec()),
+        Box::new(|_| br#"{"command": "change_sample_rate", "arguments": ["-1s"]}"#.to_vec()),
+        Box::new(|_| br#"{"command": "nope"}"#.to_vec()),
+        Box::new(|_| br#"["stop"]"#.to_vec()),
+        Box::new(|_| b"".to_vec()),
+        Box::new(|_| br#"{"command": "stop", "arguments": {"x": 1}}"#.to_vec()),
+    ];
+    let mut asked = Vec::new();
+    for i in 0..1000 {
+        let body = shapes[i % shapes.len()](&mut rng);
+        let corr = (i % 10 == 0).then(|| format!("bad{i}"));
+        assert!(bus.publish(&key, &body, corr.as_deref()));
+        asked.extend(corr);
+    }
+    for corr in asked {
+        let r = bus.reply(&corr, DEADLINE).unwrap_or_else(|| panic!("no reply to {corr}"));
+        assert_eq!(r["ok"], false, "{corr}: {r}");
+        assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+    }
+    let r = bus.command(Some("m"), "status", &[]);
+    assert_eq!(r["state"]["state"], "running");
+    assert_eq!(pids_of(&r), vec![pid]);
+    assert_eq!(state(pid), Some('S'), "the job was touched");
+    assert_eq!(bus.command(Some("m"), "stop", &[])["ok"], true);
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+}
+
+#[test]
+fn fifty_boxes_each_addressed_by_id() {
+    let scene = Scene::new("amqp-fifty");
+    let mut bus = Bus::new("fifty");
+    let ids: Vec<String> = (0..50).map(|i| format!("f{i}")).collect();
+    let mut children: Vec<Child> =
+        ids.iter().map(|id| start(&scene, &bus, id, &["--track", "subreaper"], &["sleep", "1000"])).collect();
+    for id in &ids {
+        let r = bus.wait_for_box(id);
+        assert_eq!(r["state"]["box_id"], id.as_str());
+    }
+    // Each by id: a distinct signal per box shows the command reached that box only.
+    for (i, id) in ids.iter().enumerate() {
+        let sig = if i % 2 == 0 { "TERM" } else { "INT" };
+        assert_eq!(bus.command(Some(id), "kill", &[sig])["state"]["box_id"], id.as_str());
+    }
+    for (i, c) in children.iter_mut().enumerate() {
+        let want = if i % 2 == 0 { 143 } else { 130 };
+        assert_eq!(wait_exit(c).code(), Some(want), "box f{i}");
+    }
+    for id in &ids {
+        bus.summary(id);
+    }
+    bus.drain();
+    assert_eq!(bus.summaries().len(), 50);
+    scene.assert_no_survivors();
+}
+
+#[test]
+fn without_a_broker_the_status_is_kept_and_the_summary_spooled_then_flushed_once() {
+    let scene = Scene::new("amqp-nobroker");
+    let mut bus = Bus::new("nobroker");
+    let spool = scene.dir.join("spool");
+    // Port 1 refuses at once: nothing listens there.
+    let out = scene
+        .command(&[
+            "--uri",
+            "amqp://127.0.0.1:1",
+            "--skey",
+            &bus.skey,
+            "--id",
+            "nb",
+            "--msgtimeout",
+            "2s",
+            "--spool-dir",
+            spool.to_str().unwrap(),
+            "sh",
+            "-c",
+            "exit 7",
+        ])
+        .run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(err.contains("cannot reach the broker"), "{err}");
+    assert!(err.contains("spooled to"), "{err}");
+    let files: Vec<_> = std::fs::read_dir(&spool).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(err.contains(&files[0].path().display().to_string()), "the path is printed: {err}");
+
+    let flush = || {
+        std::process::Command::new(proc_boxctl())
+            .args(["--uri", URI, "flush", "--spool-dir", spool.to_str().unwrap()])
+            .run()
+    };
+    let out = flush();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out2 = flush();
+    assert!(String::from_utf8_lossy(&out2.stdout).contains("nothing spooled"));
+    let summary = bus.summary("nb");
+    assert_eq!(summary.body["exit_code"], 7);
+    assert_eq!(summary.props.delivery_mode(), &Some(2));
+    bus.drain();
+    assert_eq!(bus.summaries().len(), 1, "delivered exactly once");
+    assert!(std::fs::read_dir(&spool).unwrap().next().is_none());
+}
+
+#[test]
+fn a_later_run_sends_what_an_earlier_one_spooled() {
+    let scene = Scene::new("amqp-later");
+    let mut bus = Bus::new("later");
+    let spool = scene.dir.join("spool");
+    let s = spool.to_str().unwrap();
+    let first = scene
+        .command(&[
+            "--uri",
+            "amqp://127.0.0.1:1",
+            "--skey",
+            &bus.skey,
+            "--id",
+            "early",
+            "--msgtimeout",
+            "1s",
+            "--spool-dir",
+            s,
+            "true",
+        ])
+        .run();
+    assert_eq!(first.status.code(), Some(0));
+    let mut args = bus.args("late");
+    args.extend(["--spool-dir".into(), s.into(), "true".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(scene.command(&args).run().status.code(), Some(0));
+    bus.summary("early");
+    bus.summary("late");
+    bus.drain();
+    assert_eq!(bus.summaries().len(), 2);
+    assert!(std::fs::read_dir(&spool).unwrap().next().is_none());
+}
+
+#[test]
+fn refused_login_or_missing_vhost_says_so_once_and_keeps_the_status() {
+    for (uri, tag) in [
+        ("amqp://guest:wrong@127.0.0.1:5672/%2f", "login"),
+        ("amqp://guest:guest@127.0.0.1:5672/no-such-vhost", "vhost"),
+    ] {
+        let scene = Scene::new(&format!("amqp-refused-{tag}"));
+        let spool = scene.dir.join("spool");
+        let out = scene
+            .command(&[
+                "--uri",
+                uri,
+                "--id",
+                tag,
+                "--spool-dir",
+                spool.to_str().unwrap(),
+                "sh",
+                "-c",
+                "sleep 1; exit 3",
+            ])
+            .run();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert_eq!(
+            err.matches("refused the login").count(),
+            2,
+            "one clear message, then the spool line: {err}"
+        );
+        assert!(!err.contains("wrong"), "the password must not be printed: {err}");
+        assert!(err.contains("spooled to"), "{err}");
+    }
+}
+
+#[test]
+fn proc_boxctl_send_status_watch_and_socket() {
+    let scene = Scene::new("amqp-ctl");
+    let bus = Bus::new("ctl");
+    let sock = scene.socket();
+    let keys = ["--uri", URI, "--rkey", &bus.rkey, "--skey", &bus.skey];
+    // watch first, so it sees the box from its first sample.
+    let mut watch = std::process::Command::new(proc_boxctl())
+        .args(keys)
+        .args(["watch", "--json", "--count", "2", "--id", "c1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::{BufRead, BufReader};
+        let mut line = String::new();
+        BufReader::new(watch.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("watching"), "{line}");
+    }
+    let mut child = start(
+        &scene,
+        &bus,
+        "c1",
+        &["--control-socket", sock.to_str().unwrap(), "--sint", "1h"],
+        &["sleep", "1000"],
+    );
+    let ctl = |args: &[&str]| std::process::Command::new(proc_boxctl()).args(keys).args(args).run();
+    let out = wait_for("the box to answer proc_boxctl", || {
+        let o = ctl(&["status", "c1"]);
+        o.status.success().then_some(o)
+    });
+    let state: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(state["box_id"], "c1");
+
+    let out = ctl(&["send", "--id", "c1", "sample"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["ok"], true);
+
+    let out = ctl(&["send", "--all", "--wait", "1s", "kill", "0"]);
+    assert_eq!(out.status.code(), Some(2), "a bad signal is refused before sending");
+    let out = ctl(&["send", "--id", "nobody", "status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown box 'nobody'"));
+    let out = ctl(&["send", "--all", "--wait", "1s", "timer_stop"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "one box, one reply");
+
+    let out = ctl(&["status", "--socket", sock.to_str().unwrap()]);
+    assert!(out.status.success());
+    let state: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(state["timer"]["enabled"], false);
+
+    let out =
+        std::process::Command::new(proc_boxctl()).args(["--uri", "amqp://127.0.0.1:1", "status", "c1"]).run();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the broker"));
+
+    let out = ctl(&["send", "--id", "c1", "stop"]);
+    assert!(out.status.success());
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+    let st = wait_exit(&mut watch);
+    assert!(st.success());
+    let mut text = String::new();
+    use std::io::Read;
+    watch.stdout.take().unwrap().read_to_string(&mut text).unwrap();
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["sample", "summary"], "{text}");
+    assert!(!stderr_of(&scene, "c1").contains("warning"), "{}", stderr_of(&scene, "c1"));
+}
+
+#[test]
+fn a_bad_uri_is_a_usage_error() {
+    let scene = Scene::new("amqp-baduri");
+    let out = scene.command(&["--uri", "http://u:secret@x", "true"]).run();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("amqp://") && !err.contains("secret"), "{err}");
+    // An empty PBOX_URI means no broker, as unset does.
+    let out = scene.command(&["true"]).env("PBOX_URI", "").run();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn samples_are_kept_while_the_broker_is_away_and_overflow_is_counted() {
+    let scene = Scene::new("amqp-buffer");
+    let spool = scene.dir.join("spool");
+    let summary = scene.dir.join("summary.json");
+    let out = scene
+        .command(&[
+            "--uri",
+            "amqp://127.0.0.1:1",
+            "--msgtimeout",
+            "1s",
+            "--sample-buffer",
+            "3",
+            "--sint",
+            "50ms",
+            "--spool-dir",
+            spool.to_str().unwrap(),
+            "--summary-file",
+            summary.to_str().unwrap(),
+            "sleep",
+            "1",
+        ])
+        .run();
+    assert_eq!(out.status.code(), Some(0));
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let dropped = s["samples_dropped"].as_u64().unwrap();
+    assert!(dropped >= 10, "every sample made was lost with no broker: {s}");
+    assert_eq!(s["samples_emitted"], 0, "{s}");
+}
