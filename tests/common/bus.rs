@@ -33,6 +33,11 @@ impl Message {
     }
 }
 
+/// proc_box's AMQP arguments for a box with this id, on these keys.
+pub fn args(rkey: &str, skey: &str, id: &str) -> Vec<String> {
+    ["--uri", URI, "--rkey", rkey, "--skey", skey, "--id", id].iter().map(|s| s.to_string()).collect()
+}
+
 pub struct Bus {
     pub rkey: String,
     pub skey: String,
@@ -54,8 +59,11 @@ impl Bus {
     pub fn new(tag: &str) -> Bus {
         static N: AtomicUsize = AtomicUsize::new(0);
         let unique = format!("t{}.{tag}.{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
-        let rkey = format!("{unique}.rc");
-        let skey = format!("{unique}.stats");
+        Bus::attach(format!("{unique}.rc"), format!("{unique}.stats"))
+    }
+
+    /// A new connection on existing keys (after the broker dropped the old one).
+    pub fn attach(rkey: String, skey: String) -> Bus {
         block(async {
             let conn =
                 Connection::connect(URI, ConnectionProperties::default()).await.expect("the test broker");

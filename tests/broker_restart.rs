@@ -1,0 +1,113 @@
+//! Tests that disturb the broker itself: every connection closed, and the whole app stopped
+//! and started. `scripts/test` runs this binary alone, after the others, one test at a time;
+//! each test leaves the broker running, whatever happens.
+
+mod common;
+
+use common::bus::Bus;
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+/// One broker-disturbing test at a time, even if run with several threads.
+static BROKER: Mutex<()> = Mutex::new(());
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl").args(args).stdin(Stdio::null()).output().expect("rabbitmqctl");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Starts the broker app again when a test ends, failed or not.
+struct Restart;
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").args(["start_app"]).stdin(Stdio::null()).output();
+        let _ = Command::new("rabbitmqctl").args(["await_startup"]).stdin(Stdio::null()).output();
+    }
+}
+
+fn start(scene: &Scene, rkey: &str, skey: &str, id: &str) -> Child {
+    let mut args = common::bus::args(rkey, skey, id);
+    let spool = scene.dir.join("spool").display().to_string();
+    args.extend([
+        "--spool-dir".into(),
+        spool,
+        "--sint".into(),
+        "200ms".into(),
+        "sleep".into(),
+        "1000".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = std::fs::File::create(scene.dir.join(format!("{id}.stderr"))).unwrap();
+    scene.command(&args).stdout(Stdio::null()).stderr(log).spawn().expect("proc_box")
+}
+
+fn stderr_of(scene: &Scene, id: &str) -> String {
+    std::fs::read_to_string(scene.dir.join(format!("{id}.stderr"))).unwrap_or_default()
+}
+
+/// Ends the box over the broker and checks its summary arrives exactly once, with no sample
+/// dropped: everything made while the broker was away waited in the buffer.
+fn stop_and_count(bus: &mut Bus, child: &mut Child, id: &str) {
+    assert_eq!(bus.command(Some(id), "stop", &[])["ok"], true);
+    assert_eq!(wait_exit(child).code(), Some(143));
+    let summary = bus.summary(id);
+    assert_eq!(summary.body["samples_dropped"], 0, "{}", summary.body);
+    bus.drain();
+    let n = bus.summaries().iter().filter(|s| s["box_id"] == id).count();
+    assert_eq!(n, 1, "the summary arrived {n} times");
+}
+
+#[test]
+fn closing_every_connection_mid_job_loses_nothing() {
+    let _one = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+    let scene = Scene::new("broker-close");
+    let bus = Bus::new("close");
+    let (rkey, skey) = (bus.rkey.clone(), bus.skey.clone());
+    let mut child = start(&scene, &rkey, &skey, "cl");
+    let mut bus = bus;
+    bus.wait_for_box("cl");
+    rabbitmqctl(&["close_all_connections", "proc_box test"]);
+    // The test's own connection went too: attach again on the same keys.
+    drop(bus);
+    let mut bus = Bus::attach(rkey, skey);
+    bus.wait_for_box("cl");
+    let log = stderr_of(&scene, "cl");
+    assert!(log.contains("lost the broker") && log.contains("reconnected"), "{log}");
+    stop_and_count(&mut bus, &mut child, "cl");
+    scene.assert_no_survivors();
+}
+
+#[test]
+fn a_broker_down_at_start_and_restarted_mid_job_harms_nothing() {
+    let _one = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _restart = Restart;
+    let scene = Scene::new("broker-restart");
+    let bus = Bus::new("restart");
+    let (rkey, skey) = (bus.rkey.clone(), bus.skey.clone());
+    drop(bus);
+
+    rabbitmqctl(&["stop_app"]);
+    let mut child = start(&scene, &rkey, &skey, "rs");
+    wait_for("the box to say the broker is away", || {
+        stderr_of(&scene, "rs").contains("cannot reach").then_some(())
+    });
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+    let mut bus = Bus::attach(rkey.clone(), skey.clone());
+    bus.wait_for_box("rs");
+
+    rabbitmqctl(&["stop_app"]);
+    drop(bus);
+    wait_for("the box to see the broker go", || {
+        stderr_of(&scene, "rs").contains("lost the broker").then_some(())
+    });
+    assert!(child.try_wait().unwrap().is_none(), "the job must keep running");
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+    let mut bus = Bus::attach(rkey, skey);
+    bus.wait_for_box("rs");
+    stop_and_count(&mut bus, &mut child, "rs");
+    scene.assert_no_survivors();
+}
