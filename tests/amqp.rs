@@ -479,3 +479,78 @@ fn samples_are_kept_while_the_broker_is_away_and_overflow_is_counted() {
     assert!(dropped >= 10, "every sample made was lost with no broker: {s}");
     assert_eq!(s["samples_emitted"], 0, "{s}");
 }
+
+/// A TLS front for the test broker: `socat` terminates TLS with a certificate from a CA made
+/// here, so proc_box's rustls client does a real handshake and verifies the chain.
+struct TlsFront {
+    proxy: Child,
+    port: u16,
+    ca: std::path::PathBuf,
+}
+
+impl TlsFront {
+    fn start(dir: &std::path::Path) -> TlsFront {
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh").arg("-c").arg(script).current_dir(dir).run();
+            assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        sh("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign");
+        sh("openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr");
+        sh("printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext.cnf && \
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out server.pem");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let proxy = std::process::Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert=server.pem,key=server.key,verify=0"
+            ))
+            .arg("TCP:127.0.0.1:5672")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat");
+        wait_for("the TLS front to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+        TlsFront { proxy, port, ca: dir.join("ca.pem") }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.proxy.kill();
+        let _ = self.proxy.wait();
+    }
+}
+
+#[test]
+fn amqps_works_with_a_verified_certificate_and_refuses_an_unknown_one() {
+    let scene = Scene::new("amqp-tls");
+    let mut bus = Bus::new("tls");
+    let front = TlsFront::start(&scene.dir);
+    let uri = format!("amqps://guest:guest@localhost:{}/%2f", front.port);
+    let spool = scene.dir.join("spool");
+    let (rkey, skey) = (bus.rkey.clone(), bus.skey.clone());
+    let base = ["--rkey", &rkey, "--skey", &skey, "--spool-dir", spool.to_str().unwrap()];
+    let mut child = scene
+        .command(&base)
+        .args(["--uri", &uri, "--cacert", front.ca.to_str().unwrap(), "--id", "tls", "sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(scene.dir.join("tls.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    assert_eq!(bus.wait_for_box("tls")["state"]["box_id"], "tls");
+    assert_eq!(bus.command(Some("tls"), "stop", &[])["ok"], true);
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+    bus.summary("tls");
+
+    // Without the CA the certificate is not trusted: the job still runs and keeps its status.
+    let out = scene
+        .command(&base)
+        .args(["--uri", &uri, "--msgtimeout", "1s", "--id", "untrusted", "sh", "-c", "exit 4"])
+        .run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("cannot reach the broker") && err.contains("spooled to"), "{err}");
+    assert!(!stderr_of(&scene, "tls").contains("warning"), "{}", stderr_of(&scene, "tls"));
+}

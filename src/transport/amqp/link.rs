@@ -16,6 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Bound on every network step (connect, declare, bind, consume): `connect` can hang.
 pub const STEP: Duration = Duration::from_secs(10);
 
+/// Frame size asked of the broker unless the URI says otherwise; larger messages are split.
+pub const FRAME_MAX: u32 = 16 * 1024;
+
 /// The `-uri` list: comma-separated nodes of one cluster, tried in turn.
 #[derive(Clone, Debug)]
 pub struct Brokers {
@@ -37,6 +40,9 @@ impl Brokers {
             if uri.vhost.is_empty() {
                 uri.vhost = "/".into();
             }
+            // lapin keeps 32 frames of buffer each way: at RabbitMQ's 128 KiB frames that is
+            // 8 MiB of resident memory for messages of a few KiB. `?frame_max=` overrides.
+            uri.query.frame_max.get_or_insert(FRAME_MAX);
             uris.push(uri);
         }
         if uris.is_empty() {
