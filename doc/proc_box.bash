@@ -23,7 +23,7 @@ _proc_box() {
 
     case "${cmd}" in
         proc_box)
-            opts="-h -V --timeout --grace --stop-signal --on-main-exit --preserve-status --stdoutlimit --stats-file --summary-file --sint --monitor --json --allow-job-control --control-token --control-token-file --control-socket --track --id --debug --nowarn --uri --exchange --rkey --skey --msgtimeout --runanyway --multiRmtKey --help --version"
+            opts="-h -V --timeout --grace --stop-signal --on-main-exit --preserve-status --stdoutlimit --stats-file --summary-file --sint --monitor --json --allow-job-control --control-token --control-token-file --control-socket --track --id --debug --nowarn --uri --exchange --rkey --skey --msgtimeout --runanyway --multiRmtKey --spool-dir --cacert --sample-buffer --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -131,6 +131,18 @@ _proc_box() {
                     ;;
                 --multiRmtKey)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --spool-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sample-buffer)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

@@ -44,6 +44,9 @@ subreaper\:"no ptrace\: walk the kernel'\''s children lists on SIGCHLD and on ev
 '--msgtimeout=[how long one message may take to be sent and confirmed (0 = no limit)]:DURATION:_default' \
 '--runanyway=[accepted for compatibility\: broker trouble never stops the job]::RUNANYWAY:(true false)' \
 '--multiRmtKey=[accepted for compatibility\: rkey lists always work]::MULTI_RMT_KEY:(true false)' \
+'--spool-dir=[where undelivered summaries wait for a later run or \`proc_boxctl flush\` \[default\: \$XDG_STATE_HOME/proc_box/spool, else /var/tmp/proc_box-<uid>/spool\]]:PATH:_files' \
+'--cacert=[PEM file of extra CA certificates for amqps\:// (the system'\''s are trusted as well)]:PATH:_files' \
+'--sample-buffer=[samples kept while the broker is away; beyond this the oldest are dropped (and counted)]:N:_default' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
