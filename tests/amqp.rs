@@ -135,6 +135,19 @@ fn kill_over_amqp_reaches_every_process() {
     wait_for("three processes", || {
         (pids_of(&bus.command(Some("k"), "status", &[])).len() == 3).then_some(())
     });
+    // The broker lists the box by name, with product, version and box id.
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "--silent", "client_properties"])
+        .run();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let line = listed
+        .lines()
+        .find(|l| l.contains(r#"{"connection_name","proc_box k"}"#))
+        .unwrap_or_else(|| panic!("{listed}"));
+    let version = format!(r#"{{"version","{}"}}"#, env!("CARGO_PKG_VERSION"));
+    for want in [r#"{"product","proc_box"}"#, r#"{"box_id","k"}"#, &version] {
+        assert!(line.contains(want), "{want} not in {line}");
+    }
     assert_eq!(bus.command(Some("k"), "kill", &["-9"])["ok"], true);
     assert_eq!(wait_exit(&mut child).code(), Some(137));
     assert_eq!(bus.summary("k").body["reason"], "killed");
