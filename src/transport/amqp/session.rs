@@ -58,14 +58,19 @@ impl Backoff {
 enum Wake {
     Delivery(Option<lapin::Result<Box<lapin::message::Delivery>>>),
     Sample,
-    Reply(Option<(Reply, String, Option<String>)>),
+    Handled(Option<Handled>),
     Event(Option<Event>),
     Finish(Option<Finish>),
 }
 
-/// Replies from the loop: the reply, `reply_to` and `correlation_id`.
-type Replies =
-    (flume::Sender<(Reply, String, Option<String>)>, flume::Receiver<(Reply, String, Option<String>)>);
+/// A command the loop has acted on: the delivery to acknowledge, and the reply with its
+/// `reply_to` and `correlation_id` when one was asked for.
+struct Handled {
+    acker: lapin::Acker,
+    reply: Option<(Reply, String, Option<String>)>,
+}
+
+type Replies = (flume::Sender<Handled>, flume::Receiver<Handled>);
 
 struct Task {
     settings: Settings,
@@ -100,6 +105,17 @@ pub(super) async fn run(
         spool_sent: false,
     };
     task.run().await;
+}
+
+/// Acknowledges a delivery. One from a connection since lost cannot be, and needs not be: its
+/// exclusive queue went with that connection.
+async fn ack(acker: &lapin::Acker) {
+    if !acker.usable() {
+        return;
+    }
+    if let Err(f) = link::timed("basic.ack", STEP, acker.ack(BasicAckOptions::default())).await {
+        crate::debug!("AMQP: {}", f.message());
+    }
 }
 
 impl Task {
@@ -232,11 +248,11 @@ impl Task {
             if self.summary.is_some() {
                 return self.publish_summary(&publish).await;
             }
-            let replies = self.replies.1.clone();
+            let handled = self.replies.1.clone();
             let wake = or(
                 async { Wake::Delivery(consumer.next().await.map(|r| r.map(Box::new))) },
                 or(
-                    async { Wake::Reply(replies.recv_async().await.ok()) },
+                    async { Wake::Handled(handled.recv_async().await.ok()) },
                     or(
                         async { Wake::Finish(self.finishing.recv_async().await.ok()) },
                         or(async { Wake::Event(events.next().await) }, async {
@@ -253,8 +269,13 @@ impl Task {
                 Wake::Delivery(None) => {
                     return Err(Failure::Transient("the broker cancelled the consumer".into()))
                 }
-                Wake::Reply(Some((reply, to, corr))) => self.send_reply(&control, reply, &to, corr).await?,
-                Wake::Reply(None) | Wake::Sample => {}
+                Wake::Handled(Some(h)) => {
+                    ack(&h.acker).await;
+                    if let Some((reply, to, corr)) = h.reply {
+                        self.send_reply(&control, reply, &to, corr).await?;
+                    }
+                }
+                Wake::Handled(None) | Wake::Sample => {}
                 Wake::Finish(Some(f)) => self.summary = Some(f),
                 Wake::Finish(None) => return Ok(()), // the box is gone without a summary
                 Wake::Event(Some(Event::Error(e))) => return Err(Failure::from_lapin(&e)),
@@ -267,20 +288,21 @@ impl Task {
         }
     }
 
-    /// A command: acknowledged at once (never requeued, whatever it holds), then handed to the
-    /// loop; its reply comes back through `replies`.
+    /// A command: handed to the loop, and acknowledged once the loop has acted on it, whatever
+    /// it held (never requeued). So the prefetch bounds how many commands are in flight: a
+    /// flood waits in the broker, not in proc_box's memory.
     async fn on_delivery(&mut self, d: lapin::message::Delivery) -> Result<(), Failure> {
-        link::timed("basic.ack", STEP, d.acker.ack(BasicAckOptions::default())).await?;
         let reply_to = d.properties.reply_to().as_ref().map(|s| s.to_string()).filter(|s| !s.is_empty());
         let corr = d.properties.correlation_id().as_ref().map(|s| s.to_string());
-        let replies = self.replies.0.clone();
-        let respond: Box<dyn FnOnce(Reply) + Send> = match reply_to {
-            Some(to) => Box::new(move |reply| {
-                let _ = replies.send((reply, to, corr));
-            }),
-            None => Box::new(|_| {}),
-        };
-        self.inbox.send(Request { raw: d.data, respond });
+        let handled = self.replies.0.clone();
+        let acker = d.acker.clone();
+        let respond: Box<dyn FnOnce(Reply) + Send> = Box::new(move |reply| {
+            let reply = reply_to.map(|to| (reply, to, corr));
+            let _ = handled.send(Handled { acker, reply });
+        });
+        if !self.inbox.send(Request { raw: d.data, respond }) {
+            ack(&d.acker).await; // the box is ending: nothing will act on it
+        }
         Ok(())
     }
 
