@@ -566,3 +566,47 @@ fn amqps_works_with_a_verified_certificate_and_refuses_an_unknown_one() {
     assert!(err.contains("cannot reach the broker") && err.contains("spooled to"), "{err}");
     assert!(!stderr_of(&scene, "tls").contains("warning"), "{}", stderr_of(&scene, "tls"));
 }
+
+#[test]
+fn proc_boxctl_watch_draws_a_table_on_a_terminal() {
+    use std::io::Read;
+    let scene = Scene::new("amqp-watch-tty");
+    let bus = Bus::new("watchtty");
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut watch = std::process::Command::new(proc_boxctl())
+        .args(["--uri", URI, "--skey", &bus.skey, "watch", "--count", "3"])
+        .stdin(Stdio::null())
+        .stdout(pty.slave)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(watch.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("watching"), "{line}");
+    }
+    let mut child = start(&scene, &bus, "tty1", &["--sint", "100ms"], &["sleep", "1000"]);
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = String::new();
+    let st = wait_exit(&mut watch);
+    assert!(st.success());
+    let mut buf = [0u8; 65536];
+    nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("\x1b[H\x1b[2J"), "the table is redrawn in place: {seen:?}");
+    let table = seen.rsplit("\x1b[H\x1b[2J").next().unwrap();
+    let header = table.lines().next().unwrap();
+    for column in ["BOX", "HOST", "STATE", "CPU", "PSS", "PROCS", "ELAPSED", "SEEN"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = table.lines().find(|l| l.starts_with("tty1 ")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("running"), "{row}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
