@@ -113,11 +113,11 @@ impl Pending {
                 crate::debug!("relay to fd {} ended: {e}", self.target);
             }
             // This thread's I/O is about to be folded into /proc/self/io: report it first.
-            if let Ok(io) = procfs::process::Process::myself()
-                .and_then(|p| p.task_from_tid(nix::unistd::gettid().as_raw()))
-                .and_then(|t| t.io())
+            let tid = nix::unistd::gettid().as_raw();
+            if let Ok(io) =
+                procfs::process::Process::myself().and_then(|p| p.task_from_tid(tid)).and_then(|t| t.io())
             {
-                own_io.lock().unwrap_or_else(|e| e.into_inner()).add(IoSum::from_io(&io));
+                own_io.lock().unwrap_or_else(|e| e.into_inner()).insert(tid, IoSum::from_io(&io));
             }
             drop(self.read); // the job now gets EPIPE, as it would writing to a closed reader
             let _ = waker.wake();

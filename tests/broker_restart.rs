@@ -68,6 +68,7 @@ fn closing_every_connection_mid_job_loses_nothing() {
     let mut child = start(&scene, &rkey, &skey, "cl");
     let mut bus = bus;
     bus.wait_for_box("cl");
+    let before = bus.command(Some("cl"), "sample", &[])["sample"].clone();
     rabbitmqctl(&["close_all_connections", "proc_box test"]);
     // The test's own connection went too: attach again on the same keys.
     drop(bus);
@@ -75,6 +76,13 @@ fn closing_every_connection_mid_job_loses_nothing() {
     bus.wait_for_box("cl");
     let log = stderr_of(&scene, "cl");
     assert!(log.contains("lost the broker") && log.contains("reconnected"), "{log}");
+    // The lost connection's threads exited: their I/O must not pass for the job's. `sleep`
+    // does none after start-up; a thread's last moments unseen may leave a few bytes.
+    let after = bus.command(Some("cl"), "sample", &[])["sample"].clone();
+    for field in ["io_rchar", "io_wchar"] {
+        let grew = after[field].as_u64().unwrap() - before[field].as_u64().unwrap();
+        assert!(grew < 256, "{field} grew by {grew}: {before} → {after}");
+    }
     stop_and_count(&mut bus, &mut child, "cl");
     scene.assert_no_survivors();
 }

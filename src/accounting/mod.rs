@@ -55,9 +55,10 @@ impl IoSum {
     }
 }
 
-/// proc_box's own threads that exit (the stdio relays) report their I/O here first, since the
-/// kernel then folds it into `/proc/self/io`, where it would pass for the job's.
-pub type OwnIo = Arc<Mutex<IoSum>>;
+/// proc_box's own threads that exit (the stdio relays) report their final I/O here first, by
+/// thread id, since the kernel then folds it into `/proc/self/io`, where it would pass for the
+/// job's. Threads that cannot report (the AMQP client's) are remembered as last seen instead.
+pub type OwnIo = Arc<Mutex<HashMap<i32, IoSum>>>;
 
 /// Tree-wide figures at one moment.
 #[derive(Debug, Default, Clone)]
@@ -106,6 +107,8 @@ pub struct Accounting {
     /// proc_box (`cargo run`, a shell's `exec`) is not the job's.
     cpu_base: (Duration, Duration),
     own_exited_io: OwnIo,
+    /// proc_box's live threads' I/O as last read, to account those that exit unannounced.
+    own_threads: std::cell::RefCell<OwnThreads>,
     peak_rss: u64,
     peak_pss: u64,
     pss_cache: HashMap<i32, CachedPss>,
@@ -128,6 +131,7 @@ impl Accounting {
             own_io_base: IoSum::default(),
             cpu_base: (Duration::ZERO, Duration::ZERO),
             own_exited_io,
+            own_threads: Default::default(),
             peak_rss: 0,
             peak_pss: 0,
             pss_cache: HashMap::new(),
@@ -192,6 +196,8 @@ impl Accounting {
         }
         self.peak_rss = self.peak_rss.max(rss);
         self.peak_pss = self.peak_pss.max(pss);
+        // Narrows what an own thread can do unseen before it exits.
+        self.reaped_io();
     }
 
     fn pss_of(&mut self, pid: i32, proc: &Process, key: (u64, u64)) -> (u64, u64) {
@@ -283,32 +289,39 @@ impl Accounting {
     }
 
     /// I/O the kernel folded into proc_box's `/proc/self/io` from reaped children: the whole
-    /// process's figure, less its live threads', less what its own exited threads reported,
-    /// less what was there before the job started.
+    /// process's figure, less its live threads', less what its own exited threads reported
+    /// (or were last seen with), less what was there before the job started.
     fn reaped_io(&self) -> IoSum {
-        let own_exited = *self.own_exited_io.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(io) = single_threaded_io() {
-            return io.minus(own_exited).minus(self.own_io_base);
-        }
-        let Ok(me) = Process::myself() else {
+        let Some((whole, live)) = single_threaded_io().or_else(threads_io) else {
             return IoSum::default();
         };
-        let whole = me.io().map(|io| IoSum::from_io(&io)).unwrap_or_default();
-        let mut own = own_exited;
-        if let Ok(tasks) = me.tasks() {
-            for task in tasks.flatten() {
-                if let Ok(io) = task.io() {
-                    own.add(IoSum::from_io(&io));
-                }
+        let finals = self.own_exited_io.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.own_threads.borrow_mut();
+        let OwnThreads { last, vanished } = &mut *seen;
+        for (tid, io) in last.iter() {
+            if !live.contains_key(tid) && !finals.contains_key(tid) {
+                vanished.add(*io);
             }
         }
+        let mut own = *vanished;
+        for io in finals.values().chain(live.values()) {
+            own.add(*io);
+        }
+        *last = live;
         whole.minus(own).minus(self.own_io_base)
     }
 }
 
-/// `/proc/self/io` less the running thread's own, when it is the only thread (at start, and
-/// at the end of a job whose output needed no relay): three small reads instead of a walk.
-fn single_threaded_io() -> Option<IoSum> {
+/// proc_box's threads as last read: by id, and the sum of those gone without reporting.
+#[derive(Default)]
+struct OwnThreads {
+    last: HashMap<i32, IoSum>,
+    vanished: IoSum,
+}
+
+/// `/proc/self/io` and the running thread's own, when it is the only thread (at start, and at
+/// the end of a job whose output needed no relay): three small reads instead of a walk.
+fn single_threaded_io() -> Option<(IoSum, HashMap<i32, IoSum>)> {
     let mut buf = [0u8; 512];
     let whole = procfs::parse_io(procfs::read_pid_file(c"/proc/self/io", &mut buf)?)?;
     let mut buf = [0u8; 512];
@@ -316,7 +329,20 @@ fn single_threaded_io() -> Option<IoSum> {
     let mut threads = [0u8; 4096];
     let status = procfs::read_pid_file(c"/proc/self/status", &mut threads)?;
     let n = status.lines().find_map(|l| l.strip_prefix("Threads:"))?.trim();
-    (n == "1").then(|| whole.minus(thread))
+    (n == "1").then(|| (whole, HashMap::from([(nix::unistd::gettid().as_raw(), thread)])))
+}
+
+/// `/proc/self/io` and every live thread's, by thread id.
+fn threads_io() -> Option<(IoSum, HashMap<i32, IoSum>)> {
+    let me = Process::myself().ok()?;
+    let whole = me.io().map(|io| IoSum::from_io(&io)).ok()?;
+    let mut live = HashMap::new();
+    for task in me.tasks().ok()?.flatten() {
+        if let Ok(io) = task.io() {
+            live.insert(task.tid, IoSum::from_io(&io));
+        }
+    }
+    Some((whole, live))
 }
 
 /// proc_box's `RUSAGE_CHILDREN`: user and system time.
