@@ -43,12 +43,23 @@ pub fn write_stderr(bytes: &[u8]) {
     write_fd(2, bytes);
 }
 
+/// Bytes proc_box itself wrote to fd 2: when the job shares that file, its stderr count (the
+/// growth of the file offset) must not include proc_box's own messages.
+static OWN_STDERR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn own_stderr_bytes() -> u64 {
+    OWN_STDERR.load(Ordering::Relaxed)
+}
+
 /// Writes all of `bytes` to `fd`, ignoring errors (a closed stdout must not panic `--help`).
 pub fn write_fd(fd: i32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         // SAFETY: write(2) from a valid slice.
         let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
         if n > 0 {
+            if fd == 2 {
+                OWN_STDERR.fetch_add(n as u64, Ordering::Relaxed);
+            }
             bytes = &bytes[n as usize..];
         } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
             continue;

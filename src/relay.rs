@@ -70,6 +70,8 @@ impl Plan {
 pub struct FileCount {
     fd: RawFd,
     start: u64,
+    /// proc_box's own stderr writes at start, when this is the file its fd 2 writes to.
+    own_start: Option<u64>,
 }
 
 impl FileCount {
@@ -82,7 +84,11 @@ impl FileCount {
         }
         let offset = Self::offset(fd)?;
         let append = fcntl(borrowed, FcntlArg::F_GETFL).is_ok_and(|f| f & libc::O_APPEND != 0);
-        Some(FileCount { fd, start: if append { offset.max(st.st_size as u64) } else { offset } })
+        let start = if append { offset.max(st.st_size as u64) } else { offset };
+        // SAFETY: fd 2, open for proc_box's life.
+        let err = nix::sys::stat::fstat(unsafe { BorrowedFd::borrow_raw(2) }).ok();
+        let shares_stderr = err.is_some_and(|e| (e.st_dev, e.st_ino) == (st.st_dev, st.st_ino));
+        Some(FileCount { fd, start, own_start: shares_stderr.then(crate::log::own_stderr_bytes) })
     }
 
     fn offset(fd: RawFd) -> Option<u64> {
@@ -92,7 +98,8 @@ impl FileCount {
     }
 
     pub fn bytes(&self) -> u64 {
-        Self::offset(self.fd).map_or(0, |o| o.saturating_sub(self.start))
+        let own = self.own_start.map_or(0, |s| crate::log::own_stderr_bytes().saturating_sub(s));
+        Self::offset(self.fd).map_or(0, |o| o.saturating_sub(self.start).saturating_sub(own))
     }
 }
 

@@ -566,3 +566,27 @@ fn bad_sink_paths_fail_before_the_job_runs() {
     }
     assert!(!ran.exists());
 }
+
+#[test]
+fn a_shared_stderr_file_counts_the_jobs_bytes_not_proc_box_own_lines() {
+    let s = Scene::new("stderr-shared");
+    let summary = s.dir.join("summary.json");
+    let log = s.dir.join("stderr.log");
+    // --debug makes proc_box write many lines to the same file, around the job's 1000 bytes.
+    let st = s
+        .command(&[
+            "--debug",
+            "--summary-file",
+            summary.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "head -c 1000 /dev/zero >&2",
+        ])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .run_status();
+    assert_eq!(st.code(), Some(0));
+    let written = std::fs::metadata(&log).unwrap().len();
+    assert!(written > 1100, "proc_box logged into the same file ({written} bytes)");
+    assert_eq!(read_json(&summary)["stderr_bytes"], 1000);
+}
