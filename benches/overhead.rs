@@ -64,7 +64,9 @@ fn sample_cost(n: usize) {
     let sample = time(&mut || {
         acct.totals(&tracker);
     });
-    let monitor = time(&mut || acct.monitor(&tracker));
+    let monitor = time(&mut || {
+        acct.monitor(&tracker);
+    });
     let pids = tracker.pids();
     let bare = time(&mut || {
         for p in &pids {

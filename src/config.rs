@@ -71,6 +71,20 @@ pub struct Config {
     /// stdout byte limit: graceful stop at the limit, SIGKILL at twice it
     #[arg(long, env = "PBOX_STDOUTLIMIT", default_value = "100G", value_parser = parse_size, value_name = "SIZE")]
     pub stdoutlimit: u64,
+    /// limit on the PSS of the whole tree: graceful stop at the limit, SIGKILL at once past
+    /// a tenth more (at least 16 MiB more)
+    #[arg(long = "memory-limit", env = "PBOX_MEMORY_LIMIT", value_parser = parse_limit_size, value_name = "SIZE")]
+    pub memory_limit: Option<u64>,
+    /// limit on the CPU time of the whole tree, exited and auto-reaped descendants included
+    #[arg(long = "cpu-limit", env = "PBOX_CPU_LIMIT", value_parser = parse_limit_duration, value_name = "DURATION")]
+    pub cpu_limit: Option<Duration>,
+    /// limit on the live processes of the tree; in ptrace mode a fork past it dies before it runs
+    #[arg(long = "pids-limit", env = "PBOX_PIDS_LIMIT", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub pids_limit: Option<u32>,
+    /// a per-process limit set in the job before exec: nofile, core, as, fsize, nproc, stack, cpu
+    /// (NAME=VALUE or NAME=SOFT:HARD; repeatable, or comma-separated in PBOX_RLIMIT)
+    #[arg(long, env = "PBOX_RLIMIT", value_parser = crate::policy::limits::Rlimit::parse, value_delimiter = ',', action = clap::ArgAction::Append, value_name = "NAME=VALUE")]
+    pub rlimit: Vec<crate::policy::limits::Rlimit>,
     /// append a sample every --sint (and on SIGHUP or `sample`), then the summary, as JSON lines
     #[arg(long = "stats-file", env = "PBOX_STATS_FILE", value_name = "PATH")]
     pub stats_file: Option<PathBuf>,
@@ -156,6 +170,20 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
         return Err("the sample interval must be above zero".into());
     }
     Ok(d)
+}
+
+fn parse_limit_size(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err("a limit of 0 would end every job; leave the option out for none".into()),
+        n => Ok(n),
+    }
+}
+
+fn parse_limit_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("a limit of 0 would end every job; leave the option out for none".into()),
+        d => Ok(d),
+    }
 }
 
 fn parse_monitor(text: &str) -> Result<Duration, String> {
@@ -330,6 +358,19 @@ impl Config {
             return Err("the control token is empty".into());
         }
         Ok(Some(token))
+    }
+
+    /// The tree-wide limits, each checked against what proc_box may enforce.
+    pub fn limits(&self) -> Result<crate::policy::limits::Limits, String> {
+        for r in &self.rlimit {
+            r.check_allowed()?;
+        }
+        Ok(crate::policy::limits::Limits {
+            memory: self.memory_limit,
+            cpu: self.cpu_limit,
+            pids: self.pids_limit.map(|n| n as usize),
+            rlimits: self.rlimit.clone(),
+        })
     }
 
     /// The AMQP side, when `--uri` names a broker. A bad URI or CA file is a usage error.

@@ -44,6 +44,7 @@ pub struct End {
     pub leftover_killed: u64,
     pub stdout_bytes: Option<u64>,
     pub stderr_bytes: Option<u64>,
+    pub limits: serde_json::Value,
 }
 
 impl Emitter {
@@ -163,6 +164,7 @@ impl Emitter {
             stderr_bytes: end.stderr_bytes,
             samples_emitted: self.made - self.dropped.min(self.made),
             samples_dropped: self.dropped,
+            limits: end.limits,
             user: self.identity.user.clone(),
         };
         let line = serde_json::to_string(&summary).unwrap_or_default();

@@ -109,6 +109,7 @@ pub struct Parts {
     pub argv: Vec<String>,
     /// Every command must carry this `"token"` (`--control-token`).
     pub token: Option<String>,
+    pub limits: crate::policy::limits::Limits,
 }
 
 /// What the loop needs to build its emitter once the tracking mode is known.
@@ -220,6 +221,7 @@ pub struct EventLoop {
     preserve_status: bool,
     argv: Vec<String>,
     token: Option<String>,
+    limits: crate::policy::limits::Limits,
 }
 
 /// How long proc_box waits, once the tree is gone, for its output pipes to drain. Only a
@@ -239,7 +241,8 @@ impl EventLoop {
             s.register(registry)?;
         }
         let mode = parts.main.mode;
-        let tracker = Tracker::new(mode, parts.main.pidfd, registry);
+        let mut tracker = Tracker::new(mode, parts.main.pidfd, registry);
+        tracker.set_pids_limit(parts.limits.pids);
         let tick = if mode == Mode::Ptrace { TICK_PTRACE } else { TICK_SUBREAPER };
         let mut terminal = parts.terminal;
         if let Some(t) = terminal.as_mut() {
@@ -247,6 +250,15 @@ impl EventLoop {
         }
         let now = Instant::now();
         let ep = parts.emitter;
+        // A memory limit is only as good as how often memory is read.
+        let monitor = if parts.limits.memory.is_some() {
+            ep.monitor.min(crate::policy::limits::MEMORY_TICK)
+        } else {
+            ep.monitor
+        };
+        let exact = mode == Mode::Ptrace;
+        let limits_text = parts.limits.describe(exact, parts.stdout_limit);
+        crate::debug!("limits: {limits_text}");
         let emitter = Emitter::new(
             Accounting::new(mode, now, ep.own_io.clone()),
             ep.identity,
@@ -268,13 +280,14 @@ impl EventLoop {
             next_sample: emitter.has_sink().then_some(now + ep.sint),
             emitter,
             sint: ep.sint,
-            monitor: ep.monitor,
-            next_monitor: now + ep.monitor,
+            monitor,
+            next_monitor: now + monitor,
             outputs,
             stdout_limit: limit,
             preserve_status: parts.preserve_status,
             argv: parts.argv,
             token: parts.token,
+            limits: parts.limits,
             signals: parts.signals,
             sent_faults: parts.sent_faults,
             tracker,
@@ -352,9 +365,14 @@ impl EventLoop {
                 self.next_tick = now + self.tick;
             }
             if now >= self.next_monitor {
-                self.emitter.accounting.monitor(&self.tracker);
+                let pss = self.emitter.accounting.monitor(&self.tracker);
                 self.check_limits(); // a file output has no thread to wake us
+                self.check_tree_limits(pss);
                 self.next_monitor = now + self.monitor;
+            }
+            if self.tracker.take_over_limit() {
+                let actions = self.policy.limit_exceeded(Reason::LimitPids, false, Instant::now());
+                self.apply(actions);
             }
             if self.next_sample.is_some_and(|t| now >= t) {
                 self.sample();
@@ -400,6 +418,7 @@ impl EventLoop {
                 leftover_killed,
                 stdout_bytes: self.relay_bytes(0),
                 stderr_bytes: self.relay_bytes(1),
+                limits: self.limits.describe(self.tracker.mode() == Mode::Ptrace, self.stdout_limit),
             },
             &mut give_up,
         );
@@ -421,6 +440,20 @@ impl EventLoop {
             stderr_bytes: self.relay_bytes(1),
         };
         self.emitter.sample(&self.tracker, live)
+    }
+
+    /// The monitor tick: memory, CPU and (by count) processes of the whole tree.
+    fn check_tree_limits(&mut self, pss: u64) {
+        let cpu = self.limits.cpu.map(|_| self.emitter.accounting.cpu_now(&self.tracker));
+        let passed = [
+            self.limits.memory(pss),
+            cpu.and_then(|c| self.limits.cpu(c)),
+            self.limits.pids(self.tracker.len()),
+        ];
+        for (reason, hard) in passed.into_iter().flatten() {
+            let actions = self.policy.limit_exceeded(reason, hard, Instant::now());
+            self.apply(actions);
+        }
     }
 
     /// The relays woke us: has stdout passed its limit (stop) or twice it (kill)?

@@ -64,6 +64,7 @@ fn start(config: &Config) -> Result<i32, String> {
         .unwrap_or_else(|_| "localhost".into());
     let box_id = config.box_id(&hostname);
     let amqp = config.amqp(&box_id, &hostname)?;
+    let limits = config.limits()?;
     let started = SystemTime::now();
 
     proc_box::inherited::reset_for_box();
@@ -96,11 +97,12 @@ fn start(config: &Config) -> Result<i32, String> {
         stdio: [out.job_fd(), err.job_fd()],
         nofile,
         ignored: proc_box::inherited::ignored(),
+        rlimits: limits.rlimits.iter().map(|r| (r.resource, r.as_libc())).collect(),
     };
     stop_requested(&signals)?;
     let main = spawn::spawn(&config.command, &box_id, config.track, &setup)?;
     let argv: Vec<String> = config.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    let event_loop = EventLoop::new(Parts {
+    let mut event_loop = EventLoop::new(Parts {
         signals,
         sent_faults,
         main,
@@ -123,9 +125,9 @@ fn start(config: &Config) -> Result<i32, String> {
         preserve_status: config.preserve_status,
         argv,
         token,
+        limits,
     })
     .map_err(|e| format!("event loop: {e}"))?;
-    let mut event_loop = event_loop;
     if let Some(settings) = amqp {
         let msgtimeout = settings.msgtimeout;
         match Amqp::start(settings, event_loop.inbox()) {

@@ -77,6 +77,8 @@ pub struct ChildSetup {
     pub nofile: Option<libc::rlimit>,
     /// Signals ignored when proc_box started (bit N-1 for signal N), ignored again for the job.
     pub ignored: u64,
+    /// `--rlimit`s: (resource, limit), set after the restored RLIMIT_NOFILE.
+    pub rlimits: Vec<(i32, libc::rlimit)>,
 }
 
 /// Forks and execs `argv` as set up by `setup`.
@@ -162,7 +164,7 @@ unsafe fn child(
     setup: &ChildSetup,
     mask: &libc::sigset_t,
 ) -> ! {
-    let ChildSetup { terminal, stdio, nofile, ignored, .. } = *setup;
+    let ChildSetup { terminal, stdio, nofile, ignored, ref rlimits, .. } = *setup;
     // SAFETY (whole block): plain syscalls on fds and memory that stay valid until exec.
     unsafe {
         libc::setpgid(0, 0);
@@ -176,6 +178,9 @@ unsafe fn child(
         }
         if let Some(limit) = nofile {
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+        for (resource, limit) in rlimits {
+            libc::setrlimit(*resource as _, limit);
         }
         // The dispositions proc_box was started with (Rust's runtime ignores SIGPIPE).
         crate::inherited::restore_in_child(ignored);

@@ -180,7 +180,8 @@ impl Accounting {
     /// (`smaps_rollup`, costly) is re-read only for processes whose resident or shared pages
     /// moved since it was last read, and at least every [`PSS_REFRESH`] ticks (a sharer's exit
     /// moves PSS silently).
-    pub fn monitor(&mut self, tracker: &Tracker) {
+    /// Returns the tree's PSS now.
+    pub fn monitor(&mut self, tracker: &Tracker) -> u64 {
         self.tick += 1;
         let mut rss = 0;
         let mut pss = 0;
@@ -198,6 +199,24 @@ impl Accounting {
         self.peak_pss = self.peak_pss.max(pss);
         // Narrows what an own thread can do unseen before it exits.
         self.reaped_io();
+        pss
+    }
+
+    /// The tree's CPU time so far, exited and auto-reaped descendants included: what
+    /// `--cpu-limit` is checked against. Reads only each live member's `stat`.
+    pub fn cpu_now(&self, tracker: &Tracker) -> Duration {
+        let (user, system) = children_rusage();
+        let mut t = user.saturating_sub(self.cpu_base.0)
+            + system.saturating_sub(self.cpu_base.1)
+            + self.lost_user
+            + self.lost_system;
+        let live: u64 = tracker
+            .processes()
+            .filter_map(|(_, proc)| procfs::stat(proc))
+            .map(|s| s.user_ticks + s.system_ticks)
+            .sum();
+        t += self.ticks(live);
+        t
     }
 
     fn pss_of(&mut self, pid: i32, proc: &Process, key: (u64, u64)) -> (u64, u64) {

@@ -174,6 +174,8 @@ pub struct Summary {
     pub stderr_bytes: Option<u64>,
     pub samples_emitted: u64,
     pub samples_dropped: u64,
+    /// Every limit set, and what enforced it.
+    pub limits: Value,
     pub user: Option<Value>,
 }
 

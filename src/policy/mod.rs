@@ -4,6 +4,7 @@
 //! process exiting, the clock) and returns [`Action`]s that the event loop carries out. That
 //! keeps every state machine here testable without processes.
 
+pub mod limits;
 pub mod stop;
 pub mod timer;
 

@@ -13,6 +13,9 @@ pub enum Reason {
     Stopped,
     Killed,
     Signal,
+    LimitMemory,
+    LimitCpu,
+    LimitPids,
     LimitStdout,
 }
 
@@ -24,6 +27,9 @@ impl Reason {
             Reason::Stopped => "stopped",
             Reason::Killed => "killed",
             Reason::Signal => "signal",
+            Reason::LimitMemory => "limit_memory",
+            Reason::LimitCpu => "limit_cpu",
+            Reason::LimitPids => "limit_pids",
             Reason::LimitStdout => "limit_stdout",
         }
     }

@@ -146,6 +146,8 @@ pub struct Tracker {
     /// Sent to every process the moment it is found (SIGKILL while killing, SIGSTOP while
     /// suspended), so a newcomer cannot outrun a tree-wide action.
     birth_signal: Option<Sig>,
+    pids_limit: Option<usize>,
+    over_limit: bool,
 }
 
 /// Descriptors never spent on pidfds: the control socket's clients, the sinks, /proc reads.
@@ -201,6 +203,8 @@ impl Tracker {
             peak: 0,
             max_reaped_rss: 0,
             birth_signal: None,
+            pids_limit: None,
+            over_limit: false,
         };
         FD_LIMIT.store(nofile_limit(), std::sync::atomic::Ordering::Relaxed);
         t.insert(main_pid, Some(main), registry);
@@ -217,6 +221,22 @@ impl Tracker {
 
     pub fn set_birth_signal(&mut self, sig: Option<Sig>) {
         self.birth_signal = sig;
+    }
+
+    /// `--pids-limit`: a process found beyond it is killed at once. In ptrace mode it is met
+    /// stopped at birth and dies before it runs; found by a scan, it may have run a little.
+    pub fn set_pids_limit(&mut self, limit: Option<usize>) {
+        self.pids_limit = limit;
+    }
+
+    /// Whether `pid` is our tracee: an auto-attached newborn not yet met at its fork event.
+    fn traced_by_us(&self, pid: i32) -> bool {
+        Process::new(pid).and_then(|p| p.status()).is_ok_and(|s| s.tracerpid == self.self_pid)
+    }
+
+    /// Whether a process was refused since the last call.
+    pub fn take_over_limit(&mut self) -> bool {
+        std::mem::take(&mut self.over_limit)
     }
 
     /// Live members, sorted.
@@ -259,6 +279,19 @@ impl Tracker {
             }
             self.remove(pid, registry); // the pid was recycled
         }
+        let over = self.pids_limit.is_some_and(|limit| self.members.len() >= limit);
+        if over {
+            self.over_limit = true;
+            if self.mode == Mode::Ptrace && (pidfd.is_none() || self.traced_by_us(pid)) {
+                // A tracee held at its birth stop (met at its fork event, or in a children
+                // list just before): it dies before its first instruction, and never joins,
+                // so `processes_peak` stays within the limit.
+                let member = Member { watch: None, proc: OnceCell::new(), stat: OnceCell::new() };
+                let _ = member.signal(pid, Sig::KILL);
+                crate::debug!("pid {pid} would pass --pids-limit: killed at birth");
+                return;
+            }
+        }
         // Our own child is pinned until we wait: its /proc entry can wait until accounting asks.
         let pinned = pid == self.main_pid;
         let member = match pidfd {
@@ -278,7 +311,7 @@ impl Tracker {
             }
             None => Member { watch: None, proc: OnceCell::new(), stat: OnceCell::new() },
         };
-        if let Some(sig) = self.birth_signal {
+        if let Some(sig) = if over { Some(Sig::KILL) } else { self.birth_signal } {
             let _ = member.signal(pid, sig);
         }
         self.members.insert(pid, member);

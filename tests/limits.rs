@@ -1,0 +1,122 @@
+//! Tree-wide limits, in both tracking modes: each ends the job with the graceful stop, the
+//! summary says `limit_*`, and nothing of the tree survives.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+const MIB: u64 = 1 << 20;
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn run(scene: &Scene, mode: &str, limit: &[&str], job: &[&str]) -> (Option<i32>, Value, String) {
+    let summary = scene.dir.join("summary.json");
+    let mut args = vec!["--track", mode, "--grace", "2s", "--summary-file", summary.to_str().unwrap()];
+    args.extend_from_slice(limit);
+    args.push("--");
+    args.extend_from_slice(job);
+    let out = scene.command(&args).run();
+    (out.status.code(), read_json(&summary), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_memory_hog_is_stopped_at_the_limit_before_the_margin() {
+    let hog = fixture("memhog");
+    for mode in MODES {
+        for ignore in [false, true] {
+            let scene = Scene::new(&format!("memlimit-{mode}-{ignore}"));
+            let mut job = vec![hog.to_str().unwrap(), "50"];
+            if ignore {
+                job.push("ignore");
+            }
+            let (code, s, err) = run(&scene, mode, &["--memory-limit", "200M"], &job);
+            assert_eq!(s["reason"], "limit_memory", "{mode}: {s}\n{err}");
+            // Graceful stop ends a hog that takes SIGTERM; one that ignores it grows on to the
+            // margin (20 MiB above a 200 MiB limit) and is killed there at once.
+            assert_eq!(code, Some(if ignore { 137 } else { 143 }), "{mode}: {err}");
+            let peak = s["peak_pss_bytes"].as_u64().unwrap();
+            let ceiling = if ignore { 220 * MIB + 10 * MIB } else { 200 * MIB + 10 * MIB };
+            assert!(peak >= 200 * MIB && peak <= ceiling, "{mode} ignore={ignore}: peak {} MiB", peak / MIB);
+            assert!(err.contains("limit_memory"), "{err}");
+            assert_eq!(s["limits"]["memory_bytes"]["limit"], 200 * MIB);
+            assert_eq!(s["limits"]["memory_bytes"]["kill_above"], 220 * MIB);
+            scene.assert_no_survivors();
+        }
+    }
+}
+
+#[test]
+fn a_fork_bomb_is_contained_by_the_pids_limit() {
+    let bomb = fixture("forkbomb");
+    for mode in MODES {
+        let scene = Scene::new(&format!("forkbomb-{mode}"));
+        let (code, s, err) = run(&scene, mode, &["--pids-limit", "50"], &[bomb.to_str().unwrap()]);
+        assert_eq!(s["reason"], "limit_pids", "{mode}: {s}\n{err}");
+        assert_eq!(code, Some(143), "{err}");
+        let ran = std::fs::read_to_string(scene.dir.join("forkbomb.count")).unwrap().len();
+        if mode == "ptrace" {
+            // Exact: a fork past the limit dies before its first instruction.
+            assert!(s["processes_peak"].as_u64().unwrap() <= 50, "{s}");
+            assert!(ran <= 50, "{ran} bomb processes ran");
+            assert_eq!(s["limits"]["processes"]["enforced_by"], "ptrace");
+        } else {
+            // Found by the children-list walk (every 100 ms and on SIGCHLD): the bomb is ended,
+            // but may have grown first; this fixture stops itself at 585.
+            assert_eq!(s["limits"]["processes"]["enforced_by"], "monitor");
+            assert!(ran > 50, "{ran}");
+        }
+        scene.assert_no_survivors();
+    }
+}
+
+#[test]
+fn cpu_spread_over_daemons_is_stopped_near_the_limit() {
+    let burn = fixture("burn");
+    for mode in MODES {
+        let scene = Scene::new(&format!("cpulimit-{mode}"));
+        let (code, s, err) =
+            run(&scene, mode, &["--cpu-limit", "2s"], &[burn.to_str().unwrap(), "daemons", "2", "20000"]);
+        assert_eq!(s["reason"], "limit_cpu", "{mode}: {s}\n{err}");
+        assert_eq!(code, Some(143), "{err}");
+        let cpu = s["cpu_user_seconds"].as_f64().unwrap() + s["cpu_system_seconds"].as_f64().unwrap();
+        // Checked every 250 ms with two burners: at most half a second past the limit.
+        assert!((2.0..2.7).contains(&cpu), "{mode}: {cpu} s of CPU");
+        scene.assert_no_survivors();
+    }
+}
+
+#[test]
+fn rlimits_are_set_in_the_job() {
+    let scene = Scene::new("rlimit");
+    let summary = scene.dir.join("summary.json");
+    let out = scene
+        .command(&[
+            "--rlimit",
+            "nofile=123",
+            "-rlimit=core=0:unlimited",
+            "--summary-file",
+            summary.to_str().unwrap(),
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -S -c; ulimit -H -c",
+        ])
+        .env("PBOX_RLIMIT", "fsize=1G")
+        .run();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "123\n0\nunlimited\n");
+    let s = read_json(&summary);
+    assert_eq!(s["limits"]["rlimit_nofile"]["soft"], 123);
+    assert_eq!(s["limits"]["rlimit_core"]["hard"], "unlimited");
+    assert_eq!(s["limits"]["rlimit_nofile"]["enforced_by"], "rlimit");
+    assert!(s["limits"]["rlimit_fsize"].is_null(), "the command line wins over PBOX_RLIMIT");
+    for bad in ["files=3", "nofile=10:5", "nofile"] {
+        let out = scene.command(&["--rlimit", bad, "true"]).run();
+        assert_eq!(out.status.code(), Some(125), "{bad}");
+    }
+    let out = scene.command(&["--memory-limit", "0", "true"]).run();
+    assert_eq!(out.status.code(), Some(125));
+}
