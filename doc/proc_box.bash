@@ -23,7 +23,7 @@ _proc_box() {
 
     case "${cmd}" in
         proc_box)
-            opts="-h -V --timeout --grace --stop-signal --on-main-exit --preserve-status --stdoutlimit --stats-file --summary-file --sint --monitor --json --allow-job-control --control-token --control-token-file --control-socket --track --id --debug --nowarn --uri --exchange --rkey --skey --msgtimeout --runanyway --multiRmtKey --spool-dir --cacert --sample-buffer --help --version"
+            opts="-h -V --timeout --grace --stop-signal --on-main-exit --preserve-status --stdoutlimit --memory-limit --cpu-limit --pids-limit --rlimit --stats-file --summary-file --sint --monitor --json --allow-job-control --control-token --control-token-file --control-socket --track --cgroup --id --debug --nowarn --uri --exchange --rkey --skey --msgtimeout --runanyway --multiRmtKey --spool-dir --cacert --sample-buffer --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -50,6 +50,22 @@ _proc_box() {
                     return 0
                     ;;
                 --stdoutlimit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pids-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rlimit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -91,6 +107,10 @@ _proc_box() {
                     ;;
                 --track)
                     COMPREPLY=($(compgen -W "auto ptrace subreaper" -- "${cur}"))
+                    return 0
+                    ;;
+                --cgroup)
+                    COMPREPLY=($(compgen -W "auto off required" -- "${cur}"))
                     return 0
                     ;;
                 --id)

@@ -6,6 +6,10 @@ wait\t'wait for the whole tree to exit by itself'"
 complete -c proc_box -l preserve-status -d 'on --timeout, exit with the command\'s status (128+N) instead of 124' -r -f -a "true\t''
 false\t''"
 complete -c proc_box -l stdoutlimit -d 'stdout byte limit: graceful stop at the limit, SIGKILL at twice it' -r
+complete -c proc_box -l memory-limit -d 'limit on the PSS of the whole tree: graceful stop at the limit, SIGKILL at once past a tenth more (at least 16 MiB more)' -r
+complete -c proc_box -l cpu-limit -d 'limit on the CPU time of the whole tree, exited and auto-reaped descendants included' -r
+complete -c proc_box -l pids-limit -d 'limit on the live processes of the tree; in ptrace mode a fork past it dies before it runs' -r
+complete -c proc_box -l rlimit -d 'a per-process limit set in the job before exec: nofile, core, as, fsize, nproc, stack, cpu (NAME=VALUE or NAME=SOFT:HARD; repeatable, or comma-separated in PBOX_RLIMIT)' -r
 complete -c proc_box -l stats-file -d 'append a sample every --sint (and on SIGHUP or `sample`), then the summary, as JSON lines' -r -F
 complete -c proc_box -l summary-file -d 'write the summary alone here, atomically, when the box ends' -r -F
 complete -c proc_box -l sint -d 'interval between emitted samples' -r
@@ -19,6 +23,9 @@ complete -c proc_box -l control-socket -d 'Unix socket (mode 0600) taking one JS
 complete -c proc_box -l track -d 'how descendants are found' -r -f -a "auto\t'ptrace when the kernel allows it, otherwise subreaper (with one warning)'
 ptrace\t'learn of every fork through ptrace events; fail with status 125 if ptrace is refused'
 subreaper\t'no ptrace: walk the kernel\'s children lists on SIGCHLD and on every tick'"
+complete -c proc_box -l cgroup -d 'put the box in a cgroup of its own: where one can be made (auto), never, or required' -r -f -a "auto\t'use a cgroup where one can be made; otherwise run without, silently'
+off\t'never make one'
+required\t'fail with status 125 if none can be made'"
 complete -c proc_box -l id -d 'box id, used in messages and in the per-box control routing key [default: the scheduler\'s job id, else <hostname>-<pid>]' -r
 complete -c proc_box -l debug -d 'log debugging detail on stderr' -r -f -a "true\t''
 false\t''"

@@ -22,6 +22,10 @@ _proc_box() {
 wait\:"wait for the whole tree to exit by itself"))' \
 '--preserve-status=[on --timeout, exit with the command'\''s status (128+N) instead of 124]::PRESERVE_STATUS:(true false)' \
 '--stdoutlimit=[stdout byte limit\: graceful stop at the limit, SIGKILL at twice it]:SIZE:_default' \
+'--memory-limit=[limit on the PSS of the whole tree\: graceful stop at the limit, SIGKILL at once past a tenth more (at least 16 MiB more)]:SIZE:_default' \
+'--cpu-limit=[limit on the CPU time of the whole tree, exited and auto-reaped descendants included]:DURATION:_default' \
+'--pids-limit=[limit on the live processes of the tree; in ptrace mode a fork past it dies before it runs]:N:_default' \
+'*--rlimit=[a per-process limit set in the job before exec\: nofile, core, as, fsize, nproc, stack, cpu (NAME=VALUE or NAME=SOFT\:HARD; repeatable, or comma-separated in PBOX_RLIMIT)]:NAME=VALUE:_default' \
 '--stats-file=[append a sample every --sint (and on SIGHUP or \`sample\`), then the summary, as JSON lines]:PATH:_files' \
 '--summary-file=[write the summary alone here, atomically, when the box ends]:PATH:_files' \
 '--sint=[interval between emitted samples]:DURATION:_default' \
@@ -34,6 +38,9 @@ wait\:"wait for the whole tree to exit by itself"))' \
 '--track=[how descendants are found]:TRACK:((auto\:"ptrace when the kernel allows it, otherwise subreaper (with one warning)"
 ptrace\:"learn of every fork through ptrace events; fail with status 125 if ptrace is refused"
 subreaper\:"no ptrace\: walk the kernel'\''s children lists on SIGCHLD and on every tick"))' \
+'--cgroup=[put the box in a cgroup of its own\: where one can be made (auto), never, or required]:CGROUP:((auto\:"use a cgroup where one can be made; otherwise run without, silently"
+off\:"never make one"
+required\:"fail with status 125 if none can be made"))' \
 '--id=[box id, used in messages and in the per-box control routing key \[default\: the scheduler'\''s job id, else <hostname>-<pid>\]]:ID:_default' \
 '--debug=[log debugging detail on stderr]::DEBUG:(true false)' \
 '--nowarn=[log errors only]::NOWARN:(true false)' \

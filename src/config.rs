@@ -116,6 +116,9 @@ pub struct Config {
     /// how descendants are found
     #[arg(long, env = "PBOX_TRACK", value_enum, default_value = "auto")]
     pub track: Track,
+    /// put the box in a cgroup of its own: where one can be made (auto), never, or required
+    #[arg(long, env = "PBOX_CGROUP", value_enum, default_value = "auto")]
+    pub cgroup: crate::cgroup::Policy,
     /// box id, used in messages and in the per-box control routing key
     /// [default: the scheduler's job id, else <hostname>-<pid>]
     #[arg(long, env = "PBOX_ID")]

@@ -110,6 +110,8 @@ pub struct Parts {
     /// Every command must carry this `"token"` (`--control-token`).
     pub token: Option<String>,
     pub limits: crate::policy::limits::Limits,
+    /// The box's cgroup, where one was made.
+    pub cgroup: Option<Arc<crate::cgroup::Cgroup>>,
 }
 
 /// What the loop needs to build its emitter once the tracking mode is known.
@@ -222,6 +224,7 @@ pub struct EventLoop {
     argv: Vec<String>,
     token: Option<String>,
     limits: crate::policy::limits::Limits,
+    cgroup: Option<Arc<crate::cgroup::Cgroup>>,
 }
 
 /// How long proc_box waits, once the tree is gone, for its output pipes to drain. Only a
@@ -243,6 +246,7 @@ impl EventLoop {
         let mode = parts.main.mode;
         let mut tracker = Tracker::new(mode, parts.main.pidfd, registry);
         tracker.set_pids_limit(parts.limits.pids);
+        tracker.set_cgroup(parts.cgroup.clone());
         let tick = if mode == Mode::Ptrace { TICK_PTRACE } else { TICK_SUBREAPER };
         let mut terminal = parts.terminal;
         if let Some(t) = terminal.as_mut() {
@@ -259,12 +263,9 @@ impl EventLoop {
         let exact = mode == Mode::Ptrace;
         let limits_text = parts.limits.describe(exact, parts.stdout_limit);
         crate::debug!("limits: {limits_text}");
-        let emitter = Emitter::new(
-            Accounting::new(mode, now, ep.own_io.clone()),
-            ep.identity,
-            ep.stats,
-            ep.summary_file,
-        );
+        let mut accounting = Accounting::new(mode, now, ep.own_io.clone());
+        accounting.set_cgroup(parts.cgroup.clone());
+        let emitter = Emitter::new(accounting, ep.identity, ep.stats, ep.summary_file);
         let limit = parts.stdout_limit;
         let [out, err] = parts.outputs;
         let outputs = [
@@ -288,6 +289,7 @@ impl EventLoop {
             argv: parts.argv,
             token: parts.token,
             limits: parts.limits,
+            cgroup: parts.cgroup,
             signals: parts.signals,
             sent_faults: parts.sent_faults,
             tracker,
@@ -752,6 +754,12 @@ impl EventLoop {
             match action {
                 Action::Signal(sig) => {
                     self.tracker.set_birth_signal(self.policy.birth_signal());
+                    // The cgroup kills everything in it at once, whatever the tracker has met.
+                    if sig == Sig::KILL {
+                        if let Some(cg) = &self.cgroup {
+                            cg.kill();
+                        }
+                    }
                     self.tracker.signal_tree(sig, self.poll.registry());
                 }
             }

@@ -6,6 +6,7 @@
 #[macro_use]
 pub mod log;
 pub mod accounting;
+pub mod cgroup;
 pub mod command;
 pub mod config;
 pub mod emitter;

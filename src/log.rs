@@ -74,7 +74,16 @@ fn sender() -> Option<&'static Mutex<SyncSender<Msg>>> {
         return Some(s);
     }
     let (tx, rx) = sync_channel(QUEUE);
-    std::thread::Builder::new().name("log".into()).spawn(move || writer(rx)).ok()?;
+    std::thread::Builder::new()
+        .name("log".into())
+        .spawn(move || {
+            // Whatever thread logs first starts this one, perhaps before proc_box blocked its
+            // signals: a signal taken here would be lost to the loop's signalfd (a SIGCHLD
+            // lost so leaves a zombie unreaped and the box waiting for ever).
+            let _ = nix::sys::signal::SigSet::all().thread_block();
+            writer(rx)
+        })
+        .ok()?;
     let _ = SENDER.set(Mutex::new(tx));
     SENDER.get()
 }

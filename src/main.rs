@@ -11,7 +11,7 @@ use proc_box::terminal::Terminal;
 use proc_box::transport::amqp::Amqp;
 use proc_box::transport::sinks::{StatsFile, SummaryFile};
 use proc_box::transport::socket::ControlSocket;
-use proc_box::{error, spawn};
+use proc_box::{debug, error, spawn};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 use std::time::SystemTime;
@@ -25,6 +25,10 @@ const SETUP_FAILED: i32 = 125;
 static CAPTURE_INHERITED: extern "C" fn() = proc_box::inherited::capture;
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(proc_box::cgroup::watcher::ARG) {
+        std::process::exit(proc_box::cgroup::watcher::run(&args[2..]));
+    }
     let code = run();
     log::flush(std::time::Duration::from_secs(1));
     std::process::exit(code);
@@ -74,6 +78,23 @@ fn start(config: &Config) -> Result<i32, String> {
     let signals = SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {e}"))?;
     let sent_faults = proc_box::fault::install().map_err(|e| format!("fault handler: {e}"))?;
+    // The cgroup and its watcher come before proc_box is a subreaper, so the watcher (double
+    // forked) is never proc_box's child nor part of the tree.
+    let cgroup = proc_box::cgroup::Cgroup::create(config.cgroup)?.map(std::sync::Arc::new);
+    if let Some(cg) = &cgroup {
+        if let Err(e) = proc_box::cgroup::watcher::start(cg) {
+            cg.remove();
+            return Err(format!("cannot start the cgroup watcher: {e}"));
+        }
+        debug!(
+            "cgroup: {}",
+            cg.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let cgroup_fds = match &cgroup {
+        Some(cg) => cg.join_fds().map_err(|e| format!("cgroup: {e}"))?,
+        None => Vec::new(),
+    };
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
     let nofile = raise_nofile();
     let token = config.token()?;
@@ -98,6 +119,7 @@ fn start(config: &Config) -> Result<i32, String> {
         nofile,
         ignored: proc_box::inherited::ignored(),
         rlimits: limits.rlimits.iter().map(|r| (r.resource, r.as_libc())).collect(),
+        cgroup: cgroup_fds.iter().map(|f| f.as_raw_fd()).collect(),
     };
     stop_requested(&signals)?;
     let main = spawn::spawn(&config.command, &box_id, config.track, &setup)?;
@@ -126,6 +148,7 @@ fn start(config: &Config) -> Result<i32, String> {
         argv,
         token,
         limits,
+        cgroup: cgroup.clone(),
     })
     .map_err(|e| format!("event loop: {e}"))?;
     if let Some(settings) = amqp {
@@ -136,7 +159,11 @@ fn start(config: &Config) -> Result<i32, String> {
             Err(e) => error!("cannot start the AMQP thread: {e}; running without a broker"),
         }
     }
+    drop(cgroup_fds);
     let outcome = event_loop.run();
+    if let Some(cg) = &cgroup {
+        cg.remove();
+    }
     Ok(outcome.exit_code(config.preserve_status))
 }
 

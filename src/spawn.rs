@@ -79,6 +79,8 @@ pub struct ChildSetup {
     pub ignored: u64,
     /// `--rlimit`s: (resource, limit), set after the restored RLIMIT_NOFILE.
     pub rlimits: Vec<(i32, libc::rlimit)>,
+    /// `cgroup.procs` of the box's cgroup directories: the job writes itself in before exec.
+    pub cgroup: Vec<RawFd>,
 }
 
 /// Forks and execs `argv` as set up by `setup`.
@@ -164,9 +166,13 @@ unsafe fn child(
     setup: &ChildSetup,
     mask: &libc::sigset_t,
 ) -> ! {
-    let ChildSetup { terminal, stdio, nofile, ignored, ref rlimits, .. } = *setup;
+    let ChildSetup { terminal, stdio, nofile, ignored, ref rlimits, ref cgroup, .. } = *setup;
     // SAFETY (whole block): plain syscalls on fds and memory that stay valid until exec.
     unsafe {
+        // Into the box's cgroup first: from here on, all the job does is counted and held.
+        if !crate::cgroup::join_in_child(cgroup) {
+            libc::_exit(125);
+        }
         libc::setpgid(0, 0);
         if let Some(fd) = terminal {
             libc::tcsetpgrp(fd, libc::getpid()); // SIGTTOU is blocked, so this works from the background

@@ -115,6 +115,8 @@ pub struct Accounting {
     tick: u64,
     seen: HashMap<i32, Seen>,
     prev_cpu: (Instant, f64),
+    /// The box's cgroup: in subreaper mode its CPU counter is the exact total.
+    cgroup: Option<Arc<crate::cgroup::Cgroup>>,
 }
 
 impl Accounting {
@@ -138,11 +140,28 @@ impl Accounting {
             tick: 0,
             seen: HashMap::new(),
             prev_cpu: (now, 0.0),
+            cgroup: None,
         };
         a.own_io_base = a.reaped_io();
         let (user, system) = children_rusage();
         a.cpu_base = (user, system);
         a
+    }
+
+    pub fn set_cgroup(&mut self, cg: Option<Arc<crate::cgroup::Cgroup>>) {
+        self.cgroup = cg;
+    }
+
+    /// The cgroup's counter, where it is the better source: in subreaper mode, which otherwise
+    /// estimates the CPU of auto-reaped children (ptrace mode is exact without it), and only
+    /// when it is above the other count: a process that moved itself out of the cgroup (root
+    /// can) takes its CPU out of the counter too, but not out of proc_box's rusage.
+    fn cgroup_cpu(&self, other: Duration) -> Option<(Duration, Duration)> {
+        if self.mode != Mode::Subreaper {
+            return None;
+        }
+        let (user, system) = self.cgroup.as_ref()?.cpu()?;
+        (user + system > other).then_some((user, system))
     }
 
     /// A process the kernel released without accounting it anywhere (ptrace mode, exact).
@@ -216,7 +235,7 @@ impl Accounting {
             .map(|s| s.user_ticks + s.system_ticks)
             .sum();
         t += self.ticks(live);
-        t
+        self.cgroup_cpu(t).map_or(t, |(user, system)| user + system)
     }
 
     fn pss_of(&mut self, pid: i32, proc: &Process, key: (u64, u64)) -> (u64, u64) {
@@ -275,6 +294,9 @@ impl Accounting {
         t.pss_bytes = Some(pss);
         t.cpu_user += self.ticks(live_user);
         t.cpu_system += self.ticks(live_system);
+        if let Some((user, system)) = self.cgroup_cpu(t.cpu_user + t.cpu_system) {
+            (t.cpu_user, t.cpu_system) = (user, system);
+        }
         self.peak_rss = self.peak_rss.max(t.rss_bytes);
         self.peak_pss = self.peak_pss.max(pss);
         t

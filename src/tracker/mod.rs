@@ -148,6 +148,8 @@ pub struct Tracker {
     birth_signal: Option<Sig>,
     pids_limit: Option<usize>,
     over_limit: bool,
+    /// The box's cgroup: in subreaper mode, its member list is the exact tree.
+    cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
 }
 
 /// Descriptors never spent on pidfds: the control socket's clients, the sinks, /proc reads.
@@ -205,6 +207,7 @@ impl Tracker {
             birth_signal: None,
             pids_limit: None,
             over_limit: false,
+            cgroup: None,
         };
         FD_LIMIT.store(nofile_limit(), std::sync::atomic::Ordering::Relaxed);
         t.insert(main_pid, Some(main), registry);
@@ -227,6 +230,10 @@ impl Tracker {
     /// stopped at birth and dies before it runs; found by a scan, it may have run a little.
     pub fn set_pids_limit(&mut self, limit: Option<usize>) {
         self.pids_limit = limit;
+    }
+
+    pub fn set_cgroup(&mut self, cg: Option<std::sync::Arc<crate::cgroup::Cgroup>>) {
+        self.cgroup = cg;
     }
 
     /// Whether `pid` is our tracee: an auto-attached newborn not yet met at its fork event.
@@ -541,7 +548,33 @@ impl Tracker {
                 }
             }
         }
+        self.scan_cgroup(registry);
         (self.started - before) as usize
+    }
+
+    /// Subreaper mode with a cgroup: whatever is in the box's cgroup is in the tree, however
+    /// it got there. A pid read from `cgroup.procs` is proven by opening its pidfd first and
+    /// then finding it still in the cgroup.
+    fn scan_cgroup(&mut self, registry: &Registry) {
+        if self.mode != Mode::Subreaper {
+            return;
+        }
+        let Some(cg) = self.cgroup.clone() else { return };
+        let unknown: Vec<(i32, PidFd)> = cg
+            .procs()
+            .into_iter()
+            .filter(|pid| !self.members.contains_key(pid))
+            .filter_map(|pid| Some((pid, self.open_pidfd(pid).ok()?)))
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        let still: HashSet<i32> = cg.procs().into_iter().collect();
+        for (pid, fd) in unknown {
+            if still.contains(&pid) && !fd.exited() {
+                self.insert(pid, Some(fd), registry);
+            }
+        }
     }
 
     /// Opens a pidfd for a pid read from `parent`'s children list, proving it is still that

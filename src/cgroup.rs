@@ -1,0 +1,342 @@
+//! The box's own cgroup, where the kernel lets proc_box make one (as root, or in a delegated
+//! cgroup v2 subtree). Each mechanism comes from where it exists: on a hybrid host the v2
+//! unified hierarchy gives `cgroup.kill` and `cpu.stat` even without controllers, and v1
+//! hierarchies give whatever controllers they carry.
+//!
+//! The box's directory is `proc_box.<pid>` beside proc_box's own cgroup in every hierarchy used.
+//! The job joins all of them before exec, so not one instruction runs outside.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `--cgroup`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Policy {
+    /// use a cgroup where one can be made; otherwise run without, silently
+    Auto,
+    /// never make one
+    Off,
+    /// fail with status 125 if none can be made
+    Required,
+}
+
+/// v1 controllers proc_box uses, when mounted.
+const V1: &[&str] = &["freezer", "cpuacct", "pids", "memory"];
+
+/// The box's cgroup directories.
+#[derive(Debug)]
+pub struct Cgroup {
+    /// The unified (v2) directory, if any.
+    v2: Option<PathBuf>,
+    /// v1 directories by controller.
+    v1: Vec<(&'static str, PathBuf)>,
+}
+
+/// Where each hierarchy is mounted, and proc_box's own place in it.
+struct Hierarchy {
+    mount: PathBuf,
+    /// `None` for v2; the controllers of a v1 hierarchy otherwise.
+    controllers: Option<Vec<String>>,
+    own: String,
+}
+
+fn hierarchies() -> Vec<Hierarchy> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let membership = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let own = |v2: bool, ctl: &[String]| -> Option<String> {
+        membership.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (id, list, path) = (f.next()?, f.next()?, f.next()?);
+            let matches = if v2 {
+                id == "0" && list.is_empty()
+            } else {
+                list.split(',').any(|c| ctl.iter().any(|x| x == c))
+            };
+            matches.then(|| path.to_owned())
+        })
+    };
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let mount = left.split(' ').nth(4).unwrap_or_default();
+        let mut r = right.split(' ');
+        let (fstype, opts) = (r.next().unwrap_or_default(), r.nth(1).unwrap_or_default());
+        let (controllers, path) = match fstype {
+            "cgroup2" => (None, own(true, &[])),
+            "cgroup" => {
+                let ctl: Vec<String> =
+                    opts.split(',').filter(|o| V1.contains(o)).map(str::to_owned).collect();
+                if ctl.is_empty() {
+                    continue;
+                }
+                let path = own(false, &ctl);
+                (Some(ctl), path)
+            }
+            _ => continue,
+        };
+        if let Some(own) = path {
+            out.push(Hierarchy { mount: PathBuf::from(mount.replace("\\040", " ")), controllers, own });
+        }
+    }
+    out
+}
+
+impl Cgroup {
+    /// Makes the box's cgroup in every hierarchy it can. `Ok(None)`: none could be made (the
+    /// reason is in the error of `Required`). Leftovers of dead boxes beside it are removed.
+    pub fn create(policy: Policy) -> Result<Option<Cgroup>, String> {
+        if policy == Policy::Off {
+            return Ok(None);
+        }
+        let name = format!("proc_box.{}", std::process::id());
+        let mut cg = Cgroup { v2: None, v1: Vec::new() };
+        let mut why = Vec::new();
+        for h in hierarchies() {
+            let parent = h.mount.join(h.own.trim_start_matches('/'));
+            sweep_stale(&parent);
+            let dir = parent.join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) => {
+                    why.push(format!("{}: {e}", dir.display()));
+                    continue;
+                }
+            }
+            match h.controllers {
+                None => cg.v2 = Some(dir),
+                Some(ctl) => {
+                    for c in V1.iter().filter(|c| ctl.iter().any(|x| x == *c)) {
+                        cg.v1.push((c, dir.clone()));
+                    }
+                }
+            }
+        }
+        if cg.v2.is_none() && cg.v1.is_empty() {
+            let reason =
+                if why.is_empty() { "no cgroup hierarchy is mounted".to_owned() } else { why.join("; ") };
+            return match policy {
+                Policy::Required => Err(format!("--cgroup required: cannot make a cgroup ({reason})")),
+                _ => {
+                    crate::debug!("no cgroup: {reason}");
+                    Ok(None)
+                }
+            };
+        }
+        Ok(Some(cg))
+    }
+
+    /// Every directory, v2 first.
+    pub fn dirs(&self) -> Vec<&Path> {
+        let mut d: Vec<&Path> = self.v2.iter().map(PathBuf::as_path).collect();
+        for (_, p) in &self.v1 {
+            if !d.contains(&p.as_path()) {
+                d.push(p);
+            }
+        }
+        d
+    }
+
+    /// `cgroup.procs` of every directory, open for the job to write itself into before exec.
+    pub fn join_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        self.dirs()
+            .into_iter()
+            .map(|d| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(d.join("cgroup.procs"))
+                    .map(OwnedFd::from)
+            })
+            .collect()
+    }
+
+    /// The processes in the box's cgroup (any one directory holds them all).
+    pub fn procs(&self) -> Vec<i32> {
+        let Some(dir) = self.dirs().into_iter().next() else { return Vec::new() };
+        fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// The kernel's CPU counter for everything that ever ran in the box: (user, system).
+    pub fn cpu(&self) -> Option<(Duration, Duration)> {
+        if let Some(v2) = &self.v2 {
+            let text = fs::read_to_string(v2.join("cpu.stat")).ok()?;
+            let field = |k: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
+                    .map(Duration::from_micros)
+            };
+            return Some((field("user_usec ")?, field("system_usec ")?));
+        }
+        let (_, dir) = self.v1.iter().find(|(c, _)| *c == "cpuacct")?;
+        let ns = |f: &str| {
+            fs::read_to_string(dir.join(f)).ok()?.trim().parse::<u64>().ok().map(Duration::from_nanos)
+        };
+        Some((ns("cpuacct.usage_user")?, ns("cpuacct.usage_sys")?))
+    }
+
+    /// Kills everything in the box at once (v2 `cgroup.kill`). False where the kernel has none.
+    pub fn kill(&self) -> bool {
+        let Some(v2) = &self.v2 else { return false };
+        fs::write(v2.join("cgroup.kill"), "1").is_ok()
+    }
+
+    /// Removes the directories; an `EBUSY` (a process not yet gone) is retried briefly.
+    pub fn remove(&self) {
+        for dir in self.dirs() {
+            for attempt in 0..50 {
+                match fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) if attempt == 49 => {
+                        crate::warn!("cannot remove the cgroup {}: {e}", dir.display())
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
+    }
+}
+
+/// Removes `proc_box.<pid>` directories under `parent` whose proc_box is gone and that hold no
+/// process: what a SIGKILLed proc_box left when its watcher could not finish.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) =
+            name.to_str().and_then(|n| n.strip_prefix("proc_box.")).and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue; // that box may still run (or the pid was reused: leave it, harmlessly)
+        }
+        let empty = fs::read_to_string(e.path().join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
+        if empty && fs::remove_dir(e.path()).is_ok() {
+            crate::debug!("removed a stale cgroup {}", e.path().display());
+        }
+    }
+}
+
+/// Written by the job's process (before exec, async-signal-safe): moves it into the box.
+///
+/// # Safety
+/// Only `write(2)` on descriptors the caller keeps open.
+pub unsafe fn join_in_child(fds: &[i32]) -> bool {
+    fds.iter().all(|&fd| {
+        // SAFETY: write of a 1-byte static buffer to an open descriptor.
+        unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) == 1 }
+    })
+}
+
+/// The watcher: a separate process (proc_box re-executed) that holds a pidfd of proc_box and,
+/// when proc_box dies, kills everything in the box's cgroup and removes it. So a SIGKILLed
+/// proc_box leaves nothing behind, in either tracking mode.
+pub mod watcher {
+    use super::*;
+
+    /// The hidden first argument that makes proc_box a watcher.
+    pub const ARG: &str = "--internal-cgroup-watcher";
+
+    /// Starts the watcher, outside the box and not a child of proc_box (a double fork before
+    /// proc_box becomes a subreaper), so it is never part of the tree.
+    pub fn start(cg: &Cgroup) -> io::Result<()> {
+        let me = crate::tracker::pidfd::PidFd::open(std::process::id() as i32)?;
+        let exe = std::env::current_exe()?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg(ARG).arg(me.as_raw_fd().to_string()).args(cg.dirs());
+        // No stdio: a watcher holding the caller's pipe open would hang its reader.
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let fd = me.as_raw_fd();
+        // SAFETY: between fork and exec only async-signal-safe calls: fcntl, fork, _exit, setsid.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                // The pidfd must survive exec; the watcher must not be our child.
+                libc::fcntl(fd, libc::F_SETFD, 0);
+                match libc::fork() {
+                    0 => {
+                        libc::setsid();
+                        Ok(())
+                    }
+                    -1 => Err(io::Error::last_os_error()),
+                    _ => libc::_exit(0),
+                }
+            });
+        }
+        let mut child = cmd.spawn()?;
+        child.wait()?; // the intermediate process, gone at once
+        Ok(())
+    }
+
+    /// The watcher's life: wait for proc_box to end, then empty and remove the cgroup.
+    pub fn run(args: &[String]) -> i32 {
+        let Some(fd) = args.first().and_then(|a| a.parse::<i32>().ok()) else { return 2 };
+        let dirs: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
+        // Hold nothing of the caller's but the pidfd: an inherited pipe kept open would keep
+        // its reader waiting for as long as the watcher lives.
+        // SAFETY: closing descriptor ranges of our own; the pidfd is kept.
+        unsafe {
+            if fd > 3 {
+                libc::syscall(libc::SYS_close_range, 3, fd - 1, 0);
+            }
+            libc::syscall(libc::SYS_close_range, fd + 1, u32::MAX, 0);
+        }
+        for sig in [
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGHUP,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+            libc::SIGPIPE,
+        ] {
+            // SAFETY: setting a signal to SIG_IGN.
+            unsafe { libc::signal(sig, libc::SIG_IGN) };
+        }
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd; -1 waits for proc_box's end however long the job runs.
+        while unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {}
+        let cg = Cgroup {
+            v2: dirs.first().filter(|d| d.join("cgroup.kill").exists()).cloned(),
+            v1: dirs.iter().map(|d| ("", d.clone())).collect(),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = cg.procs();
+            if left.is_empty() && cg.dirs().iter().all(|d| !d.exists() || procs_of(d).is_empty()) {
+                break;
+            }
+            if !cg.kill() {
+                for pid in left {
+                    if let Ok(p) = crate::tracker::pidfd::PidFd::open(pid) {
+                        let _ = p.signal(crate::signals::Sig::KILL);
+                    }
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cg.remove();
+        0
+    }
+
+    fn procs_of(d: &Path) -> Vec<i32> {
+        fs::read_to_string(d.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}

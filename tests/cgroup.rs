@@ -1,0 +1,162 @@
+//! The box's own cgroup (`--cgroup`), on this machine's hybrid hierarchy: the job joins it
+//! before exec, subreaper mode becomes exact with it, a SIGKILLed proc_box leaves nothing
+//! behind, and the cgroup is gone at the end however the box ended.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+/// The job's cgroup paths, from its own /proc/self/cgroup, written by `sh` into the scene.
+fn job_cgroups(scene: &Scene) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(scene.dir.join("cgroup")).unwrap();
+    let mut dirs = Vec::new();
+    for line in text.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, list, path) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+        if !path.contains("proc_box.") {
+            continue;
+        }
+        let mount = match list {
+            "" => "/sys/fs/cgroup/unified".to_owned(),
+            l => format!("/sys/fs/cgroup/{}", l.split(',').next().unwrap()),
+        };
+        dirs.push(PathBuf::from(format!("{mount}{path}")));
+    }
+    dirs
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn has_cgroups() -> bool {
+    is_root() && std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+}
+
+#[test]
+fn the_job_runs_in_the_box_cgroup_which_is_removed_at_the_end() {
+    if !has_cgroups() {
+        eprintln!("skipped: needs root and a cgroup v2 hierarchy");
+        return;
+    }
+    for mode in MODES {
+        for (job, code) in [
+            ("cat /proc/self/cgroup > $FIX_DIR/cgroup", 0),
+            ("cat /proc/self/cgroup > $FIX_DIR/cgroup; kill -SEGV $$", 139),
+        ] {
+            let scene = Scene::new(&format!("cg-{mode}"));
+            let out = scene.command(&["--track", mode, "--", "sh", "-c", job]).run();
+            assert_eq!(out.status.code(), Some(code), "{}", String::from_utf8_lossy(&out.stderr));
+            let dirs = job_cgroups(&scene);
+            assert!(dirs.len() >= 2, "the job is in the v2 and the v1 groups: {dirs:?}");
+            for d in dirs {
+                assert!(!d.exists(), "{} is left behind", d.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_sigkilled_proc_box_leaves_no_process_and_no_cgroup() {
+    if !has_cgroups() {
+        eprintln!("skipped: needs root and a cgroup v2 hierarchy");
+        return;
+    }
+    for mode in MODES {
+        let scene = Scene::new(&format!("cg-kill-{mode}"));
+        let script = "cat /proc/self/cgroup > $FIX_DIR/cgroup; setsid sleep 1000 & sleep 1000";
+        let mut child = scene
+            .command(&["--track", mode, "--", "sh", "-c", script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the whole tree", || (scene.survivors().len() >= 4).then_some(()));
+        wait_for("the cgroup file", || scene.has_file("cgroup").then_some(()));
+        let dirs = job_cgroups(&scene);
+        assert!(!dirs.is_empty());
+        child.kill().unwrap(); // SIGKILL: no cleanup of its own
+        child.wait().unwrap();
+        scene.wait_no_survivors();
+        wait_for("the cgroup to be removed", || dirs.iter().all(|d| !d.exists()).then_some(()));
+    }
+}
+
+#[test]
+fn subreaper_mode_counts_auto_reaped_cpu_exactly_with_a_cgroup() {
+    if !has_cgroups() {
+        eprintln!("skipped: needs root and a cgroup v2 hierarchy");
+        return;
+    }
+    let burn = fixture("burn");
+    let scene = Scene::new("cg-ignchld");
+    let summary = scene.dir.join("summary.json");
+    let out = scene
+        .command(&[
+            "--track",
+            "subreaper",
+            "--summary-file",
+            summary.to_str().unwrap(),
+            burn.to_str().unwrap(),
+            "ignchld",
+            "3",
+            "500",
+        ])
+        .run();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let cpu = s["cpu_user_seconds"].as_f64().unwrap() + s["cpu_system_seconds"].as_f64().unwrap();
+    // 3 × 500 ms burned by children auto-reaped without a zombie phase; without the cgroup's
+    // counter subreaper mode could only estimate them from its last look.
+    assert!((1.5..1.5 * 1.02 + 0.03).contains(&cpu), "{cpu} s for 1.5 s burned");
+}
+
+#[test]
+fn cgroup_off_and_required() {
+    let scene = Scene::new("cg-off");
+    let out =
+        scene.command(&["--cgroup", "off", "sh", "-c", "cat /proc/self/cgroup > $FIX_DIR/cgroup"]).run();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(job_cgroups(&scene).is_empty(), "--cgroup off made a cgroup");
+    if has_cgroups() {
+        let out = scene.command(&["--cgroup", "required", "true"]).run();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn an_unprivileged_user_gets_limits_without_cgroups_and_a_clear_refusal_of_required() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        eprintln!("skipped: needs root to become another user");
+        return;
+    }
+    let hog = fixture("memhog");
+    let scene = Scene::new("cg-nobody");
+    std::fs::set_permissions(&scene.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let summary = scene.dir.join("summary.json");
+    for mode in MODES {
+        let out = scene
+            .command(&["--track", mode, "--memory-limit", "64M", "--summary-file", summary.to_str().unwrap()])
+            .arg(&hog)
+            .arg("50")
+            .uid(65534)
+            .gid(65534)
+            .env("XDG_STATE_HOME", &scene.dir)
+            .run();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(143), "{mode}: {err}");
+        let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        assert_eq!(s["reason"], "limit_memory", "{mode}: {s}");
+        scene.assert_no_survivors();
+    }
+    let out = scene.command(&["--cgroup", "required", "true"]).uid(65534).gid(65534).run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("--cgroup required: cannot make a cgroup"), "{err}");
+}
