@@ -252,7 +252,8 @@ pub mod watcher {
         let me = crate::tracker::pidfd::PidFd::open(std::process::id() as i32)?;
         let exe = std::env::current_exe()?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.arg(ARG).arg(me.as_raw_fd().to_string()).args(cg.dirs());
+        // Nothing of the job's environment either: the watcher needs none of it.
+        cmd.arg(ARG).arg(me.as_raw_fd().to_string()).args(cg.dirs()).env_clear();
         // No stdio: a watcher holding the caller's pipe open would hang its reader.
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
