@@ -247,35 +247,52 @@ pub mod watcher {
     pub const ARG: &str = "--internal-cgroup-watcher";
 
     /// Starts the watcher, outside the box and not a child of proc_box (a double fork before
-    /// proc_box becomes a subreaper), so it is never part of the tree.
+    /// proc_box becomes a subreaper), so it is never part of the tree. proc_box waits only for
+    /// the short-lived middle process, not for the watcher's exec.
     pub fn start(cg: &Cgroup) -> io::Result<()> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
         let me = crate::tracker::pidfd::PidFd::open(std::process::id() as i32)?;
-        let exe = std::env::current_exe()?;
-        let mut cmd = std::process::Command::new(exe);
-        // Nothing of the job's environment either: the watcher needs none of it.
-        cmd.arg(ARG).arg(me.as_raw_fd().to_string()).args(cg.dirs()).env_clear();
-        // No stdio: a watcher holding the caller's pipe open would hang its reader.
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
         let fd = me.as_raw_fd();
-        // SAFETY: between fork and exec only async-signal-safe calls: fcntl, fork, _exit, setsid.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                // The pidfd must survive exec; the watcher must not be our child.
-                libc::fcntl(fd, libc::F_SETFD, 0);
-                match libc::fork() {
-                    0 => {
-                        libc::setsid();
-                        Ok(())
-                    }
-                    -1 => Err(io::Error::last_os_error()),
-                    _ => libc::_exit(0),
-                }
-            });
+        let cstr = |b: &[u8]| CString::new(b).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+        let exe = cstr(std::env::current_exe()?.as_os_str().as_bytes())?;
+        let mut args = vec![exe.clone(), cstr(ARG.as_bytes())?, cstr(fd.to_string().as_bytes())?];
+        for d in cg.dirs() {
+            args.push(cstr(d.as_os_str().as_bytes())?);
         }
-        let mut child = cmd.spawn()?;
-        child.wait()?; // the intermediate process, gone at once
+        let argv: Vec<*const libc::c_char> =
+            args.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+        // No environment: the watcher needs none of the job's.
+        let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+        let null = c"/dev/null";
+        // SAFETY: after fork only async-signal-safe calls on memory prepared before it.
+        unsafe {
+            match libc::fork() {
+                -1 => return Err(io::Error::last_os_error()),
+                0 => {
+                    if libc::fork() == 0 {
+                        libc::setsid();
+                        // No stdio: a watcher holding the caller's pipe open would hang its reader.
+                        let n = libc::open(null.as_ptr(), libc::O_RDWR);
+                        for target in 0..3 {
+                            libc::dup2(n, target);
+                        }
+                        libc::fcntl(fd, libc::F_SETFD, 0); // the pidfd survives exec
+                        let mut set: libc::sigset_t = std::mem::zeroed();
+                        libc::sigemptyset(&mut set);
+                        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                        libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    }
+                    libc::_exit(0);
+                }
+                middle => {
+                    let mut status = 0;
+                    while libc::waitpid(middle, &mut status, 0) < 0
+                        && *libc::__errno_location() == libc::EINTR
+                    {}
+                }
+            }
+        }
         Ok(())
     }
 
