@@ -156,6 +156,7 @@ impl Emitter {
             peak_pss_bytes: self.accounting.peak_pss(),
             max_process_rss_bytes: self.accounting.max_process_rss(tracker),
             processes_started: tracker.processes_started(),
+            processes_started_exact: tracker.processes_started_exact(),
             processes_peak: tracker.processes_peak(),
             leftover_killed: end.leftover_killed,
             io_read_bytes: totals.io.read_bytes,

@@ -32,6 +32,8 @@ const WAKER: Token = Token(1);
 const OUTPUTS: [Token; 2] = [Token(3), Token(4)];
 /// Fault signals sent to proc_box with kill(2), passed on by the fault handler.
 const SENT_FAULTS: Token = Token(5);
+/// The kernel's process events (subreaper mode, with CAP_NET_ADMIN).
+const PROC_EVENTS: Token = Token(6);
 
 /// How often the children lists are walked when no event asks for it. In subreaper mode this
 /// bounds how long a new process can go unseen; in ptrace mode it is only the backstop for
@@ -112,6 +114,8 @@ pub struct Parts {
     pub limits: crate::policy::limits::Limits,
     /// The box's cgroup, where one was made.
     pub cgroup: Option<Arc<crate::cgroup::Cgroup>>,
+    /// Fork events, subscribed to before the job started (subreaper mode).
+    pub connector: Option<crate::tracker::connector::Connector>,
 }
 
 /// What the loop needs to build its emitter once the tracking mode is known.
@@ -247,6 +251,11 @@ impl EventLoop {
         let mut tracker = Tracker::new(mode, parts.main.pidfd, registry);
         tracker.set_pids_limit(parts.limits.pids);
         tracker.set_cgroup(parts.cgroup.clone());
+        if let Some(c) = parts.connector {
+            if mode == Mode::Subreaper {
+                tracker.set_connector(c, registry, PROC_EVENTS);
+            }
+        }
         let tick = if mode == Mode::Ptrace { TICK_PTRACE } else { TICK_SUBREAPER };
         let mut terminal = parts.terminal;
         if let Some(t) = terminal.as_mut() {
@@ -407,6 +416,7 @@ impl EventLoop {
             leftover_killed,
             wall: self.started.elapsed(),
         };
+        self.tracker.process_events(); // the last forks, for an exact count
         let signals = &self.signals;
         let mut give_up = || stop_pending(signals);
         let summary = self.emitter.finish(
@@ -488,6 +498,7 @@ impl EventLoop {
                     }
                 }
             }
+            PROC_EVENTS => self.tracker.process_events(),
             WAKER => {
                 self.check_limits();
                 while let Ok(req) = self.requests.try_recv() {
@@ -736,6 +747,7 @@ impl EventLoop {
             "processes": self.tracker.len(),
             "pids": self.tracker.pids(),
             "processes_started": self.tracker.processes_started(),
+            "processes_started_exact": self.tracker.processes_started_exact(),
             "processes_peak": self.tracker.processes_peak(),
             "track": match self.tracker.mode() { Mode::Ptrace => "ptrace", Mode::Subreaper => "subreaper" },
             "elapsed_seconds": self.started.elapsed().as_secs_f64(),

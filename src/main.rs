@@ -121,6 +121,16 @@ fn start(config: &Config) -> Result<i32, String> {
         rlimits: limits.rlimits.iter().map(|r| (r.resource, r.as_libc())).collect(),
         cgroup: cgroup_fds.iter().map(|f| f.as_raw_fd()).collect(),
     };
+    // Subreaper mode counts processes exactly from the kernel's fork events where it may
+    // (CAP_NET_ADMIN); subscribed before the job starts, so none of its forks is missed.
+    let connector = match config.track {
+        proc_box::config::Track::Ptrace => None,
+        _ => proc_box::tracker::connector::Connector::open()
+            .map_err(|e| {
+                debug!("no process events connector ({e}): processes_started counts what the walks see")
+            })
+            .ok(),
+    };
     stop_requested(&signals)?;
     let main = spawn::spawn(&config.command, &box_id, config.track, &setup)?;
     let argv: Vec<String> = config.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -149,6 +159,7 @@ fn start(config: &Config) -> Result<i32, String> {
         token,
         limits,
         cgroup: cgroup.clone(),
+        connector,
     })
     .map_err(|e| format!("event loop: {e}"))?;
     if let Some(settings) = amqp {

@@ -155,8 +155,54 @@ fn an_unprivileged_user_gets_limits_without_cgroups_and_a_clear_refusal_of_requi
         assert_eq!(s["reason"], "limit_memory", "{mode}: {s}");
         scene.assert_no_survivors();
     }
+    // Unprivileged, subreaper mode: exact where the kernel lets any user hear fork events
+    // (Linux 6.6 and later), and saying so where it does not.
+    let burn = fixture("burn");
+    let out = scene
+        .command(&["--track", "subreaper", "--summary-file", summary.to_str().unwrap()])
+        .args([burn.to_str().unwrap(), "storm", "300", "1"])
+        .uid(65534)
+        .gid(65534)
+        .run();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    if s["processes_started_exact"] == true {
+        assert_eq!(s["processes_started"], 301, "{s}");
+    } else {
+        assert!(s["processes_started"].as_u64().unwrap() <= 301, "{s}");
+    }
     let out = scene.command(&["--cgroup", "required", "true"]).uid(65534).gid(65534).run();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(err.contains("--cgroup required: cannot make a cgroup"), "{err}");
+}
+
+#[test]
+fn subreaper_mode_counts_a_fork_storm_exactly_from_the_kernels_fork_events() {
+    if !is_root() {
+        eprintln!("skipped: the process events connector needs CAP_NET_ADMIN");
+        return;
+    }
+    let burn = fixture("burn");
+    let scene = Scene::new("storm-count");
+    let summary = scene.dir.join("summary.json");
+    for mode in MODES {
+        let out = scene
+            .command(&[
+                "--track",
+                mode,
+                "--summary-file",
+                summary.to_str().unwrap(),
+                burn.to_str().unwrap(),
+                "storm",
+                "300",
+                "1",
+            ])
+            .run();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        // The main process and its 300 short-lived children, none missed between two walks.
+        assert_eq!(s["processes_started"], 301, "{mode}: {s}");
+        assert_eq!(s["processes_started_exact"], true, "{mode}");
+    }
 }

@@ -166,6 +166,8 @@ pub struct Summary {
     pub peak_pss_bytes: u64,
     pub max_process_rss_bytes: u64,
     pub processes_started: u64,
+    /// False where only the walks counted (subreaper mode without the events connector).
+    pub processes_started_exact: bool,
     pub processes_peak: usize,
     pub leftover_killed: u64,
     pub io_read_bytes: u64,

@@ -11,6 +11,7 @@
 //! on children, and only `pidfd.rs` sends signals.
 
 pub mod children;
+pub mod connector;
 pub mod pidfd;
 pub mod ptrace;
 pub mod wait;
@@ -150,6 +151,7 @@ pub struct Tracker {
     over_limit: bool,
     /// The box's cgroup: in subreaper mode, its member list is the exact tree.
     cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
+    connector: Option<connector::Connector>,
 }
 
 /// Descriptors never spent on pidfds: the control socket's clients, the sinks, /proc reads.
@@ -208,6 +210,7 @@ impl Tracker {
             pids_limit: None,
             over_limit: false,
             cgroup: None,
+            connector: None,
         };
         FD_LIMIT.store(nofile_limit(), std::sync::atomic::Ordering::Relaxed);
         t.insert(main_pid, Some(main), registry);
@@ -261,8 +264,36 @@ impl Tracker {
         self.members.is_empty()
     }
 
+    /// Processes the tree ever had: in subreaper mode with the process events connector, from
+    /// the fork events (exact); otherwise what ptrace events or the walks saw.
     pub fn processes_started(&self) -> u64 {
-        self.started
+        match &self.connector {
+            Some(c) => self.started.max(1 + c.forked),
+            None => self.started,
+        }
+    }
+
+    /// Whether `processes_started` is exact: ptrace events, or every fork event read.
+    pub fn processes_started_exact(&self) -> bool {
+        self.mode == Mode::Ptrace || self.connector.as_ref().is_some_and(|c| !c.lost)
+    }
+
+    /// Subreaper mode: follow the kernel's fork events from the main process down.
+    pub fn set_connector(&mut self, mut c: connector::Connector, registry: &Registry, token: Token) {
+        c.seed(self.main_pid);
+        if let Err(e) = registry.register(&mut SourceFd(&c.raw_fd()), token, Interest::READABLE) {
+            crate::warn!("cannot watch process events: {e}");
+            return;
+        }
+        c.drain();
+        self.connector = Some(c);
+    }
+
+    /// The connector's socket is readable.
+    pub fn process_events(&mut self) {
+        if let Some(c) = self.connector.as_mut() {
+            c.drain();
+        }
     }
 
     pub fn processes_peak(&self) -> usize {

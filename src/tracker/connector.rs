@@ -1,0 +1,191 @@
+//! The kernel's process events connector (netlink, needs CAP_NET_ADMIN): every fork and exit on
+//! the machine, in order. Subreaper mode learns of a process only when it walks the children
+//! lists, so a process that lives less than a tick can go unseen; following the fork events
+//! from the main process down makes `processes_started` exact there too.
+//!
+//! The events are the whole machine's: on a busy node proc_box wakes for every fork, which is
+//! why ptrace mode (exact without it) does not use it.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+const NETLINK_CONNECTOR: i32 = 11;
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_EVENT_NONE: u32 = 0;
+const PROC_EVENT_FORK: u32 = 0x0000_0001;
+const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+/// nlmsghdr (16 bytes) + cn_msg (20 bytes): where `struct proc_event` starts.
+const EVENT: usize = 36;
+/// `what`, `cpu`, `timestamp_ns`: where the event's data starts, within `struct proc_event`.
+const DATA: usize = EVENT + 16;
+
+pub struct Connector {
+    fd: OwnedFd,
+    /// Processes known to descend from the main process (thread-group ids).
+    lineage: HashSet<i32>,
+    /// Descendants of the main process seen forked (the main process not included).
+    pub forked: u64,
+    /// Events were lost (the socket's buffer overflowed): the count is a lower bound.
+    pub lost: bool,
+}
+
+/// The kernel answers the subscription at once (while `send` runs) with an acknowledgement
+/// carrying an error code: a refused subscription must not pass for an empty event stream.
+fn confirm(fd: RawFd) -> io::Result<()> {
+    let mut buf = [0u8; 8192];
+    loop {
+        // SAFETY: recv into a local buffer of the length given.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::ENOBUFS) {
+                continue;
+            }
+            return Err(io::Error::other(format!(
+                "the process events subscription was not acknowledged ({e})"
+            )));
+        }
+        let m = &buf[..n as usize];
+        if u32_at(m, EVENT) == Some(PROC_EVENT_NONE) {
+            return match u32_at(m, DATA) {
+                Some(0) => Ok(()),
+                Some(err) => Err(io::Error::from_raw_os_error(err as i32)),
+                None => Err(io::Error::other("a short acknowledgement")),
+            };
+        }
+    }
+}
+
+fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+}
+
+impl Connector {
+    /// Subscribes to process events. Fails without CAP_NET_ADMIN (EPERM).
+    pub fn open() -> io::Result<Connector> {
+        // SAFETY: socket(2) with constant arguments; the result is checked.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                NETLINK_CONNECTOR,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a descriptor we just opened and own alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_nl is plain data; all-zero is valid before the fields are set.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        addr.nl_groups = CN_IDX_PROC;
+        let len = std::mem::size_of::<libc::sockaddr_nl>() as u32;
+        // SAFETY: bind with a valid sockaddr_nl of the size given.
+        if unsafe { libc::bind(raw, (&addr as *const libc::sockaddr_nl).cast(), len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Room for a fork storm between two turns of the loop; SO_RCVBUFFORCE needs privilege,
+        // which this socket already required.
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: setsockopt with a pointer to a local int of the size given.
+        unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+        }
+        let mut msg = [0u8; EVENT + 4];
+        msg[0..4].copy_from_slice(&((EVENT + 4) as u32).to_ne_bytes());
+        msg[4..6].copy_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes());
+        msg[12..16].copy_from_slice(&std::process::id().to_ne_bytes());
+        msg[16..20].copy_from_slice(&CN_IDX_PROC.to_ne_bytes());
+        msg[20..24].copy_from_slice(&CN_VAL_PROC.to_ne_bytes());
+        msg[32..34].copy_from_slice(&4u16.to_ne_bytes());
+        msg[EVENT..EVENT + 4].copy_from_slice(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
+        // SAFETY: send of a local buffer of the length given.
+        if unsafe { libc::send(raw, msg.as_ptr().cast(), msg.len(), 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        confirm(raw)?;
+        Ok(Connector { fd, lineage: HashSet::new(), forked: 0, lost: false })
+    }
+
+    /// The main process: its descendants are counted from here on. Events already queued are
+    /// read after this, so none of its forks is missed.
+    pub fn seed(&mut self, main: i32) {
+        self.lineage.insert(main);
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Reads every queued event.
+    pub fn drain(&mut self) {
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: recv into a local buffer of the length given.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::ENOBUFS) => {
+                        if !self.lost {
+                            crate::warn!(
+                                "process events were lost (a fork storm); processes_started is a lower bound"
+                            );
+                        }
+                        self.lost = true;
+                        continue;
+                    }
+                    _ => return, // EAGAIN: nothing more queued
+                }
+            }
+            let n = n as usize;
+            let mut at = 0;
+            // One datagram may carry several netlink messages.
+            while at + DATA <= n {
+                let Some(len) = u32_at(&buf[..n], at).map(|l| l as usize) else { break };
+                self.event(&buf[at..n]);
+                if len < 16 {
+                    break;
+                }
+                at += (len + 3) & !3;
+            }
+        }
+    }
+
+    fn event(&mut self, m: &[u8]) {
+        let field = |i: usize| u32_at(m, DATA + 4 * i).map(|v| v as i32);
+        match u32_at(m, EVENT) {
+            Some(PROC_EVENT_FORK) => {
+                let (Some(parent_tgid), Some(child_pid), Some(child_tgid)) = (field(1), field(2), field(3))
+                else {
+                    return;
+                };
+                // A new thread shares its creator's tgid: only new processes count.
+                if child_pid == child_tgid
+                    && self.lineage.contains(&parent_tgid)
+                    && self.lineage.insert(child_tgid)
+                {
+                    self.forked += 1;
+                }
+            }
+            Some(PROC_EVENT_EXIT) => {
+                if let (Some(pid), Some(tgid)) = (field(0), field(1)) {
+                    if pid == tgid {
+                        self.lineage.remove(&tgid);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
