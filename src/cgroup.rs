@@ -175,11 +175,44 @@ impl Cgroup {
             };
             return Some((field("user_usec ")?, field("system_usec ")?));
         }
-        let (_, dir) = self.v1.iter().find(|(c, _)| *c == "cpuacct")?;
+        let dir = self.v1_dir("cpuacct")?;
         let ns = |f: &str| {
             fs::read_to_string(dir.join(f)).ok()?.trim().parse::<u64>().ok().map(Duration::from_nanos)
         };
         Some((ns("cpuacct.usage_user")?, ns("cpuacct.usage_sys")?))
+    }
+
+    /// Sets a hard memory ceiling where a memory controller is there: v2 `memory.max` if the
+    /// box's group has the controller, else v1 `memory.limit_in_bytes`. The kernel then kills
+    /// inside the box (the OOM killer) the moment the tree passes it, between two monitor ticks.
+    /// Returns whether one was set.
+    pub fn set_memory_max(&self, bytes: u64) -> bool {
+        if let Some(v2) = &self.v2 {
+            let has = fs::read_to_string(v2.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|x| x == "memory"));
+            if has && fs::write(v2.join("memory.max"), bytes.to_string()).is_ok() {
+                return true;
+            }
+        }
+        self.v1_dir("memory")
+            .is_some_and(|d| fs::write(d.join("memory.limit_in_bytes"), bytes.to_string()).is_ok())
+    }
+
+    /// How many processes the kernel's OOM killer ended inside the box.
+    pub fn oom_kills(&self) -> u64 {
+        let count = |path: PathBuf| {
+            fs::read_to_string(path)
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+        };
+        let v2 = self.v2.as_ref().and_then(|d| count(d.join("memory.events")));
+        let v1 = self.v1_dir("memory").and_then(|d| count(d.join("memory.oom_control")));
+        v2.unwrap_or(0).max(v1.unwrap_or(0))
+    }
+
+    fn v1_dir(&self, controller: &str) -> Option<&Path> {
+        self.v1.iter().find(|(c, _)| *c == controller).map(|(_, d)| d.as_path())
     }
 
     /// Kills everything in the box at once (v2 `cgroup.kill`). False where the kernel has none.

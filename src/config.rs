@@ -373,6 +373,7 @@ impl Config {
             cpu: self.cpu_limit,
             pids: self.pids_limit.map(|n| n as usize),
             rlimits: self.rlimit.clone(),
+            memory_in_cgroup: false,
         })
     }
 

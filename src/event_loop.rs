@@ -409,6 +409,10 @@ impl EventLoop {
         if leftover_killed > 0 {
             crate::info!("ended {leftover_killed} leftover process(es) after the main process exited");
         }
+        // A main process ended by the cgroup's OOM killer left no tick to say why.
+        if self.limits.memory_in_cgroup && self.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0) {
+            self.policy.limit_exceeded(Reason::LimitMemory, true, Instant::now());
+        }
         let outcome = Outcome {
             main: self.main_status,
             exec_error: self.exec_error.take(),
@@ -457,8 +461,12 @@ impl EventLoop {
     /// The monitor tick: memory, CPU and (by count) processes of the whole tree.
     fn check_tree_limits(&mut self, pss: u64) {
         let cpu = self.limits.cpu.map(|_| self.emitter.accounting.cpu_now(&self.tracker));
+        // The cgroup's OOM killer acted on the hard ceiling between two ticks: that was the limit.
+        let oom = (self.limits.memory_in_cgroup && self.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0))
+            .then_some((Reason::LimitMemory, true));
         let passed = [
             self.limits.memory(pss),
+            oom,
             cpu.and_then(|c| self.limits.cpu(c)),
             self.limits.pids(self.tracker.len()),
         ];

@@ -68,7 +68,7 @@ fn start(config: &Config) -> Result<i32, String> {
         .unwrap_or_else(|_| "localhost".into());
     let box_id = config.box_id(&hostname);
     let amqp = config.amqp(&box_id, &hostname)?;
-    let limits = config.limits()?;
+    let mut limits = config.limits()?;
     let started = SystemTime::now();
 
     proc_box::inherited::reset_for_box();
@@ -90,6 +90,9 @@ fn start(config: &Config) -> Result<i32, String> {
             "cgroup: {}",
             cg.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
         );
+    }
+    if let (Some(cg), Some(ceiling)) = (&cgroup, limits.memory_ceiling()) {
+        limits.memory_in_cgroup = cg.set_memory_max(ceiling);
     }
     let cgroup_fds = match &cgroup {
         Some(cg) => cg.join_fds().map_err(|e| format!("cgroup: {e}"))?,

@@ -120,3 +120,24 @@ fn rlimits_are_set_in_the_job() {
     let out = scene.command(&["--memory-limit", "0", "true"]).run();
     assert_eq!(out.status.code(), Some(125));
 }
+
+#[test]
+fn a_fast_hog_meets_the_cgroup_ceiling_between_two_ticks() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a memory cgroup");
+        return;
+    }
+    let hog = fixture("memhog");
+    let scene = Scene::new("memlimit-cgroup");
+    // 2 GiB/s, deaf to SIGTERM: 200 MiB of growth between two 100 ms ticks.
+    let (code, s, err) =
+        run(&scene, "subreaper", &["--memory-limit", "100M"], &[hog.to_str().unwrap(), "2000", "ignore"]);
+    assert_eq!(s["limits"]["memory_bytes"]["enforced_by"], "monitor+cgroup", "{s}");
+    assert_eq!(s["reason"], "limit_memory", "{s}\n{err}");
+    assert_eq!(code, Some(137), "{err}");
+    let held: u64 = std::fs::read_to_string(scene.dir.join("memhog.mib")).unwrap().trim().parse().unwrap();
+    // The ceiling is 100 MiB + 16 MiB; the hog's code and libc add a little.
+    assert!(held <= 117, "the hog reached {held} MiB");
+    scene.assert_no_survivors();
+}

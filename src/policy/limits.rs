@@ -27,12 +27,19 @@ pub struct Limits {
     pub pids: Option<usize>,
     /// Per-process limits set in the job before exec.
     pub rlimits: Vec<Rlimit>,
+    /// The memory ceiling (limit plus margin) is also the cgroup's hard limit.
+    pub memory_in_cgroup: bool,
 }
 
 /// What one check found: the reason, and whether to kill at once.
 pub type Passed = Option<(Reason, bool)>;
 
 impl Limits {
+    /// The hard ceiling: the limit plus its margin.
+    pub fn memory_ceiling(&self) -> Option<u64> {
+        self.memory.map(|b| b.saturating_add(memory_margin(b)))
+    }
+
     pub fn memory(&self, pss: u64) -> Passed {
         let limit = self.memory?;
         (pss >= limit).then_some((Reason::LimitMemory, pss >= limit.saturating_add(memory_margin(limit))))
@@ -51,9 +58,10 @@ impl Limits {
         let mut m = Map::new();
         let entry = |limit: Value, by: &str| json!({ "limit": limit, "enforced_by": by });
         if let Some(b) = self.memory {
+            let by = if self.memory_in_cgroup { "monitor+cgroup" } else { "monitor" };
             m.insert(
                 "memory_bytes".into(),
-                json!({ "limit": b, "kill_above": b.saturating_add(memory_margin(b)), "enforced_by": "monitor" }),
+                json!({ "limit": b, "kill_above": b.saturating_add(memory_margin(b)), "enforced_by": by }),
             );
         }
         if let Some(c) = self.cpu {
