@@ -13,9 +13,24 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn run(scene: &Scene, mode: &str, limit: &[&str], job: &[&str]) -> (Option<i32>, Value, String) {
+/// Both tracking modes, each with its cgroup (as root) and without.
+fn setups() -> Vec<(&'static str, &'static str)> {
+    MODES.iter().flat_map(|m| [(*m, "auto"), (*m, "off")]).collect()
+}
+
+fn run(scene: &Scene, setup: (&str, &str), limit: &[&str], job: &[&str]) -> (Option<i32>, Value, String) {
     let summary = scene.dir.join("summary.json");
-    let mut args = vec!["--track", mode, "--grace", "2s", "--summary-file", summary.to_str().unwrap()];
+    let (mode, cgroup) = setup;
+    let mut args = vec![
+        "--track",
+        mode,
+        "--cgroup",
+        cgroup,
+        "--grace",
+        "2s",
+        "--summary-file",
+        summary.to_str().unwrap(),
+    ];
     args.extend_from_slice(limit);
     args.push("--");
     args.extend_from_slice(job);
@@ -26,14 +41,14 @@ fn run(scene: &Scene, mode: &str, limit: &[&str], job: &[&str]) -> (Option<i32>,
 #[test]
 fn a_memory_hog_is_stopped_at_the_limit_before_the_margin() {
     let hog = fixture("memhog");
-    for mode in MODES {
+    for (mode, cg) in setups() {
         for ignore in [false, true] {
-            let scene = Scene::new(&format!("memlimit-{mode}-{ignore}"));
+            let scene = Scene::new(&format!("memlimit-{mode}-{cg}-{ignore}"));
             let mut job = vec![hog.to_str().unwrap(), "50"];
             if ignore {
                 job.push("ignore");
             }
-            let (code, s, err) = run(&scene, mode, &["--memory-limit", "200M"], &job);
+            let (code, s, err) = run(&scene, (mode, cg), &["--memory-limit", "200M"], &job);
             assert_eq!(s["reason"], "limit_memory", "{mode}: {s}\n{err}");
             // Graceful stop ends a hog that takes SIGTERM; one that ignores it grows on to the
             // margin (20 MiB above a 200 MiB limit) and is killed there at once.
@@ -52,9 +67,9 @@ fn a_memory_hog_is_stopped_at_the_limit_before_the_margin() {
 #[test]
 fn a_fork_bomb_is_contained_by_the_pids_limit() {
     let bomb = fixture("forkbomb");
-    for mode in MODES {
-        let scene = Scene::new(&format!("forkbomb-{mode}"));
-        let (code, s, err) = run(&scene, mode, &["--pids-limit", "50"], &[bomb.to_str().unwrap()]);
+    for (mode, cg) in setups() {
+        let scene = Scene::new(&format!("forkbomb-{mode}-{cg}"));
+        let (code, s, err) = run(&scene, (mode, cg), &["--pids-limit", "50"], &[bomb.to_str().unwrap()]);
         assert_eq!(s["reason"], "limit_pids", "{mode}: {s}\n{err}");
         assert_eq!(code, Some(143), "{err}");
         let ran = std::fs::read_to_string(scene.dir.join("forkbomb.count")).unwrap().len();
@@ -76,10 +91,14 @@ fn a_fork_bomb_is_contained_by_the_pids_limit() {
 #[test]
 fn cpu_spread_over_daemons_is_stopped_near_the_limit() {
     let burn = fixture("burn");
-    for mode in MODES {
-        let scene = Scene::new(&format!("cpulimit-{mode}"));
-        let (code, s, err) =
-            run(&scene, mode, &["--cpu-limit", "2s"], &[burn.to_str().unwrap(), "daemons", "2", "20000"]);
+    for (mode, cg) in setups() {
+        let scene = Scene::new(&format!("cpulimit-{mode}-{cg}"));
+        let (code, s, err) = run(
+            &scene,
+            (mode, cg),
+            &["--cpu-limit", "2s"],
+            &[burn.to_str().unwrap(), "daemons", "2", "20000"],
+        );
         assert_eq!(s["reason"], "limit_cpu", "{mode}: {s}\n{err}");
         assert_eq!(code, Some(143), "{err}");
         let cpu = s["cpu_user_seconds"].as_f64().unwrap() + s["cpu_system_seconds"].as_f64().unwrap();
@@ -131,8 +150,12 @@ fn a_fast_hog_meets_the_cgroup_ceiling_between_two_ticks() {
     let hog = fixture("memhog");
     let scene = Scene::new("memlimit-cgroup");
     // 2 GiB/s, deaf to SIGTERM: 200 MiB of growth between two 100 ms ticks.
-    let (code, s, err) =
-        run(&scene, "subreaper", &["--memory-limit", "100M"], &[hog.to_str().unwrap(), "2000", "ignore"]);
+    let (code, s, err) = run(
+        &scene,
+        ("subreaper", "auto"),
+        &["--memory-limit", "100M"],
+        &[hog.to_str().unwrap(), "2000", "ignore"],
+    );
     assert_eq!(s["limits"]["memory_bytes"]["enforced_by"], "monitor+cgroup", "{s}");
     assert_eq!(s["reason"], "limit_memory", "{s}\n{err}");
     assert_eq!(code, Some(137), "{err}");
@@ -140,4 +163,20 @@ fn a_fast_hog_meets_the_cgroup_ceiling_between_two_ticks() {
     // The ceiling is 100 MiB + 16 MiB; the hog's code and libc add a little.
     assert!(held <= 117, "the hog reached {held} MiB");
     scene.assert_no_survivors();
+}
+
+#[test]
+fn a_stdout_flood_is_stopped_at_the_limit() {
+    for (mode, cg) in setups() {
+        let scene = Scene::new(&format!("stdoutflood-{mode}-{cg}"));
+        // A flood deaf to SIGTERM: stopped at 1 MiB, killed at 2 MiB.
+        let job = ["sh", "-c", "trap '' TERM; exec cat /dev/zero"];
+        let (code, s, err) = run(&scene, (mode, cg), &["--stdoutlimit", "1M"], &job);
+        assert_eq!(s["reason"], "limit_stdout", "{mode}/{cg}: {s}\n{err}");
+        assert_eq!(code, Some(137), "{err}");
+        let out = s["stdout_bytes"].as_u64().unwrap();
+        // Past twice the limit only what was already in flight: the pipe (1 MiB) and a splice.
+        assert!((2 << 20..=(4 << 20)).contains(&out), "{mode}/{cg}: {out} bytes");
+        scene.assert_no_survivors();
+    }
 }
