@@ -206,3 +206,28 @@ fn subreaper_mode_counts_a_fork_storm_exactly_from_the_kernels_fork_events() {
         assert_eq!(s["processes_started_exact"], true, "{mode}");
     }
 }
+
+#[test]
+fn stop_and_kill_still_work_on_a_suspended_box_with_a_cgroup() {
+    for mode in MODES {
+        for (command, args, code) in [("stop", &[][..], 143), ("kill", &["KILL"][..], 137)] {
+            let scene = Scene::new(&format!("cg-suspended-{mode}-{command}"));
+            let sock = scene.socket();
+            let mut child = scene
+                .command(&["--track", mode, "--control-socket", sock.to_str().unwrap(), "--"])
+                .args(["sh", "-c", "setsid sleep 1000 & exec sleep 1000"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut ctl = Control::connect(&sock);
+            wait_for("two processes", || (ctl.status()["processes"] == 2).then_some(()));
+            let pids = status_pids(&ctl.status());
+            ctl.ok("suspend", &[]);
+            wait_for("the tree stopped", || pids.iter().all(|&p| is_stopped(p)).then_some(()));
+            ctl.ok(command, args);
+            assert_eq!(wait_exit(&mut child).code(), Some(code), "{mode} {command}");
+            scene.assert_no_survivors();
+        }
+    }
+}
