@@ -211,6 +211,24 @@ impl Cgroup {
         v2.unwrap_or(0).max(v1.unwrap_or(0))
     }
 
+    /// The kernel's own figures for the box, for the summary's cross-check: its CPU counter
+    /// and the peak memory charged to it (v2 `memory.peak`, v1 `memory.max_usage_in_bytes`).
+    pub fn report(&self) -> serde_json::Value {
+        let read = |p: PathBuf| fs::read_to_string(p).ok().and_then(|t| t.trim().parse::<u64>().ok());
+        let peak = self
+            .v2
+            .as_ref()
+            .and_then(|d| read(d.join("memory.peak")))
+            .or_else(|| self.v1_dir("memory").and_then(|d| read(d.join("memory.max_usage_in_bytes"))));
+        let cpu = self.cpu();
+        serde_json::json!({
+            "cpu_user_seconds": cpu.map(|c| c.0.as_secs_f64()),
+            "cpu_system_seconds": cpu.map(|c| c.1.as_secs_f64()),
+            "memory_peak_bytes": peak,
+            "oom_kills": self.oom_kills(),
+        })
+    }
+
     fn v1_dir(&self, controller: &str) -> Option<&Path> {
         self.v1.iter().find(|(c, _)| *c == controller).map(|(_, d)| d.as_path())
     }

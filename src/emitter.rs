@@ -45,6 +45,7 @@ pub struct End {
     pub stdout_bytes: Option<u64>,
     pub stderr_bytes: Option<u64>,
     pub limits: serde_json::Value,
+    pub cgroup: Option<serde_json::Value>,
 }
 
 impl Emitter {
@@ -166,6 +167,7 @@ impl Emitter {
             samples_emitted: self.made - self.dropped.min(self.made),
             samples_dropped: self.dropped,
             limits: end.limits,
+            cgroup: end.cgroup,
             user: self.identity.user.clone(),
         };
         let line = serde_json::to_string(&summary).unwrap_or_default();

@@ -435,6 +435,7 @@ impl EventLoop {
                 stdout_bytes: self.relay_bytes(0),
                 stderr_bytes: self.relay_bytes(1),
                 limits: self.limits.describe(self.tracker.mode() == Mode::Ptrace, self.stdout_limit),
+                cgroup: self.cgroup.as_ref().map(|c| c.report()),
             },
             &mut give_up,
         );

@@ -178,6 +178,8 @@ pub struct Summary {
     pub samples_dropped: u64,
     /// Every limit set, and what enforced it.
     pub limits: Value,
+    /// The box's cgroup's own figures, where it had one (a cross-check; null otherwise).
+    pub cgroup: Option<Value>,
     pub user: Option<Value>,
 }
 
