@@ -25,7 +25,7 @@ pub enum Policy {
 }
 
 /// v1 controllers proc_box uses, when mounted.
-const V1: &[&str] = &["freezer", "cpuacct", "pids", "memory"];
+const V1: &[&str] = &["cpuacct", "memory"];
 
 /// The box's cgroup directories.
 #[derive(Debug)]
@@ -86,16 +86,26 @@ fn hierarchies() -> Vec<Hierarchy> {
 }
 
 impl Cgroup {
-    /// Makes the box's cgroup in every hierarchy it can. `Ok(None)`: none could be made (the
+    /// Makes the box's cgroup in each hierarchy it needs. `Ok(None)`: none could be made (the
     /// reason is in the error of `Required`). Leftovers of dead boxes beside it are removed.
-    pub fn create(policy: Policy) -> Result<Option<Cgroup>, String> {
+    ///
+    /// Each directory costs start-up time (a memory group's most), so only what is used is
+    /// made: the v2 one (members, `cgroup.kill`, `cpu.stat`); v1 `cpuacct` only without v2; v1
+    /// `memory` only for a memory ceiling (`memory`).
+    pub fn create(policy: Policy, memory: bool) -> Result<Option<Cgroup>, String> {
         if policy == Policy::Off {
             return Ok(None);
         }
         let name = format!("proc_box.{}", std::process::id());
         let mut cg = Cgroup { v2: None, v1: Vec::new() };
         let mut why = Vec::new();
-        for h in hierarchies() {
+        let all = hierarchies();
+        let has_v2 = all.iter().any(|h| h.controllers.is_none());
+        let needed = |h: &Hierarchy| match &h.controllers {
+            None => true,
+            Some(ctl) => ctl.iter().any(|c| (c == "memory" && memory) || (c == "cpuacct" && !has_v2)),
+        };
+        for h in all.into_iter().filter(needed) {
             let parent = h.mount.join(h.own.trim_start_matches('/'));
             sweep_stale(&parent);
             let dir = parent.join(&name);

@@ -32,8 +32,6 @@ const WAKER: Token = Token(1);
 const OUTPUTS: [Token; 2] = [Token(3), Token(4)];
 /// Fault signals sent to proc_box with kill(2), passed on by the fault handler.
 const SENT_FAULTS: Token = Token(5);
-/// The kernel's process events (subreaper mode, with CAP_NET_ADMIN).
-const PROC_EVENTS: Token = Token(6);
 
 /// How often the children lists are walked when no event asks for it. In subreaper mode this
 /// bounds how long a new process can go unseen; in ptrace mode it is only the backstop for
@@ -253,7 +251,7 @@ impl EventLoop {
         tracker.set_cgroup(parts.cgroup.clone());
         if let Some(c) = parts.connector {
             if mode == Mode::Subreaper {
-                tracker.set_connector(c, registry, PROC_EVENTS);
+                tracker.set_connector(c);
             }
         }
         let tick = if mode == Mode::Ptrace { TICK_PTRACE } else { TICK_SUBREAPER };
@@ -507,7 +505,6 @@ impl EventLoop {
                     }
                 }
             }
-            PROC_EVENTS => self.tracker.process_events(),
             WAKER => {
                 self.check_limits();
                 while let Ok(req) = self.requests.try_recv() {

@@ -52,7 +52,7 @@ fn the_job_runs_in_the_box_cgroup_which_is_removed_at_the_end() {
             let out = scene.command(&["--track", mode, "--", "sh", "-c", job]).run();
             assert_eq!(out.status.code(), Some(code), "{}", String::from_utf8_lossy(&out.stderr));
             let dirs = job_cgroups(&scene);
-            assert!(dirs.len() >= 2, "the job is in the v2 and the v1 groups: {dirs:?}");
+            assert!(!dirs.is_empty(), "the job is in the box's group: {dirs:?}");
             for d in dirs {
                 assert!(!d.exists(), "{} is left behind", d.display());
             }
@@ -99,6 +99,9 @@ fn subreaper_mode_counts_auto_reaped_cpu_exactly_with_a_cgroup() {
         .command(&[
             "--track",
             "subreaper",
+            // A memory limit brings in the memory group, whose peak the summary cross-checks.
+            "--memory-limit",
+            "1G",
             "--summary-file",
             summary.to_str().unwrap(),
             burn.to_str().unwrap(),

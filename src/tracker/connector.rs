@@ -123,10 +123,6 @@ impl Connector {
         self.lineage.insert(main);
     }
 
-    pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
     /// Reads every queued event.
     pub fn drain(&mut self) {
         let mut buf = [0u8; 8192];

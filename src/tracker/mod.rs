@@ -278,18 +278,16 @@ impl Tracker {
         self.mode == Mode::Ptrace || self.connector.as_ref().is_some_and(|c| !c.lost)
     }
 
-    /// Subreaper mode: follow the kernel's fork events from the main process down.
-    pub fn set_connector(&mut self, mut c: connector::Connector, registry: &Registry, token: Token) {
+    /// Subreaper mode: follow the kernel's fork events from the main process down. The socket
+    /// is not polled: the events wait in its buffer (8 MiB) and are read at each SIGCHLD, each
+    /// walk and the end, so a fork-heavy job (or machine) does not wake proc_box twice per fork.
+    pub fn set_connector(&mut self, mut c: connector::Connector) {
         c.seed(self.main_pid);
-        if let Err(e) = registry.register(&mut SourceFd(&c.raw_fd()), token, Interest::READABLE) {
-            crate::warn!("cannot watch process events: {e}");
-            return;
-        }
         c.drain();
         self.connector = Some(c);
     }
 
-    /// The connector's socket is readable.
+    /// Reads the queued process events.
     pub fn process_events(&mut self) {
         if let Some(c) = self.connector.as_mut() {
             c.drain();
@@ -557,6 +555,7 @@ impl Tracker {
     /// Walks the children lists of proc_box and of every member; adopts what is new.
     /// Returns how many processes joined.
     pub fn scan(&mut self, registry: &Registry) -> usize {
+        self.process_events();
         let before = self.started;
         let mut parents: Vec<i32> = self.members.keys().copied().collect();
         parents.push(self.self_pid);
