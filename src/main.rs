@@ -124,6 +124,7 @@ fn start(config: &Config) -> Result<i32, String> {
         ignored: proc_box::inherited::ignored(),
         rlimits: limits.rlimits.iter().map(|r| (r.resource, r.as_libc())).collect(),
         cgroup: cgroup_fds.iter().map(|f| f.as_raw_fd()).collect(),
+        cgroup_in_ptrace: config.cgroup == proc_box::cgroup::Policy::Required || limits.memory_in_cgroup,
     };
     // Subreaper mode counts processes exactly from the kernel's fork events where it may
     // (CAP_NET_ADMIN); subscribed before the job starts, so none of its forks is missed.
@@ -137,6 +138,14 @@ fn start(config: &Config) -> Result<i32, String> {
     };
     stop_requested(&signals)?;
     let main = spawn::spawn(&config.command, &box_id, config.track, &setup)?;
+    // ptrace mode left the cgroup unused: remove it now (the watcher then finds nothing to do).
+    let cgroup = match cgroup {
+        Some(cg) if main.mode == proc_box::tracker::Mode::Ptrace && !setup.cgroup_in_ptrace => {
+            cg.remove();
+            None
+        }
+        other => other,
+    };
     let argv: Vec<String> = config.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let mut event_loop = EventLoop::new(Parts {
         signals,

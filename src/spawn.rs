@@ -81,6 +81,8 @@ pub struct ChildSetup {
     pub rlimits: Vec<(i32, libc::rlimit)>,
     /// `cgroup.procs` of the box's cgroup directories: the job writes itself in before exec.
     pub cgroup: Vec<RawFd>,
+    /// Whether the job joins them in ptrace mode too (subreaper mode always does).
+    pub cgroup_in_ptrace: bool,
 }
 
 /// Forks and execs `argv` as set up by `setup`.
@@ -166,13 +168,10 @@ unsafe fn child(
     setup: &ChildSetup,
     mask: &libc::sigset_t,
 ) -> ! {
-    let ChildSetup { terminal, stdio, nofile, ignored, ref rlimits, ref cgroup, .. } = *setup;
+    let ChildSetup { terminal, stdio, nofile, ignored, ref rlimits, ref cgroup, cgroup_in_ptrace, .. } =
+        *setup;
     // SAFETY (whole block): plain syscalls on fds and memory that stay valid until exec.
     unsafe {
-        // Into the box's cgroup first: from here on, all the job does is counted and held.
-        if !crate::cgroup::join_in_child(cgroup) {
-            libc::_exit(125);
-        }
         libc::setpgid(0, 0);
         if let Some(fd) = terminal {
             libc::tcsetpgrp(fd, libc::getpid()); // SIGTTOU is blocked, so this works from the background
@@ -200,6 +199,12 @@ unsafe fn child(
                 continue;
             }
             libc::_exit(125); // the parent gave up on us
+        }
+        // Into the box's cgroup, once the tracking mode is known: subreaper mode needs it to be
+        // exact; ptrace mode, exact without it, joins only when asked to (each fork of a job in
+        // a child cgroup costs it a little more).
+        if (byte != GO_PTRACE || cgroup_in_ptrace) && !crate::cgroup::join_in_child(cgroup) {
+            libc::_exit(125);
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
         let envp = if byte == GO_PTRACE { &envps[0] } else { &envps[1] };

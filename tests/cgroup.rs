@@ -49,7 +49,8 @@ fn the_job_runs_in_the_box_cgroup_which_is_removed_at_the_end() {
             ("cat /proc/self/cgroup > $FIX_DIR/cgroup; kill -SEGV $$", 139),
         ] {
             let scene = Scene::new(&format!("cg-{mode}"));
-            let out = scene.command(&["--track", mode, "--", "sh", "-c", job]).run();
+            // ptrace mode joins its cgroup only when asked (it is exact without one).
+            let out = scene.command(&["--track", mode, "--cgroup", "required", "--", "sh", "-c", job]).run();
             assert_eq!(out.status.code(), Some(code), "{}", String::from_utf8_lossy(&out.stderr));
             let dirs = job_cgroups(&scene);
             assert!(!dirs.is_empty(), "the job is in the box's group: {dirs:?}");
@@ -70,7 +71,7 @@ fn a_sigkilled_proc_box_leaves_no_process_and_no_cgroup() {
         let scene = Scene::new(&format!("cg-kill-{mode}"));
         let script = "cat /proc/self/cgroup > $FIX_DIR/cgroup; setsid sleep 1000 & sleep 1000";
         let mut child = scene
-            .command(&["--track", mode, "--", "sh", "-c", script])
+            .command(&["--track", mode, "--cgroup", "required", "--", "sh", "-c", script])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -240,4 +241,33 @@ fn stop_and_kill_still_work_on_a_suspended_box_with_a_cgroup() {
             scene.assert_no_survivors();
         }
     }
+}
+
+#[test]
+fn ptrace_mode_leaves_the_job_out_of_a_cgroup_unless_asked() {
+    if !has_cgroups() {
+        eprintln!("skipped: needs root and a cgroup v2 hierarchy");
+        return;
+    }
+    let scene = Scene::new("cg-ptrace-auto");
+    let out = scene
+        .command(&["--track", "ptrace", "--", "sh", "-c", "cat /proc/self/cgroup > $FIX_DIR/cgroup"])
+        .run();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(job_cgroups(&scene).is_empty(), "ptrace mode joined a cgroup it does not use");
+    // A memory limit wants the cgroup's hard ceiling: then it joins.
+    let out = scene
+        .command(&[
+            "--track",
+            "ptrace",
+            "--memory-limit",
+            "1G",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/self/cgroup > $FIX_DIR/cgroup",
+        ])
+        .run();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!job_cgroups(&scene).is_empty());
 }
