@@ -80,8 +80,16 @@ fn start(config: &Config) -> Result<i32, String> {
     let sent_faults = proc_box::fault::install().map_err(|e| format!("fault handler: {e}"))?;
     // The cgroup and its watcher come before proc_box is a subreaper, so the watcher (double
     // forked) is never proc_box's child nor part of the tree.
-    let cgroup =
-        proc_box::cgroup::Cgroup::create(config.cgroup, limits.memory.is_some())?.map(std::sync::Arc::new);
+    // An explicit ptrace mode with no memory ceiling to set has no use for a cgroup.
+    let policy = match config.cgroup {
+        proc_box::cgroup::Policy::Auto
+            if config.track == proc_box::config::Track::Ptrace && limits.memory.is_none() =>
+        {
+            proc_box::cgroup::Policy::Off
+        }
+        p => p,
+    };
+    let cgroup = proc_box::cgroup::Cgroup::create(policy, limits.memory.is_some())?.map(std::sync::Arc::new);
     if let Some(cg) = &cgroup {
         if let Err(e) = proc_box::cgroup::watcher::start(cg) {
             cg.remove();
