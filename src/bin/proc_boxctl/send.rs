@@ -4,9 +4,8 @@ use crate::{close, println_safe, status, BrokerArgs, Failed};
 use clap::Args;
 use futures_lite::future::or;
 use futures_lite::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::protocol::BasicProperties;
-use lapin::types::FieldTable;
 use proc_box::transport::amqp::link::{self, STEP};
 use proc_box::units::parse_duration;
 use serde_json::{json, Value};
@@ -157,30 +156,8 @@ async fn exchange(
     wait: Duration,
 ) -> Result<Vec<Value>, Failed> {
     let lost = |f: link::Failure| Failed::new(status::UNREACHABLE, f.message().to_owned());
-    let ch = link::timed("opening a channel", STEP, conn.create_channel()).await.map_err(lost)?;
-    let queue = link::timed(
-        "queue.declare",
-        STEP,
-        ch.queue_declare(
-            "".into(),
-            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .map_err(lost)?;
-    let mut consumer = link::timed(
-        "basic.consume",
-        STEP,
-        ch.basic_consume(
-            queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions { no_ack: true, ..Default::default() },
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .map_err(lost)?;
+    let link::PrivateQueue { name: reply_queue, mut consumer, .. } =
+        link::private_queue(conn, "", &[], None).await.map_err(lost)?;
     let publish = link::confirm_channel(conn).await.map_err(lost)?;
     let key = match target {
         Target::Box(id) => format!("{}.{}", broker.control_key(), link::key_word(id)),
@@ -189,7 +166,7 @@ async fn exchange(
     let corr = format!("{:016x}", fastrand::u64(..));
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
-        .with_reply_to(queue.name().clone())
+        .with_reply_to(reply_queue.as_str().into())
         .with_correlation_id(corr.as_str().into());
     let confirm = link::timed("publishing", STEP, async {
         publish

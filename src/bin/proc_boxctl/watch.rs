@@ -4,9 +4,7 @@ use crate::{close, println_safe, status, BrokerArgs, Failed};
 use clap::Args;
 use futures_lite::future::or;
 use futures_lite::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use proc_box::transport::amqp::link::{self, STEP};
+use proc_box::transport::amqp::link;
 use proc_box::units::parse_duration;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -51,44 +49,9 @@ pub fn watch(broker: &BrokerArgs, a: WatchArgs) -> Result<u8, Failed> {
 
 async fn run(broker: &BrokerArgs, conn: &lapin::Connection, a: &WatchArgs) -> Result<u8, Failed> {
     let lost = |f: link::Failure| Failed::new(status::UNREACHABLE, f.message().to_owned());
-    let ch = link::timed("opening a channel", STEP, conn.create_channel()).await.map_err(lost)?;
-    let queue = link::timed(
-        "queue.declare",
-        STEP,
-        ch.queue_declare(
-            "".into(),
-            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .map_err(lost)?;
     let key = format!("{}.#", broker.skey);
-    link::timed(
-        "queue.bind",
-        STEP,
-        ch.queue_bind(
-            queue.name().clone(),
-            broker.exchange.as_str().into(),
-            key.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .map_err(lost)?;
-    let mut consumer = link::timed(
-        "basic.consume",
-        STEP,
-        ch.basic_consume(
-            queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions { no_ack: true, ..Default::default() },
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .map_err(lost)?;
+    let link::PrivateQueue { mut consumer, .. } =
+        link::private_queue(conn, &broker.exchange, std::slice::from_ref(&key), None).await.map_err(lost)?;
     // Ready: tests and scripts wait for this line before starting boxes.
     crate::eprintln_safe(&format!("proc_boxctl: watching '{key}' on '{}'", broker.exchange));
     let tty = !a.json && std::io::stdout().is_terminal();

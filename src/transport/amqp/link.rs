@@ -191,6 +191,46 @@ pub async fn connect_any(
     Err(failure.unwrap_or_else(|| Failure::Transient("no broker".into())))
 }
 
+/// A private queue to consume from: server-named, exclusive and auto-delete (gone with the
+/// connection), bound to `keys` on `exchange`. With `prefetch`, deliveries are acknowledged by
+/// the caller and at most that many are in flight; without, the broker forgets them as sent.
+pub struct PrivateQueue {
+    pub channel: Channel,
+    pub name: String,
+    pub consumer: lapin::Consumer,
+}
+
+pub async fn private_queue(
+    conn: &Connection,
+    exchange: &str,
+    keys: &[String],
+    prefetch: Option<u16>,
+) -> Result<PrivateQueue, Failure> {
+    use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let channel = timed("opening a channel", STEP, conn.create_channel()).await?;
+    if let Some(n) = prefetch {
+        timed("basic.qos", STEP, channel.basic_qos(n, BasicQosOptions::default())).await?;
+    }
+    let excl = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+    let queue =
+        timed("queue.declare", STEP, channel.queue_declare("".into(), excl, FieldTable::default())).await?;
+    for key in keys {
+        let bind = channel.queue_bind(
+            queue.name().clone(),
+            exchange.into(),
+            key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        );
+        timed("queue.bind", STEP, bind).await?;
+    }
+    let opts = BasicConsumeOptions { no_ack: prefetch.is_none(), ..Default::default() };
+    let consume = channel.basic_consume(queue.name().clone(), "".into(), opts, FieldTable::default());
+    let consumer = timed("basic.consume", STEP, consume).await?;
+    Ok(PrivateQueue { channel, name: queue.name().to_string(), consumer })
+}
+
 /// A channel in confirm mode, for what must arrive.
 pub async fn confirm_channel(conn: &Connection) -> Result<Channel, Failure> {
     let ch = timed("opening a channel", STEP, conn.create_channel()).await?;

@@ -12,12 +12,9 @@ use crate::command::Reply;
 use crate::transport::{Inbox, Request};
 use futures_lite::future::or;
 use futures_lite::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::BasicAckOptions;
 use lapin::protocol::BasicProperties;
 use lapin::tcp::OwnedTLSConfig;
-use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Event};
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,43 +189,9 @@ impl Task {
     /// good; `Err` when the connection failed and must be rebuilt.
     async fn serve(&mut self, conn: &Connection, node: &str, first: bool) -> Result<(), Failure> {
         let events = conn.events_listener();
-        let control = link::timed("opening a channel", STEP, conn.create_channel()).await?;
-        link::timed("basic.qos", STEP, control.basic_qos(PREFETCH, BasicQosOptions::default())).await?;
-        let queue = link::timed(
-            "queue.declare",
-            STEP,
-            control.queue_declare(
-                "".into(),
-                QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
-                FieldTable::default(),
-            ),
-        )
-        .await?;
-        for key in &self.settings.bind_keys {
-            link::timed(
-                "queue.bind",
-                STEP,
-                control.queue_bind(
-                    queue.name().clone(),
-                    self.settings.exchange.as_str().into(),
-                    key.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                ),
-            )
-            .await?;
-        }
-        let mut consumer = link::timed(
-            "basic.consume",
-            STEP,
-            control.basic_consume(
-                queue.name().clone(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ),
-        )
-        .await?;
+        let link::PrivateQueue { channel: control, mut consumer, .. } =
+            link::private_queue(conn, &self.settings.exchange, &self.settings.bind_keys, Some(PREFETCH))
+                .await?;
         let publish = link::confirm_channel(conn).await?;
         self.shared.set_connected(true);
         let how = if first { "connected to" } else { "reconnected to" };
