@@ -68,9 +68,36 @@ fn file_name(message_id: &str) -> String {
     format!("{}.json", safe.trim_start_matches('.'))
 }
 
+/// The spool must belong to proc_box's user alone. Another user's directory (say a planted
+/// `/var/tmp/proc_box-0`) could make a root box write where they choose, or publish, with its
+/// broker credentials, messages they put there. Refused: a symlink, a directory of another
+/// owner or writable by others, and a parent that others may rename it in (writable by others
+/// and not sticky, or owned by someone other than us or root).
+fn trusted(dir: &Path) -> io::Result<()> {
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let refuse = |why: &str| Err(io::Error::other(format!("{}: {why}; not used as a spool", dir.display())));
+    let m = fs::symlink_metadata(dir)?;
+    if !m.is_dir() {
+        return refuse("not a directory");
+    }
+    if m.uid() != me || m.mode() & 0o022 != 0 {
+        return refuse("owned by another user, or writable by others");
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let p = fs::metadata(parent)?;
+        let open = p.mode() & 0o022 != 0 && p.mode() & libc::S_ISVTX == 0;
+        if (p.uid() != me && p.uid() != 0) || open {
+            return refuse("its parent directory is another user's, or open to all without the sticky bit");
+        }
+    }
+    Ok(())
+}
+
 /// Writes `entry` into `dir` (created 0700 if missing) atomically; returns its path.
 pub fn write(dir: &Path, entry: &Entry) -> io::Result<PathBuf> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    trusted(dir)?;
     let path = dir.join(file_name(&entry.message_id));
     let tmp = dir.join(format!(".{}.{}.tmp", file_name(&entry.message_id), std::process::id()));
     let text = serde_json::to_string(entry).map_err(io::Error::other)?;
@@ -94,11 +121,11 @@ pub fn write(dir: &Path, entry: &Entry) -> io::Result<PathBuf> {
 
 /// The spooled files in `dir`, oldest first. A missing directory is an empty spool.
 pub fn pending(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
+    match trusted(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
+        other => other?,
+    }
+    let entries = fs::read_dir(dir)?;
     let mut files: Vec<(i64, PathBuf)> = entries
         .filter_map(Result::ok)
         .filter(|e| {
@@ -206,6 +233,24 @@ mod tests {
         assert!(matches!(claim(&dir.join("x.json")), Claimed::Invalid(_)));
         assert!(dir.join("x.json.invalid").exists());
         assert!(pending(&dir).unwrap().is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_spool_others_control_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tmpdir("open");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let msg = Outgoing::new("summary", "x".into(), "{}".into(), true);
+        assert!(write(&dir, &Entry::new("ex", "k", &msg)).is_err(), "a world-writable spool");
+        assert!(pending(&dir).is_err());
+        let link = tmpdir("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(pending(&link).is_err(), "a symlinked spool");
+        assert!(pending(&dir).is_ok());
+        fs::remove_file(&link).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 
