@@ -322,9 +322,10 @@ pub fn env_names() -> Vec<String> {
     Config::command().get_arguments().filter_map(|a| a.get_env()?.to_str().map(str::to_owned)).collect()
 }
 
-/// The first line of a token file. Opened without blocking and refused unless it is a regular
-/// file, so a FIFO (or /dev/zero) given here cannot hang proc_box before the job starts.
-fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+/// The first `max` bytes of a file given on the command line (a token, a CA bundle). Opened
+/// without blocking and refused unless it is a regular file, so a FIFO (or /dev/zero) given
+/// here cannot hang proc_box before the job starts.
+pub fn read_regular_file(path: &std::path::Path, max: u64) -> Result<String, String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
@@ -336,8 +337,18 @@ fn read_token_file(path: &std::path::Path) -> Result<String, String> {
         return Err("not a regular file".into());
     }
     let mut text = String::new();
-    file.take(4096).read_to_string(&mut text).map_err(|e| e.to_string())?;
-    Ok(text.lines().next().unwrap_or_default().to_owned())
+    file.take(max).read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+/// The first line of a token file.
+fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    Ok(read_regular_file(path, 4096)?.lines().next().unwrap_or_default().to_owned())
+}
+
+/// A PEM bundle of CA certificates (`--cacert`), at most 1 MiB.
+pub fn read_cacert(path: &std::path::Path) -> Result<String, String> {
+    read_regular_file(path, 1 << 20).map_err(|e| format!("--cacert {}: {e}", path.display()))
 }
 
 /// Scheduler job-id variables tried, in order, when `--id` is unset.
@@ -393,9 +404,7 @@ impl Config {
             return Err("--rkey: no routing key given".into());
         }
         let ca_pem = match &self.cacert {
-            Some(path) => {
-                Some(std::fs::read_to_string(path).map_err(|e| format!("--cacert {}: {e}", path.display()))?)
-            }
+            Some(path) => Some(read_cacert(path)?),
             None => None,
         };
         Ok(Some(Settings {

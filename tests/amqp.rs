@@ -453,6 +453,12 @@ fn proc_boxctl_send_status_watch_and_socket() {
 #[test]
 fn a_bad_uri_is_a_usage_error() {
     let scene = Scene::new("amqp-baduri");
+    // A FIFO as the CA file: refused at once, never waited on.
+    let fifo = scene.dir.join("ca.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let out = scene.command(&["--uri", URI, "--cacert", fifo.to_str().unwrap(), "true"]).run();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
     let out = scene.command(&["--uri", "http://u:secret@x", "true"]).run();
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -162,10 +162,7 @@ impl BrokerArgs {
         let mut brokers =
             Brokers::parse(&self.uri).map_err(|e| Failed::new(status::USAGE, format!("--uri: {e}")))?;
         let ca_pem = match &self.cacert {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| Failed::new(status::USAGE, format!("--cacert {}: {e}", p.display())))?,
-            ),
+            Some(p) => Some(proc_box::config::read_cacert(p).map_err(|e| Failed::new(status::USAGE, e))?),
             None => None,
         };
         let tls = lapin::tcp::OwnedTLSConfig { identity: None, cert_chain: ca_pem };
