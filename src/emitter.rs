@@ -103,16 +103,18 @@ impl Emitter {
             &totals,
         );
         let value = serde_json::to_value(&sample).unwrap_or_default();
-        if self.has_sink() {
-            self.made += 1;
+        if !self.has_sink() {
+            return value;
         }
+        self.made += 1;
+        let line = value.to_string();
         if let Some(stats) = self.stats.as_mut() {
-            if !stats.write_line(value.to_string()) {
+            if !stats.write_line(line.clone()) {
                 self.dropped += 1;
             }
         }
         if let Some(amqp) = &self.amqp {
-            amqp.push(Outgoing::new("sample", sample.header.message_id.clone(), value.to_string(), false));
+            amqp.push(Outgoing::new("sample", sample.header.message_id.clone(), line, false));
         }
         value
     }
