@@ -508,7 +508,13 @@ impl EventLoop {
             WAKER => {
                 self.check_limits();
                 while let Ok(req) = self.requests.try_recv() {
-                    let reply = self.handle_raw(&req.raw);
+                    // The socket's bound on a command holds for AMQP messages too.
+                    let reply = if req.raw.len() > MAX_LINE {
+                        crate::warn!("AMQP: rejected a message longer than {MAX_LINE} bytes");
+                        self.reply(false, None, Some(format!("message longer than {MAX_LINE} bytes")))
+                    } else {
+                        self.handle_raw(&req.raw)
+                    };
                     (req.respond)(reply);
                 }
             }
