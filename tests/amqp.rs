@@ -225,6 +225,12 @@ fn a_thousand_malformed_messages_leave_the_job_untouched() {
         assert_eq!(r["ok"], false, "{corr}: {r}");
         assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
     }
+    // Longer than the socket's line bound: refused the same way.
+    let big = format!("{{\"command\":\"status\",\"pad\":\"{}\"}}", "x".repeat(70 * 1024));
+    assert!(bus.publish(&key, big.as_bytes(), Some("big")));
+    let r = bus.reply("big", DEADLINE).expect("a reply to the long message");
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap().contains("longer than"), "{r}");
     let r = bus.command(Some("m"), "status", &[]);
     assert_eq!(r["state"]["state"], "running");
     assert_eq!(pids_of(&r), vec![pid]);
@@ -615,4 +621,33 @@ fn proc_boxctl_watch_draws_a_table_on_a_terminal() {
     assert!(row.contains("running"), "{row}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn proc_boxctl_watch_never_prints_a_control_character_from_a_message() {
+    let bus = Bus::new("watchesc");
+    for json in [false, true] {
+        let mut watch = std::process::Command::new(proc_boxctl())
+            .args(["--uri", URI, "--skey", &bus.skey, "watch", "--count", "1"])
+            .args(json.then_some("--json"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::BufRead;
+            let mut line = String::new();
+            std::io::BufReader::new(watch.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+            assert!(line.contains("watching"), "{line}");
+        }
+        // A hostile publisher on the exchange: escape sequences in every string.
+        let body = br#"{"type":"sample","box_id":"x\u001b[2J\u001b]0;owned\u0007","hostname":"h\r\n","state":"\u001b[31mrunning"}"#;
+        assert!(bus.publish(&format!("{}.evil", bus.skey), body, None));
+        assert!(wait_exit(&mut watch).success());
+        let mut out = String::new();
+        use std::io::Read;
+        watch.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        assert_eq!(out.lines().count(), 1, "{out:?}");
+        assert!(!out.trim_end().chars().any(char::is_control), "json={json}: {out:?}");
+    }
 }

@@ -90,7 +90,8 @@ async fn run(broker: &BrokerArgs, conn: &lapin::Connection, a: &WatchArgs) -> Re
         }
         seen += 1;
         if a.json {
-            println_safe(&String::from_utf8_lossy(&delivery.data));
+            // Re-serialized: one line, and no raw control character reaches the terminal.
+            println_safe(&msg.to_string());
             continue;
         }
         let row = to_row(&msg);
@@ -116,8 +117,8 @@ fn to_row(m: &Value) -> Row {
         m.get("state").and_then(Value::as_str).unwrap_or("?").to_owned()
     };
     Row {
-        host: m.get("hostname").and_then(Value::as_str).unwrap_or("?").to_owned(),
-        state,
+        host: clean(m.get("hostname").and_then(Value::as_str).unwrap_or("?")),
+        state: clean(&state),
         cpu_percent: num("cpu_percent"),
         pss: m.get(if summary { "peak_pss_bytes" } else { "pss_bytes" }).and_then(Value::as_u64),
         processes: m.get("processes").and_then(Value::as_u64),
@@ -130,7 +131,14 @@ fn mib(b: Option<u64>) -> String {
     b.map_or("-".into(), |b| format!("{:.1}M", b as f64 / 1048576.0))
 }
 
+/// What a message says, fit for a terminal: control characters (an escape sequence planted in
+/// a box id, say) are shown as `?`.
+fn clean(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
 fn line(id: &str, r: &Row) -> String {
+    let id = clean(id);
     format!(
         "{id:<24} {:<16} {:<20} {:>7} {:>9} {:>6} {:>9}",
         r.host,
