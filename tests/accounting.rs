@@ -8,10 +8,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 fn cpu_ms(v: &Value) -> f64 {
     (v["cpu_user_seconds"].as_f64().unwrap() + v["cpu_system_seconds"].as_f64().unwrap()) * 1000.0
 }

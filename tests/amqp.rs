@@ -498,7 +498,7 @@ fn samples_are_kept_while_the_broker_is_away_and_overflow_is_counted() {
         ])
         .run();
     assert_eq!(out.status.code(), Some(0));
-    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let s = read_json(&summary);
     let dropped = s["samples_dropped"].as_u64().unwrap();
     assert!(dropped >= 10, "every sample made was lost with no broker: {s}");
     assert_eq!(s["samples_emitted"], 0, "{s}");

@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -112,7 +111,7 @@ fn subreaper_mode_counts_auto_reaped_cpu_exactly_with_a_cgroup() {
         ])
         .run();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let s = read_json(&summary);
     let cpu = s["cpu_user_seconds"].as_f64().unwrap() + s["cpu_system_seconds"].as_f64().unwrap();
     // 3 × 500 ms burned by children auto-reaped without a zombie phase; without the cgroup's
     // counter subreaper mode could only estimate them from its last look. Within 2% or 20 ms
@@ -162,7 +161,7 @@ fn an_unprivileged_user_gets_limits_without_cgroups_and_a_clear_refusal_of_requi
             .run();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(143), "{mode}: {err}");
-        let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        let s = read_json(&summary);
         assert_eq!(s["reason"], "limit_memory", "{mode}: {s}");
         scene.assert_no_survivors();
     }
@@ -176,7 +175,7 @@ fn an_unprivileged_user_gets_limits_without_cgroups_and_a_clear_refusal_of_requi
         .gid(65534)
         .run();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let s = read_json(&summary);
     if s["processes_started_exact"] == true {
         assert_eq!(s["processes_started"], 301, "{s}");
     } else {
@@ -211,7 +210,7 @@ fn subreaper_mode_counts_a_fork_storm_exactly_from_the_kernels_fork_events() {
             ])
             .run();
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        let s = read_json(&summary);
         // The main process and its 300 short-lived children, none missed between two walks.
         assert_eq!(s["processes_started"], 301, "{mode}: {s}");
         assert_eq!(s["processes_started_exact"], true, "{mode}");

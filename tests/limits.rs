@@ -5,13 +5,8 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::path::Path;
 
 const MIB: u64 = 1 << 20;
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// Both tracking modes, each with its cgroup (as root) and without.
 fn setups() -> Vec<(&'static str, &'static str)> {

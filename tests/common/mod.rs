@@ -344,6 +344,12 @@ impl Control {
     }
 }
 
+/// A JSON file the box wrote (a summary).
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text:?}", path.display()))
+}
+
 /// The pids a `status` reply lists.
 pub fn status_pids(state: &Value) -> Vec<i32> {
     state["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap() as i32).collect()
