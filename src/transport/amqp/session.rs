@@ -29,9 +29,12 @@ pub struct Finish {
 const PREFETCH: u16 = 32;
 /// Samples published before their confirms are awaited.
 const BATCH: usize = 64;
-/// How long the summary may wait while a session is being rebuilt, when msgtimeout is 0.
+/// Reconnection backoff bounds (the first is also the retry pace once the summary waits).
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a sample's confirm may take when `msgtimeout` is 0 (no limit): a sample must not
+/// hold the session for ever, and is resent after a reconnect anyway.
+const SAMPLE_CONFIRM: Duration = Duration::from_secs(30);
 
 /// Exponential backoff, 0.5 s doubling to 30 s, each delay drawn from [d/2, d] so that
 /// hundreds of boxes cut off by one broker restart do not come back in step.
@@ -292,7 +295,7 @@ impl Task {
 
     /// Sends queued samples in batches; removes each from the buffer once confirmed.
     async fn publish_samples(&self, ch: &Channel) -> Result<(), Failure> {
-        let limit = self.settings.msgtimeout.unwrap_or(BACKOFF_MAX);
+        let limit = self.settings.msgtimeout.unwrap_or(SAMPLE_CONFIRM);
         loop {
             let batch = self.shared.peek(BATCH);
             let Some(last) = batch.last().map(|(s, _)| *s) else {
