@@ -403,6 +403,13 @@ impl Config {
         if bind_keys.is_empty() {
             return Err("--rkey: no routing key given".into());
         }
+        let stats_key = format!("{}.{hostname}", self.skey);
+        // AMQP keys are short strings: a longer one would fail at every (re)connection instead.
+        if let Some(k) = bind_keys.iter().chain([&stats_key]).find(|k| k.len() > 255) {
+            return Err(format!(
+                "routing key longer than 255 bytes (a long --id, --rkey or --skey?): {k:.60}…"
+            ));
+        }
         let ca_pem = match &self.cacert {
             Some(path) => Some(read_cacert(path)?),
             None => None,
@@ -413,7 +420,7 @@ impl Config {
             exchange: self.exchange.clone(),
             bind_keys,
             box_id: box_id.to_owned(),
-            stats_key: format!("{}.{hostname}", self.skey),
+            stats_key,
             msgtimeout: (!self.msgtimeout.is_zero()).then_some(self.msgtimeout),
             spool_dir: self.spool_dir.clone().unwrap_or_else(spool::default_dir),
             buffer: self.sample_buffer as usize,

@@ -469,6 +469,10 @@ fn a_bad_uri_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("amqp://") && !err.contains("secret"), "{err}");
+    let long = "x".repeat(300);
+    let out = scene.command(&["--uri", URI, "--id", &long, "true"]).run();
+    assert_eq!(out.status.code(), Some(125), "a routing key AMQP cannot carry");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("longer than 255"));
     // An empty PBOX_URI means no broker, as unset does.
     let out = scene.command(&["true"]).env("PBOX_URI", "").run();
     assert_eq!(out.status.code(), Some(0));
