@@ -46,20 +46,45 @@ pub fn write_stderr(bytes: &[u8]) {
 /// Bytes proc_box itself wrote to fd 2: when the job shares that file, its stderr count (the
 /// growth of the file offset) must not include proc_box's own messages.
 static OWN_STDERR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Bytes of a write to fd 2 under way: the file offset may or may not include them yet.
+static OWN_STDERR_PENDING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-pub fn own_stderr_bytes() -> u64 {
-    OWN_STDERR.load(Ordering::Relaxed)
+/// proc_box's own stderr bytes, with `read()` (of the shared file's offset) taken at a moment
+/// when no write of proc_box's is half counted: a write marks itself pending before it starts
+/// and unmarks after it is counted, so a read seeing nothing pending, and the count unchanged
+/// around it, saw no write in between. Retried briefly (a write to a regular file takes
+/// microseconds); never waits on a lock, so a stalled stderr cannot stall the caller.
+pub fn own_stderr_with<T>(read: impl Fn() -> T) -> (u64, T) {
+    let mut last = (OWN_STDERR.load(Ordering::SeqCst), read());
+    for _ in 0..10_000 {
+        let p1 = OWN_STDERR_PENDING.load(Ordering::SeqCst);
+        let o1 = OWN_STDERR.load(Ordering::SeqCst);
+        let value = read();
+        let o2 = OWN_STDERR.load(Ordering::SeqCst);
+        let p2 = OWN_STDERR_PENDING.load(Ordering::SeqCst);
+        last = (o2, value);
+        if p1 == 0 && p2 == 0 && o1 == o2 {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    last
 }
 
 /// Writes all of `bytes` to `fd`, ignoring errors (a closed stdout must not panic `--help`).
 pub fn write_fd(fd: i32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
+        let len = bytes.len() as u64;
+        if fd == 2 {
+            OWN_STDERR_PENDING.fetch_add(len, Ordering::SeqCst);
+        }
         // SAFETY: write(2) from a valid slice.
         let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if fd == 2 {
+            OWN_STDERR.fetch_add(n.max(0) as u64, Ordering::SeqCst);
+            OWN_STDERR_PENDING.fetch_sub(len, Ordering::SeqCst);
+        }
         if n > 0 {
-            if fd == 2 {
-                OWN_STDERR.fetch_add(n as u64, Ordering::Relaxed);
-            }
             bytes = &bytes[n as usize..];
         } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
             continue;

@@ -88,7 +88,7 @@ impl FileCount {
         // SAFETY: fd 2, open for proc_box's life.
         let err = nix::sys::stat::fstat(unsafe { BorrowedFd::borrow_raw(2) }).ok();
         let shares_stderr = err.is_some_and(|e| (e.st_dev, e.st_ino) == (st.st_dev, st.st_ino));
-        Some(FileCount { fd, start, own_start: shares_stderr.then(crate::log::own_stderr_bytes) })
+        Some(FileCount { fd, start, own_start: shares_stderr.then(|| crate::log::own_stderr_with(|| ()).0) })
     }
 
     fn offset(fd: RawFd) -> Option<u64> {
@@ -98,8 +98,13 @@ impl FileCount {
     }
 
     pub fn bytes(&self) -> u64 {
-        let own = self.own_start.map_or(0, |s| crate::log::own_stderr_bytes().saturating_sub(s));
-        Self::offset(self.fd).map_or(0, |o| o.saturating_sub(self.start).saturating_sub(own))
+        let Some(own_start) = self.own_start else {
+            return Self::offset(self.fd).map_or(0, |o| o.saturating_sub(self.start));
+        };
+        // The offset and proc_box's own count, read together so that neither a half-counted
+        // log line of proc_box's nor one counted but not yet written skews the job's figure.
+        let (own, offset) = crate::log::own_stderr_with(|| Self::offset(self.fd));
+        offset.map_or(0, |o| o.saturating_sub(self.start).saturating_sub(own.saturating_sub(own_start)))
     }
 }
 
