@@ -457,6 +457,68 @@ fn proc_boxctl_send_status_watch_and_socket() {
 }
 
 #[test]
+fn proc_boxctl_send_all_prints_each_reply_as_it_comes_and_ends_at_expect() {
+    use std::io::{BufRead, BufReader};
+    let scene = Scene::new("amqp-expect");
+    let mut bus = Bus::new("expect");
+    let ids = ["e1", "e2"];
+    let mut children: Vec<Child> =
+        ids.iter().map(|id| start(&scene, &bus, id, &["--sint", "1h"], &["sleep", "1000"])).collect();
+    for id in ids {
+        bus.wait_for_box(id);
+    }
+    let keys = ["--uri", URI, "--rkey", &bus.rkey, "--skey", &bus.skey];
+    let ctl = |args: &[&str]| std::process::Command::new(proc_boxctl()).args(keys).args(args).run();
+
+    // --expect 2: it ends once both replied, not after the 10 minutes of --wait (the watchdog
+    // would fail the test long before).
+    let out = ctl(&["send", "--all", "--wait", "10m", "--expect", "2", "status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut seen: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["state"]["box_id"].as_str().unwrap().to_owned())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ids);
+
+    // Fewer replies than expected within --wait: those that came are printed, and the status says so.
+    let out = ctl(&["send", "--all", "--wait", "1s", "--expect", "3", "status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 3 expected replies"));
+
+    // Without --expect, each reply is printed as it comes, while --wait still runs.
+    let mut send = std::process::Command::new(proc_boxctl())
+        .args(keys)
+        .args(["send", "--all", "--wait", "10m", "status"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = send.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    for _ in ids {
+        let line = lines.recv_timeout(DEADLINE).expect("a reply printed while --wait runs");
+        assert!(serde_json::from_str::<Value>(&line).unwrap()["ok"] == true, "{line}");
+    }
+    assert!(send.try_wait().unwrap().is_none(), "still waiting for more replies");
+    send.kill().unwrap();
+    send.wait().unwrap();
+
+    assert!(bus.publish(&bus.key(None), br#"{"command":"stop"}"#, None));
+    for c in &mut children {
+        assert_eq!(wait_exit(c).code(), Some(143));
+    }
+    scene.assert_no_survivors();
+}
+
+#[test]
 fn a_bad_uri_is_a_usage_error() {
     let scene = Scene::new("amqp-baduri");
     // A FIFO as the CA file: refused at once, never waited on.

@@ -17,9 +17,12 @@ pub struct SendArgs {
     /// the box to address (its --id)
     #[arg(long, conflicts_with = "all", required_unless_present_any = ["all", "socket"])]
     id: Option<String>,
-    /// every box bound to the control key; replies are collected for --wait
+    /// every box bound to the control key; each reply is printed as it comes, until --wait
     #[arg(long)]
     all: bool,
+    /// with --all: stop as soon as N replies have come (exit 3 if fewer came within --wait)
+    #[arg(long, value_name = "N", requires = "all", value_parser = clap::value_parser!(u64).range(1..))]
+    expect: Option<u64>,
     #[command(flatten)]
     common: Common,
     /// the command (stop, suspend, resume, kill, sample, change_sample_rate, timer_*, status)
@@ -54,23 +57,29 @@ struct Common {
 /// Where a command goes.
 enum Target {
     Box(String),
-    All,
+    /// Every box; `Some(n)`: done after n replies.
+    All(Option<u64>),
 }
 
 pub fn send(broker: &BrokerArgs, a: SendArgs) -> Result<u8, Failed> {
     let body = command_json(&a.command, &a.arguments, a.common.token.as_deref())?;
     let target = match a.id {
         Some(id) => Target::Box(id),
-        None => Target::All,
+        None => Target::All(a.expect),
     };
-    let replies = match &a.common.socket {
-        Some(path) => vec![via_socket(path, &body, a.common.wait)?],
-        None => async_global_executor::block_on(via_broker(broker, &target, &body, a.common.wait))?,
-    };
-    for r in &replies {
+    // Each reply is printed as it comes; only the verdict needs them all.
+    let mut all_ok = true;
+    let mut print = |r: &Value| {
+        all_ok &= verdict(std::slice::from_ref(r)) == status::OK;
         println_safe(&r.to_string());
+    };
+    match &a.common.socket {
+        Some(path) => print(&via_socket(path, &body, a.common.wait)?),
+        None => {
+            async_global_executor::block_on(via_broker(broker, &target, &body, a.common.wait, &mut print))?
+        }
     }
-    Ok(verdict(&replies))
+    Ok(if all_ok { status::OK } else { status::REFUSED })
 }
 
 pub fn status(broker: &BrokerArgs, a: StatusArgs) -> Result<u8, Failed> {
@@ -79,9 +88,16 @@ pub fn status(broker: &BrokerArgs, a: StatusArgs) -> Result<u8, Failed> {
         Some(path) => via_socket(path, &body, a.common.wait)?,
         None => {
             let id = a.id.unwrap_or_default();
-            let mut r =
-                async_global_executor::block_on(via_broker(broker, &Target::Box(id), &body, a.common.wait))?;
-            r.swap_remove(0)
+            let mut reply = Value::Null;
+            let mut keep = |r: &Value| reply = r.clone();
+            async_global_executor::block_on(via_broker(
+                broker,
+                &Target::Box(id),
+                &body,
+                a.common.wait,
+                &mut keep,
+            ))?;
+            reply
         }
     };
     let shown = reply.get("state").filter(|s| !s.is_null()).unwrap_or(&reply);
@@ -134,16 +150,18 @@ fn via_socket(path: &std::path::Path, body: &str, wait: Duration) -> Result<Valu
         .map_err(|e| Failed::new(status::NO_REPLY, format!("a reply that is not JSON: {e}")))
 }
 
-/// Publishes the command with a private reply queue, then collects replies: the first one for
-/// a single box, every one until `wait` for `--all`.
+/// Publishes the command with a private reply queue, then hands each reply to `on_reply` as it
+/// comes: the first one for a single box; for `--all`, every one until `wait`, or until the
+/// expected number came.
 async fn via_broker(
     broker: &BrokerArgs,
     target: &Target,
     body: &str,
     wait: Duration,
-) -> Result<Vec<Value>, Failed> {
+    on_reply: &mut dyn FnMut(&Value),
+) -> Result<(), Failed> {
     let conn = broker.connect().await?;
-    let result = exchange(broker, &conn, target, body, wait).await;
+    let result = exchange(broker, &conn, target, body, wait, on_reply).await;
     close(&conn).await;
     result
 }
@@ -154,14 +172,15 @@ async fn exchange(
     target: &Target,
     body: &str,
     wait: Duration,
-) -> Result<Vec<Value>, Failed> {
+    on_reply: &mut dyn FnMut(&Value),
+) -> Result<(), Failed> {
     let lost = |f: link::Failure| Failed::new(status::UNREACHABLE, f.message().to_owned());
     let link::PrivateQueue { name: reply_queue, mut consumer, .. } =
         link::private_queue(conn, "", &[], None).await.map_err(lost)?;
     let publish = link::confirm_channel(conn).await.map_err(lost)?;
     let key = match target {
         Target::Box(id) => format!("{}.{}", broker.control_key(), link::key_word(id)),
-        Target::All => broker.control_key(),
+        Target::All(_) => broker.control_key(),
     };
     let corr = format!("{:016x}", fastrand::u64(..));
     let props = BasicProperties::default()
@@ -185,7 +204,7 @@ async fn exchange(
     if confirm.take_message().is_some() {
         let what = match target {
             Target::Box(id) => format!("unknown box '{id}': no box listens on '{key}'"),
-            Target::All => format!("no box listens on '{key}'"),
+            Target::All(_) => format!("no box listens on '{key}'"),
         };
         return Err(Failed::new(
             status::NO_REPLY,
@@ -193,8 +212,12 @@ async fn exchange(
         ));
     }
     let until = Instant::now() + wait;
-    let mut replies = Vec::new();
-    loop {
+    let expect = match target {
+        Target::Box(_) => Some(1),
+        Target::All(n) => *n,
+    };
+    let mut got = 0u64;
+    while expect.is_none_or(|n| got < n) {
         let left = until.saturating_duration_since(Instant::now());
         let next = or(async { consumer.next().await }, async {
             async_io::Timer::after(left).await;
@@ -207,16 +230,15 @@ async fn exchange(
         }
         let reply = serde_json::from_slice(&d.data)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.data).into()));
-        replies.push(reply);
-        if matches!(target, Target::Box(_)) {
-            break;
+        on_reply(&reply);
+        got += 1;
+    }
+    let wait = humantime::format_duration(wait);
+    match (got, expect) {
+        (0, _) => Err(Failed::new(status::NO_REPLY, format!("no reply within {wait} (try a longer --wait)"))),
+        (got, Some(n)) if got < n => {
+            Err(Failed::new(status::NO_REPLY, format!("{got} of {n} expected replies within {wait}")))
         }
+        _ => Ok(()),
     }
-    if replies.is_empty() {
-        return Err(Failed::new(
-            status::NO_REPLY,
-            format!("no reply within {} (try a longer --wait)", humantime::format_duration(wait)),
-        ));
-    }
-    Ok(replies)
 }
