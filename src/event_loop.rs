@@ -501,7 +501,8 @@ impl EventLoop {
                         break;
                     }
                     for &sig in &sigs[..n as usize] {
-                        self.on_signal(sig as i32);
+                        // The handler does not pass the sender on.
+                        self.on_signal(sig as i32, u32::MAX);
                     }
                 }
             }
@@ -556,7 +557,7 @@ impl EventLoop {
                     && info.ssi_pid as i32 == self.tracker.self_pid()
                     && info.ssi_code == libc::SI_USER;
                 if !own_sigpipe {
-                    self.on_signal(info.ssi_signo as i32);
+                    self.on_signal(info.ssi_signo as i32, info.ssi_pid);
                 }
             }
             // Fewer than asked: the queue is empty, and epoll (edge-triggered) reports the next.
@@ -566,14 +567,19 @@ impl EventLoop {
         }
     }
 
-    fn on_signal(&mut self, signo: i32) {
+    fn on_signal(&mut self, signo: i32, sender: u32) {
         match meaning(signo) {
             Meaning::Child => self.on_sigchld(),
             Meaning::Stop => {
-                let what = if self.policy.stopping() { "killing" } else { "stopping" };
+                let was_stopping = self.policy.stopping();
                 let name = Sig::from_raw(signo).map_or(signo.to_string(), |s| s.to_string());
-                crate::info!("received {name}; {what} the whole tree");
-                let actions = self.policy.stop_signal_received(Instant::now());
+                let actions = self.policy.stop_signal_received(sender, Instant::now());
+                if actions.is_empty() {
+                    crate::debug!("received {name} again at once from the same sender: one request");
+                } else {
+                    let what = if was_stopping { "killing" } else { "stopping" };
+                    crate::info!("received {name}; {what} the whole tree");
+                }
                 self.apply(actions);
             }
             Meaning::Sample => {

@@ -1,5 +1,6 @@
-//! Signal dispositions proc_box was started with, handed on to the job unchanged, as under
-//! `timeout(1)`.
+//! Signal dispositions proc_box was started with, handed on to the job as under `timeout(1)`:
+//! unchanged, except for the signals proc_box handles and passes on, which the job gets at
+//! their defaults ([`reset_for_job`]).
 //!
 //! They cannot be read in `main`: Rust's runtime sets SIGPIPE to ignored before it, and proc_box
 //! then resets SIGCHLD. So they are captured from `.init_array`, before the runtime starts (the
@@ -49,6 +50,22 @@ pub fn ignored() -> u64 {
     }
 }
 
+/// The signals a job starts with at their defaults, whatever proc_box inherited: those proc_box
+/// itself takes as requests and passes on (INT, QUIT, TERM, HUP, ALRM, and the stop signal), as
+/// under `timeout(1)`, which installs handlers for them. A shell starts a background job with
+/// INT and QUIT ignored; kept so, such a job could never be interrupted through proc_box.
+pub fn reset_for_job(stop_signal: i32) -> u64 {
+    [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP, libc::SIGALRM, stop_signal]
+        .iter()
+        .filter(|&&sig| (1..=64).contains(&sig))
+        .fold(0, |bits, &sig| bits | 1 << (sig - 1))
+}
+
+/// What the job inherits as ignored: what proc_box was started with, less [`reset_for_job`].
+pub fn ignored_for_job(stop_signal: i32) -> u64 {
+    ignored() & !reset_for_job(stop_signal)
+}
+
 /// Resets what proc_box itself depends on, before anything is forked: with SIGCHLD ignored,
 /// the kernel tells a tracer nothing of ptrace stops and reaps children without a status.
 pub fn reset_for_box() {
@@ -62,14 +79,35 @@ pub fn reset_for_box() {
 /// # Safety
 /// Call only in the child between fork and exec.
 pub unsafe fn restore_in_child(ignored: u64) {
+    // An atomic load: async-signal-safe.
+    let ignored_at_start = self::ignored();
     for sig in 1..=64 {
-        let was_ignored = ignored & (1 << (sig - 1)) != 0;
+        let bit = 1 << (sig - 1);
+        let was_ignored = ignored & bit != 0;
         // SIGPIPE (Rust's runtime) and SIGCHLD (reset_for_box) are the only ones proc_box
-        // changes; every other default is still in place.
-        if was_ignored || sig == libc::SIGPIPE || sig == libc::SIGCHLD {
+        // changes; a signal ignored at start but not for the job is still ignored here.
+        let changed = sig == libc::SIGPIPE || sig == libc::SIGCHLD || ignored_at_start & bit != 0;
+        if was_ignored || changed {
             let how = if was_ignored { libc::SIG_IGN } else { libc::SIG_DFL };
             // SAFETY: plain disposition change; fails harmlessly for SIGKILL/SIGSTOP.
             unsafe { libc::signal(sig, how) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_signals_are_reset_and_others_kept() {
+        let bit = |sig: i32| 1u64 << (sig - 1);
+        let reset = reset_for_job(libc::SIGUSR1);
+        for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP, libc::SIGALRM, libc::SIGUSR1] {
+            assert_ne!(reset & bit(sig), 0, "signal {sig}");
+        }
+        for sig in [libc::SIGPIPE, libc::SIGUSR2, libc::SIGTTOU] {
+            assert_eq!(reset & bit(sig), 0, "signal {sig}");
         }
     }
 }

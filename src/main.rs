@@ -129,7 +129,7 @@ fn start(config: &Config) -> Result<i32, String> {
         mask: job_mask,
         stdio: [out.job_fd(), err.job_fd()],
         nofile,
-        ignored: proc_box::inherited::ignored(),
+        ignored: proc_box::inherited::ignored_for_job(config.stop_signal.raw()),
         rlimits: limits.rlimits.iter().map(|r| (r.resource, r.as_libc())).collect(),
         cgroup: cgroup_fds.iter().map(|f| f.as_raw_fd()).collect(),
         cgroup_in_ptrace: config.cgroup == proc_box::cgroup::Policy::Required || limits.memory_in_cgroup,

@@ -15,8 +15,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     let s = s.strip_prefix('+').unwrap_or(s);
+    // Written with a non-zero digit, it is positive even where the float underflows to zero
+    // (`1e-5000`, `0.<5000 zeros>1ns`): such a value is 1 ns, never "none".
+    let mantissa = s.split(['e', 'E']).next().unwrap_or(s);
+    let positive = mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b));
     if let Ok(secs) = s.parse::<f64>() {
-        return seconds(secs).ok_or_else(bad);
+        return seconds(secs, positive).ok_or_else(bad);
     }
     let mut total = 0f64;
     let mut rest = s;
@@ -38,20 +42,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total += value * scale;
         rest = &rest[unit_len..];
     }
-    seconds(total).ok_or_else(bad)
+    seconds(total, positive).ok_or_else(bad)
 }
 
 /// The longest duration accepted: 100 years. Every deadline is `now + duration`, which must
 /// never overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86400);
 
-/// A positive value below 1 ns rounds up to 1 ns: it never means "none".
-fn seconds(secs: f64) -> Option<Duration> {
+/// A positive value below 1 ns rounds up to 1 ns: it never means "none". `positive` says the
+/// text had a non-zero digit, which still holds where `secs` underflowed to zero.
+fn seconds(secs: f64, positive: bool) -> Option<Duration> {
     let d = Duration::try_from_secs_f64(secs).ok()?;
     if d > MAX_DURATION {
         return None;
     }
-    Some(if d.is_zero() && secs > 0.0 { Duration::from_nanos(1) } else { d })
+    Some(if d.is_zero() && (secs > 0.0 || positive) { Duration::from_nanos(1) } else { d })
 }
 
 /// Parses a byte count: `1048576`, `512K`, `100G`, `1.5T` (powers of 1024; `KB`/`KiB` also accepted).
@@ -95,6 +100,13 @@ mod tests {
         // A positive value below 1 ns is 1 ns, never "no timeout".
         assert_eq!(parse_duration("1e-12"), Ok(Duration::from_nanos(1)));
         assert_eq!(parse_duration("0.0001ns"), Ok(Duration::from_nanos(1)));
+        // Underflows to 0.0 as a float, yet written as positive.
+        assert_eq!(parse_duration("1e-5000"), Ok(Duration::from_nanos(1)));
+        assert_eq!(parse_duration("+1E-400"), Ok(Duration::from_nanos(1)));
+        let tiny = format!("0.{}1ns", "0".repeat(5000));
+        assert_eq!(parse_duration(&tiny), Ok(Duration::from_nanos(1)));
+        assert_eq!(parse_duration("0e5"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0.000ms"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
         for bad in [
             "",

@@ -125,10 +125,44 @@ fn second_stop_signal_escalates_to_sigkill() {
     let mut ctl = Control::connect(&s.socket());
     let pid = Pid::from_raw(child.id() as i32);
     kill(pid, Signal::SIGTERM).unwrap();
+    let first = std::time::Instant::now();
     wait_for("the box to be stopping", || (ctl.status()["state"] == "stopping").then_some(()));
+    // Sent again at once by the same sender, it is the same request: no escalation.
+    kill(pid, Signal::SIGTERM).unwrap();
+    assert_eq!(ctl.status()["state"], "stopping");
+    // Sent again a second later, it is a second request: SIGKILL now, whatever the grace.
+    // (The wait is the rule under test, not a synchronisation.)
+    std::thread::sleep(std::time::Duration::from_millis(1100).saturating_sub(first.elapsed()));
+    assert!(child.try_wait().unwrap().is_none(), "the echo must not have escalated");
     kill(pid, Signal::SIGTERM).unwrap();
     assert_eq!(wait_exit(&mut child).code(), Some(137));
     s.assert_no_survivors();
+}
+
+/// `timeout(1)` signals its child and then its own process group, so proc_box receives one
+/// SIGTERM twice within microseconds: that is one request, and the grace period holds.
+#[test]
+fn timeout_1_around_proc_box_keeps_the_grace_period() {
+    for mode in MODES {
+        let s = Scene::new("gnutimeout");
+        let cleaned = s.dir.join("cleaned");
+        let script = format!(
+            "trap 'sleep 0.5; echo ok > {}; exit 0' TERM; while :; do sleep 0.05; done",
+            cleaned.display()
+        );
+        let out = Command::new("timeout")
+            .args(["-s", "TERM", "0.5", proc_box(), "--track", mode, "--grace", "20s", "--", "sh", "-c"])
+            .arg(&script)
+            .env("BOXTEST_MARKER", &s.marker)
+            .run();
+        assert_eq!(out.status.code(), Some(124), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            cleaned.exists(),
+            "{mode}: the job was killed before its cleanup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        s.assert_no_survivors();
+    }
 }
 
 #[test]
@@ -239,8 +273,11 @@ fn repeated_options_one_day_and_sub_nanosecond_timeouts() {
     let out = s.command(&["-timeout", "1d", "sh", "-c", "exit 3"]).run();
     assert_eq!(out.status.code(), Some(3));
     // A positive timeout below a nanosecond is a timeout, not "none".
-    let out = s.command(&["--timeout", "1e-12", "sleep", "30"]).run();
-    assert_eq!(out.status.code(), Some(124));
+    // Also where the float underflows to zero: written as positive, it is still 1 ns.
+    for tiny in ["1e-12", "1e-5000"] {
+        let out = s.command(&["--timeout", tiny, "sleep", "30"]).run();
+        assert_eq!(out.status.code(), Some(124), "{tiny}");
+    }
     for big in ["1e19", "5000000000000000h"] {
         let out = s.command(&["--timeout", big, "true"]).run();
         assert_eq!(out.status.code(), Some(125), "{big}");
@@ -248,6 +285,63 @@ fn repeated_options_one_day_and_sub_nanosecond_timeouts() {
     let out = s.command(&["-timout", "2s", "true"]).run();
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("'--timeout' (or '-timeout')"));
+}
+
+/// coreutils' timeout-group: a shell starts a background job with INT and QUIT ignored. The
+/// signals proc_box handles and passes on reach the job at their defaults; the rest (PIPE here)
+/// stays as the launcher left it.
+#[test]
+fn signals_proc_box_forwards_start_at_default_in_the_job() {
+    let bit = |sig: i32| 1u64 << (sig - 1);
+    for mode in MODES {
+        let s = Scene::new("sigdfl");
+        let script = format!(
+            "trap '' INT QUIT HUP TERM ALRM USR1 PIPE; exec {} --track {mode} --stop-signal USR1 -- \
+             sed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status",
+            proc_box()
+        );
+        let out = Command::new("sh").args(["-c", &script]).env("BOXTEST_MARKER", &s.marker).run();
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ign = u64::from_str_radix(text.trim(), 16).expect("SigIgn");
+        for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM, libc::SIGALRM, libc::SIGUSR1] {
+            assert_eq!(ign & bit(sig), 0, "{mode}: signal {sig} must start at its default: {text}");
+        }
+        assert_ne!(ign & bit(libc::SIGPIPE), 0, "{mode}: an ignored SIGPIPE stays ignored: {text}");
+    }
+}
+
+/// The same as behaviour: under a launcher that ignores INT, Ctrl-C to the group ends the job,
+/// and proc_box passes on INT as its stop signal to a job that can receive it.
+#[test]
+fn ctrl_c_to_the_group_ends_a_job_whose_launcher_ignored_int() {
+    use std::os::unix::process::CommandExt;
+    for mode in MODES {
+        let s = Scene::new("bgint");
+        let script = format!(
+            "trap '' INT QUIT; exec {} --track {mode} --stop-signal INT --grace 1h -- sleep 300",
+            proc_box()
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .env("BOXTEST_MARKER", &s.marker)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        wait_for_tree("sleep to start", pid, || {
+            tree_of(pid)
+                .into_iter()
+                .any(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep")
+                })
+                .then_some(())
+        });
+        // Ctrl-C: the terminal sends SIGINT to the whole foreground group.
+        kill(Pid::from_raw(-pid), Signal::SIGINT).unwrap();
+        assert_eq!(wait_exit(&mut child).code(), Some(130), "{mode}");
+        s.assert_no_survivors();
+    }
 }
 
 /// coreutils: `(trap '' PIPE; timeout 10 yes | :)` lets yes see EPIPE instead of dying.

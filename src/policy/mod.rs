@@ -78,9 +78,13 @@ impl Policy {
         Vec::new()
     }
 
-    /// SIGINT, SIGTERM or SIGQUIT sent to proc_box: a graceful stop, escalating on repeat.
-    pub fn stop_signal_received(&mut self, now: Instant) -> Vec<Action> {
-        self.request_stop(Reason::Signal, now)
+    /// SIGINT, SIGTERM or SIGQUIT sent to proc_box by `sender` (a pid; 0 for the kernel): a
+    /// graceful stop, escalating when sent again (not when one signal arrives twice at once).
+    pub fn stop_signal_received(&mut self, sender: u32, now: Instant) -> Vec<Action> {
+        let Some(sig) = self.stop.signal_request(sender, now) else {
+            return Vec::new();
+        };
+        self.stop_actions(sig, now)
     }
 
     /// A limit was passed: a graceful stop at the limit, SIGKILL at the hard limit.
@@ -121,6 +125,10 @@ impl Policy {
         let Some(sig) = self.stop.request(reason, now) else {
             return Vec::new();
         };
+        self.stop_actions(sig, now)
+    }
+
+    fn stop_actions(&mut self, sig: Sig, now: Instant) -> Vec<Action> {
         let mut actions = vec![Action::Signal(sig)];
         if self.suspended && sig != Sig::KILL {
             // A stopped process cannot act on SIGTERM; let it run so it can clean up.
@@ -260,8 +268,9 @@ mod tests {
         let mut p = policy(t0);
         assert_eq!(p.command(&Command::Kill(Sig::TERM), t0), Ok(vec![Action::Signal(Sig::TERM)]));
         assert!(!p.stopping());
-        assert_eq!(p.stop_signal_received(t0), vec![Action::Signal(Sig::TERM)]);
-        assert_eq!(p.stop_signal_received(t0), vec![Action::Signal(Sig::KILL)]);
+        assert_eq!(p.stop_signal_received(1, t0), vec![Action::Signal(Sig::TERM)]);
+        assert_eq!(p.stop_signal_received(1, t0), Vec::new());
+        assert_eq!(p.stop_signal_received(1, t0 + Duration::from_secs(1)), vec![Action::Signal(Sig::KILL)]);
         assert_eq!(p.reason(), Some(Reason::Signal));
         let mut k = policy(t0);
         assert_eq!(k.command(&Command::Kill(Sig::KILL), t0), Ok(vec![Action::Signal(Sig::KILL)]));

@@ -42,17 +42,39 @@ pub enum Phase {
     Killing,
 }
 
+/// Within this time, a stop signal from the sender of the previous one is the same request
+/// delivered again, not a second one. `timeout(1)` signals its child and then its process
+/// group, so proc_box gets one request twice within microseconds; a person or a program that
+/// means "now" sends again later.
+pub const ECHO: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 pub struct StopMachine {
     phase: Phase,
     reason: Option<Reason>,
     grace: Duration,
     stop_signal: Sig,
+    /// The last stop signal taken: its sender's pid (0 for the kernel, as for a terminal's ^C)
+    /// and when it came.
+    last_signal: Option<(u32, Instant)>,
 }
 
 impl StopMachine {
     pub fn new(grace: Duration, stop_signal: Sig) -> StopMachine {
-        StopMachine { phase: Phase::Running, reason: None, grace, stop_signal }
+        StopMachine { phase: Phase::Running, reason: None, grace, stop_signal, last_signal: None }
+    }
+
+    /// A stop signal sent to proc_box by `sender`: a request, unless it is an echo of the last
+    /// one (same sender, within [`ECHO`]), which changes nothing.
+    pub fn signal_request(&mut self, sender: u32, now: Instant) -> Option<Sig> {
+        let echo = self
+            .last_signal
+            .is_some_and(|(from, at)| from == sender && now.saturating_duration_since(at) < ECHO);
+        if echo && self.phase != Phase::Running {
+            return None;
+        }
+        self.last_signal = Some((sender, now));
+        self.request(Reason::Signal, now)
     }
 
     pub fn phase(&self) -> Phase {
@@ -131,6 +153,22 @@ mod tests {
         assert_eq!(m.request(Reason::Stopped, t0), Some(Sig::KILL));
         assert_eq!(m.request(Reason::Stopped, t0), None);
         assert_eq!(m.reason(), Some(Reason::Signal));
+    }
+
+    #[test]
+    fn a_signal_delivered_twice_at_once_is_one_request() {
+        let t0 = Instant::now();
+        let mut m = StopMachine::new(Duration::from_secs(10), Sig::TERM);
+        assert_eq!(m.signal_request(42, t0), Some(Sig::TERM));
+        // The same sender a moment later (timeout(1): child, then group): no escalation.
+        assert_eq!(m.signal_request(42, t0 + Duration::from_micros(50)), None);
+        assert_eq!(m.phase(), Phase::Stopping { kill_at: t0 + Duration::from_secs(10) });
+        // Sent again a second later: a real second request.
+        assert_eq!(m.signal_request(42, t0 + ECHO), Some(Sig::KILL));
+        // Another sender at once is a second request too.
+        let mut m = StopMachine::new(Duration::from_secs(10), Sig::TERM);
+        assert_eq!(m.signal_request(0, t0), Some(Sig::TERM));
+        assert_eq!(m.signal_request(7, t0), Some(Sig::KILL));
     }
 
     #[test]
