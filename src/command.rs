@@ -8,6 +8,23 @@ use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
 
+/// The shortest sample interval (`--sint`, `change_sample_rate`). Each sample walks the whole
+/// tree and is published: a 1 ns interval is thousands of messages a second and most of a core,
+/// and nothing that short is a sensible record of usage.
+pub const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Refuses a sample interval below [`MIN_SAMPLE_INTERVAL`], with the reason.
+pub fn check_sample_interval(d: Duration) -> Result<Duration, String> {
+    if d < MIN_SAMPLE_INTERVAL {
+        return Err(format!(
+            "the sample interval must be at least {}ms (got {})",
+            MIN_SAMPLE_INTERVAL.as_millis(),
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(d)
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     Stop,
@@ -181,10 +198,7 @@ fn command_of(map: &[(String, Value)]) -> Result<Command, Rejected> {
         },
         "change_sample_rate" => {
             let d = parse_duration(one_arg()?).map_err(|e| reject(Some(name), e))?;
-            if d.is_zero() {
-                return Err(reject(Some(name), "the sample interval must be above zero".into()));
-            }
-            Ok(Command::ChangeSampleRate(d))
+            check_sample_interval(d).map(Command::ChangeSampleRate).map_err(|e| reject(Some(name), e))
         }
         _ => Err(reject(Some(name), format!("unknown command '{name}'"))),
     }
@@ -230,6 +244,10 @@ mod tests {
             p(r#"{"command": "change_sample_rate", "arguments": ["1m30s"]}"#),
             Ok(Command::ChangeSampleRate(Duration::from_secs(90)))
         );
+        assert_eq!(
+            p(r#"{"command": "change_sample_rate", "arguments": ["100ms"]}"#),
+            Ok(Command::ChangeSampleRate(MIN_SAMPLE_INTERVAL))
+        );
         for name in ["stop", "resume", "sample", "timer_reset", "timer_start", "timer_stop", "timer_resume"] {
             assert_eq!(p(&format!(r#"{{"command": "{name}"}}"#)).unwrap().name(), name);
         }
@@ -255,6 +273,8 @@ mod tests {
             r#"{"command": "change_sample_rate", "arguments": ["0s"]}"#,
             r#"{"command": "change_sample_rate"}"#,
             r#"{"command": "change_sample_rate", "arguments": ["1e19"]}"#,
+            r#"{"command": "change_sample_rate", "arguments": ["1ns"]}"#,
+            r#"{"command": "change_sample_rate", "arguments": ["99ms"]}"#,
             r#"{"command": "status", "COMMAND": "timer_stop"}"#,
             r#"{"command": "status", "command": "timer_stop"}"#,
             r#"{"command": "kill", "arguments": [], "Arguments": ["9"]}"#,
@@ -269,5 +289,7 @@ mod tests {
             p(r#"{"command": "kill", "arguments": ["0"]}"#).unwrap_err().command.as_deref(),
             Some("kill")
         );
+        let floor = p(r#"{"command": "change_sample_rate", "arguments": ["1ns"]}"#).unwrap_err().reason;
+        assert!(floor.contains("at least 100ms"), "{floor}");
     }
 }

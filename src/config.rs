@@ -91,7 +91,7 @@ pub struct Config {
     /// write the summary alone here, atomically, when the box ends
     #[arg(long = "summary-file", env = "PBOX_SUMMARY_FILE", value_name = "PATH")]
     pub summary_file: Option<PathBuf>,
-    /// interval between emitted samples
+    /// interval between emitted samples (minimum 100ms)
     #[arg(long, env = "PBOX_SINT", default_value = "1m", value_parser = parse_interval, value_name = "DURATION")]
     pub sint: Duration,
     /// how often tree memory is read for the peaks (minimum 10ms)
@@ -168,11 +168,7 @@ pub struct Config {
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
-    let d = parse_duration(text)?;
-    if d.is_zero() {
-        return Err("the sample interval must be above zero".into());
-    }
-    Ok(d)
+    crate::command::check_sample_interval(parse_duration(text)?)
 }
 
 fn parse_limit_size(text: &str) -> Result<u64, String> {

@@ -554,13 +554,13 @@ fn samples_are_kept_while_the_broker_is_away_and_overflow_is_counted() {
             "--sample-buffer",
             "3",
             "--sint",
-            "50ms",
+            "100ms",
             "--spool-dir",
             spool.to_str().unwrap(),
             "--summary-file",
             summary.to_str().unwrap(),
             "sleep",
-            "1",
+            "2",
         ])
         .run();
     assert_eq!(out.status.code(), Some(0));

@@ -69,6 +69,38 @@ fn durations_that_cannot_be_represented_are_refused() {
     assert_eq!(wait_exit(&mut child).code(), Some(143));
 }
 
+/// A sample interval below the 100 ms floor floods the sinks: refused as a command (the box
+/// keeps its interval and its job) and as `--sint` (a usage error before the job starts).
+#[test]
+fn a_sample_interval_below_the_floor_is_refused() {
+    let s = Scene::new("sint-floor");
+    for value in ["1ns", "99ms", "0"] {
+        let out = s.command(&["--sint", value, "true"]).run();
+        assert_eq!(out.status.code(), Some(125), "--sint {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("at least 100ms"), "{err}");
+    }
+    let stats = s.dir.join("stats.jsonl");
+    let sock = s.socket().display().to_string();
+    let mut child = s
+        .command(&["--control-socket", &sock, "--stats-file", stats.to_str().unwrap(), "--sint", "1h"])
+        .args(["--", "sleep", "100"])
+        .spawn()
+        .unwrap();
+    let mut ctl = Control::connect(&s.socket());
+    for value in ["1ns", "99ms", "0.05"] {
+        let reply = ctl.raw(&format!(r#"{{"command": "change_sample_rate", "arguments": ["{value}"]}}"#));
+        assert_eq!(reply["ok"], false, "{reply}");
+        assert!(reply["error"].as_str().unwrap().contains("at least 100ms"), "{reply}");
+    }
+    // The floor itself is accepted, and takes effect.
+    let samples = || std::fs::read_to_string(&stats).unwrap_or_default().lines().count();
+    ctl.ok("change_sample_rate", &["100ms"]);
+    wait_for("samples at the floor", || (samples() >= 3).then_some(()));
+    ctl.ok("stop", &[]);
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status

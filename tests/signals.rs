@@ -234,17 +234,21 @@ fn a_fifo_reader_that_stops_reading_does_not_stall_the_timeout() {
     let s = Scene::new("fifo-stall");
     let fifo = s.dir.join("stats.fifo");
     mkfifo(&fifo);
-    // The reader opens the FIFO and never reads: the pipe fills with samples.
-    let _reader = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    // The reader opens the FIFO and never reads: the pipe, shrunk to one page, fills with
+    // samples at the shortest interval well before the timeout.
+    let reader = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    // SAFETY: fcntl on a descriptor this test owns.
+    let size = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&reader), libc::F_SETPIPE_SZ, 4096) };
+    assert!(size >= 4096, "F_SETPIPE_SZ");
     let start = Instant::now();
     let out = s
         .command(&[
             "--stats-file",
             fifo.to_str().unwrap(),
             "--sint",
-            "1ms",
+            "100ms",
             "--timeout",
-            "1s",
+            "2s",
             "--",
             "sleep",
             "30",
@@ -252,7 +256,7 @@ fn a_fifo_reader_that_stops_reading_does_not_stall_the_timeout() {
         .run();
     assert_eq!(out.status.code(), Some(124));
     // The timeout fired, then at most FINAL_WAIT (5 s) was spent on the stalled sink.
-    assert!(start.elapsed().as_secs_f64() < 1.0 + 5.0 + 5.0, "took {:?}", start.elapsed());
+    assert!(start.elapsed().as_secs_f64() < 2.0 + 5.0 + 5.0, "took {:?}", start.elapsed());
 }
 
 /// `SIG:COUNT` pairs of what `zoo listen` has caught so far.
