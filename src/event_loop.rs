@@ -748,8 +748,11 @@ impl EventLoop {
         }
     }
 
+    /// A refusal carries no state: whoever sent a bad command (an unauthenticated one
+    /// included) learns the reason, never the box's pids, id or timer.
     fn reply(&self, ok: bool, command: Option<String>, error: Option<String>) -> Reply {
-        Reply { ok, command, error, state: self.state(), sample: None }
+        let state = if ok { self.state() } else { Value::Null };
+        Reply { ok, command, error, state, sample: None }
     }
 
     /// The box's state as `status` reports it.

@@ -224,6 +224,7 @@ fn a_thousand_malformed_messages_leave_the_job_untouched() {
         let r = bus.reply(&corr, DEADLINE).unwrap_or_else(|| panic!("no reply to {corr}"));
         assert_eq!(r["ok"], false, "{corr}: {r}");
         assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+        assert!(r["state"].is_null(), "a refusal carries no state: {r}");
     }
     // Longer than the socket's line bound: refused the same way.
     let big = format!("{{\"command\":\"status\",\"pad\":\"{}\"}}", "x".repeat(70 * 1024));
@@ -231,6 +232,7 @@ fn a_thousand_malformed_messages_leave_the_job_untouched() {
     let r = bus.reply("big", DEADLINE).expect("a reply to the long message");
     assert_eq!(r["ok"], false);
     assert!(r["error"].as_str().unwrap().contains("longer than"), "{r}");
+    assert!(r["state"].is_null(), "{r}");
     let r = bus.command(Some("m"), "status", &[]);
     assert_eq!(r["state"]["state"], "running");
     assert_eq!(pids_of(&r), vec![pid]);

@@ -368,6 +368,7 @@ fn a_control_token_is_required_when_set() {
         let reply = ctl.raw(line);
         assert_eq!(reply["ok"], false, "{line}");
         assert!(reply["error"].as_str().unwrap().contains("token"));
+        assert!(reply["state"].is_null(), "a refusal carries no state: {reply}");
     }
     assert!(child.try_wait().unwrap().is_none(), "nothing happened");
     let reply = ctl.raw(r#"{"command":"stop","Token":"s3cret"}"#);
