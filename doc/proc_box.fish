@@ -5,6 +5,8 @@ complete -c proc_box -l on-main-exit -d 'what happens to leftover descendants wh
 wait\t'wait for the whole tree to exit by itself'"
 complete -c proc_box -l preserve-status -d 'on --timeout, exit with the command\'s status (128+N) instead of 124' -r -f -a "true\t''
 false\t''"
+complete -c proc_box -l kill-status -d 'on --timeout, exit 137 instead of 124 when SIGKILL had to follow after --grace (as `timeout -k`)' -r -f -a "true\t''
+false\t''"
 complete -c proc_box -l stdoutlimit -d 'stdout byte limit: graceful stop at the limit, SIGKILL at twice it' -r
 complete -c proc_box -l memory-limit -d 'limit on the PSS of the whole tree: graceful stop at the limit, SIGKILL at once past a tenth more (at least 16 MiB more)' -r
 complete -c proc_box -l cpu-limit -d 'limit on the CPU time of the whole tree, exited and auto-reaped descendants included' -r

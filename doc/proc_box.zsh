@@ -21,6 +21,7 @@ _proc_box() {
 '--on-main-exit=[what happens to leftover descendants when the main process exits]:ON_MAIN_EXIT:((kill\:"end every leftover process\: the stop signal, then SIGKILL after --grace"
 wait\:"wait for the whole tree to exit by itself"))' \
 '--preserve-status=[on --timeout, exit with the command'\''s status (128+N) instead of 124]::PRESERVE_STATUS:(true false)' \
+'--kill-status=[on --timeout, exit 137 instead of 124 when SIGKILL had to follow after --grace (as \`timeout -k\`)]::KILL_STATUS:(true false)' \
 '--stdoutlimit=[stdout byte limit\: graceful stop at the limit, SIGKILL at twice it]:SIZE:_default' \
 '--memory-limit=[limit on the PSS of the whole tree\: graceful stop at the limit, SIGKILL at once past a tenth more (at least 16 MiB more)]:SIZE:_default' \
 '--cpu-limit=[limit on the CPU time of the whole tree, exited and auto-reaped descendants included]:DURATION:_default' \

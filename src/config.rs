@@ -68,6 +68,10 @@ pub struct Config {
     /// on --timeout, exit with the command's status (128+N) instead of 124
     #[arg(long = "preserve-status", env = "PBOX_PRESERVE_STATUS", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
     pub preserve_status: bool,
+    /// on --timeout, exit 137 instead of 124 when SIGKILL had to follow after --grace (as
+    /// `timeout -k`)
+    #[arg(long = "kill-status", env = "PBOX_KILL_STATUS", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
+    pub kill_status: bool,
     /// stdout byte limit: graceful stop at the limit, SIGKILL at twice it
     #[arg(long, env = "PBOX_STDOUTLIMIT", default_value = "100G", value_parser = parse_size, value_name = "SIZE")]
     pub stdoutlimit: u64,
@@ -352,6 +356,11 @@ const JOB_ID_VARS: &[&str] =
     &["SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID", "FLUX_JOB_ID", "CONDOR_JOB_ID"];
 
 impl Config {
+    /// How the end maps to the exit status.
+    pub fn exit_rule(&self) -> crate::policy::ExitRule {
+        crate::policy::ExitRule { preserve_status: self.preserve_status, kill_status: self.kill_status }
+    }
+
     /// The control token, from `--control-token` or the first line of `--control-token-file`.
     pub fn token(&self) -> Result<Option<String>, String> {
         let token = match (&self.control_token, &self.control_token_file) {

@@ -105,7 +105,7 @@ pub struct Parts {
     /// How the job's stdout and stderr are counted.
     pub outputs: [Plan; 2],
     pub stdout_limit: u64,
-    pub preserve_status: bool,
+    pub exit_rule: crate::policy::ExitRule,
     pub argv: Vec<String>,
     /// Every command must carry this `"token"` (`--control-token`).
     pub token: Option<String>,
@@ -132,22 +132,23 @@ pub struct Outcome {
     pub main: Option<ExitStatus>,
     pub exec_error: Option<io::Error>,
     pub reason: Option<Reason>,
+    /// SIGKILL followed the stop signal because the grace period ran out.
+    pub grace_expired: bool,
     pub leftover_killed: u64,
     pub wall: Duration,
 }
 
 impl Outcome {
-    /// Contract §2.
-    pub fn exit_code(&self, preserve_status: bool) -> i32 {
-        if let Some(e) = &self.exec_error {
-            return if e.raw_os_error() == Some(libc::ENOENT) { 127 } else { 126 };
-        }
-        match self.main {
-            None => 125,
-            Some(_) if self.reason == Some(Reason::Timeout) && !preserve_status => 124,
-            Some(ExitStatus::Exited(code)) => code,
-            Some(ExitStatus::Signaled(sig)) => 128 + sig,
-        }
+    /// The exit status, by the policy's table.
+    pub fn exit_code(&self, rule: crate::policy::ExitRule) -> i32 {
+        use crate::policy::MainEnd;
+        let end = match (&self.exec_error, self.main) {
+            (Some(e), _) => MainEnd::NotStarted(e.raw_os_error().unwrap_or(0)),
+            (None, None) => MainEnd::Failed,
+            (None, Some(ExitStatus::Exited(code))) => MainEnd::Exited(code),
+            (None, Some(ExitStatus::Signaled(sig))) => MainEnd::Signaled(sig),
+        };
+        crate::policy::exit_code(end, self.reason, self.grace_expired, rule)
     }
 }
 
@@ -222,7 +223,7 @@ pub struct EventLoop {
     next_monitor: Instant,
     outputs: [Output; 2],
     stdout_limit: u64,
-    preserve_status: bool,
+    exit_rule: crate::policy::ExitRule,
     argv: Vec<String>,
     token: Option<String>,
     limits: crate::policy::limits::Limits,
@@ -292,7 +293,7 @@ impl EventLoop {
             next_monitor: now + monitor,
             outputs,
             stdout_limit: limit,
-            preserve_status: parts.preserve_status,
+            exit_rule: parts.exit_rule,
             argv: parts.argv,
             token: parts.token,
             limits: parts.limits,
@@ -415,6 +416,7 @@ impl EventLoop {
             main: self.main_status,
             exec_error: self.exec_error.take(),
             reason: self.policy.reason(),
+            grace_expired: self.policy.grace_expired(),
             leftover_killed,
             wall: self.started.elapsed(),
         };
@@ -425,7 +427,7 @@ impl EventLoop {
             &self.tracker,
             End {
                 argv: std::mem::take(&mut self.argv),
-                exit_code: outcome.exit_code(self.preserve_status),
+                exit_code: outcome.exit_code(self.exit_rule),
                 main: outcome.main,
                 reason: outcome.reason.map_or("exited", Reason::as_str),
                 wall: outcome.wall,

@@ -175,7 +175,7 @@ fn start(config: &Config) -> Result<i32, String> {
         },
         outputs: [out, err],
         stdout_limit: config.stdoutlimit,
-        preserve_status: config.preserve_status,
+        exit_rule: config.exit_rule(),
         argv,
         token,
         limits,
@@ -196,7 +196,7 @@ fn start(config: &Config) -> Result<i32, String> {
     if let Some(cg) = &cgroup {
         cg.remove();
     }
-    Ok(outcome.exit_code(config.preserve_status))
+    Ok(outcome.exit_code(config.exit_rule()))
 }
 
 /// Before the job starts, SIGINT, SIGTERM and SIGQUIT end proc_box with status 125; any other

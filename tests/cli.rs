@@ -104,6 +104,23 @@ fn stop_signals_to_proc_box_stop_the_tree() {
     }
 }
 
+/// `timeout -k`: with --kill-status, 137 when SIGKILL had to follow the stop signal after the
+/// grace period; 124 when the stop signal was enough, and 124 without the option.
+#[test]
+fn kill_status_after_the_grace_period() {
+    let s = Scene::new("killstatus");
+    let stubborn: &'static str = fixture("ignore_term").to_str().unwrap().to_owned().leak();
+    for mode in MODES {
+        let base = ["--track", mode, "--timeout", "200ms", "--grace", "300ms"];
+        let with =
+            |extra: &[&'static str]| -> Vec<&'static str> { base.iter().chain(extra).copied().collect() };
+        assert_eq!(code(&s, &with(&["--kill-status", "--", stubborn, "stay"])), 137, "{mode}");
+        assert_eq!(code(&s, &with(&["-kill-status", "--", "sleep", "30"])), 124, "{mode}");
+        assert_eq!(code(&s, &with(&["--", stubborn, "stay"])), 124, "{mode}");
+    }
+    s.assert_no_survivors();
+}
+
 #[test]
 fn second_stop_signal_escalates_to_sigkill() {
     let s = Scene::new("escalate");

@@ -16,6 +16,44 @@ use stop::StopMachine;
 pub use stop::{Phase, Reason};
 use timer::Timer;
 
+/// How the box's end maps to proc_box's exit status (the contract's table, plus options).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitRule {
+    /// `--preserve-status`: on a timeout, the command's own status instead of 124.
+    pub preserve_status: bool,
+    /// `--kill-status`: on a timeout whose grace period ran out, 137 instead of 124.
+    pub kill_status: bool,
+}
+
+/// How the main process ended, as far as the exit status cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MainEnd {
+    /// It could not be started: exec failed with this errno.
+    NotStarted(i32),
+    /// proc_box failed before it ran.
+    Failed,
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// The exit status: the main process's own (128 + N for signal N); 124 for a timeout (137 with
+/// `kill_status` where SIGKILL had to follow, the command's own with `preserve_status`); 125
+/// when proc_box failed, 126 when the command could not run, 127 when it was not found.
+pub fn exit_code(end: MainEnd, reason: Option<Reason>, grace_expired: bool, rule: ExitRule) -> i32 {
+    let own = match end {
+        MainEnd::NotStarted(errno) => return if errno == libc::ENOENT { 127 } else { 126 },
+        MainEnd::Failed => return 125,
+        MainEnd::Exited(code) => code,
+        MainEnd::Signaled(sig) => 128 + sig,
+    };
+    match reason {
+        Some(Reason::Timeout) if rule.preserve_status => own,
+        Some(Reason::Timeout) if rule.kill_status && grace_expired => 128 + libc::SIGKILL,
+        Some(Reason::Timeout) => 124,
+        _ => own,
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Send this signal to every process of the tree.
@@ -182,6 +220,11 @@ impl Policy {
         self.stop.reason()
     }
 
+    /// Whether SIGKILL followed the stop signal because the grace period ran out.
+    pub fn grace_expired(&self) -> bool {
+        self.stop.grace_expired()
+    }
+
     pub fn timer(&self) -> &Timer {
         &self.timer
     }
@@ -275,5 +318,28 @@ mod tests {
         let mut k = policy(t0);
         assert_eq!(k.command(&Command::Kill(Sig::KILL), t0), Ok(vec![Action::Signal(Sig::KILL)]));
         assert_eq!(k.reason(), Some(Reason::Killed));
+    }
+
+    #[test]
+    fn exit_status_table() {
+        let plain = ExitRule::default();
+        let code = |end, reason, grace_expired, rule| exit_code(end, reason, grace_expired, rule);
+        assert_eq!(code(MainEnd::Exited(3), Some(Reason::Exited), false, plain), 3);
+        assert_eq!(code(MainEnd::Signaled(15), Some(Reason::Signal), false, plain), 143);
+        assert_eq!(code(MainEnd::Signaled(9), Some(Reason::LimitMemory), true, plain), 137);
+        assert_eq!(code(MainEnd::NotStarted(libc::ENOENT), None, false, plain), 127);
+        assert_eq!(code(MainEnd::NotStarted(libc::EACCES), None, false, plain), 126);
+        assert_eq!(code(MainEnd::Failed, None, false, plain), 125);
+        // A timeout: 124, the command's own with --preserve-status, 137 with --kill-status
+        // only where the grace period ran out.
+        let timeout = Some(Reason::Timeout);
+        assert_eq!(code(MainEnd::Signaled(15), timeout, false, plain), 124);
+        assert_eq!(code(MainEnd::Signaled(9), timeout, true, plain), 124);
+        let kill = ExitRule { kill_status: true, ..plain };
+        assert_eq!(code(MainEnd::Signaled(9), timeout, true, kill), 137);
+        assert_eq!(code(MainEnd::Exited(0), timeout, true, kill), 137);
+        assert_eq!(code(MainEnd::Signaled(15), timeout, false, kill), 124);
+        let preserve = ExitRule { preserve_status: true, kill_status: true };
+        assert_eq!(code(MainEnd::Signaled(15), timeout, true, preserve), 143);
     }
 }

@@ -57,11 +57,20 @@ pub struct StopMachine {
     /// The last stop signal taken: its sender's pid (0 for the kernel, as for a terminal's ^C)
     /// and when it came.
     last_signal: Option<(u32, Instant)>,
+    /// SIGKILL was sent because the grace period ran out (`timeout -k`'s case).
+    grace_expired: bool,
 }
 
 impl StopMachine {
     pub fn new(grace: Duration, stop_signal: Sig) -> StopMachine {
-        StopMachine { phase: Phase::Running, reason: None, grace, stop_signal, last_signal: None }
+        StopMachine {
+            phase: Phase::Running,
+            reason: None,
+            grace,
+            stop_signal,
+            last_signal: None,
+            grace_expired: false,
+        }
     }
 
     /// A stop signal sent to proc_box by `sender`: a request, unless it is an echo of the last
@@ -122,9 +131,17 @@ impl StopMachine {
     /// The grace period is over: escalate.
     pub fn on_time(&mut self, now: Instant) -> Option<Sig> {
         match self.phase {
-            Phase::Stopping { kill_at } if kill_at <= now => self.kill(),
+            Phase::Stopping { kill_at } if kill_at <= now => {
+                self.grace_expired = true;
+                self.kill()
+            }
             _ => None,
         }
+    }
+
+    /// Whether the grace period ran out, so that SIGKILL had to follow the stop signal.
+    pub fn grace_expired(&self) -> bool {
+        self.grace_expired
     }
 }
 
@@ -141,6 +158,7 @@ mod tests {
         assert_eq!(m.on_time(t0 + Duration::from_secs(9)), None);
         assert_eq!(m.on_time(t0 + Duration::from_secs(10)), Some(Sig::KILL));
         assert_eq!(m.phase(), Phase::Killing);
+        assert!(m.grace_expired());
         assert_eq!(m.deadline(), None);
         assert_eq!(m.reason(), Some(Reason::Timeout));
     }
