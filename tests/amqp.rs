@@ -383,6 +383,77 @@ fn refused_login_or_missing_vhost_says_so_once_and_keeps_the_status() {
     }
 }
 
+/// A broker user of the test's own, with its own permissions on the vhost `/`; deleted when
+/// dropped.
+struct BrokerUser {
+    name: String,
+}
+
+impl BrokerUser {
+    fn new(tag: &str, configure: &str, write: &str, read: &str) -> BrokerUser {
+        let name = format!("pbox-t{}-{tag}", std::process::id());
+        let ctl = |args: &[&str]| {
+            let out = std::process::Command::new("rabbitmqctl").args(args).run();
+            assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let user = BrokerUser { name: name.clone() };
+        ctl(&["add_user", &name, "pw"]);
+        ctl(&["set_permissions", "-p", "/", &name, configure, write, read]);
+        user
+    }
+
+    fn uri(&self, port: u16) -> String {
+        format!("amqp://{}:pw@127.0.0.1:{port}/%2f", self.name)
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl").args(["delete_user", &self.name]).run();
+    }
+}
+
+#[test]
+fn a_missing_exchange_or_a_forbidden_bind_is_said_once_and_retried_slowly() {
+    // Reads nothing but its own queues: binding to amq.topic is refused (ACCESS_REFUSED).
+    let user = BrokerUser::new("nobind", ".*", ".*", r"^amq\.gen-.*");
+    let bus = Bus::new("conf");
+    let missing = format!("pbox-missing-{}", std::process::id());
+    for (tag, exchange, why) in
+        [("missing", missing.as_str(), "NOT_FOUND"), ("denied", "amq.topic", "ACCESS_REFUSED")]
+    {
+        let scene = Scene::new(&format!("amqp-conf-{tag}"));
+        // Through a relay of the test's own, which counts the box's connections.
+        let proxy = common::proxy::Proxy::start("127.0.0.1:5672");
+        let uri = match tag {
+            "missing" => proxy.uri(),
+            _ => user.uri(proxy.port),
+        };
+        let spool = scene.dir.join("spool");
+        let log = std::fs::File::create(scene.dir.join("box.stderr")).unwrap();
+        #[rustfmt::skip]
+        let args = ["--uri", &uri, "--exchange", exchange, "--rkey", &bus.rkey, "--skey", &bus.skey,
+            "--id", tag, "--spool-dir", spool.to_str().unwrap(), "--", "sh", "-c", "sleep 5; exit 3"];
+        let mut child = scene.command(&args).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let told = |e: &str| e.matches("Check --exchange").count();
+        wait_for("the configuration error", || {
+            (told(&std::fs::read_to_string(scene.dir.join("box.stderr")).unwrap_or_default()) > 0)
+                .then_some(())
+        });
+        assert_eq!(wait_exit(&mut child).code(), Some(3), "the job runs to its own end");
+        let err = std::fs::read_to_string(scene.dir.join("box.stderr")).unwrap();
+        assert_eq!(told(&err), 1, "said once: {err}");
+        assert!(err.contains(&format!("binding '{}' on exchange '{exchange}'", bus.rkey)), "{err}");
+        assert!(err.contains(why), "{err}");
+        // A fast retry would have connected about ten times in 5 s: once at the start, and
+        // perhaps once more for the summary, is what a slow retry allows.
+        assert!(proxy.accepted() <= 3, "{} connections: {err}", proxy.accepted());
+        if tag == "missing" {
+            assert!(err.contains("spooled to"), "{err}");
+        }
+    }
+}
+
 #[test]
 fn proc_boxctl_send_status_watch_and_socket() {
     let scene = Scene::new("amqp-ctl");

@@ -177,7 +177,7 @@ impl BrokerArgs {
                 status::UNREACHABLE,
                 format!("the broker refused the login ({m}); check the user, password and vhost in --uri or PBOX_URI"),
             )),
-            Err(link::Failure::Transient(m)) => Err(Failed::new(
+            Err(link::Failure::Transient(m) | link::Failure::Config(m)) => Err(Failed::new(
                 status::UNREACHABLE,
                 format!("cannot reach the broker ({m}); is it running, and is --uri or PBOX_URI right?"),
             )),

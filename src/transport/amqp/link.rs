@@ -90,6 +90,10 @@ fn redact(uri: &str) -> String {
 pub enum Failure {
     /// The broker refused the credentials or the vhost: retrying soon will not help.
     Refused(String),
+    /// Logged in, but a declare, bind or publish named something missing (NOT_FOUND: a
+    /// mistyped `--exchange`) or forbidden (ACCESS_REFUSED: the user's permissions). The
+    /// operator must act: retrying soon would only make a reconnection storm.
+    Config(String),
     /// Anything else: unreachable, reset, timed out. Retry with backoff.
     Transient(String),
 }
@@ -105,16 +109,29 @@ impl Failure {
             ErrorKind::AuthProviderError(_) => true,
             _ => false,
         };
+        let missing = matches!(e.kind(),
+            ErrorKind::ProtocolError(p) if p.kind() == &AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND));
         if refused {
             Failure::Refused(e.to_string())
+        } else if missing {
+            Failure::Config(e.to_string())
         } else {
             Failure::Transient(e.to_string())
         }
     }
 
+    /// The failure of a step taken once logged in, saying which: a refusal there is about
+    /// permissions, not the login, so it is a [`Failure::Config`] too.
+    pub fn during(self, what: &str) -> Failure {
+        match self {
+            Failure::Refused(m) | Failure::Config(m) => Failure::Config(format!("{what}: {m}")),
+            Failure::Transient(m) => Failure::Transient(m),
+        }
+    }
+
     pub fn message(&self) -> &str {
         match self {
-            Failure::Refused(m) | Failure::Transient(m) => m,
+            Failure::Refused(m) | Failure::Config(m) | Failure::Transient(m) => m,
         }
     }
 }
@@ -179,6 +196,7 @@ pub async fn connect_any(
             Err(f) => {
                 let f = match f {
                     Failure::Refused(m) => Failure::Refused(format!("{}: {m}", describe(&uri))),
+                    Failure::Config(m) => Failure::Config(format!("{}: {m}", describe(&uri))),
                     Failure::Transient(m) if m.starts_with("connecting") => Failure::Transient(m),
                     Failure::Transient(m) => Failure::Transient(format!("{}: {m}", describe(&uri))),
                 };
@@ -213,8 +231,9 @@ pub async fn private_queue(
         timed("basic.qos", STEP, channel.basic_qos(n, BasicQosOptions::default())).await?;
     }
     let excl = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-    let queue =
-        timed("queue.declare", STEP, channel.queue_declare("".into(), excl, FieldTable::default())).await?;
+    let queue = timed("queue.declare", STEP, channel.queue_declare("".into(), excl, FieldTable::default()))
+        .await
+        .map_err(|f| f.during("declaring a private queue"))?;
     for key in keys {
         let bind = channel.queue_bind(
             queue.name().clone(),
@@ -223,7 +242,9 @@ pub async fn private_queue(
             QueueBindOptions::default(),
             FieldTable::default(),
         );
-        timed("queue.bind", STEP, bind).await?;
+        timed("queue.bind", STEP, bind)
+            .await
+            .map_err(|f| f.during(&format!("binding '{key}' on exchange '{exchange}'")))?;
     }
     let opts = BasicConsumeOptions { no_ack: prefetch.is_none(), ..Default::default() };
     let consume = channel.basic_consume(queue.name().clone(), "".into(), opts, FieldTable::default());
@@ -296,9 +317,10 @@ pub async fn publish_confirmed(
         confirm.await
     };
     let confirmation = match limit {
-        Some(limit) => timed("publisher confirm", limit, step).await?,
-        None => step.await.map_err(|e| Failure::from_lapin(&e))?,
-    };
+        Some(limit) => timed("publisher confirm", limit, step).await,
+        None => step.await.map_err(|e| Failure::from_lapin(&e)),
+    }
+    .map_err(|f| f.during(&format!("publishing to '{routing_key}' on exchange '{exchange}'")))?;
     Ok(if confirmation.is_nack() {
         Confirmed::Nack
     } else if confirmation.take_message().is_some() {

@@ -123,6 +123,7 @@ impl Task {
         let mut brokers: Brokers = self.settings.brokers.clone();
         let mut backoff = Backoff { failures: 0 };
         let mut told = false;
+        let mut config_told = false;
         loop {
             let client = ClientInfo {
                 product: "proc_box",
@@ -132,25 +133,46 @@ impl Task {
             let failure = match link::connect_any(&mut brokers, &self.tls, &client).await {
                 Ok((conn, node)) => {
                     let first = backoff.failures == 0 && !told;
-                    let result = self.serve(&conn, &node, first).await;
+                    let mut served = false;
+                    let result = self.serve(&conn, &node, first, &mut served).await;
                     self.shared.set_connected(false);
                     // Close explicitly: dropping a Connection does not.
                     let _ =
                         link::timed("closing", Duration::from_secs(2), conn.close(200, "OK".into())).await;
                     match result {
                         Ok(()) => return, // the summary went out: the task is done
-                        Err(f) => {
+                        // Only a session that was set up and serving earns a fast retry: one
+                        // that fails in its set-up each time must back off like a refused connect.
+                        Err(f) if served && !matches!(f, Failure::Config(_)) => {
                             backoff.failures = 0;
                             crate::warn!("AMQP: lost the broker at {node}: {}; reconnecting", f.message());
                             told = true;
                             f
                         }
+                        Err(f) => f,
                     }
                 }
                 Err(f) => f,
             };
             let refused = matches!(failure, Failure::Refused(_));
-            if refused {
+            let config = matches!(failure, Failure::Config(_));
+            if config {
+                if !config_told {
+                    crate::error!(
+                        "AMQP: {}. Check --exchange and the broker user's permissions; the job runs on, \
+                         and the box retries every {}",
+                        failure.message(),
+                        humantime::format_duration(BACKOFF_MAX)
+                    );
+                    config_told = true;
+                } else {
+                    crate::debug!("AMQP: {}", failure.message());
+                }
+                if let Some(f) = self.summary.take() {
+                    let _ = f.done.send(Delivery::Failed(failure.message().to_owned()));
+                    return;
+                }
+            } else if refused {
                 if !told {
                     crate::error!(
                         "AMQP: the broker refused the login: {}. Check the user, password and vhost in \
@@ -175,7 +197,8 @@ impl Task {
                 crate::debug!("AMQP: {}", failure.message());
             }
             told = true;
-            let delay = if self.summary.is_some() && !refused { BACKOFF_MIN } else { backoff.next(refused) };
+            let slow = refused || config;
+            let delay = if self.summary.is_some() && !slow { BACKOFF_MIN } else { backoff.next(slow) };
             // Sleep, but start over at once when the summary arrives.
             let finish = or(async { self.finishing.recv_async().await.ok() }, async {
                 async_io::Timer::after(delay).await;
@@ -189,8 +212,15 @@ impl Task {
     }
 
     /// One session on a live connection. `Ok` once the summary is delivered or refused for
-    /// good; `Err` when the connection failed and must be rebuilt.
-    async fn serve(&mut self, conn: &Connection, node: &str, first: bool) -> Result<(), Failure> {
+    /// good; `Err` when the connection failed and must be rebuilt. `served` tells whether it
+    /// got as far as serving.
+    async fn serve(
+        &mut self,
+        conn: &Connection,
+        node: &str,
+        first: bool,
+        served: &mut bool,
+    ) -> Result<(), Failure> {
         let events = conn.events_listener();
         let link::PrivateQueue { channel: control, mut consumer, .. } =
             link::private_queue(conn, &self.settings.exchange, &self.settings.bind_keys, Some(PREFETCH))
@@ -208,6 +238,7 @@ impl Task {
             self.send_spool(&publish).await?;
             self.spool_sent = true;
         }
+        *served = true;
         let mut events = std::pin::pin!(events);
         loop {
             self.publish_samples(&publish).await?;
@@ -295,6 +326,13 @@ impl Task {
 
     /// Sends queued samples in batches; removes each from the buffer once confirmed.
     async fn publish_samples(&self, ch: &Channel) -> Result<(), Failure> {
+        self.publish_sample_batches(ch).await.map_err(|f| {
+            let s = &self.settings;
+            f.during(&format!("publishing to '{}' on exchange '{}'", s.stats_key, s.exchange))
+        })
+    }
+
+    async fn publish_sample_batches(&self, ch: &Channel) -> Result<(), Failure> {
         let limit = self.settings.msgtimeout.unwrap_or(SAMPLE_CONFIRM);
         loop {
             let batch = self.shared.peek(BATCH);
