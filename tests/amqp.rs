@@ -383,6 +383,30 @@ fn refused_login_or_missing_vhost_says_so_once_and_keeps_the_status() {
     }
 }
 
+#[test]
+fn a_fleet_given_one_uri_list_spreads_over_its_nodes() {
+    // Four "nodes": relays of the test's own to the one broker. Each box starts at a random
+    // one; had all 16 boxes picked the same, the chance is 4 × 4^-16 < 1e-9.
+    let scene = Scene::new("amqp-spread");
+    let mut bus = Bus::new("spread");
+    let nodes: Vec<common::proxy::Proxy> =
+        (0..4).map(|_| common::proxy::Proxy::start("127.0.0.1:5672")).collect();
+    let list = nodes.iter().map(|p| p.uri()).collect::<Vec<_>>().join(",");
+    let spool = scene.dir.join("spool");
+    for i in 0..16 {
+        let id = format!("spread{i}");
+        #[rustfmt::skip]
+        let args = ["--uri", &list, "--rkey", &bus.rkey, "--skey", &bus.skey, "--id", &id,
+            "--spool-dir", spool.to_str().unwrap(), "true"];
+        let out = scene.command(&args).run();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        bus.summary(&id);
+    }
+    let used: Vec<usize> = nodes.iter().map(|p| p.accepted()).collect();
+    assert!(used.iter().sum::<usize>() >= 16, "{used:?}");
+    assert!(used.iter().filter(|&&n| n > 0).count() >= 2, "every box started on one node: {used:?}");
+}
+
 /// A broker user of the test's own, with its own permissions on the vhost `/`; deleted when
 /// dropped.
 struct BrokerUser {

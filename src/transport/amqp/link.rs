@@ -19,7 +19,9 @@ pub const STEP: Duration = Duration::from_secs(10);
 /// Frame size asked of the broker unless the URI says otherwise; larger messages are split.
 pub const FRAME_MAX: u32 = 16 * 1024;
 
-/// The `-uri` list: comma-separated nodes of one cluster, tried in turn.
+/// The `-uri` list: comma-separated nodes of one cluster, tried in turn from a random one, so
+/// that a fleet of boxes given the same list spreads over the nodes instead of all landing on
+/// the first (and failing over together).
 #[derive(Clone, Debug)]
 pub struct Brokers {
     uris: Vec<AMQPUri>,
@@ -30,6 +32,11 @@ impl Brokers {
     /// Parses `amqp://…,amqps://…`. A URI that names no vhost, or ends in a bare `/`, uses the
     /// vhost `/`, as the Go tool's library did.
     pub fn parse(list: &str) -> Result<Brokers, String> {
+        Brokers::parse_with(list, &mut fastrand::Rng::new())
+    }
+
+    /// [`Brokers::parse`], drawing the first node from `rng`.
+    pub fn parse_with(list: &str, rng: &mut fastrand::Rng) -> Result<Brokers, String> {
         let mut uris = Vec::new();
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if !(item.starts_with("amqp://") || item.starts_with("amqps://")) {
@@ -48,7 +55,8 @@ impl Brokers {
         if uris.is_empty() {
             return Err("the AMQP URI list is empty".into());
         }
-        Ok(Brokers { uris, next: 0 })
+        let next = rng.usize(..uris.len());
+        Ok(Brokers { uris, next })
     }
 
     /// The next node to try, round robin.
@@ -343,12 +351,28 @@ mod tests {
 
     #[test]
     fn uri_lists_rotate_and_default_the_vhost() {
-        let mut b = Brokers::parse("amqp://u:p@a:1/, amqps://b:2/x,amqp://c").unwrap();
+        let list = "amqp://u:p@a:1/, amqps://b:2/x,amqp://c";
+        let names = ["amqp://a:1 (vhost /)", "amqps://b:2 (vhost x)", "amqp://c:5672 (vhost /)"];
+        let mut b = Brokers::parse(list).unwrap();
         assert_eq!(b.len(), 3);
-        assert_eq!(describe(b.rotate()), "amqp://a:1 (vhost /)");
-        assert_eq!(describe(b.rotate()), "amqps://b:2 (vhost x)");
-        assert_eq!(describe(b.rotate()), "amqp://c:5672 (vhost /)");
-        assert_eq!(describe(b.rotate()), "amqp://a:1 (vhost /)");
+        let start = describe(b.rotate());
+        let first = names.iter().position(|n| *n == start).unwrap();
+        for i in 1..=3 {
+            assert_eq!(describe(b.rotate()), names[(first + i) % 3], "in turn, round the list");
+        }
+    }
+
+    #[test]
+    fn a_fleet_starts_spread_over_the_nodes() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut starts = [0usize; 3];
+        for _ in 0..3000 {
+            let mut b = Brokers::parse_with("amqp://a,amqp://b,amqp://c", &mut rng).unwrap();
+            starts[(b.rotate().authority.host.as_bytes()[0] - b'a') as usize] += 1;
+        }
+        assert!(starts.iter().all(|&n| (800..1200).contains(&n)), "{starts:?}");
+        let mut one = Brokers::parse("amqp://only").unwrap();
+        assert_eq!(one.rotate().authority.host, "only");
     }
 
     #[test]
