@@ -358,8 +358,8 @@ pub mod watcher {
     }
 
     /// The watcher's life: wait for proc_box to end, then empty and remove the cgroup.
-    pub fn run(args: &[String]) -> i32 {
-        let Some(fd) = args.first().and_then(|a| a.parse::<i32>().ok()) else { return 2 };
+    pub fn run(args: &[std::ffi::OsString]) -> i32 {
+        let Some(fd) = args.first().and_then(|a| a.to_str()?.parse::<i32>().ok()) else { return 2 };
         let dirs: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
         // Hold nothing of the caller's but the pidfd: an inherited pipe kept open would keep
         // its reader waiting for as long as the watcher lives.

@@ -10,6 +10,7 @@ use crate::units::{parse_duration, parse_size};
 use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, Parser, ValueEnum};
 use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -213,6 +214,24 @@ pub enum ParseOutcome {
     Usage(String),
 }
 
+/// What proc_box's whole argv asks for. Every argument is an `OsString`: nothing on the
+/// command line, the job's arguments included, has to be UTF-8.
+pub enum Invocation {
+    /// proc_box re-executed as its own cgroup watcher, with the watcher's arguments.
+    CgroupWatcher(Vec<OsString>),
+    /// A box to run, or how parsing ended without one.
+    Box(Result<Box<Config>, ParseOutcome>),
+}
+
+impl Invocation {
+    pub fn from_args(args: Vec<OsString>) -> Invocation {
+        if args.get(1).is_some_and(|a| a == crate::cgroup::watcher::ARG) {
+            return Invocation::CgroupWatcher(args[2..].to_vec());
+        }
+        Invocation::Box(Config::parse_args(args).map(Box::new))
+    }
+}
+
 impl Config {
     pub fn parse_args(args: Vec<OsString>) -> Result<Config, ParseOutcome> {
         if args.get(1).is_some_and(|a| a == "--generate") {
@@ -268,9 +287,11 @@ fn both_spellings(message: &str) -> String {
 }
 
 /// Rewrites `-name[=v]` to `--name[=v]` for every long option clap knows, up to the command.
+/// Works on bytes: an argument, or an option's value, need not be UTF-8 (file names are bytes).
 fn go_style_to_gnu(args: Vec<OsString>) -> Vec<OsString> {
     let cmd = Config::command();
-    let takes_value = |name: &str| -> Option<bool> {
+    let takes_value = |name: &[u8]| -> Option<bool> {
+        let name = std::str::from_utf8(name).ok()?; // every option's name is ASCII
         if name == "help" || name == "version" {
             return Some(false);
         }
@@ -278,39 +299,32 @@ fn go_style_to_gnu(args: Vec<OsString>) -> Vec<OsString> {
             .find(|a| a.get_long() == Some(name))
             .map(|a| a.get_action().takes_values() && !a.is_require_equals_set())
     };
+    let double_dash = |long: &[u8]| OsString::from_vec([b"--", long].concat());
     let mut out = Vec::with_capacity(args.len());
     let mut iter = args.into_iter();
     out.extend(iter.next()); // argv[0]
     while let Some(arg) = iter.next() {
-        let Some(text) = arg.to_str().map(str::to_owned) else {
-            out.push(arg);
-            out.extend(iter);
-            break;
-        };
-        if text == "--" || !text.starts_with('-') || text == "-" {
+        let bytes = arg.as_bytes();
+        if bytes == b"--" || !bytes.starts_with(b"-") || bytes == b"-" {
             out.push(arg);
             out.extend(iter);
             break;
         }
-        let long = if let Some(rest) = text.strip_prefix("--") {
-            rest.to_owned()
-        } else if text.len() > 2 {
-            text[1..].to_owned()
+        let long = if let Some(rest) = bytes.strip_prefix(b"--") {
+            rest
+        } else if bytes.len() > 2 {
+            &bytes[1..]
         } else {
             out.push(arg); // a genuine short flag such as -h or -V
             continue;
         };
-        let name = long.split('=').next().unwrap_or_default();
-        match takes_value(name) {
-            Some(needs_value) => {
-                out.push(OsString::from(format!("--{long}")));
-                if needs_value && !long.contains('=') {
-                    out.extend(iter.next());
-                }
-            }
-            // Unknown: let clap report it as the long option it was meant to be, so its
-            // "did you mean" works for the Go spelling too (`-timout` is not `-t -i -m …`).
-            None => out.push(OsString::from(format!("--{long}"))),
+        let name = long.split(|&b| b == b'=').next().unwrap_or_default();
+        let needs_value = takes_value(name).unwrap_or(false) && !long.contains(&b'=');
+        // An unknown name goes on as the long option it was meant to be, so clap's "did you
+        // mean" works for the Go spelling too (`-timout` is not `-t -i -m …`).
+        out.push(double_dash(long));
+        if needs_value {
+            out.extend(iter.next());
         }
     }
     out
@@ -516,5 +530,93 @@ mod tests {
         }
         let c = parse(&["--json", r#"{"job": "x"}"#, "x"]).unwrap();
         assert_eq!(c.json.unwrap()["job"], "x");
+    }
+
+    fn os(b: &[u8]) -> OsString {
+        OsString::from_vec(b.to_vec())
+    }
+
+    #[test]
+    fn arguments_are_bytes() {
+        let name = os(b"caf\xe9\xff");
+        for spelled in [
+            vec![os(b"--stats-file"), name.clone()],
+            vec![os(b"-stats-file"), name.clone()],
+            vec![os(b"--stats-file=caf\xe9\xff")],
+            vec![os(b"-stats-file=caf\xe9\xff")],
+        ] {
+            // The Go spelling after a non-UTF-8 argument is still rewritten.
+            let mut args = vec![os(b"proc_box")];
+            args.extend(spelled.clone());
+            args.extend([os(b"-timeout"), os(b"5s"), os(b"ls"), name.clone(), os(b"-timeout")]);
+            let Ok(Invocation::Box(Ok(c))) = std::panic::catch_unwind(|| Invocation::from_args(args)) else {
+                panic!("{spelled:?} does not parse");
+            };
+            assert_eq!(c.stats_file.as_deref(), Some(std::path::Path::new(&name)), "{spelled:?}");
+            assert_eq!(c.timeout, Duration::from_secs(5));
+            assert_eq!(c.command, vec![os(b"ls"), name.clone(), os(b"-timeout")]);
+        }
+        // A value that is text by nature is a usage error, not a panic.
+        for args in [&[&b"--id"[..], b"\xff", b"true"][..], &[b"-uri=\xff", b"true"], &[b"-\xff", b"true"]] {
+            let mut v = vec![os(b"proc_box")];
+            v.extend(args.iter().map(|a| os(a)));
+            assert!(
+                matches!(Invocation::from_args(v), Invocation::Box(Err(ParseOutcome::Usage(_)))),
+                "{args:?}"
+            );
+        }
+    }
+
+    /// The in-process companion of the `config` fuzz target: random byte argvs, from a fixed
+    /// set of seeds, made of option names in every spelling and arbitrary bytes, never panic;
+    /// what parses has a command, and the command's arguments come through byte for byte.
+    #[test]
+    fn random_byte_argvs_never_panic() {
+        let names: Vec<String> = Config::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .chain(
+                ["help", "version", "generate", crate::cgroup::watcher::ARG.trim_start_matches('-')]
+                    .map(String::from),
+            )
+            .collect();
+        for seed in 0..3000u64 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut args = vec![os(b"proc_box")];
+            let mut tail_from = None;
+            for _ in 0..rng.usize(0..8) {
+                let arg = match rng.u8(0..8) {
+                    0 | 1 => {
+                        let dashes = if rng.bool() { "--" } else { "-" };
+                        let mut a = format!("{dashes}{}", names[rng.usize(..names.len())]).into_bytes();
+                        if rng.bool() {
+                            a.push(b'=');
+                            a.extend((0..rng.usize(0..6)).map(|_| rng.u8(..)));
+                        }
+                        a
+                    }
+                    2 => b"--".to_vec(),
+                    3 => [b"-".as_slice(), &(0..rng.usize(0..4)).map(|_| rng.u8(..)).collect::<Vec<_>>()]
+                        .concat(),
+                    4 => {
+                        ["1s", "0", "10K", "TERM", "ptrace", "{}", "nofile=8", "true"][rng.usize(..8)].into()
+                    }
+                    _ => (0..rng.usize(0..6)).map(|_| rng.u8(..)).collect(),
+                };
+                if arg == b"--" && tail_from.is_none() {
+                    tail_from = Some(args.len() + 1);
+                }
+                args.push(os(&arg));
+            }
+            let tail = tail_from.map(|i| args.get(i..).unwrap_or_default().to_vec());
+            let parsed = std::panic::catch_unwind(|| Invocation::from_args(args.clone()))
+                .unwrap_or_else(|_| panic!("seed {seed}: panicked on {args:?}"));
+            if let Invocation::Box(Ok(c)) = parsed {
+                assert!(!c.command.is_empty(), "seed {seed}: {args:?}");
+                if let Some(tail) = tail.filter(|t| !t.is_empty()) {
+                    assert!(c.command.ends_with(&tail), "seed {seed}: {args:?} gave {:?}", c.command);
+                }
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 use nix::sys::signal::SigmaskHow;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use proc_box::accounting::report::Identity;
-use proc_box::config::{Config, OnMainExit, ParseOutcome};
+use proc_box::config::{Config, Invocation, OnMainExit, ParseOutcome};
 use proc_box::event_loop::{handled_signals, EmitterParts, EventLoop, Parts};
 use proc_box::log::{self, Level};
 use proc_box::policy::Policy;
@@ -25,17 +25,17 @@ const SETUP_FAILED: i32 = 125;
 static CAPTURE_INHERITED: extern "C" fn() = proc_box::inherited::capture;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(proc_box::cgroup::watcher::ARG) {
-        std::process::exit(proc_box::cgroup::watcher::run(&args[2..]));
-    }
-    let code = run();
+    let parsed = match Invocation::from_args(std::env::args_os().collect()) {
+        Invocation::CgroupWatcher(args) => std::process::exit(proc_box::cgroup::watcher::run(&args)),
+        Invocation::Box(parsed) => parsed,
+    };
+    let code = run(parsed);
     log::flush(std::time::Duration::from_secs(1));
     std::process::exit(code);
 }
 
-fn run() -> i32 {
-    let config = match Config::parse_args(std::env::args_os().collect()) {
+fn run(parsed: Result<Box<Config>, ParseOutcome>) -> i32 {
+    let config = match parsed {
         Ok(c) => c,
         Err(ParseOutcome::Info(text)) => {
             log::write_fd(1, text.as_bytes());

@@ -391,3 +391,44 @@ fn shipped_man_page_and_completions_are_current() {
     let out = Command::new(proc_box()).args(["--generate", "tcsh"]).run();
     assert_eq!(out.status.code(), Some(125));
 }
+
+/// Arguments are bytes, not text: a file name that is not UTF-8 reaches the job unchanged, and
+/// works as the value of one of proc_box's own path options in every spelling; a non-UTF-8
+/// value where text is required is a usage error (125), never a crash.
+#[test]
+fn arguments_that_are_not_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scene::new("bytes");
+    let name = s.dir.join(OsStr::from_bytes(b"caf\xe9-\xff"));
+    std::fs::write(&name, "x").unwrap();
+    let out = s.command(&["--"]).arg("ls").arg(&name).run();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, [name.as_os_str().as_bytes(), b"\n"].concat());
+
+    for (i, spelling) in ["--stats-file", "-stats-file", "--stats-file=", "-stats-file="].iter().enumerate() {
+        let stats =
+            s.dir.join(OsStr::from_bytes(&[b"stats-\xff".as_slice(), i.to_string().as_bytes()].concat()));
+        let mut c = s.command(&[]);
+        if spelling.ends_with('=') {
+            c.arg([OsStr::new(spelling), stats.as_os_str()].join(OsStr::new("")));
+        } else {
+            c.arg(spelling).arg(&stats);
+        }
+        // The Go spelling after the non-UTF-8 argument is still understood.
+        let out = c.args(["-timeout", "30s", "true"]).run();
+        assert_eq!(out.status.code(), Some(0), "{spelling}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = std::fs::read_to_string(&stats).unwrap_or_else(|e| panic!("{spelling}: {e}"));
+        assert!(text.contains("\"type\":\"summary\""), "{spelling}: {text}");
+    }
+
+    let ran = s.dir.join("ran");
+    let out = s.command(&["--id"]).arg(OsStr::from_bytes(b"\xff")).args(["touch"]).arg(&ran).run();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("UTF-8"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!ran.exists(), "the command must not run after a usage error");
+}
