@@ -14,7 +14,7 @@ complete -c proc_box -l pids-limit -d 'limit on the live processes of the tree; 
 complete -c proc_box -l rlimit -d 'a per-process limit set in the job before exec: nofile, core, as, fsize, nproc, stack, cpu (NAME=VALUE or NAME=SOFT:HARD; repeatable, or comma-separated in PBOX_RLIMIT)' -r
 complete -c proc_box -l stats-file -d 'append a sample every --sint (and on SIGHUP or `sample`), then the summary, as JSON lines' -r -F
 complete -c proc_box -l summary-file -d 'write the summary alone here, atomically, when the box ends' -r -F
-complete -c proc_box -l sint -d 'interval between emitted samples' -r
+complete -c proc_box -l sint -d 'interval between emitted samples (minimum 100ms)' -r
 complete -c proc_box -l monitor -d 'how often tree memory is read for the peaks (minimum 10ms)' -r
 complete -c proc_box -l json -d 'a JSON object copied into every sample and the summary as `user`' -r
 complete -c proc_box -l allow-job-control -d 'let processes of the box\'s own tree use the control socket (refused by default)' -r -f -a "true\t''

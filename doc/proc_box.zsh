@@ -29,7 +29,7 @@ wait\:"wait for the whole tree to exit by itself"))' \
 '*--rlimit=[a per-process limit set in the job before exec\: nofile, core, as, fsize, nproc, stack, cpu (NAME=VALUE or NAME=SOFT\:HARD; repeatable, or comma-separated in PBOX_RLIMIT)]:NAME=VALUE:_default' \
 '--stats-file=[append a sample every --sint (and on SIGHUP or \`sample\`), then the summary, as JSON lines]:PATH:_files' \
 '--summary-file=[write the summary alone here, atomically, when the box ends]:PATH:_files' \
-'--sint=[interval between emitted samples]:DURATION:_default' \
+'--sint=[interval between emitted samples (minimum 100ms)]:DURATION:_default' \
 '--monitor=[how often tree memory is read for the peaks (minimum 10ms)]:DURATION:_default' \
 '--json=[a JSON object copied into every sample and the summary as \`user\`]:OBJECT:_default' \
 '--allow-job-control=[let processes of the box'\''s own tree use the control socket (refused by default)]::ALLOW_JOB_CONTROL:(true false)' \
