@@ -216,6 +216,10 @@ pub struct EventLoop {
     self_stopped: bool,
     /// Live processes when the main one exited, and `processes_started` at that moment.
     leftovers: Option<(usize, u64)>,
+    /// The same when the box began to end the job (a timeout, a stop, a limit), and how many
+    /// were still alive when the grace period ran out: for the end-of-job line.
+    stop_began: Option<(usize, u64)>,
+    killed_after_grace: Option<usize>,
     emitter: Emitter,
     sint: Duration,
     next_sample: Option<Instant>,
@@ -317,6 +321,8 @@ impl EventLoop {
             exec_error: None,
             self_stopped: false,
             leftovers: None,
+            stop_began: None,
+            killed_after_grace: None,
             poll,
         })
     }
@@ -405,7 +411,14 @@ impl EventLoop {
             }
             _ => 0,
         };
-        if leftover_killed > 0 {
+        if let (Some((n, started)), Some(reason)) = (self.stop_began, self.policy.reason()) {
+            let ended = n as u64 + (self.tracker.processes_started() - started);
+            let killed = match self.killed_after_grace {
+                Some(k) => format!("; {k} still running after the grace period got SIGKILL"),
+                None => String::new(),
+            };
+            crate::info!("ended {ended} process(es) of the tree ({}){killed}", why_ended(reason));
+        } else if leftover_killed > 0 {
             crate::info!("ended {leftover_killed} leftover process(es) after the main process exited");
         }
         // A main process ended by the cgroup's OOM killer left no tick to say why.
@@ -638,7 +651,9 @@ impl EventLoop {
                 format!("was killed by {}", Sig::from_raw(s).map_or(s.to_string(), |s| s.to_string()))
             }
         };
-        if live > 0 {
+        if live > 0 && self.policy.stopping() {
+            crate::info!("main process {how}; {live} more process(es) of the tree to end");
+        } else if live > 0 {
             let next = if self.kill_leftovers { "ending" } else { "waiting for" };
             crate::info!("main process {how}; {next} {live} leftover process(es)");
         } else {
@@ -661,6 +676,9 @@ impl EventLoop {
         }
         self.self_stopped = true;
         crate::info!("job suspended with the whole tree; 'fg' or SIGCONT resumes it");
+        // Said before proc_box stops, not after `fg`: the log's writer thread stops with it.
+        // Bounded: a stalled stderr must not keep the box from stopping.
+        crate::log::sync(Duration::from_millis(200));
         if let Err(e) = pidfd::signal_self(Sig::STOP) {
             crate::warn!("cannot stop proc_box itself: {e}");
         }
@@ -785,6 +803,14 @@ impl EventLoop {
     }
 
     fn apply(&mut self, actions: Vec<Action>) {
+        // What the end-of-job line reports: how many processes the box ended, and why.
+        if self.stop_began.is_none() && self.policy.stopping() && self.main_status.is_none() {
+            self.tracker.scan(self.poll.registry());
+            self.stop_began = Some((self.tracker.len(), self.tracker.processes_started()));
+        }
+        if self.killed_after_grace.is_none() && self.policy.grace_expired() {
+            self.killed_after_grace = Some(self.tracker.len());
+        }
         for action in actions {
             match action {
                 Action::Signal(sig) => {
@@ -799,6 +825,21 @@ impl EventLoop {
                 }
             }
         }
+    }
+}
+
+/// Why the box ended the job, in the words of the end-of-job line.
+fn why_ended(reason: Reason) -> &'static str {
+    match reason {
+        Reason::Timeout => "the wall-clock timeout expired",
+        Reason::Stopped => "a stop command",
+        Reason::Killed => "a kill command",
+        Reason::Signal => "a stop signal to proc_box",
+        Reason::LimitMemory => "the memory limit",
+        Reason::LimitCpu => "the CPU limit",
+        Reason::LimitPids => "the process limit",
+        Reason::LimitStdout => "the stdout limit",
+        Reason::Exited => "the main process exited",
     }
 }
 

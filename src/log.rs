@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -36,6 +36,19 @@ pub fn set_level(level: Level) {
 
 pub fn enabled(level: Level) -> bool {
     level as u8 <= LEVEL.load(Ordering::Relaxed)
+}
+
+/// Waits, at most `timeout`, until every line queued so far is written: before proc_box stops
+/// itself (Ctrl-Z), its writer thread stops with it, and a line still queued would only
+/// appear after `fg`.
+pub fn sync(timeout: Duration) {
+    if let Some(s) = SENDER.get() {
+        let (ack, done) = std::sync::mpsc::channel();
+        let queued = s.lock().unwrap_or_else(|e| e.into_inner()).try_send(Msg::Flush(ack)).is_ok();
+        if queued {
+            let _ = done.recv_timeout(timeout);
+        }
+    }
 }
 
 /// Writes all of `bytes` to fd 2, ignoring every error: nobody is left to tell.
@@ -147,14 +160,7 @@ pub fn emit(args: std::fmt::Arguments) {
 
 /// Waits up to `timeout` for the queued lines to be written, then reports dropped ones.
 pub fn flush(timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    if let Some(s) = SENDER.get() {
-        let (ack, done) = std::sync::mpsc::channel();
-        let queued = s.lock().unwrap_or_else(|e| e.into_inner()).try_send(Msg::Flush(ack)).is_ok();
-        if queued {
-            let _ = done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-        }
-    }
+    sync(timeout);
     let dropped = DROPPED.load(Ordering::Relaxed);
     if dropped > 0 {
         // Non-blocking, best effort: stderr may be the very thing that is stuck.

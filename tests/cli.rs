@@ -121,6 +121,57 @@ fn kill_status_after_the_grace_period() {
     s.assert_no_survivors();
 }
 
+/// The end-of-job line says how many processes the box ended and why, counting every process
+/// of the tree at the stop, not the ones left when the main process died.
+#[test]
+fn end_of_job_line_counts_every_process_ended_and_says_why() {
+    for mode in MODES {
+        let s = Scene::new("endline");
+        let tree = fixture("fork_tree");
+        let child = s
+            .command(&["--track", mode, "--", tree.to_str().unwrap(), "stay"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        for n in ["child0", "child1", "grand0", "grand1", "main"] {
+            s.pid(n);
+        }
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("ended 5 process(es) of the tree (a stop signal to proc_box)"), "{mode}: {err}");
+        assert!(!err.contains("leftover"), "{mode}: {err}");
+
+        let stubborn = fixture("ignore_term");
+        let child = s
+            .command(&[
+                "--track",
+                mode,
+                "--timeout",
+                "1s",
+                "--grace",
+                "300ms",
+                "--",
+                stubborn.to_str().unwrap(),
+                "stay",
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        s.pid("stubborn");
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(124), "{mode}: {err}");
+        assert!(
+            err.contains(
+                "ended 2 process(es) of the tree (the wall-clock timeout expired); 2 still running after the grace period got SIGKILL"
+            ),
+            "{mode}: {err}"
+        );
+        s.assert_no_survivors();
+    }
+}
+
 #[test]
 fn second_stop_signal_escalates_to_sigkill() {
     let s = Scene::new("escalate");

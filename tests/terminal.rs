@@ -108,6 +108,8 @@ fn ctrl_z_suspends_the_whole_tree_and_continue_resumes_it() {
                 _ => None,
             }
         });
+        // Said while proc_box is stopped, as a shell's "[1]+ Stopped" is, not after `fg`.
+        tty.expect("job suspended with the whole tree");
         wait_for("every process of the tree to be stopped", || {
             pids.iter().all(|&p| is_stopped(p)).then_some(())
         });
