@@ -156,6 +156,8 @@ impl Outcome {
 enum Output {
     Relay(LazyRelay),
     File(FileCount),
+    /// Counted with stdout: the same open file.
+    WithStdout,
     Uncounted,
 }
 
@@ -173,6 +175,7 @@ impl Output {
                 Output::Relay(LazyRelay::new(pending, name, waker.clone(), wake_at, own_io.clone()))
             }
             Plan::File(count) => Output::File(count),
+            Plan::SameFileAsStdout => Output::WithStdout,
             Plan::Direct => Output::Uncounted,
         })
     }
@@ -181,6 +184,7 @@ impl Output {
         match self {
             Output::Relay(r) => Some(r.bytes()),
             Output::File(f) => Some(f.bytes()),
+            Output::WithStdout => Some(0),
             Output::Uncounted => None,
         }
     }

@@ -119,8 +119,7 @@ fn start(config: &Config) -> Result<i32, String> {
     let stats = config.stats_file.as_deref().map(|p| StatsFile::open(p, &mut pause)).transpose()?;
     let summary_file = config.summary_file.as_deref().map(|p| SummaryFile::new(p, &mut pause)).transpose()?;
     let terminal = Terminal::detect();
-    let out = relay::plan(1).map_err(|e| format!("stdout pipe: {e}"))?;
-    let err = relay::plan(2).map_err(|e| format!("stderr pipe: {e}"))?;
+    let [out, err] = relay::plan_both().map_err(|e| format!("output pipe: {e}"))?;
 
     let policy =
         Policy::new(config.grace, config.stop_signal, config.timeout, config.on_main_exit, Instant::now());

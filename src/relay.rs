@@ -34,8 +34,32 @@ pub enum Plan {
         pending: Pending,
     },
     File(FileCount),
+    /// stderr that is the very open file stdout is counted on (`>out 2>&1`): one file offset
+    /// grows with both streams, so its bytes are counted once, as stdout's.
+    SameFileAsStdout,
     /// A terminal, or closed: passed through, not counted.
     Direct,
+}
+
+/// How to count stdout and stderr: as [`plan`] each, except that stderr sharing stdout's open
+/// regular file is not counted a second time.
+pub fn plan_both() -> io::Result<[Plan; 2]> {
+    let out = plan(1)?;
+    if matches!(out, Plan::File(_)) && same_open_file(1, 2) {
+        return Ok([out, Plan::SameFileAsStdout]);
+    }
+    Ok([out, plan(2)?])
+}
+
+/// Whether two fds of proc_box are one open file description (one offset), as `2>&1` makes
+/// them. kcmp(2) says so exactly; where it is not available, they are taken as distinct.
+fn same_open_file(a: RawFd, b: RawFd) -> bool {
+    const KCMP_FILE: libc::c_int = 0;
+    let pid = std::process::id() as libc::pid_t;
+    // SAFETY: kcmp only compares kernel objects of our own process; no memory is passed.
+    let rc =
+        unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a as libc::c_ulong, b as libc::c_ulong) };
+    rc == 0
 }
 
 /// Chooses how to count `target` (1 or 2).

@@ -172,6 +172,60 @@ fn end_of_job_line_counts_every_process_ended_and_says_why() {
     }
 }
 
+/// `>out 2>&1`: one open file, one offset growing with both streams. Its bytes are counted
+/// once, as stdout's; stderr counts 0. Two separate opens of one file are two counts.
+#[test]
+fn stdout_and_stderr_into_one_open_file_are_counted_once() {
+    let s = Scene::new("samefile");
+    let summary = s.dir.join("summary.json");
+    let out_path = s.dir.join("out.txt");
+    for mode in MODES {
+        let file = std::fs::File::create(&out_path).unwrap();
+        let status = s
+            .command(&[
+                "--track",
+                mode,
+                "--nowarn",
+                "--summary-file",
+                summary.to_str().unwrap(),
+                "--",
+                "sh",
+                "-c",
+                "echo 1234567; echo abc >&2",
+            ])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .run_status();
+        assert_eq!(status.code(), Some(0), "{mode}");
+        let v = read_json(&summary);
+        assert_eq!(std::fs::metadata(&out_path).unwrap().len(), 12, "{mode}");
+        assert_eq!(
+            (v["stdout_bytes"].as_u64(), v["stderr_bytes"].as_u64()),
+            (Some(12), Some(0)),
+            "{mode}: {v}"
+        );
+    }
+    // Two opens of one file are two offsets, each counted on its own.
+    let out = std::fs::File::create(&out_path).unwrap();
+    let err = std::fs::OpenOptions::new().write(true).open(&out_path).unwrap();
+    let status = s
+        .command(&[
+            "--nowarn",
+            "--summary-file",
+            summary.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "echo 1234567; echo abc >&2",
+        ])
+        .stdout(out)
+        .stderr(err)
+        .run_status();
+    assert_eq!(status.code(), Some(0));
+    let v = read_json(&summary);
+    assert_eq!((v["stdout_bytes"].as_u64(), v["stderr_bytes"].as_u64()), (Some(8), Some(4)), "{v}");
+}
+
 #[test]
 fn second_stop_signal_escalates_to_sigkill() {
     let s = Scene::new("escalate");
