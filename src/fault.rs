@@ -55,8 +55,17 @@ pub fn install() -> std::io::Result<OwnedFd> {
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
-    // An inherited mask may block them: a blocked fault skips the handler (the kernel resets it
-    // to the default), so they are unblocked in proc_box. The job still gets the original mask.
+    // An inherited mask may block them. The job still gets the original mask.
+    unblock_faults();
+    // SAFETY: the read end was just created and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fds[0]) })
+}
+
+/// Unblocks the fault signals (not SIGABRT) in the calling thread. A fault in a thread that
+/// blocks it skips the handler (the kernel resets it to the default and kills proc_box without
+/// the tree walk), so every thread of proc_box must call this, or inherit the mask of one that
+/// did: the main thread does in [`install`], before it starts any other thread.
+pub fn unblock_faults() {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset; pthread_sigmask on our thread.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -66,8 +75,6 @@ pub fn install() -> std::io::Result<OwnedFd> {
         }
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
-    // SAFETY: the read end was just created and is owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fds[0]) })
 }
 
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {

@@ -116,9 +116,12 @@ fn sender() -> Option<&'static Mutex<SyncSender<Msg>>> {
         .name("log".into())
         .spawn(move || {
             // Whatever thread logs first starts this one, perhaps before proc_box blocked its
-            // signals: a signal taken here would be lost to the loop's signalfd (a SIGCHLD
-            // lost so leaves a zombie unreaped and the box waiting for ever).
+            // signals, so it sets the mask every thread of proc_box has: every signal blocked
+            // (one taken here would be lost to the loop's signalfd: a SIGCHLD lost so leaves a
+            // zombie unreaped and the box waiting for ever), but the faults, so that a fault
+            // here still runs the handler that kills the tree.
             let _ = nix::sys::signal::SigSet::all().thread_block();
+            crate::fault::unblock_faults();
             writer(rx)
         })
         .ok()?;

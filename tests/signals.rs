@@ -433,3 +433,108 @@ fn sigcont_to_a_suspended_box_resumes_it() {
         s.assert_no_survivors();
     }
 }
+
+/// Each thread of a process: (name, SigBlk mask).
+fn thread_masks(pid: u32) -> Vec<(String, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    tasks
+        .filter_map(|t| {
+            let name = std::fs::read_to_string(t.path().join("comm")).ok()?.trim().to_owned();
+            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+            let hex = status.lines().find_map(|l| l.strip_prefix("SigBlk:"))?.trim().to_owned();
+            Some((name, u64::from_str_radix(&hex, 16).ok()?))
+        })
+        .collect()
+}
+
+/// Every thread of proc_box has the main thread's signal mask, whichever thread started it:
+/// the log writer, the relay, the AMQP thread and the threads of lapin and its executor. All
+/// block what the signalfd reads, and none blocks a fault signal (a fault there would kill
+/// proc_box without the tree walk).
+#[test]
+fn every_thread_of_proc_box_has_the_main_threads_mask() {
+    let s = Scene::new("masks");
+    let id = s.marker.replace('-', ".");
+    let mut args: Vec<String> = bus::args(&format!("{id}.ctl"), &format!("{id}.st"), &id);
+    args.push("--debug".into());
+    args.extend(["--", "sh", "-c", "echo out; exec sleep 60"].map(String::from));
+    let mut child = Command::new(proc_box())
+        .args(&args)
+        .env("BOXTEST_MARKER", &s.marker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let expected = ["log", "amqp", "relay-stdout", "async-global-ex", "async-io", "lapin-io-loop"];
+    // A thread being created has every signal blocked for a moment (glibc), so the masks are
+    // read until they agree; a thread that keeps a mask of its own fails the test.
+    let start = Instant::now();
+    let main = loop {
+        let masks = thread_masks(pid);
+        let main = masks.iter().find(|(n, _)| n == "proc_box").map(|m| m.1);
+        let all_there = expected.iter().all(|e| masks.iter().any(|(n, _)| n == e));
+        if let Some(main) = main.filter(|&m| all_there && masks.iter().all(|(_, b)| *b == m)) {
+            break main;
+        }
+        assert!(start.elapsed() < DEADLINE, "threads and their masks, never all alike: {masks:x?}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS] {
+        assert_eq!(main & (1 << (sig - 1)), 0, "proc_box's threads block fault signal {sig}");
+    }
+    assert_ne!(main & (1 << (libc::SIGCHLD - 1)), 0, "proc_box's threads leave SIGCHLD to the signalfd");
+    raw_kill(pid as i32, libc::SIGTERM);
+    wait_exit(&mut child);
+    s.wait_no_survivors();
+}
+
+/// A real fault on a thread other than the main one (the log writer) also runs the handler:
+/// in subreaper mode without a cgroup, the only thing that ends the tree.
+#[test]
+fn a_real_fault_on_another_thread_takes_the_tree_with_it() {
+    let inject = fixture("fault_inject");
+    let tree = fixture("fork_tree");
+    let s = Scene::new("threadfault");
+    let argv = [
+        proc_box(),
+        "--debug",
+        "--track",
+        "subreaper",
+        "--cgroup",
+        "off",
+        "--",
+        tree.to_str().unwrap(),
+        "stay",
+    ];
+    // Started with SIGSEGV blocked, as in the test above.
+    let mut child = launched(&s, &["-b", "11"], &argv).stdout(Stdio::null()).spawn().unwrap();
+    for n in ["child0", "child1", "grand0", "grand1", "main"] {
+        s.pid(n);
+    }
+    let err = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || std::io::read_to_string(err).unwrap_or_default());
+    let pid = child.id();
+    let log = wait_for("the log thread", || {
+        std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten().find_map(|t| {
+            let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            (name.trim() == "log").then(|| t.file_name().to_string_lossy().into_owned())
+        })
+    });
+    assert_ne!(log, pid.to_string());
+    let status = Command::new(&inject).arg(&log).status().unwrap();
+    if status.code() == Some(77) {
+        eprintln!("fault injection is not supported on this architecture; skipped");
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    }
+    assert!(status.success(), "injecting the fault failed");
+    let st = wait_exit(&mut child);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(libc::SIGSEGV), "proc_box dies of its fault");
+    s.wait_no_survivors();
+    let err = err.join().unwrap();
+    assert!(err.contains("fatal signal in proc_box itself"), "{err}");
+}
