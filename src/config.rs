@@ -160,6 +160,12 @@ pub struct Config {
     /// [default: $XDG_STATE_HOME/proc_box/spool, else /var/tmp/proc_box-<uid>/spool]
     #[arg(help_heading = "AMQP", long = "spool-dir", env = "PBOX_SPOOL_DIR", value_name = "PATH")]
     pub spool_dir: Option<PathBuf>,
+    /// most summaries the spool keeps; beyond, the oldest are dropped, and named on stderr
+    #[arg(help_heading = "AMQP", long = "spool-max-files", env = "PBOX_SPOOL_MAX_FILES", default_value = "50000", value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub spool_max_files: u64,
+    /// most bytes the spool keeps; beyond, the oldest summaries are dropped, and named on stderr
+    #[arg(help_heading = "AMQP", long = "spool-max-bytes", env = "PBOX_SPOOL_MAX_BYTES", default_value = "256M", value_parser = parse_limit_size, value_name = "SIZE")]
+    pub spool_max_bytes: u64,
     /// PEM file of extra CA certificates for amqps:// (the system's are trusted as well)
     #[arg(help_heading = "AMQP", long, env = "PBOX_CACERT", value_name = "PATH")]
     pub cacert: Option<PathBuf>,
@@ -442,6 +448,7 @@ impl Config {
             stats_key,
             msgtimeout: (!self.msgtimeout.is_zero()).then_some(self.msgtimeout),
             spool_dir: self.spool_dir.clone().unwrap_or_else(spool::default_dir),
+            bounds: spool::Bounds { files: self.spool_max_files, bytes: self.spool_max_bytes },
             buffer: self.sample_buffer as usize,
         }))
     }

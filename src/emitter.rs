@@ -121,7 +121,7 @@ impl Emitter {
 
     /// The summary: built once everything has been reaped, so its CPU and I/O are the
     /// kernel's final totals. Written to every sink; also returned. `give_up` is asked, while
-    /// waiting for the broker without a `msgtimeout`, whether to stop waiting.
+    /// waiting for the broker, whether to stop waiting.
     pub fn finish(&mut self, tracker: &Tracker, end: End, give_up: &mut dyn FnMut() -> bool) -> Summary {
         let start = Instant::now();
         let deadline = start + FINAL_WAIT;
@@ -132,19 +132,17 @@ impl Emitter {
             }
             self.dropped += stats.failed();
         }
-        // The broker's share of the end: at most msgtimeout, half of it for the last samples.
-        let broker_until = self.msgtimeout.and_then(|t| start.checked_add(t));
-        if let Some(amqp) = &self.amqp {
-            let drain = self.msgtimeout.map_or(FINAL_WAIT, |t| (t / 2).min(FINAL_WAIT));
-            self.dropped += amqp.drain(start + drain);
-        }
+        // The broker's share of the end: the summary is spooled first (below), then the last
+        // samples and the summary get what is worth waiting for, at most msgtimeout.
+        let ending = self.amqp.as_ref().map(|a| a.ending(self.msgtimeout));
+        let undelivered = self.amqp.as_ref().map_or(0, Amqp::undelivered);
         let totals = self.accounting.totals(tracker);
         let ended = SystemTime::now();
         let exit = end.main.map(|s| match s {
             ExitStatus::Exited(c) => ExitInfo { kind: "exited", code: Some(c), signal: None },
             ExitStatus::Signaled(n) => ExitInfo { kind: "signaled", code: None, signal: Some(n) },
         });
-        let summary = Summary {
+        let mut summary = Summary {
             header: self.identity.header("summary", 0),
             argv: end.argv,
             started_at: crate::accounting::report::rfc3339(self.identity.started),
@@ -166,13 +164,43 @@ impl Emitter {
             io_write_bytes: totals.io.write_bytes,
             stdout_bytes: end.stdout_bytes,
             stderr_bytes: end.stderr_bytes,
-            samples_emitted: self.made - self.dropped.min(self.made),
-            samples_dropped: self.dropped,
+            samples_emitted: self.made - (self.dropped + undelivered).min(self.made),
+            samples_dropped: self.dropped + undelivered,
             limits: end.limits,
             cgroup: end.cgroup,
             user: self.identity.user.clone(),
         };
-        let line = serde_json::to_string(&summary).unwrap_or_default();
+        let mut line = serde_json::to_string(&summary).unwrap_or_default();
+        let message_id = summary.header.message_id.clone();
+        // Spooled before any wait: a box killed while it waits loses nothing. Counted as if
+        // the queued samples were lost, then rewritten if the drain sends some.
+        let mut held = None;
+        if let (Some(amqp), Some(ending)) = (&self.amqp, &ending) {
+            held = match amqp.spool(&Outgoing::new("summary", message_id.clone(), line.clone(), true)) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    crate::error!("cannot spool the summary to {}: {e}", amqp.spool_dir().display());
+                    None
+                }
+            };
+            let dropped = self.dropped + amqp.drain(ending, give_up);
+            if dropped != summary.samples_dropped {
+                summary.samples_dropped = dropped;
+                summary.samples_emitted = self.made - dropped.min(self.made);
+                line = serde_json::to_string(&summary).unwrap_or_default();
+                if let Some((spool, old)) = held.take() {
+                    let entry = Outgoing::new("summary", message_id.clone(), line.clone(), true);
+                    held = match amqp.respool(&spool, &entry) {
+                        Ok(c) => Some((spool, c)),
+                        Err(e) => {
+                            crate::error!("cannot update the spooled summary: {e}");
+                            Some((spool, old))
+                        }
+                    };
+                }
+            }
+            self.dropped = dropped;
+        }
         if let Some(stats) = self.stats.take() {
             if !stats.finish(line.clone(), deadline) {
                 crate::error!("cannot write the summary to the stats file");
@@ -184,21 +212,30 @@ impl Emitter {
                 crate::error!("cannot write the summary file {path}: {e}");
             }
         }
-        if let Some(amqp) = self.amqp.take() {
-            let msg = Outgoing::new("summary", summary.header.message_id.clone(), line, true);
-            match amqp.send_summary(msg.clone(), broker_until, give_up) {
-                Delivery::Confirmed => crate::debug!("AMQP: the broker confirmed the summary"),
-                Delivery::Failed(why) => match amqp.spool(&msg) {
-                    Ok(path) => crate::error!(
+        if let (Some(amqp), Some(ending)) = (self.amqp.take(), ending) {
+            let msg = Outgoing::new("summary", message_id, line, true);
+            match (amqp.send_summary(msg, &ending, give_up), held) {
+                (Delivery::Confirmed, Some((spool, claim))) => {
+                    crate::debug!("AMQP: the broker confirmed the summary");
+                    if let Err(e) = spool.done(claim) {
+                        crate::warn!("the summary was delivered, but cannot be removed from the spool: {e}");
+                    }
+                }
+                (Delivery::Confirmed, None) => crate::debug!("AMQP: the broker confirmed the summary"),
+                (Delivery::Failed(why), Some((spool, claim))) => {
+                    if let Err(e) = spool.sync(&claim) {
+                        crate::warn!("cannot sync the spooled summary: {e}");
+                    }
+                    crate::error!(
                         "the summary was not delivered ({why}); spooled to {} for 'proc_boxctl flush' or the \
                          next proc_box run",
-                        path.display()
-                    ),
-                    Err(e) => crate::error!(
-                        "the summary was not delivered ({why}), and cannot be spooled to {}: {e}",
-                        amqp.spool_dir().display()
-                    ),
-                },
+                        spool.file(claim.name()).display()
+                    );
+                }
+                (Delivery::Failed(why), None) => crate::error!(
+                    "the summary was not delivered ({why}), and cannot be spooled to {}",
+                    amqp.spool_dir().display()
+                ),
             }
         }
         summary

@@ -847,8 +847,8 @@ fn why_ended(reason: Reason) -> &'static str {
     }
 }
 
-/// After the tree is gone, only a stop request (SIGINT, SIGTERM, SIGQUIT) matters: it ends a
-/// wait for the broker that has no `msgtimeout`.
+/// After the tree is gone, only a stop request (SIGINT, SIGTERM, SIGQUIT) matters: it ends any
+/// wait for the broker (the summary is already in the spool).
 fn stop_pending(signals: &SignalFd) -> bool {
     while let Ok(Some(info)) = signals.read_signal() {
         if meaning(info.ssi_signo as i32) == Meaning::Stop {

@@ -5,6 +5,7 @@
 mod common;
 
 use common::bus::{Bus, URI};
+use common::proxy::{BlackHole, Proxy};
 use common::*;
 use serde_json::Value;
 use std::process::{Child, Stdio};
@@ -274,11 +275,13 @@ fn without_a_broker_the_status_is_kept_and_the_summary_spooled_then_flushed_once
     let scene = Scene::new("amqp-nobroker");
     let mut bus = Bus::new("nobroker");
     let spool = scene.dir.join("spool");
-    // Port 1 refuses at once: nothing listens there.
+    // The broker is away: the proxy in front of it closes every connection at once.
+    let proxy = Proxy::start("127.0.0.1:5672");
+    proxy.cut();
     let out = scene
         .command(&[
             "--uri",
-            "amqp://127.0.0.1:1",
+            &proxy.uri(),
             "--skey",
             &bus.skey,
             "--id",
@@ -296,58 +299,99 @@ fn without_a_broker_the_status_is_kept_and_the_summary_spooled_then_flushed_once
     assert_eq!(out.status.code(), Some(7), "{err}");
     assert!(err.contains("cannot reach the broker"), "{err}");
     assert!(err.contains("spooled to"), "{err}");
-    let files: Vec<_> = std::fs::read_dir(&spool).unwrap().flatten().collect();
+    let files = spooled(&spool);
     assert_eq!(files.len(), 1, "{files:?}");
-    assert!(err.contains(&files[0].path().display().to_string()), "the path is printed: {err}");
+    assert!(err.contains(&spool.join(&files[0]).display().to_string()), "the path is printed: {err}");
 
-    let flush = || {
+    let flush = |uri: &str| {
         std::process::Command::new(proc_boxctl())
-            .args(["--uri", URI, "flush", "--spool-dir", spool.to_str().unwrap()])
+            .args(["--uri", uri, "flush", "--spool-dir", spool.to_str().unwrap()])
             .run()
     };
-    let out = flush();
+    // Another broker (the same one under another address) is not where it was going.
+    let out = flush(URI);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("spooled for 127.0.0.1:{} (vhost /)", proxy.port)), "{err}");
+    assert_eq!(spooled(&spool).len(), 1);
+    proxy.forward();
+    let out = flush(&proxy.uri());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out2 = flush();
+    let out2 = flush(&proxy.uri());
     assert!(String::from_utf8_lossy(&out2.stdout).contains("nothing spooled"));
     let summary = bus.summary("nb");
     assert_eq!(summary.body["exit_code"], 7);
     assert_eq!(summary.props.delivery_mode(), &Some(2));
     bus.drain();
     assert_eq!(bus.summaries().len(), 1, "delivered exactly once");
-    assert!(std::fs::read_dir(&spool).unwrap().next().is_none());
+    assert!(spooled(&spool).is_empty());
+}
+
+/// The spool's entries (not the dot files of writes in progress).
+fn spooled(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.retain(|n| !n.starts_with('.'));
+    v.sort();
+    v
 }
 
 #[test]
-fn a_later_run_sends_what_an_earlier_one_spooled() {
+fn a_later_run_sends_what_an_earlier_one_spooled_for_its_broker_only() {
     let scene = Scene::new("amqp-later");
     let mut bus = Bus::new("later");
     let spool = scene.dir.join("spool");
     let s = spool.to_str().unwrap();
-    let first = scene
-        .command(&[
-            "--uri",
-            "amqp://127.0.0.1:1",
-            "--skey",
-            &bus.skey,
-            "--id",
-            "early",
-            "--msgtimeout",
-            "1s",
-            "--spool-dir",
-            s,
-            "true",
-        ])
-        .run();
-    assert_eq!(first.status.code(), Some(0));
-    let mut args = bus.args("late");
-    args.extend(["--spool-dir".into(), s.into(), "true".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_eq!(scene.command(&args).run().status.code(), Some(0));
+    let proxy = Proxy::start("127.0.0.1:5672");
+    proxy.cut();
+    let early = |uri: &str, id: &str| {
+        let out = scene
+            .command(&[
+                "--uri",
+                uri,
+                "--skey",
+                &bus.skey,
+                "--id",
+                id,
+                "--msgtimeout",
+                "1s",
+                "--spool-dir",
+                s,
+                "true",
+            ])
+            .run();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    early(&proxy.uri(), "early");
+    early("amqp://127.0.0.1:1", "elsewhere");
+    assert_eq!(spooled(&spool).len(), 2);
+    proxy.forward();
+    let late = ["--uri", &proxy.uri(), "--rkey", &bus.rkey, "--skey", &bus.skey, "--id", "late", "--debug"];
+    let log = scene.dir.join("late.stderr");
+    let mut child = scene
+        .command(&late)
+        .args(["--spool-dir", s, "sleep", "1000"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
     bus.summary("early");
+    wait_for("the late box to leave the other broker's summary alone", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("1 spooled summaries are for other brokers")
+            .then_some(())
+    });
+    assert_eq!(bus.command(Some("late"), "stop", &[])["ok"], true);
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
     bus.summary("late");
     bus.drain();
-    assert_eq!(bus.summaries().len(), 2);
-    assert!(std::fs::read_dir(&spool).unwrap().next().is_none());
+    assert_eq!(bus.summaries().len(), 2, "{:?}", bus.summaries());
+    let left = spooled(&spool);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let entry = read_json(&spool.join(&left[0]));
+    assert!(entry["body"].as_str().unwrap().contains("\"box_id\":\"elsewhere\""), "{entry}");
+    assert_eq!(entry["brokers"][0]["port"], 1, "{entry}");
 }
 
 #[test]
@@ -813,4 +857,322 @@ fn proc_boxctl_watch_never_prints_a_control_character_from_a_message() {
         assert_eq!(out.lines().count(), 1, "{out:?}");
         assert!(!out.trim_end().chars().any(char::is_control), "json={json}: {out:?}");
     }
+}
+
+#[test]
+fn a_symlink_on_the_spool_path_is_refused() {
+    let scene = Scene::new("amqp-spool-link");
+    let real = scene.dir.join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    std::os::unix::fs::symlink(&real, scene.dir.join("link")).unwrap();
+    let spool = scene.dir.join("link/spool");
+    let out = scene
+        .command(&[
+            "--uri",
+            "amqp://127.0.0.1:1",
+            "--spool-dir",
+            spool.to_str().unwrap(),
+            "sh",
+            "-c",
+            "exit 5",
+        ])
+        .run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("a symbolic link") && err.contains("not used as a spool"), "{err}");
+    assert!(!real.join("spool").exists(), "nothing was created through the link");
+}
+
+/// Seconds from the job's last act to proc_box's exit, over a down broker at `uri`.
+fn end_delay(scene: &Scene, uri: &str, spool: &std::path::Path) -> f64 {
+    let end = scene.dir.join("end");
+    let out = scene
+        .command(&["--uri", uri, "--msgtimeout", "30s", "--spool-dir", spool.to_str().unwrap()])
+        .args(["sh", "-c", &format!("date +%s.%N > {}; exit 3", end.display())])
+        .run();
+    let exited = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("spooled to"), "{err}");
+    let ended: f64 = std::fs::read_to_string(&end).unwrap().trim().parse().unwrap();
+    exited - ended
+}
+
+#[test]
+fn with_the_broker_down_a_job_ends_at_once_with_its_summary_spooled() {
+    let scene = Scene::new("amqp-down-fast");
+    let hole = BlackHole::new();
+    for (uri, tag) in [("amqp://127.0.0.1:1".to_string(), "refused"), (hole.uri(), "black hole")] {
+        let spool = scene.dir.join(tag.replace(' ', "-"));
+        let delays: Vec<f64> = (0..3).map(|_| end_delay(&scene, &uri, &spool)).collect();
+        // The target is 0.2 s; a loaded machine may miss it once, never by the 30 s msgtimeout.
+        let best = delays.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(best < 0.2, "{tag}: {delays:?}");
+        assert!(delays.iter().all(|d| *d < 2.0), "{tag}: {delays:?}");
+        let files = spooled(&spool);
+        assert_eq!(files.len(), 3, "{tag}: every summary is in the spool: {files:?}");
+        for f in files {
+            let entry = read_json(&spool.join(f));
+            let body: Value = serde_json::from_str(entry["body"].as_str().unwrap()).unwrap();
+            assert_eq!(body["exit_code"], 3, "{entry}");
+        }
+    }
+}
+
+/// A box through `proxy` whose job ends when the test writes to its stdin.
+fn start_via(scene: &Scene, proxy: &Proxy, bus: &Bus, id: &str, extra: &[&str]) -> Child {
+    let spool = scene.dir.join("spool");
+    let args = ["--uri", &proxy.uri(), "--rkey", &bus.rkey, "--skey", &bus.skey, "--id", id];
+    scene
+        .command(&args)
+        .args(["--spool-dir", spool.to_str().unwrap()])
+        .args(extra)
+        .args(["head", "-c", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(scene.dir.join(format!("{id}.stderr"))).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn end_job(child: &mut Child) {
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"x").unwrap();
+}
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    // Our own child, not yet reaped: its pid cannot have been reused.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+#[test]
+fn a_stalled_broker_gets_at_most_msgtimeout_and_a_signal_ends_the_wait() {
+    use nix::sys::signal::Signal;
+    let scene = Scene::new("amqp-stall");
+    let mut bus = Bus::new("stall");
+    let spool = scene.dir.join("spool");
+    // msgtimeout bounds the wait on a connection that is up but silent.
+    let proxy = Proxy::start("127.0.0.1:5672");
+    let mut child = start_via(&scene, &proxy, &bus, "slow", &["--msgtimeout", "2s"]);
+    bus.wait_for_box("slow");
+    proxy.stall();
+    let ended = std::time::Instant::now();
+    end_job(&mut child);
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    let took = ended.elapsed();
+    let err = stderr_of(&scene, "slow");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}: {err}");
+    assert!(err.contains("not confirmed within --msgtimeout") && err.contains("spooled to"), "{err}");
+    assert_eq!(spooled(&spool).len(), 1);
+    drop(proxy);
+
+    // SIGTERM ends a wait that msgtimeout would let last a minute; SIGKILL loses nothing.
+    for (sig, id) in [(Signal::SIGTERM, "term"), (Signal::SIGKILL, "kill")] {
+        let proxy = Proxy::start("127.0.0.1:5672");
+        let mut child = start_via(&scene, &proxy, &bus, id, &["--msgtimeout", "60s"]);
+        bus.wait_for_box(id);
+        proxy.stall();
+        let before = spooled(&spool).len();
+        end_job(&mut child);
+        // Spooled first, before any wait.
+        wait_for("the summary in the spool", || (spooled(&spool).len() == before + 1).then_some(()));
+        let sent = std::time::Instant::now();
+        signal(&child, sig);
+        let status = wait_exit(&mut child);
+        assert!(sent.elapsed() < std::time::Duration::from_secs(10), "{id}: {:?}", sent.elapsed());
+        let err = stderr_of(&scene, id);
+        if sig == Signal::SIGTERM {
+            assert_eq!(status.code(), Some(0), "{err}");
+            assert!(err.contains("interrupted while waiting for the broker"), "{err}");
+        }
+        assert_eq!(spooled(&spool).len(), before + 1, "{id}: {err}");
+        // Delivered later through the same broker, exactly once.
+        proxy.forward();
+        let out = std::process::Command::new(proc_boxctl())
+            .args(["--uri", &proxy.uri(), "flush", "--spool-dir", spool.to_str().unwrap()])
+            .run();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 sent"), "{out:?}");
+        assert_eq!(bus.summary(id).body["exit_code"], 0);
+    }
+}
+
+#[test]
+fn a_job_ending_while_its_box_reconnects_still_sends_its_samples() {
+    let scene = Scene::new("amqp-reconnect-drain");
+    let mut bus = Bus::new("recdrain");
+    let proxy = Proxy::start("127.0.0.1:5672");
+    let stats = scene.dir.join("stats.jsonl");
+    let mut child = start_via(
+        &scene,
+        &proxy,
+        &bus,
+        "rd",
+        &["--sint", "200ms", "--debug", "--stats-file", stats.to_str().unwrap()],
+    );
+    bus.wait_message("two samples", |m| {
+        (m.iter().filter(|m| m.kind().as_deref() == Some("sample")).count() >= 2).then_some(())
+    });
+    proxy.cut();
+    wait_for("the box to see the broker go", || {
+        stderr_of(&scene, "rd").contains("lost the broker").then_some(())
+    });
+    // A sample made since (in the stats file) is one the broker has not had.
+    let made = || std::fs::read_to_string(&stats).unwrap_or_default().lines().count();
+    let seen = made();
+    wait_for("a sample made while the broker is away", || (made() > seen).then_some(()));
+    end_job(&mut child);
+    wait_for("the end's drain to wait", || {
+        stderr_of(&scene, "rd").contains("still queued at the end; waiting for the broker").then_some(())
+    });
+    proxy.forward();
+    assert_eq!(wait_exit(&mut child).code(), Some(0), "{}", stderr_of(&scene, "rd"));
+    let summary = bus.summary("rd").body;
+    assert_eq!(summary["samples_dropped"], 0, "{summary}");
+    bus.drain();
+    let mut seqs: Vec<u64> = bus
+        .messages
+        .iter()
+        .filter(|m| m.kind().as_deref() == Some("sample"))
+        .map(|m| m.body["seq"].as_u64().unwrap())
+        .collect();
+    seqs.sort();
+    seqs.dedup();
+    let emitted = summary["samples_emitted"].as_u64().unwrap();
+    assert!(emitted >= 3, "{summary}");
+    assert_eq!(seqs, (1..=emitted).collect::<Vec<_>>(), "every sample arrived: {summary}");
+    assert!(spooled(&scene.dir.join("spool")).is_empty());
+}
+
+#[test]
+fn one_spooled_entry_that_always_fails_costs_only_itself() {
+    let scene = Scene::new("amqp-poison");
+    let mut bus = Bus::new("poison");
+    let spool = scene.dir.join("spool");
+    let s = spool.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = scene
+            .command(&["--uri", URI, "--msgtimeout", "5s", "--spool-dir", s])
+            .args(args)
+            .args(["true"])
+            .run();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success() && err.contains("spooled to"), "{err}");
+    };
+    // A mistyped exchange: its summary is spooled under an exchange that does not exist.
+    let missing = format!("{}.no-such-exchange", bus.skey);
+    run(&["--exchange", &missing, "--skey", &bus.skey, "--id", "typo"]);
+    // Then one that no queue took at the time (a key nobody was bound to yet).
+    let later_key = format!("{}-2", bus.skey);
+    run(&["--skey", &later_key, "--id", "good1"]);
+    let mut bus2 = Bus::attach(format!("{}-2", bus.rkey), later_key.clone());
+    assert_eq!(spooled(&spool).len(), 2);
+
+    // A box on the same broker: control works, the good entry goes, the bad one is set aside.
+    let mut child = start(&scene, &bus, "live", &[], &["sleep", "1000"]);
+    bus.wait_for_box("live");
+    bus2.summary("good1");
+    wait_for("the bad entry set aside", || {
+        let f = spooled(&spool);
+        (f.len() == 1 && f[0].ends_with(".deferred")).then_some(())
+    });
+    assert_eq!(bus.command(Some("live"), "status", &[])["ok"], true, "the session survived it");
+    assert_eq!(bus.command(Some("live"), "stop", &[])["ok"], true);
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+    bus.summary("live");
+    let err = stderr_of(&scene, "live");
+    assert!(err.contains("1 spooled summaries failed again and are set aside"), "{err}");
+    assert!(!err.contains("lost the broker"), "{err}");
+
+    // `proc_boxctl flush` goes past it, sends the rest, and says what it kept and why.
+    let key3 = format!("{}-3", bus.skey);
+    run(&["--skey", &key3, "--id", "good2"]);
+    let mut bus3 = Bus::attach(format!("{}-3", bus.rkey), key3);
+    let out = std::process::Command::new(proc_boxctl()).args(["--uri", URI, "flush", "--spool-dir", s]).run();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("1 sent, 1 kept"), "{stdout}");
+    assert!(stderr.contains("NOT_FOUND") && stderr.contains("attempt 2"), "{stderr}");
+    bus3.summary("good2");
+    assert_eq!(spooled(&spool).len(), 1);
+    bus.drain();
+    assert!(bus.summaries().iter().all(|s| s["box_id"] != "typo"));
+}
+
+#[test]
+fn the_spool_is_bounded_and_names_what_it_drops() {
+    let scene = Scene::new("amqp-bound");
+    let spool = scene.dir.join("spool");
+    let s = spool.to_str().unwrap();
+    for i in 0..5 {
+        let out = scene
+            .command(&["--uri", "amqp://127.0.0.1:1", "--id", &format!("old{i}"), "--spool-dir", s, "true"])
+            .run();
+        assert_eq!(out.status.code(), Some(0));
+        // Distinct spooling times: the order is the spooling order.
+        let newest = spooled(&spool)
+            .into_iter()
+            .find(|f| read_json(&spool.join(f))["body"].as_str().unwrap().contains(&format!("old{i}")));
+        let t = nix::sys::time::TimeSpec::new(1_000_000 + i, 0);
+        let f = std::fs::File::open(spool.join(newest.unwrap())).unwrap();
+        nix::sys::stat::futimens(&f, &t, &t).unwrap();
+    }
+    // The bound is applied in the background at start: the job waits until it has been.
+    let wait = format!("until [ $(ls {s} | wc -l) -le 2 ]; do sleep 0.01; done");
+    let out = scene
+        .command(&["--uri", "amqp://127.0.0.1:1", "--id", "new", "--spool-dir", s, "sh", "-c", &wait])
+        .env("PBOX_SPOOL_MAX_FILES", "3")
+        .run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("over its bound of 3 files") && err.contains("dropped the 3 oldest"), "{err}");
+    for i in 0..3 {
+        assert!(err.contains(&format!("(box old{i})")), "{err}");
+    }
+    let bodies: Vec<String> = spooled(&spool)
+        .iter()
+        .map(|f| read_json(&spool.join(f))["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    for id in ["old3", "old4", "new"] {
+        assert!(bodies.iter().any(|b| b.contains(&format!("\"box_id\":\"{id}\""))), "{id} kept: {bodies:?}");
+    }
+}
+
+#[test]
+fn a_large_spool_is_sent_in_the_background_behind_control() {
+    use proc_box::transport::amqp::link::Outgoing;
+    use proc_box::transport::amqp::spool::{Destination, Entry, Spool};
+    const N: usize = 20_000;
+    let scene = Scene::new("amqp-bigspool");
+    let mut bus = Bus::new("bigspool");
+    let spool_dir = scene.dir.join("spool");
+    // Summaries spooled for this broker under a key no queue is bound to: they come back
+    // unroutable and are set aside, one by one.
+    let spool = Spool::open(&spool_dir, true).unwrap().unwrap();
+    let here = [Destination { host: "127.0.0.1".into(), port: 5672, vhost: "/".into() }];
+    let key = format!("{}-unbound.h", bus.skey);
+    for i in 0..N {
+        let msg = Outgoing::new("summary", format!("big-{i}"), format!("{{\"box_id\":\"big{i}\"}}"), true);
+        drop(spool.write(&Entry::new("amq.topic", &key, &here, &msg)).unwrap());
+    }
+    let due = || spooled(&spool_dir).iter().filter(|f| f.ends_with(".json")).count();
+    // A short job waits for neither the spool nor its bound.
+    let started = std::time::Instant::now();
+    let mut args = bus.args("short");
+    args.extend(["--spool-dir".into(), spool_dir.display().to_string(), "true".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = scene.command(&args).run();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    bus.summary("short");
+    // A long one answers its first status while most of the spool is still to be sent.
+    let mut child = start(&scene, &bus, "long", &[], &["sleep", "1000"]);
+    bus.wait_for_box("long");
+    let left = due();
+    assert!(left > N / 2, "control waited for the spool: {left} left");
+    wait_for("the whole spool tried", || (due() == 0).then_some(()));
+    assert_eq!(spooled(&spool_dir).len(), N, "all set aside, none lost");
+    assert_eq!(bus.command(Some("long"), "stop", &[])["ok"], true);
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+    bus.summary("long");
 }

@@ -88,6 +88,9 @@ struct FlushArgs {
     /// how long each summary may take to be confirmed
     #[arg(long, env = "PBOX_MSGTIMEOUT", default_value = "30s", value_parser = parse_duration)]
     msgtimeout: Duration,
+    /// also send summaries spooled for another broker or vhost to this one
+    #[arg(long = "any-broker")]
+    any_broker: bool,
 }
 
 /// A failure worth one line and an exit status.
@@ -159,6 +162,11 @@ fn go_spelling(args: Vec<OsString>) -> Vec<OsString> {
 impl BrokerArgs {
     /// Connects to the first node that answers.
     pub async fn connect(&self) -> Result<lapin::Connection, Failed> {
+        self.connect_to().await.map(|(conn, _)| conn)
+    }
+
+    /// Connects to the first node that answers; returns it with its URI.
+    pub async fn connect_to(&self) -> Result<(lapin::Connection, lapin::uri::AMQPUri), Failed> {
         let mut brokers =
             Brokers::parse(&self.uri).map_err(|e| Failed::new(status::USAGE, format!("--uri: {e}")))?;
         let ca_pem = match &self.cacert {
@@ -172,7 +180,7 @@ impl BrokerArgs {
             box_id: None,
         };
         match link::connect_any(&mut brokers, &tls, &client).await {
-            Ok((conn, _)) => Ok(conn),
+            Ok(found) => Ok(found),
             Err(link::Failure::Refused(m)) => Err(Failed::new(
                 status::UNREACHABLE,
                 format!("the broker refused the login ({m}); check the user, password and vhost in --uri or PBOX_URI"),
@@ -201,72 +209,53 @@ pub async fn close(conn: &lapin::Connection) {
 }
 
 fn flush(broker: &BrokerArgs, args: FlushArgs) -> Result<u8, Failed> {
-    use proc_box::transport::amqp::spool::{self, Claimed};
-    let dir = args.spool_dir.unwrap_or_else(spool::default_dir);
-    let files =
-        spool::pending(&dir).map_err(|e| Failed::new(status::REFUSED, format!("{}: {e}", dir.display())))?;
+    use proc_box::transport::amqp::flush::{self, Report};
+    use proc_box::transport::amqp::spool::Spool;
+    let dir = args.spool_dir.unwrap_or_else(proc_box::transport::amqp::spool::default_dir);
+    let refused = |e: std::io::Error| Failed::new(status::REFUSED, e.to_string());
+    let Some(spool) = Spool::open(&dir, false).map_err(refused)? else {
+        println_safe(&format!("nothing spooled in {}", dir.display()));
+        return Ok(status::OK);
+    };
+    let files = spool.list().map_err(refused)?;
     if files.is_empty() {
         println_safe(&format!("nothing spooled in {}", dir.display()));
         return Ok(status::OK);
     }
     let limit = (!args.msgtimeout.is_zero()).then_some(args.msgtimeout);
     async_global_executor::block_on(async {
-        let conn = broker.connect().await?;
-        let ch =
-            link::confirm_channel(&conn).await.map_err(|f| Failed::new(status::UNREACHABLE, f.message()))?;
-        let (mut sent, mut kept) = (0, 0);
-        for path in files {
-            match spool::claim(&path) {
-                Claimed::Mine(claim, entry) => {
-                    let r = link::publish_confirmed(
-                        &ch,
-                        &entry.exchange,
-                        &entry.routing_key,
-                        &entry.outgoing(),
-                        true,
-                        limit,
-                    )
-                    .await;
-                    match r {
-                        Ok(link::Confirmed::Ack) => {
-                            println_safe(&format!("sent {}", path.display()));
-                            if let Err(e) = claim.done() {
-                                eprintln_safe(&format!(
-                                    "proc_boxctl: sent, but cannot remove {}: {e}",
-                                    path.display()
-                                ));
-                            }
-                            sent += 1;
-                        }
-                        Ok(link::Confirmed::Unroutable) => {
-                            eprintln_safe(&format!(
-                                "proc_boxctl: kept {}: no queue is bound to '{}' on '{}' yet",
-                                path.display(),
-                                entry.routing_key,
-                                entry.exchange
-                            ));
-                            kept += 1;
-                        }
-                        Ok(link::Confirmed::Nack) => {
-                            eprintln_safe(&format!(
-                                "proc_boxctl: kept {}: the broker refused it",
-                                path.display()
-                            ));
-                            kept += 1;
-                        }
-                        Err(f) => {
-                            eprintln_safe(&format!("proc_boxctl: kept {}: {}", path.display(), f.message()));
-                            kept += 1;
-                            break;
-                        }
-                    }
-                }
-                Claimed::Busy => {}
-                Claimed::Invalid(why) => eprintln_safe(&format!("proc_boxctl: {why}")),
-            }
-        }
+        let (conn, uri) = broker.connect_to().await?;
+        // An operator's flush tries every entry, back-off or not, and the entries of older
+        // versions, which do not say where they were going.
+        let opts = flush::Options {
+            limit,
+            here: link::destination(&uri),
+            any_broker: args.any_broker,
+            unmarked: true,
+            all: true,
+        };
+        let mut report = |r: Report| match r {
+            Report::Sent(f) => println_safe(&format!("sent {}", f.display())),
+            Report::Deferred { file, why, attempts, at } => eprintln_safe(&format!(
+                "proc_boxctl: kept {}: {why} (attempt {attempts}; a box retries it after {})",
+                file.display(),
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(at))
+            )),
+            Report::Elsewhere { file, to } => eprintln_safe(&format!(
+                "proc_boxctl: kept {}: spooled for {to}, not this broker (--any-broker sends it here)",
+                file.display()
+            )),
+            Report::Invalid(why) => eprintln_safe(&format!("proc_boxctl: {why}")),
+        };
+        let result = flush::flush(&conn, &spool, files, &opts, &|| false, &mut report).await;
         close(&conn).await;
-        println_safe(&format!("{sent} sent, {kept} kept"));
+        let t = result
+            .map_err(|f| Failed::new(status::UNREACHABLE, format!("sending the spool: {}", f.message())))?;
+        let kept = t.deferred + t.elsewhere;
+        println_safe(&format!(
+            "{} sent, {kept} kept ({} failed, {} for another broker)",
+            t.sent, t.deferred, t.elsewhere
+        ));
         Ok(if kept == 0 { status::OK } else { status::REFUSED })
     })
 }

@@ -70,6 +70,11 @@ impl Brokers {
         self.uris.len()
     }
 
+    /// Every node, as a spooled message records where it was going.
+    pub fn destinations(&self) -> Vec<super::spool::Destination> {
+        self.uris.iter().map(destination).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.uris.is_empty()
     }
@@ -79,6 +84,15 @@ impl Brokers {
 pub fn describe(uri: &AMQPUri) -> String {
     let scheme = if uri.scheme == AMQPScheme::AMQPS { "amqps" } else { "amqp" };
     format!("{scheme}://{}:{} (vhost {})", uri.authority.host, uri.authority.port, uri.vhost)
+}
+
+/// A node as the spool records it: host (lower case), port and vhost; never the user.
+pub fn destination(uri: &AMQPUri) -> super::spool::Destination {
+    super::spool::Destination {
+        host: uri.authority.host.to_ascii_lowercase(),
+        port: uri.authority.port,
+        vhost: uri.vhost.clone(),
+    }
 }
 
 /// A URI as typed, with any password replaced, for error messages.
@@ -189,18 +203,18 @@ pub async fn connect(
     Ok(conn)
 }
 
-/// Tries every node once, in turn, starting with the next one; returns the first that answers.
-/// On failure, the last node's reason (a refusal wins: it needs the operator).
+/// Tries every node once, in turn, starting with the next one; returns the first that answers,
+/// and its URI. On failure, the last node's reason (a refusal wins: it needs the operator).
 pub async fn connect_any(
     brokers: &mut Brokers,
     tls: &OwnedTLSConfig,
     client: &ClientInfo<'_>,
-) -> Result<(Connection, String), Failure> {
+) -> Result<(Connection, AMQPUri), Failure> {
     let mut failure = None;
     for _ in 0..brokers.len() {
         let uri = brokers.rotate().clone();
         match connect(&uri, tls, client).await {
-            Ok(c) => return Ok((c, describe(&uri))),
+            Ok(c) => return Ok((c, uri)),
             Err(f) => {
                 let f = match f {
                     Failure::Refused(m) => Failure::Refused(format!("{}: {m}", describe(&uri))),

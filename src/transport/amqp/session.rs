@@ -2,11 +2,13 @@
 //! everything down and start again after a jittered backoff, on the next node of the list.
 //!
 //! A session is an explicit sequence: connect → control channel (qos, exclusive queue, binds,
-//! consumer) → confirm channel → send the spool → serve. Serving waits on whichever comes first:
-//! a delivery, a queued sample, a reply from the loop, a connection event, or the summary.
+//! consumer) → confirm channel → serve. Serving waits on whichever comes first: a delivery, a
+//! queued sample, a reply from the loop, a connection event, or the summary. Beside it, once
+//! control is served, the spool of earlier runs is sent on a channel of its own.
 
+use super::flush::{self, Report};
 use super::link::{self, Brokers, ClientInfo, Confirmed, Failure, Outgoing, STEP};
-use super::spool::{self, Claimed};
+use super::spool::Spool;
 use super::{Delivery, Settings, Shared};
 use crate::command::Reply;
 use crate::transport::{Inbox, Request};
@@ -16,6 +18,7 @@ use lapin::options::BasicAckOptions;
 use lapin::protocol::BasicProperties;
 use lapin::tcp::OwnedTLSConfig;
 use lapin::{Channel, Connection, Event};
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +38,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long a sample's confirm may take when `msgtimeout` is 0 (no limit): a sample must not
 /// hold the session for ever, and is resent after a reconnect anyway.
 const SAMPLE_CONFIRM: Duration = Duration::from_secs(30);
+/// How long a session serves before it sends the spool of earlier runs.
+const SPOOL_AFTER: Duration = Duration::from_secs(1);
+/// The pace of attempts once the job has ended: the end waits for a lost connection only
+/// for a few seconds.
+const ENDING_RETRY: Duration = Duration::from_millis(250);
 
 /// Exponential backoff, 0.5 s doubling to 30 s, each delay drawn from [d/2, d] so that
 /// hundreds of boxes cut off by one broker restart do not come back in step.
@@ -63,6 +71,13 @@ enum Wake {
     Finish(Option<Finish>),
 }
 
+/// What ended a pause between attempts.
+enum Pause {
+    Finish(Option<Finish>),
+    Hurry,
+    Over,
+}
+
 /// A command the loop has acted on: the delivery to acknowledge, and the reply with its
 /// `reply_to` and `correlation_id` when one was asked for.
 struct Handled {
@@ -77,11 +92,15 @@ struct Task {
     shared: Arc<Shared>,
     inbox: Inbox,
     woken: flume::Receiver<()>,
+    hurried: flume::Receiver<()>,
     finishing: flume::Receiver<Finish>,
     /// The summary, once the loop has handed it over.
     summary: Option<Finish>,
+    /// The job has ended.
+    ending: bool,
     replies: Replies,
     tls: OwnedTLSConfig,
+    /// The spool of earlier runs has been sent (once per run).
     spool_sent: bool,
 }
 
@@ -90,6 +109,7 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     inbox: Inbox,
     woken: flume::Receiver<()>,
+    hurried: flume::Receiver<()>,
     finishing: flume::Receiver<Finish>,
 ) {
     let tls = OwnedTLSConfig { identity: None, cert_chain: settings.ca_pem.clone() };
@@ -98,8 +118,10 @@ pub(super) async fn run(
         shared,
         inbox,
         woken,
+        hurried,
         finishing,
         summary: None,
+        ending: false,
         replies: flume::unbounded(),
         tls,
         spool_sent: false,
@@ -130,11 +152,26 @@ impl Task {
                 name: format!("proc_box {}", self.settings.box_id),
                 box_id: Some(&self.settings.box_id),
             };
-            let failure = match link::connect_any(&mut brokers, &self.tls, &client).await {
-                Ok((conn, node)) => {
+            self.shared.set_connecting(true, None);
+            let attempt = link::connect_any(&mut brokers, &self.tls, &client).await;
+            let failed = attempt.as_ref().err().map(|f| match f {
+                Failure::Refused(m) => format!("the broker refused the login: {m}"),
+                Failure::Config(m) => m.clone(),
+                Failure::Transient(m) => format!("cannot reach the broker: {m}"),
+            });
+            if failed.is_some() {
+                self.shared.set_connecting(false, failed);
+            }
+            let failure = match attempt {
+                Ok((conn, uri)) => {
                     let first = backoff.failures == 0 && !told;
                     let mut served = false;
-                    let result = self.serve(&conn, &node, first, &mut served).await;
+                    let result = self.serve(&conn, &uri, first, &mut served).await;
+                    if let Err(f) = &result {
+                        let why =
+                            format!("the session with {} failed: {}", link::describe(&uri), f.message());
+                        self.shared.set_connecting(false, Some(why));
+                    }
                     self.shared.set_connected(false);
                     // Close explicitly: dropping a Connection does not.
                     let _ =
@@ -145,6 +182,7 @@ impl Task {
                         // that fails in its set-up each time must back off like a refused connect.
                         Err(f) if served && !matches!(f, Failure::Config(_)) => {
                             backoff.failures = 0;
+                            let node = link::describe(&uri);
                             crate::warn!("AMQP: lost the broker at {node}: {}; reconnecting", f.message());
                             told = true;
                             f
@@ -198,15 +236,31 @@ impl Task {
             }
             told = true;
             let slow = refused || config;
-            let delay = if self.summary.is_some() && !slow { BACKOFF_MIN } else { backoff.next(slow) };
-            // Sleep, but start over at once when the summary arrives.
-            let finish = or(async { self.finishing.recv_async().await.ok() }, async {
-                async_io::Timer::after(delay).await;
-                None
-            })
+            let delay = if self.ending && !slow { ENDING_RETRY } else { backoff.next(slow) };
+            // Sleep, but start over at once when the job ends or the summary arrives.
+            let pause = or(
+                async { Pause::Finish(self.finishing.recv_async().await.ok()) },
+                or(
+                    async {
+                        let _ = self.hurried.recv_async().await;
+                        Pause::Hurry
+                    },
+                    async {
+                        async_io::Timer::after(delay).await;
+                        Pause::Over
+                    },
+                ),
+            )
             .await;
-            if let Some(f) = finish {
-                self.summary = Some(f);
+            match pause {
+                Pause::Finish(Some(f)) => {
+                    self.summary = Some(f);
+                    self.ending = true;
+                }
+                // The box is gone: nothing is waiting for this task any more.
+                Pause::Finish(None) => return,
+                Pause::Hurry => self.ending = true,
+                Pause::Over => {}
             }
         }
     }
@@ -217,12 +271,13 @@ impl Task {
     async fn serve(
         &mut self,
         conn: &Connection,
-        node: &str,
+        uri: &lapin::uri::AMQPUri,
         first: bool,
         served: &mut bool,
     ) -> Result<(), Failure> {
+        let node = link::describe(uri);
         let events = conn.events_listener();
-        let link::PrivateQueue { channel: control, mut consumer, .. } =
+        let link::PrivateQueue { channel: control, consumer, .. } =
             link::private_queue(conn, &self.settings.exchange, &self.settings.bind_keys, Some(PREFETCH))
                 .await?;
         let publish = link::confirm_channel(conn).await?;
@@ -234,15 +289,41 @@ impl Task {
         } else {
             crate::info!("AMQP: {how} {node}; control keys: {keys}");
         }
-        if !self.spool_sent {
-            self.send_spool(&publish).await?;
-            self.spool_sent = true;
-        }
         *served = true;
+        // The spool goes beside the session, never ahead of control or of this run's summary.
+        let stop = Cell::new(false);
+        let sent = Cell::new(self.spool_sent);
+        let (dir, limit, here) =
+            (self.settings.spool_dir.clone(), self.settings.msgtimeout, link::destination(uri));
+        let spool = async {
+            if sent.get() {
+                return std::future::pending().await;
+            }
+            // A short job ends before this: it costs neither it nor the broker anything.
+            async_io::Timer::after(SPOOL_AFTER).await;
+            if send_spool(conn, dir, here, limit, &stop).await {
+                sent.set(true);
+            }
+            std::future::pending().await
+        };
+        let result = or(self.serve_loop(control, publish, consumer, events, &stop), spool).await;
+        self.spool_sent = sent.get();
+        result
+    }
+
+    async fn serve_loop(
+        &mut self,
+        control: Channel,
+        publish: Channel,
+        mut consumer: lapin::Consumer,
+        events: impl futures_lite::Stream<Item = Event>,
+        stop: &Cell<bool>,
+    ) -> Result<(), Failure> {
         let mut events = std::pin::pin!(events);
         loop {
             self.publish_samples(&publish).await?;
             if self.summary.is_some() {
+                stop.set(true);
                 return self.publish_summary(&publish).await;
             }
             let handled = self.replies.1.clone();
@@ -275,7 +356,13 @@ impl Task {
                 Wake::Handled(None) | Wake::Sample => {}
                 Wake::Finish(Some(f)) => self.summary = Some(f),
                 Wake::Finish(None) => return Ok(()), // the box is gone without a summary
-                Wake::Event(Some(Event::Error(e))) => return Err(Failure::from_lapin(&e)),
+                // The spool's channel may close on an entry's error: only ours matter.
+                Wake::Event(Some(Event::Error(e))) => {
+                    if !(control.status().connected() && publish.status().connected()) {
+                        return Err(Failure::from_lapin(&e));
+                    }
+                    crate::debug!("AMQP: {e}");
+                }
                 Wake::Event(Some(Event::ConnectionBlocked(why))) => {
                     crate::warn!("AMQP: the broker blocks publishing: {why}; samples are kept meanwhile")
                 }
@@ -386,45 +473,64 @@ impl Task {
         }
         Ok(())
     }
+}
 
-    /// Summaries spooled by earlier runs: sent once per run, after the first connect.
-    async fn send_spool(&self, ch: &Channel) -> Result<(), Failure> {
-        let dir = &self.settings.spool_dir;
-        let files = match spool::pending(dir) {
-            Ok(f) => f,
-            Err(e) => {
-                crate::warn!("cannot read the spool {}: {e}", dir.display());
-                return Ok(());
-            }
-        };
-        for path in files {
-            match spool::claim(&path) {
-                Claimed::Mine(claim, entry) => {
-                    let r = link::publish_confirmed(
-                        ch,
-                        &entry.exchange,
-                        &entry.routing_key,
-                        &entry.outgoing(),
-                        true,
-                        self.settings.msgtimeout,
-                    )
-                    .await?;
-                    if r == Confirmed::Ack {
-                        crate::info!("AMQP: delivered the spooled summary {}", claim.path().display());
-                        if let Err(e) = claim.done() {
-                            crate::warn!("cannot remove a delivered spool file: {e}");
-                        }
-                    } else {
-                        crate::debug!(
-                            "AMQP: spooled summary {} still not deliverable: {r:?}",
-                            path.display()
-                        );
-                    }
-                }
-                Claimed::Busy => {}
-                Claimed::Invalid(why) => crate::warn!("spool: {why}"),
-            }
+/// Sends what earlier runs spooled for this broker, once per run; returns whether the pass
+/// went through (a broken connection leaves it to the next session).
+async fn send_spool(
+    conn: &Connection,
+    dir: std::path::PathBuf,
+    here: super::spool::Destination,
+    limit: Option<Duration>,
+    stop: &Cell<bool>,
+) -> bool {
+    let listed = async_global_executor::spawn_blocking(move || {
+        Spool::open(&dir, false).and_then(|s| s.map(|s| s.list().map(|l| (s, l))).transpose())
+    })
+    .await;
+    let (spool, files) = match listed {
+        Ok(Some(found)) => found,
+        Ok(None) => return true,
+        Err(e) => {
+            crate::warn!("spool: {e}");
+            return true;
         }
-        Ok(())
+    };
+    if files.is_empty() {
+        crate::debug!("AMQP: nothing spooled");
+        return true;
+    }
+    let opts = flush::Options { limit, here, any_broker: false, unmarked: false, all: false };
+    let mut first_failure = None;
+    let mut report = |r: Report| match r {
+        Report::Sent(f) => crate::debug!("AMQP: delivered the spooled summary {}", f.display()),
+        Report::Deferred { file, why, .. } => {
+            crate::debug!("AMQP: spooled summary {} set aside: {why}", file.display());
+            first_failure.get_or_insert_with(|| format!("{}: {why}", file.display()));
+        }
+        Report::Elsewhere { .. } => {}
+        Report::Invalid(why) => crate::warn!("spool: {why}"),
+    };
+    match flush::flush(conn, &spool, files, &opts, &|| stop.get(), &mut report).await {
+        Ok(t) => {
+            if t.sent > 0 {
+                crate::info!("AMQP: delivered {} spooled summaries", t.sent);
+            }
+            if t.elsewhere > 0 {
+                crate::debug!("AMQP: {} spooled summaries are for other brokers; left alone", t.elsewhere);
+            }
+            if t.deferred > 0 {
+                crate::warn!(
+                    "AMQP: {} spooled summaries failed again and are set aside for a later retry (first: {})",
+                    t.deferred,
+                    first_failure.unwrap_or_default()
+                );
+            }
+            !stop.get()
+        }
+        Err(f) => {
+            crate::debug!("AMQP: sending the spool: {}", f.message());
+            false
+        }
     }
 }
