@@ -43,6 +43,8 @@ false\t''"
 complete -c proc_box -l multiRmtKey -d 'accepted for compatibility: rkey lists always work' -r -f -a "true\t''
 false\t''"
 complete -c proc_box -l spool-dir -d 'where undelivered summaries wait for a later run or `proc_boxctl flush` [default: $XDG_STATE_HOME/proc_box/spool, else /var/tmp/proc_box-<uid>/spool]' -r -F
+complete -c proc_box -l spool-max-files -d 'most summaries the spool keeps; beyond, the oldest are dropped, and named on stderr' -r
+complete -c proc_box -l spool-max-bytes -d 'most bytes the spool keeps; beyond, the oldest summaries are dropped, and named on stderr' -r
 complete -c proc_box -l cacert -d 'PEM file of extra CA certificates for amqps:// (the system\'s are trusted as well)' -r -F
 complete -c proc_box -l sample-buffer -d 'samples kept while the broker is away; beyond this the oldest are dropped (and counted)' -r
 complete -c proc_box -s h -l help -d 'Print help (see more with \'--help\')'

@@ -53,6 +53,8 @@ required\:"fail with status 125 if none can be made"))' \
 '--runanyway=[accepted for compatibility\: broker trouble never stops the job]::RUNANYWAY:(true false)' \
 '--multiRmtKey=[accepted for compatibility\: rkey lists always work]::MULTI_RMT_KEY:(true false)' \
 '--spool-dir=[where undelivered summaries wait for a later run or \`proc_boxctl flush\` \[default\: \$XDG_STATE_HOME/proc_box/spool, else /var/tmp/proc_box-<uid>/spool\]]:PATH:_files' \
+'--spool-max-files=[most summaries the spool keeps; beyond, the oldest are dropped, and named on stderr]:N:_default' \
+'--spool-max-bytes=[most bytes the spool keeps; beyond, the oldest summaries are dropped, and named on stderr]:SIZE:_default' \
 '--cacert=[PEM file of extra CA certificates for amqps\:// (the system'\''s are trusted as well)]:PATH:_files' \
 '--sample-buffer=[samples kept while the broker is away; beyond this the oldest are dropped (and counted)]:N:_default' \
 '-h[Print help (see more with '\''--help'\'')]' \
