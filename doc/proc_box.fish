@@ -16,6 +16,7 @@ complete -c proc_box -l stats-file -d 'append a sample every --sint (and on SIGH
 complete -c proc_box -l summary-file -d 'write the summary alone here, atomically, when the box ends' -r -F
 complete -c proc_box -l sint -d 'interval between emitted samples (minimum 100ms)' -r
 complete -c proc_box -l monitor -d 'how often tree memory is read for the peaks (minimum 10ms)' -r
+complete -c proc_box -l format -d 'the end-of-job line, as /usr/bin/time -f: %e %U %S %P %M %x %C, %{summary_field}, %{user.key}, %%, \\n, \\t (printed to stderr even with --nowarn)' -r
 complete -c proc_box -l json -d 'a JSON object copied into every sample and the summary as `user`' -r
 complete -c proc_box -l allow-job-control -d 'let processes of the box\'s own tree use the control socket (refused by default)' -r -f -a "true\t''
 false\t''"

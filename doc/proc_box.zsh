@@ -31,6 +31,7 @@ wait\:"wait for the whole tree to exit by itself"))' \
 '--summary-file=[write the summary alone here, atomically, when the box ends]:PATH:_files' \
 '--sint=[interval between emitted samples (minimum 100ms)]:DURATION:_default' \
 '--monitor=[how often tree memory is read for the peaks (minimum 10ms)]:DURATION:_default' \
+'--format=[the end-of-job line, as /usr/bin/time -f\: %e %U %S %P %M %x %C, %{summary_field}, %{user.key}, %%, \\n, \\t (printed to stderr even with --nowarn)]:STRING:_default' \
 '--json=[a JSON object copied into every sample and the summary as \`user\`]:OBJECT:_default' \
 '--allow-job-control=[let processes of the box'\''s own tree use the control socket (refused by default)]::ALLOW_JOB_CONTROL:(true false)' \
 '--control-token=[a secret every command (socket or AMQP) must carry as "token"; prefer the _FILE form or the environment, since a command line is visible to every user]:TOKEN:_default' \

@@ -102,6 +102,10 @@ pub struct Config {
     /// how often tree memory is read for the peaks (minimum 10ms)
     #[arg(long, env = "PBOX_MONITOR", default_value = "250ms", value_parser = parse_monitor, value_name = "DURATION")]
     pub monitor: Duration,
+    /// the end-of-job line, as /usr/bin/time -f: %e %U %S %P %M %x %C, %{summary_field},
+    /// %{user.key}, %%, \n, \t (printed to stderr even with --nowarn)
+    #[arg(long, env = "PBOX_FORMAT", value_parser = crate::accounting::format::Format::parse, value_name = "STRING")]
+    pub format: Option<crate::accounting::format::Format>,
     /// a JSON object copied into every sample and the summary as `user`
     #[arg(long, env = "PBOX_JSON", value_parser = parse_json_object, value_name = "OBJECT")]
     pub json: Option<serde_json::Value>,

@@ -169,6 +169,8 @@ impl Emitter {
             limits: end.limits,
             cgroup: end.cgroup,
             user: self.identity.user.clone(),
+            owner: self.identity.owner.clone(),
+            scheduler: self.identity.scheduler.clone(),
         };
         let mut line = serde_json::to_string(&summary).unwrap_or_default();
         let message_id = summary.header.message_id.clone();

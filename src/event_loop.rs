@@ -106,6 +106,8 @@ pub struct Parts {
     pub outputs: [Plan; 2],
     pub stdout_limit: u64,
     pub exit_rule: crate::policy::ExitRule,
+    /// `--format`: the end-of-job line as the user wrote it.
+    pub format: Option<crate::accounting::format::Format>,
     pub argv: Vec<String>,
     /// Every command must carry this `"token"` (`--control-token`).
     pub token: Option<String>,
@@ -232,6 +234,7 @@ pub struct EventLoop {
     outputs: [Output; 2],
     stdout_limit: u64,
     exit_rule: crate::policy::ExitRule,
+    format: Option<crate::accounting::format::Format>,
     argv: Vec<String>,
     token: Option<String>,
     limits: crate::policy::limits::Limits,
@@ -302,6 +305,7 @@ impl EventLoop {
             outputs,
             stdout_limit: limit,
             exit_rule: parts.exit_rule,
+            format: parts.format,
             argv: parts.argv,
             token: parts.token,
             limits: parts.limits,
@@ -456,7 +460,10 @@ impl EventLoop {
             },
             &mut give_up,
         );
-        crate::info!("{}", summary.human_line());
+        match &self.format {
+            Some(f) => crate::log::emit_raw(&f.render(&serde_json::to_value(&summary).unwrap_or_default())),
+            None => crate::info!("{}", summary.human_line()),
+        }
         outcome
     }
 

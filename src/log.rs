@@ -140,6 +140,12 @@ fn writer(rx: Receiver<Msg>) {
     }
 }
 
+/// Queues text the user asked for as it is, whatever the level, with no prefix (a newline is
+/// added). The caller has escaped what came from outside.
+pub fn emit_raw(text: &str) {
+    queue(format!("{text}\n"));
+}
+
 /// Queues one line (a newline is added). Never blocks; a full queue drops it, counted.
 pub fn emit(args: std::fmt::Arguments) {
     // One message, one line, and nothing from outside (a command name, a path) can inject
@@ -153,6 +159,10 @@ pub fn emit(args: std::fmt::Arguments) {
         }
     }
     line.push('\n');
+    queue(line);
+}
+
+fn queue(line: String) {
     let sent = sender()
         .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).try_send(Msg::Line(line)).is_ok())
         .unwrap_or(false);

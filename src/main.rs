@@ -165,7 +165,14 @@ fn start(config: &Config) -> Result<i32, String> {
         command_name: argv[0].clone(),
         kill_leftovers: config.on_main_exit == OnMainExit::Kill,
         emitter: EmitterParts {
-            identity: Identity { box_id, hostname, user: config.json.clone(), started },
+            identity: Identity {
+                box_id,
+                hostname,
+                user: config.json.clone(),
+                started,
+                owner: proc_box::accounting::origin::Owner::current(),
+                scheduler: proc_box::accounting::origin::Scheduler::from_env(),
+            },
             stats,
             summary_file,
             sint: config.sint,
@@ -175,6 +182,7 @@ fn start(config: &Config) -> Result<i32, String> {
         outputs: [out, err],
         stdout_limit: config.stdoutlimit,
         exit_rule: config.exit_rule(),
+        format: config.format.clone(),
         argv,
         token,
         limits,

@@ -226,6 +226,53 @@ fn stdout_and_stderr_into_one_open_file_are_counted_once() {
     assert_eq!((v["stdout_bytes"].as_u64(), v["stderr_bytes"].as_u64()), (Some(8), Some(4)), "{v}");
 }
 
+/// `--format`, as `/usr/bin/time -f`: the end-of-job line from the summary's own figures; a
+/// typo is a usage error before the job runs.
+#[test]
+fn format_prints_the_end_of_job_line_from_the_summary() {
+    let s = Scene::new("format");
+    let summary = s.dir.join("summary.json");
+    let out = s
+        .command(&[
+            "--nowarn",
+            "--summary-file",
+            summary.to_str().unwrap(),
+            "--format",
+            "%x|%{reason}|%{exit.code}|%{scheduler.name}:%{scheduler.job_id}:%{scheduler.account}|%{owner.uid}|%{processes_started}|%{user.team}|%C\\t%%",
+            "--json",
+            r#"{"team":"red"}"#,
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ])
+        .env("SLURM_JOB_ID", "4242")
+        .env("SLURM_JOB_ACCOUNT", "physics")
+        .run();
+    assert_eq!(out.status.code(), Some(3));
+    let v = read_json(&summary);
+    let uid = nix::unistd::getuid().as_raw();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("3|exited|3|slurm:4242:physics|{uid}|1|red|sh -c exit 3\t%\n"),
+        "{v}"
+    );
+    // The summary carries the same owner and scheduler, and %{…} knows exactly its fields.
+    assert_eq!(v["owner"]["uid"], uid);
+    assert_eq!(v["scheduler"]["partition"], serde_json::Value::Null);
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut known = proc_box::accounting::format::FIELDS.to_vec();
+    keys.sort_unstable();
+    known.sort_unstable();
+    assert_eq!(keys, known, "--format's field list drifted from the summary");
+
+    for bad in ["%q", "%{nope}", "50%"] {
+        let out = s.command(&["--format", bad, "true"]).run();
+        assert_eq!(out.status.code(), Some(125), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--format:"), "{bad}");
+    }
+}
+
 #[test]
 fn second_stop_signal_escalates_to_sigkill() {
     let s = Scene::new("escalate");

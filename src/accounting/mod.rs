@@ -15,6 +15,8 @@
 //! At the end nothing is live, and the summary is the kernel's exact totals. A zombie not yet
 //! reaped by its parent is briefly in no bucket: samples may dip by its share for that moment.
 
+pub mod format;
+pub mod origin;
 pub mod procfs;
 pub mod report;
 

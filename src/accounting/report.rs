@@ -15,6 +15,8 @@ pub struct Identity {
     pub hostname: String,
     pub user: Option<Value>,
     pub started: SystemTime,
+    pub owner: super::origin::Owner,
+    pub scheduler: super::origin::Scheduler,
 }
 
 impl Identity {
@@ -181,6 +183,10 @@ pub struct Summary {
     /// The box's cgroup's own figures, where it had one (a cross-check; null otherwise).
     pub cgroup: Option<Value>,
     pub user: Option<Value>,
+    /// Who ran proc_box: the real uid and its login name.
+    pub owner: super::origin::Owner,
+    /// The batch scheduler's job id, account, partition and user, from the job's environment.
+    pub scheduler: super::origin::Scheduler,
 }
 
 impl Summary {
@@ -232,8 +238,14 @@ mod tests {
 
     #[test]
     fn message_ids_differ_by_kind_and_seq() {
-        let id =
-            Identity { box_id: "b".into(), hostname: "h".into(), user: None, started: SystemTime::now() };
+        let id = Identity {
+            box_id: "b".into(),
+            hostname: "h".into(),
+            user: None,
+            started: SystemTime::now(),
+            owner: super::super::origin::Owner::current(),
+            scheduler: Default::default(),
+        };
         assert_ne!(id.message_id("sample", 1), id.message_id("sample", 2));
         assert_ne!(id.message_id("sample", 1), id.message_id("summary", 1));
         assert_eq!(id.message_id("sample", 1), id.message_id("sample", 1));
