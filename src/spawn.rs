@@ -104,7 +104,9 @@ pub fn spawn(argv: &[OsString], box_id: &str, track: Track, setup: &ChildSetup) 
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             // SAFETY: see above; this never returns.
-            unsafe { child(&ptrs, &envps, go_r.as_raw_fd(), report_w.as_raw_fd(), setup, &mask) }
+            unsafe {
+                child(&ptrs, &envps, [go_r.as_raw_fd(), go_w.as_raw_fd()], report_w.as_raw_fd(), setup, &mask)
+            }
         }
         ForkResult::Parent { child } => {
             drop(go_r);
@@ -114,24 +116,22 @@ pub fn spawn(argv: &[OsString], box_id: &str, track: Track, setup: &ChildSetup) 
                 // Both sides set it, so neither order of the race matters.
                 let _ = nix::unistd::tcsetpgrp(unsafe_borrow(fd), child);
             }
-            let abort = |pidfd: Option<&PidFd>, why: String| {
-                if let Some(p) = pidfd {
-                    let _ = p.signal(Sig::KILL);
-                }
-                let _ = nix::sys::wait::waitpid(child, None);
-                why
-            };
             // Our child and not yet reaped, so this pidfd is certainly the right process.
-            let pidfd = PidFd::open(child.as_raw())
-                .map_err(|e| abort(None, format!("pidfd_open: {e} (Linux 5.3 or later is required)")))?;
+            let pidfd = match PidFd::open(child.as_raw()) {
+                Ok(p) => p,
+                Err(e) => {
+                    abandon(child, None, go_w);
+                    return Err(format!("pidfd_open: {e} (Linux 5.3 or later is required)"));
+                }
+            };
             let mode = match track {
                 Track::Subreaper => Mode::Subreaper,
                 Track::Ptrace | Track::Auto => match ptrace::seize(child.as_raw()) {
                     Ok(()) => Mode::Ptrace,
                     Err(e) if track == Track::Ptrace => {
-                        return Err(abort(
-                            Some(&pidfd),
-                            format!("ptrace is not permitted here ({e}): seccomp or Yama may forbid it; use --track subreaper"),
+                        abandon(child, Some(&pidfd), go_w);
+                        return Err(format!(
+                            "ptrace is not permitted here ({e}): seccomp or Yama may forbid it; use --track subreaper"
                         ));
                     }
                     Err(e) => {
@@ -141,11 +141,31 @@ pub fn spawn(argv: &[OsString], box_id: &str, track: Track, setup: &ChildSetup) 
                 },
             };
             let go = if mode == Mode::Ptrace { GO_PTRACE } else { GO_SUBREAPER };
-            nix::unistd::write(&go_w, &[go])
-                .map_err(|e| abort(Some(&pidfd), format!("cannot start the child: {e}")))?;
+            if let Err(e) = nix::unistd::write(&go_w, &[go]) {
+                abandon(child, Some(&pidfd), go_w);
+                return Err(format!("cannot start the child: {e}"));
+            }
             drop(go_w);
             drop((cargs, envs));
             Ok(Spawned { pidfd, mode, report: ExecReport(std::fs::File::from(report_r)) })
+        }
+    }
+}
+
+/// Gives up on a child that has not been told to go: it must neither run the job nor outlive
+/// proc_box. Closing the go pipe is enough (the child reads EOF and exits 125), and needs no
+/// pidfd; with one, the child is also killed, in case it is stopped. Then it is reaped.
+fn abandon(child: nix::unistd::Pid, pidfd: Option<&PidFd>, go: std::os::fd::OwnedFd) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    if let Some(p) = pidfd {
+        let _ = p.signal(Sig::KILL);
+    }
+    drop(go);
+    loop {
+        match waitpid(child, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return,
+            Err(nix::errno::Errno::EINTR) | Ok(_) => continue, // a ptrace stop: SIGKILL ends it
+            Err(_) => return,
         }
     }
 }
@@ -163,7 +183,7 @@ fn unsafe_borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
 unsafe fn child(
     argv: &[*const libc::c_char],
     envps: &[Vec<*const libc::c_char>; 2],
-    go: RawFd,
+    [go, go_w]: [RawFd; 2],
     report: RawFd,
     setup: &ChildSetup,
     mask: &libc::sigset_t,
@@ -172,6 +192,9 @@ unsafe fn child(
         *setup;
     // SAFETY (whole block): plain syscalls on fds and memory that stay valid until exec.
     unsafe {
+        // Our copy of the write end would keep the read below from ever seeing EOF when the
+        // parent gives up.
+        libc::close(go_w);
         libc::setpgid(0, 0);
         if let Some(fd) = terminal {
             libc::tcsetpgrp(fd, libc::getpid()); // SIGTTOU is blocked, so this works from the background

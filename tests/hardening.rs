@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// `proc_box … 2> >(true)`: stderr is a pipe whose reader is gone. Logging must not panic.
@@ -456,4 +456,35 @@ fn control_characters_never_reach_the_log_raw() {
     assert!(!err.contains('\u{1b}') && !err.contains('\0'), "raw control characters: {err:?}");
     assert!(!err.lines().any(|l| l.starts_with("proc_box: forged")), "a forged line: {err}");
     assert!(err.contains("\\u{1b}[2J"), "escaped instead: {err}");
+}
+
+/// When proc_box cannot hold the child it forked (pidfd_open fails: a kernel before 5.3 or a
+/// seccomp policy; or ptrace is refused under `--track ptrace`), it fails with 125 at once,
+/// the job never runs, and no process is left behind.
+#[test]
+fn a_spawn_that_cannot_hold_its_child_is_125_and_leaves_nothing() {
+    let s = Scene::new("spawnfail");
+    let ran = s.dir.join("ran");
+    let job = format!("touch {}; exec sleep 60", ran.display());
+    let cases = [
+        (libc::SYS_pidfd_open, "auto", "pidfd_open"),
+        (libc::SYS_pidfd_open, "subreaper", "pidfd_open"),
+        (libc::SYS_ptrace, "ptrace", "ptrace is not permitted"),
+    ];
+    for (nr, mode, says) in cases {
+        let out = Command::new(fixture("seccomp_fail"))
+            .args([&nr.to_string(), &libc::ENOSYS.to_string(), "--", proc_box()])
+            .args(["--cgroup", "off", "--track", mode, "--", "sh", "-c", &job])
+            .env("BOXTEST_MARKER", &s.marker)
+            .run();
+        if out.status.code() == Some(77) {
+            eprintln!("no seccomp filter for this architecture; skipped");
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{mode}: {err}");
+        assert!(err.contains(says), "{mode}: {err}");
+        s.assert_no_survivors();
+        assert!(!ran.exists(), "{mode}: the job ran");
+    }
 }
