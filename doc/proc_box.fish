@@ -20,7 +20,7 @@ complete -c proc_box -l format -d 'the end-of-job line, as /usr/bin/time -f: %e 
 complete -c proc_box -l json -d 'a JSON object copied into every sample and the summary as `user`' -r
 complete -c proc_box -l allow-job-control -d 'let processes of the box\'s own tree use the control socket (refused by default)' -r -f -a "true\t''
 false\t''"
-complete -c proc_box -l control-token -d 'a secret every command (socket or AMQP) must carry as "token"; prefer the _FILE form or the environment, since a command line is visible to every user' -r
+complete -c proc_box -l control-token -d 'a secret that keys an HMAC every command (socket or AMQP) must be signed with, and every reply is; prefer the _FILE form or the environment (a command line is visible to all)' -r
 complete -c proc_box -l control-token-file -d 'read the control token from this file (its first line)' -r -F
 complete -c proc_box -l control-socket -d 'Unix socket (mode 0600) taking one JSON command per line' -r -F
 complete -c proc_box -l track -d 'how descendants are found' -r -f -a "auto\t'ptrace when the kernel allows it, otherwise subreaper (with one warning)'

@@ -34,7 +34,7 @@ wait\:"wait for the whole tree to exit by itself"))' \
 '--format=[the end-of-job line, as /usr/bin/time -f\: %e %U %S %P %M %x %C, %{summary_field}, %{user.key}, %%, \\n, \\t (printed to stderr even with --nowarn)]:STRING:_default' \
 '--json=[a JSON object copied into every sample and the summary as \`user\`]:OBJECT:_default' \
 '--allow-job-control=[let processes of the box'\''s own tree use the control socket (refused by default)]::ALLOW_JOB_CONTROL:(true false)' \
-'--control-token=[a secret every command (socket or AMQP) must carry as "token"; prefer the _FILE form or the environment, since a command line is visible to every user]:TOKEN:_default' \
+'--control-token=[a secret that keys an HMAC every command (socket or AMQP) must be signed with, and every reply is; prefer the _FILE form or the environment (a command line is visible to all)]:TOKEN:_default' \
 '--control-token-file=[read the control token from this file (its first line)]:PATH:_files' \
 '--control-socket=[Unix socket (mode 0600) taking one JSON command per line]:PATH:_files' \
 '--track=[how descendants are found]:TRACK:((auto\:"ptrace when the kernel allows it, otherwise subreaper (with one warning)"

@@ -114,30 +114,13 @@ impl<'de> serde::Deserialize<'de> for Entries {
     }
 }
 
-/// Compares in time independent of where the two differ.
-pub fn same_token(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Parses one command. Keys match case-insensitively, as Go's decoder did.
 pub fn parse(raw: &[u8]) -> Result<Command, Rejected> {
-    parse_with_token(raw).1
-}
-
-/// Parses one command, and the `"token"` it carries, if any (see `--control-token`), from a
-/// single decoding of the JSON.
-pub fn parse_with_token(raw: &[u8]) -> (Option<String>, Result<Command, Rejected>) {
-    let map = match serde_json::from_slice::<Entries>(raw) {
-        Ok(Entries::Object(map)) => map,
-        Ok(Entries::Other) => return (None, Err(reject(None, "a command must be a JSON object".into()))),
-        Err(e) => return (None, Err(reject(None, format!("invalid JSON: {e}")))),
-    };
-    let token = map.iter().find_map(|(k, v)| match v {
-        Value::String(t) if k.eq_ignore_ascii_case("token") => Some(t.clone()),
-        _ => None,
-    });
-    (token, command_of(&map))
+    match serde_json::from_slice::<Entries>(raw) {
+        Ok(Entries::Object(map)) => command_of(&map),
+        Ok(Entries::Other) => Err(reject(None, "a command must be a JSON object".into())),
+        Err(e) => Err(reject(None, format!("invalid JSON: {e}"))),
+    }
 }
 
 fn reject(command: Option<&str>, reason: String) -> Rejected {
@@ -214,11 +197,26 @@ pub struct Reply {
     /// The sample a `sample` command produced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample: Option<Value>,
+    /// The nonce of the signed command this answers (see `auth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub re: Option<String>,
+    /// The box's control key: the reply goes out signed with it.
+    #[serde(skip)]
+    pub key: Option<crate::auth::Key>,
 }
 
 impl Reply {
+    pub fn new(ok: bool, command: Option<String>, error: Option<String>, state: Value) -> Reply {
+        Reply { ok, command, error, state, sample: None, re: None, key: None }
+    }
+
+    /// One line of JSON: the reply itself, or, with a key, its signed envelope.
     pub fn to_line(&self) -> String {
-        let mut s = serde_json::to_string(self).unwrap_or_else(|_| r#"{"ok":false}"#.into());
+        let text = serde_json::to_string(self).unwrap_or_else(|_| r#"{"ok":false}"#.into());
+        let mut s = match &self.key {
+            Some(key) => crate::auth::seal_reply(key, &text),
+            None => text,
+        };
         s.push('\n');
         s
     }

@@ -112,8 +112,8 @@ pub struct Config {
     /// let processes of the box's own tree use the control socket (refused by default)
     #[arg(long = "allow-job-control", env = "PBOX_ALLOW_JOB_CONTROL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
     pub allow_job_control: bool,
-    /// a secret every command (socket or AMQP) must carry as "token"; prefer the _FILE form or
-    /// the environment, since a command line is visible to every user
+    /// a secret that keys an HMAC every command (socket or AMQP) must be signed with, and every
+    /// reply is; prefer the _FILE form or the environment (a command line is visible to all)
     #[arg(long = "control-token", env = "PBOX_CONTROL_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub control_token: Option<String>,
     /// read the control token from this file (its first line)
@@ -370,6 +370,25 @@ fn read_token_file(path: &std::path::Path) -> Result<String, String> {
     Ok(read_regular_file(path, 4096)?.lines().next().unwrap_or_default().to_owned())
 }
 
+/// The control token (the key commands are signed with), given as text or as a file's first
+/// line; shared with proc_boxctl.
+pub fn control_token(text: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    let token = match (text, file) {
+        (Some(_), Some(_)) => {
+            return Err("--control-token and --control-token-file exclude each other".into())
+        }
+        (Some(t), None) => t.to_owned(),
+        (None, Some(path)) => {
+            read_token_file(path).map_err(|e| format!("--control-token-file {}: {e}", path.display()))?
+        }
+        (None, None) => return Ok(None),
+    };
+    if token.trim().is_empty() {
+        return Err("the control token is empty".into());
+    }
+    Ok(Some(token))
+}
+
 /// A PEM bundle of CA certificates (`--cacert`), at most 1 MiB.
 pub fn read_cacert(path: &std::path::Path) -> Result<String, String> {
     read_regular_file(path, 1 << 20).map_err(|e| format!("--cacert {}: {e}", path.display()))
@@ -387,20 +406,7 @@ impl Config {
 
     /// The control token, from `--control-token` or the first line of `--control-token-file`.
     pub fn token(&self) -> Result<Option<String>, String> {
-        let token = match (&self.control_token, &self.control_token_file) {
-            (Some(_), Some(_)) => {
-                return Err("--control-token and --control-token-file exclude each other".into())
-            }
-            (Some(t), None) => t.clone(),
-            (None, Some(path)) => {
-                read_token_file(path).map_err(|e| format!("--control-token-file {}: {e}", path.display()))?
-            }
-            (None, None) => return Ok(None),
-        };
-        if token.trim().is_empty() {
-            return Err("the control token is empty".into());
-        }
-        Ok(Some(token))
+        control_token(self.control_token.as_deref(), self.control_token_file.as_deref())
     }
 
     /// The tree-wide limits, each checked against what proc_box may enforce.

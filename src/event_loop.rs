@@ -5,6 +5,7 @@
 //! timeout, the children-list tick) become the poll timeout; nothing sleeps.
 
 use crate::accounting::{Accounting, OwnIo};
+use crate::auth::Via;
 use crate::command::{self, Command, Reply};
 use crate::emitter::{Emitter, End, Live};
 use crate::policy::{Action, Policy, Reason};
@@ -24,7 +25,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 const SIGNALS: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -109,8 +110,8 @@ pub struct Parts {
     /// `--format`: the end-of-job line as the user wrote it.
     pub format: Option<crate::accounting::format::Format>,
     pub argv: Vec<String>,
-    /// Every command must carry this `"token"` (`--control-token`).
-    pub token: Option<String>,
+    /// Every command must be signed with this key (`--control-token`).
+    pub guard: Option<crate::auth::Guard>,
     pub limits: crate::policy::limits::Limits,
     /// The box's cgroup, where one was made.
     pub cgroup: Option<Arc<crate::cgroup::Cgroup>>,
@@ -236,7 +237,7 @@ pub struct EventLoop {
     exit_rule: crate::policy::ExitRule,
     format: Option<crate::accounting::format::Format>,
     argv: Vec<String>,
-    token: Option<String>,
+    guard: Option<crate::auth::Guard>,
     limits: crate::policy::limits::Limits,
     cgroup: Option<Arc<crate::cgroup::Cgroup>>,
 }
@@ -307,7 +308,7 @@ impl EventLoop {
             exit_rule: parts.exit_rule,
             format: parts.format,
             argv: parts.argv,
-            token: parts.token,
+            guard: parts.guard,
             limits: parts.limits,
             cgroup: parts.cgroup,
             signals: parts.signals,
@@ -538,9 +539,11 @@ impl EventLoop {
                     // The socket's bound on a command holds for AMQP messages too.
                     let reply = if req.raw.len() > MAX_LINE {
                         crate::warn!("AMQP: rejected a message longer than {MAX_LINE} bytes");
-                        self.reply(false, None, Some(format!("message longer than {MAX_LINE} bytes")))
+                        let r =
+                            self.reply(false, None, Some(format!("message longer than {MAX_LINE} bytes")));
+                        self.sealed(r, None)
                     } else {
-                        self.handle_raw(&req.raw)
+                        self.handle_raw(&req.raw, Via::Broker)
                     };
                     (req.respond)(reply);
                 }
@@ -718,10 +721,11 @@ impl EventLoop {
     fn answer(&mut self, inputs: Vec<(Token, Input)>) {
         for (conn, input) in inputs {
             let reply = match input {
-                Input::Line(line) => self.handle_raw(&line),
+                Input::Line(line) => self.handle_raw(&line, Via::Socket),
                 Input::TooLong => {
                     crate::warn!("control socket: rejected a line longer than {MAX_LINE} bytes");
-                    self.reply(false, None, Some(format!("line longer than {MAX_LINE} bytes")))
+                    let r = self.reply(false, None, Some(format!("line longer than {MAX_LINE} bytes")));
+                    self.sealed(r, None)
                 }
             };
             if let Some(socket) = self.socket.as_mut() {
@@ -730,18 +734,42 @@ impl EventLoop {
         }
     }
 
-    /// One command from any transport: parse, decide, act, answer.
-    fn handle_raw(&mut self, raw: &[u8]) -> Reply {
-        let (token, parsed) = command::parse_with_token(raw);
-        if let Some(expected) = &self.token {
-            if !token.is_some_and(|t| command::same_token(&t, expected)) {
-                crate::warn!("refused a command without a valid token");
-                return self.reply(false, None, Some("a valid \"token\" is required".into()));
+    /// One command from any transport: authenticate, parse, decide, act, answer.
+    fn handle_raw(&mut self, raw: &[u8], via: Via) -> Reply {
+        let Some(guard) = self.guard.as_mut() else {
+            return self.handle_command(raw);
+        };
+        match guard.open(raw, via, SystemTime::now(), Instant::now()) {
+            Ok(opened) => {
+                let reply = self.handle_command(opened.text.as_bytes());
+                self.sealed(reply, Some(opened.nonce))
+            }
+            Err(refused) => {
+                crate::warn!("refused a command: {}", refused.reason);
+                let reply = self.reply(false, None, Some(refused.reason));
+                self.sealed(reply, refused.nonce)
             }
         }
-        let cmd = match parsed {
+    }
+
+    /// With a control key, the reply is signed, bound to the nonce of the command it answers.
+    fn sealed(&self, mut reply: Reply, nonce: Option<String>) -> Reply {
+        if let Some(guard) = &self.guard {
+            reply.re = nonce;
+            reply.key = Some(guard.key().clone());
+        }
+        reply
+    }
+
+    /// A command, authenticated already where the box has a key.
+    fn handle_command(&mut self, raw: &[u8]) -> Reply {
+        let cmd = match command::parse(raw) {
             Ok(cmd) => cmd,
-            Err(r) => {
+            Err(mut r) => {
+                if self.guard.is_none() && crate::auth::looks_signed(raw) {
+                    r.reason =
+                        "this box has no control key (--control-token): send the command unsigned".into();
+                }
                 crate::warn!("rejected command: {}", r.reason);
                 return self.reply(false, r.command, Some(r.reason));
             }
@@ -783,7 +811,7 @@ impl EventLoop {
     /// included) learns the reason, never the box's pids, id or timer.
     fn reply(&self, ok: bool, command: Option<String>, error: Option<String>) -> Reply {
         let state = if ok { self.state() } else { Value::Null };
-        Reply { ok, command, error, state, sample: None }
+        Reply::new(ok, command, error, state)
     }
 
     /// The box's state as `status` reports it.

@@ -6,6 +6,7 @@
 #[macro_use]
 pub mod log;
 pub mod accounting;
+pub mod auth;
 pub mod cgroup;
 pub mod command;
 pub mod config;

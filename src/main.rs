@@ -109,7 +109,12 @@ fn start(config: &Config) -> Result<i32, String> {
     };
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
     let nofile = raise_nofile();
-    let token = config.token()?;
+    // The control token keys the HMAC of every command and reply (never sent itself).
+    let guard = config.token()?.map(|t| {
+        let broadcast: Vec<String> =
+            config.rkey.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect();
+        proc_box::auth::Guard::new(proc_box::auth::Key::new(t.as_bytes()), &box_id, &broadcast)
+    });
     let socket = config
         .control_socket
         .as_deref()
@@ -184,7 +189,7 @@ fn start(config: &Config) -> Result<i32, String> {
         exit_rule: config.exit_rule(),
         format: config.format.clone(),
         argv,
-        token,
+        guard,
         limits,
         cgroup: cgroup.clone(),
         connector,

@@ -248,13 +248,12 @@ impl ControlSocket {
                 Ok((mut stream, _)) => {
                     if let Err(why) = peer_allowed(&stream, self.allow_job_control) {
                         crate::warn!("control socket: refused a client: {why}");
-                        let reply = crate::command::Reply {
-                            ok: false,
-                            command: None,
-                            error: Some(format!("refused: {why}")),
-                            state: serde_json::Value::Null,
-                            sample: None,
-                        };
+                        let reply = crate::command::Reply::new(
+                            false,
+                            None,
+                            Some(format!("refused: {why}")),
+                            serde_json::Value::Null,
+                        );
                         let _ = stream.write(reply.to_line().as_bytes());
                         continue;
                     }

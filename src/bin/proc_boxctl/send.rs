@@ -1,16 +1,18 @@
 //! `send` and `status`: one command out, the replies back, over the broker or a socket.
 
-use crate::{close, println_safe, status, BrokerArgs, Failed};
+use crate::{close, eprintln_safe, println_safe, status, BrokerArgs, Failed};
 use clap::Args;
 use futures_lite::future::or;
 use futures_lite::StreamExt;
 use lapin::options::BasicPublishOptions;
 use lapin::protocol::BasicProperties;
+use proc_box::auth::{self, Key, Target as Signed};
 use proc_box::transport::amqp::link::{self, STEP};
 use proc_box::units::parse_duration;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
@@ -49,9 +51,30 @@ struct Common {
     /// talk to a local box's control socket instead of the broker
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// the box's control token, if it requires one
-    #[arg(long, env = "PBOX_CONTROL_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// the boxes' control key (their --control-token): commands are signed with it, and only
+    /// replies signed with it are believed
+    #[arg(
+        long = "control-token",
+        alias = "token",
+        env = "PBOX_CONTROL_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    control_token: Option<String>,
+    /// read the control key from this file (its first line)
+    #[arg(long = "control-token-file", env = "PBOX_CONTROL_TOKEN_FILE", value_name = "PATH")]
+    control_token_file: Option<PathBuf>,
+}
+
+impl Common {
+    fn key(&self) -> Result<Option<Key>, Failed> {
+        let token = proc_box::config::control_token(
+            self.control_token.as_deref(),
+            self.control_token_file.as_deref(),
+        )
+        .map_err(|e| Failed::new(status::USAGE, e))?;
+        Ok(token.map(|t| Key::new(t.as_bytes())))
+    }
 }
 
 /// Where a command goes.
@@ -62,11 +85,11 @@ enum Target {
 }
 
 pub fn send(broker: &BrokerArgs, a: SendArgs) -> Result<u8, Failed> {
-    let body = command_json(&a.command, &a.arguments, a.common.token.as_deref())?;
     let target = match a.id {
         Some(id) => Target::Box(id),
         None => Target::All(a.expect),
     };
+    let (body, mut replies) = command_json(&a.command, &a.arguments, &a.common, broker, &target)?;
     // Each reply is printed as it comes; only the verdict needs them all.
     let mut all_ok = true;
     let mut print = |r: &Value| {
@@ -74,27 +97,33 @@ pub fn send(broker: &BrokerArgs, a: SendArgs) -> Result<u8, Failed> {
         println_safe(&r.to_string());
     };
     match &a.common.socket {
-        Some(path) => print(&via_socket(path, &body, a.common.wait)?),
-        None => {
-            async_global_executor::block_on(via_broker(broker, &target, &body, a.common.wait, &mut print))?
-        }
+        Some(path) => print(&via_socket(path, &body, a.common.wait, &mut replies)?),
+        None => async_global_executor::block_on(via_broker(
+            broker,
+            &target,
+            &body,
+            a.common.wait,
+            &mut replies,
+            &mut print,
+        ))?,
     }
     Ok(if all_ok { status::OK } else { status::REFUSED })
 }
 
 pub fn status(broker: &BrokerArgs, a: StatusArgs) -> Result<u8, Failed> {
-    let body = command_json("status", &[], a.common.token.as_deref())?;
+    let target = Target::Box(a.id.clone().unwrap_or_default());
+    let (body, mut replies) = command_json("status", &[], &a.common, broker, &target)?;
     let reply = match &a.common.socket {
-        Some(path) => via_socket(path, &body, a.common.wait)?,
+        Some(path) => via_socket(path, &body, a.common.wait, &mut replies)?,
         None => {
-            let id = a.id.unwrap_or_default();
             let mut reply = Value::Null;
             let mut keep = |r: &Value| reply = r.clone();
             async_global_executor::block_on(via_broker(
                 broker,
-                &Target::Box(id),
+                &target,
                 &body,
                 a.common.wait,
+                &mut replies,
                 &mut keep,
             ))?;
             reply
@@ -114,18 +143,84 @@ fn verdict(replies: &[Value]) -> u8 {
     }
 }
 
-/// The command as JSON, checked with the boxes' own parser first so a typo fails here.
-fn command_json(command: &str, arguments: &[String], token: Option<&str>) -> Result<String, Failed> {
-    let mut body = json!({ "command": command, "arguments": arguments });
-    if let Some(t) = token {
-        body["token"] = Value::String(t.into());
-    }
+/// The command as JSON, checked with the boxes' own parser first so a typo fails here; with a
+/// key, signed for its target. Also what its replies must be to be believed.
+fn command_json(
+    command: &str,
+    arguments: &[String],
+    common: &Common,
+    broker: &BrokerArgs,
+    target: &Target,
+) -> Result<(String, Replies), Failed> {
+    let body = json!({ "command": command, "arguments": arguments });
     let text = body.to_string();
     proc_box::command::parse(text.as_bytes()).map_err(|r| Failed::new(status::USAGE, r.reason))?;
-    Ok(text)
+    let Some(key) = common.key()? else {
+        return Ok((text, Replies { key: None, seen: HashSet::new(), ignored: 0 }));
+    };
+    let to = match (target, &common.socket) {
+        (_, Some(_)) => Signed::Socket,
+        (Target::Box(id), None) => Signed::Box(id.clone()),
+        (Target::All(_), None) => Signed::Key(broker.control_key()),
+    };
+    let (envelope, nonce) = auth::sign_command(&key, &body, &to, SystemTime::now());
+    Ok((envelope, Replies { key: Some((key, nonce)), seen: HashSet::new(), ignored: 0 }))
 }
 
-fn via_socket(path: &std::path::Path, body: &str, wait: Duration) -> Result<Value, Failed> {
+/// Which replies are believed: with a key, only those signed with it for this very command,
+/// each once (a genuine reply published again is not a second box).
+struct Replies {
+    key: Option<(Key, String)>,
+    seen: HashSet<Vec<u8>>,
+    ignored: u64,
+}
+
+impl Replies {
+    /// The reply to show, or None (and a line on stderr) for one that is not to be believed.
+    fn accept(&mut self, raw: &[u8]) -> Option<Value> {
+        let Some((key, nonce)) = &self.key else {
+            return Some(unsigned(raw));
+        };
+        match auth::open_reply(key, raw, nonce) {
+            Ok(reply) if self.seen.insert(raw.to_vec()) => Some(reply),
+            Ok(_) => None,
+            Err(why) => {
+                self.ignored += 1;
+                // Compact JSON escapes every control character: nothing reaches the terminal raw.
+                let shown = Value::String(String::from_utf8_lossy(&raw[..raw.len().min(200)]).into());
+                eprintln_safe(&format!(
+                    "proc_boxctl: ignored a reply that was not signed with the control key ({why}): {shown}"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Why nothing came, when nothing believable did.
+    fn none_within(&self, wait: &str) -> String {
+        match self.ignored {
+            0 => format!("no reply within {wait} (try a longer --wait)"),
+            n => format!("no reply signed with the control key within {wait} ({n} ignored that were not)"),
+        }
+    }
+}
+
+/// A reply taken without a key: a signed one is unwrapped (not verified: no key, no trust).
+fn unsigned(raw: &[u8]) -> Value {
+    let reply = serde_json::from_slice::<Value>(raw)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into()));
+    match reply.get("signed").and_then(Value::as_str).map(serde_json::from_str::<Value>) {
+        Some(Ok(inner)) if auth::looks_signed(raw) => inner,
+        _ => reply,
+    }
+}
+
+fn via_socket(
+    path: &std::path::Path,
+    body: &str,
+    wait: Duration,
+    replies: &mut Replies,
+) -> Result<Value, Failed> {
     use std::io::{BufRead, BufReader, Write};
     let unreachable =
         |e: std::io::Error| Failed::new(status::UNREACHABLE, format!("{}: {e}", path.display()));
@@ -146,8 +241,17 @@ fn via_socket(path: &std::path::Path, body: &str, wait: Duration) -> Result<Valu
         }
         Err(e) => return Err(unreachable(e)),
     }
-    serde_json::from_str(&line)
-        .map_err(|e| Failed::new(status::NO_REPLY, format!("a reply that is not JSON: {e}")))
+    if replies.key.is_none() {
+        serde_json::from_str::<Value>(&line)
+            .map_err(|e| Failed::new(status::NO_REPLY, format!("a reply that is not JSON: {e}")))?;
+        return Ok(unsigned(line.trim_end().as_bytes()));
+    }
+    replies.accept(line.trim_end().as_bytes()).ok_or_else(|| {
+        Failed::new(
+            status::NO_REPLY,
+            format!("{}: the reply was not signed with the control key", path.display()),
+        )
+    })
 }
 
 /// Publishes the command with a private reply queue, then hands each reply to `on_reply` as it
@@ -158,10 +262,11 @@ async fn via_broker(
     target: &Target,
     body: &str,
     wait: Duration,
+    replies: &mut Replies,
     on_reply: &mut dyn FnMut(&Value),
 ) -> Result<(), Failed> {
     let conn = broker.connect().await?;
-    let result = exchange(broker, &conn, target, body, wait, on_reply).await;
+    let result = exchange(broker, &conn, target, body, wait, replies, on_reply).await;
     close(&conn).await;
     result
 }
@@ -172,6 +277,7 @@ async fn exchange(
     target: &Target,
     body: &str,
     wait: Duration,
+    replies: &mut Replies,
     on_reply: &mut dyn FnMut(&Value),
 ) -> Result<(), Failed> {
     let lost = |f: link::Failure| Failed::new(status::UNREACHABLE, f.message().to_owned());
@@ -228,14 +334,13 @@ async fn exchange(
         if d.properties.correlation_id().as_ref().map(|c| c.as_str()) != Some(corr.as_str()) {
             continue;
         }
-        let reply = serde_json::from_slice(&d.data)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.data).into()));
+        let Some(reply) = replies.accept(&d.data) else { continue };
         on_reply(&reply);
         got += 1;
     }
     let wait = humantime::format_duration(wait);
     match (got, expect) {
-        (0, _) => Err(Failed::new(status::NO_REPLY, format!("no reply within {wait} (try a longer --wait)"))),
+        (0, _) => Err(Failed::new(status::NO_REPLY, replies.none_within(&wait.to_string()))),
         (got, Some(n)) if got < n => {
             Err(Failed::new(status::NO_REPLY, format!("{got} of {n} expected replies within {wait}")))
         }
