@@ -332,7 +332,9 @@ fn a_captured_command_cannot_be_replayed_retargeted_or_forged() {
         peer.publish(EXCHANGE, &format!("{rkey}.{target}"), body, Some((&reply_queue, &corr))).unwrap();
         let d = next(&mut replies, DEADLINE).expect("a reply");
         assert_eq!(d.properties.correlation_id().as_ref().map(|c| c.to_string()), Some(corr));
-        serde_json::from_slice(&d.data).unwrap()
+        let reply: Value = serde_json::from_slice(&d.data).unwrap();
+        assert!(inside(&reply)["state"].is_null(), "a refusal carries no state: {reply}");
+        reply
     };
     // Replayed to a, sent on to b, at once: both refused. The refusal to the replay is signed
     // for the nonce, so the genuine sender could trust it.
