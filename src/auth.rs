@@ -229,7 +229,8 @@ impl Guard {
         &self.key
     }
 
-    /// MAC first (nothing unauthenticated is looked at further), then the target, the timestamp, and the nonce, which is remembered only once all else passed.
+    /// MAC first (nothing unauthenticated is looked at further), then the target, the
+    /// timestamp, and the nonce, which is remembered only once all else passed.
     pub fn open(&mut self, raw: &[u8], via: Via, now: SystemTime, mono: Instant) -> Result<Opened, Refused> {
         let text = self.key.verify(COMMAND_DOMAIN, raw).map_err(|why| Refused {
             reason: format!("{why}: this box takes only commands signed with its control key"),
