@@ -239,6 +239,80 @@ fn pss_counts_shared_memory_once() {
     assert_eq!(v["processes_peak"], 5);
 }
 
+/// The kernel's PSS of the listed processes, read by the test: the truth a sample is held to.
+fn pss_truth(pids: &[i32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .sum()
+}
+
+/// PSS is not a per-process constant: the owner of a 256 MiB shared mapping, measured while
+/// alone, holds a quarter of it once three sharers arrive, though nothing of its own moved.
+/// Samples and the peak follow the kernel's own smaps_rollup, read here at the same moment.
+#[test]
+fn pss_follows_sharers_that_arrive_after_the_owner() {
+    for track in MODES {
+        let s = Scene::new(&format!("pss-late-{track}"));
+        let sock = s.socket().display().to_string();
+        let summary = s.dir.join("summary.json");
+        let shm = fixture("shared_mem");
+        let mut child = s
+            .command(&[
+                "--track",
+                track,
+                "--control-socket",
+                &sock,
+                "--monitor",
+                "20ms",
+                "--summary-file",
+                summary.to_str().unwrap(),
+                "--",
+                shm.to_str().unwrap(),
+                "256",
+                "3",
+                "late",
+            ])
+            .spawn()
+            .unwrap();
+        wait_for("the owner to touch its mapping", || s.has_file("shm_owner.ready").then_some(()));
+        let mut ctl = Control::connect(&s.socket());
+        // The owner alone, read (and cached) by a sample and by monitor ticks.
+        let alone = ctl.ok("sample", &[])["sample"]["pss_bytes"].as_u64().unwrap();
+        assert!(alone >= 256 << 20, "{track}: the owner alone: PSS {alone}");
+        std::fs::write(s.dir.join("go.ready"), "1\n").unwrap();
+        for name in ["shm_main", "shm0", "shm1", "shm2"] {
+            wait_for(&format!("{name} to touch the mapping"), || {
+                s.has_file(&format!("{name}.ready")).then_some(())
+            });
+        }
+        let sample = ctl.ok("sample", &[])["sample"].clone();
+        let pids: Vec<i32> =
+            sample["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap() as i32).collect();
+        let truth = pss_truth(&pids);
+        let got = sample["pss_bytes"].as_u64().unwrap();
+        assert_eq!(pids.len(), 4, "{track}: {sample}");
+        let near = |a: u64, b: u64| a.abs_diff(b) <= (b / 50).max(4 << 20);
+        assert!(near(got, truth), "{track}: sample PSS {} MiB, kernel {} MiB", got >> 20, truth >> 20);
+        ctl.ok("stop", &[]);
+        assert_eq!(wait_exit(&mut child).code(), Some(143));
+        let peak = read_json(&summary)["peak_pss_bytes"].as_u64().unwrap();
+        // The true tree PSS never left about 256 MiB: the pages were shared, never copied.
+        assert!(
+            peak <= truth + (truth / 50).max(4 << 20),
+            "{track}: peak PSS {} MiB against the kernel's {} MiB",
+            peak >> 20,
+            truth >> 20
+        );
+        s.assert_no_survivors();
+    }
+}
+
 #[test]
 fn peak_memory_catches_a_short_spike() {
     // 200 MiB held for about 0.3 s, far shorter than the sample interval.

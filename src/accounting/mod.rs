@@ -76,14 +76,61 @@ pub struct Totals {
     pub open_files: u64,
 }
 
-/// PSS is re-read at least this often (in monitor ticks) even when nothing else moved.
+/// PSS is re-read at least this often (in monitor ticks) even when nothing in the tree moved:
+/// a process outside the tree that maps or drops the same pages (a shared library's, a file's)
+/// moves it too, and the tree cannot see that.
 const PSS_REFRESH: u64 = 20;
 
+/// What tells, at the cost of one `stat` read, whether a process's mapped pages may have
+/// moved: its resident pages and its page faults (a page mapped by a fault counts one, a
+/// copy-on-write break included).
+type PssKey = (u64, u64);
+
 struct CachedPss {
-    key: (u64, u64),
+    key: PssKey,
     tick: u64,
     pss: u64,
     swap: u64,
+}
+
+/// PSS by member. PSS is not a per-process figure: a process's share of a page falls when
+/// another process maps that page, though nothing of its own moved. So the cache is trusted
+/// only while the whole tree is still: as soon as any member's key moved, a member was born or
+/// left, every member's PSS is read again. A tree whose memory does not move costs one `stat`
+/// per process; one that moves costs what reading without a cache would.
+#[derive(Default)]
+struct PssCache {
+    entries: HashMap<i32, CachedPss>,
+    /// A member left since the last pass: its share of every page it mapped went to others.
+    departed: bool,
+}
+
+impl PssCache {
+    /// Whether every listed key is the one cached and the membership is the one cached.
+    fn still(&self, keys: &[(i32, &Process, PssKey)]) -> bool {
+        !self.departed
+            && keys.len() == self.entries.len()
+            && keys.iter().all(|(pid, _, key)| self.entries.get(pid).is_some_and(|c| c.key == *key))
+    }
+
+    /// PSS and swap of every listed member, re-read where the cache cannot be trusted.
+    fn read(&mut self, keys: &[(i32, &Process, PssKey)], tick: u64, page: u64) -> Vec<(u64, u64)> {
+        let all = !self.still(keys);
+        if all {
+            self.entries.retain(|pid, _| keys.iter().any(|(p, _, _)| p == pid));
+        }
+        self.departed = false;
+        keys.iter()
+            .map(|&(pid, proc, key)| match self.entries.get(&pid) {
+                Some(c) if !all && tick - c.tick < PSS_REFRESH => (c.pss, c.swap),
+                _ => {
+                    let (pss, swap) = procfs::pss(proc).unwrap_or((key.0 * page, 0));
+                    self.entries.insert(pid, CachedPss { key, tick, pss, swap });
+                    (pss, swap)
+                }
+            })
+            .collect()
+    }
 }
 
 /// What the subreaper-mode estimate remembers of a live process.
@@ -113,7 +160,7 @@ pub struct Accounting {
     own_threads: std::cell::RefCell<OwnThreads>,
     peak_rss: u64,
     peak_pss: u64,
-    pss_cache: HashMap<i32, CachedPss>,
+    pss_cache: PssCache,
     tick: u64,
     seen: HashMap<i32, Seen>,
     prev_cpu: (Instant, f64),
@@ -138,7 +185,7 @@ impl Accounting {
             own_threads: Default::default(),
             peak_rss: 0,
             peak_pss: 0,
-            pss_cache: HashMap::new(),
+            pss_cache: PssCache::default(),
             tick: 0,
             seen: HashMap::new(),
             prev_cpu: (now, 0.0),
@@ -175,12 +222,17 @@ impl Accounting {
             self.lost_io.add(io);
         }
         self.seen.remove(&r.pid);
+        if self.pss_cache.entries.remove(&r.pid).is_some() {
+            self.pss_cache.departed = true;
+        }
     }
 
     /// A member left the tree. In subreaper mode, if its parent ignores SIGCHLD it was
     /// auto-reaped and nobody will account it: keep what the last tick saw of it.
     pub fn departed(&mut self, pid: i32, tracker: &Tracker) {
-        self.pss_cache.remove(&pid);
+        if self.pss_cache.entries.remove(&pid).is_some() {
+            self.pss_cache.departed = true;
+        }
         let Some(seen) = self.seen.remove(&pid) else { return };
         if self.mode != Mode::Subreaper || seen.ppid == tracker.self_pid() {
             return;
@@ -197,25 +249,23 @@ impl Accounting {
         Duration::from_secs_f64(n as f64 * self.tick_secs)
     }
 
-    /// The fast monitor tick: tree RSS and PSS for the peaks. It reads only `statm`; PSS
-    /// (`smaps_rollup`, costly) is re-read only for processes whose resident or shared pages
-    /// moved since it was last read, and at least every [`PSS_REFRESH`] ticks (a sharer's exit
-    /// moves PSS silently).
+    /// The fast monitor tick: tree RSS and PSS for the peaks. It reads each member's `stat`;
+    /// PSS (`smaps_rollup`, costly) is re-read only when something in the tree moved (see
+    /// [`PssCache`]), and at least every [`PSS_REFRESH`] ticks.
     /// Returns the tree's PSS now.
     pub fn monitor(&mut self, tracker: &Tracker) -> u64 {
         self.tick += 1;
         let mut rss = 0;
-        let mut pss = 0;
+        let mut keys = Vec::with_capacity(tracker.len());
         for (pid, proc) in tracker.processes() {
-            let Some(key) = procfs::statm(proc) else { continue };
-            rss += key.0 * self.page;
-            pss += self.pss_of(pid, proc, key).0;
+            let Some(stat) = procfs::stat(proc) else { continue };
+            rss += stat.rss_pages * self.page;
+            keys.push((pid, proc, (stat.rss_pages, stat.faults)));
             if self.mode == Mode::Subreaper {
-                if let Some(stat) = procfs::stat(proc) {
-                    self.remember(pid, &stat, procfs::io(proc).unwrap_or_default());
-                }
+                self.remember(pid, &stat, procfs::io(proc).unwrap_or_default());
             }
         }
+        let pss = self.pss_cache.read(&keys, self.tick, self.page).iter().map(|p| p.0).sum();
         self.peak_rss = self.peak_rss.max(rss);
         self.peak_pss = self.peak_pss.max(pss);
         // Narrows what an own thread can do unseen before it exits.
@@ -238,17 +288,6 @@ impl Accounting {
             .sum();
         t += self.ticks(live);
         self.cgroup_cpu(t).map_or(t, |(user, system)| user + system)
-    }
-
-    fn pss_of(&mut self, pid: i32, proc: &Process, key: (u64, u64)) -> (u64, u64) {
-        match self.pss_cache.get(&pid) {
-            Some(c) if c.key == key && self.tick - c.tick < PSS_REFRESH => (c.pss, c.swap),
-            _ => {
-                let (pss, swap) = procfs::pss(proc).unwrap_or((key.0 * self.page, 0));
-                self.pss_cache.insert(pid, CachedPss { key, tick: self.tick, pss, swap });
-                (pss, swap)
-            }
-        }
     }
 
     fn remember(&mut self, pid: i32, stat: &procfs::Stat, io: IoSum) {
@@ -274,7 +313,8 @@ impl Accounting {
             ..Totals::default()
         };
         t.io.add(self.lost_io);
-        let (mut live_user, mut live_system, mut pss) = (0, 0, 0);
+        let (mut live_user, mut live_system) = (0, 0);
+        let mut keys = Vec::with_capacity(tracker.len());
         for (pid, proc) in tracker.processes() {
             let Some(stat) = procfs::stat(proc) else { continue };
             live_user += stat.user_ticks;
@@ -285,13 +325,15 @@ impl Accounting {
             t.open_files += procfs::open_files(proc);
             let io = procfs::io(proc).unwrap_or_default();
             t.io.add(io);
-            let key = procfs::statm(proc).unwrap_or((stat.rss_pages, 0));
-            let (p, swap) = self.pss_of(pid, proc, key);
-            pss += p;
-            t.swap_bytes += swap;
+            keys.push((pid, proc, (stat.rss_pages, stat.faults)));
             if self.mode == Mode::Subreaper {
                 self.remember(pid, &stat, io);
             }
+        }
+        let mut pss = 0;
+        for (p, swap) in self.pss_cache.read(&keys, self.tick, self.page) {
+            pss += p;
+            t.swap_bytes += swap;
         }
         t.pss_bytes = Some(pss);
         t.cpu_user += self.ticks(live_user);

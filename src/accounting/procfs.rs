@@ -137,6 +137,9 @@ pub struct Stat {
     pub threads: u64,
     pub vsize: u64,
     pub rss_pages: u64,
+    /// Minor plus major page faults of the whole process. Every page a fault maps counts here,
+    /// copy-on-write breaks included, which move PSS without moving the resident count.
+    pub faults: u64,
 }
 
 pub fn stat(p: &Process) -> Option<Stat> {
@@ -158,16 +161,8 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         threads: n(17)?,
         vsize: n(20)?,
         rss_pages: n(21)?,
+        faults: n(7)? + n(9)?,
     })
-}
-
-/// `statm`'s resident and shared pages: the cheapest read of a process's memory, and the key
-/// that tells whether its PSS may have moved.
-pub fn statm(p: &Process) -> Option<(u64, u64)> {
-    let mut buf = [0u8; 128];
-    let mut f = read(p, "statm", &mut buf)?.split_ascii_whitespace().map(|v| v.parse::<u64>().ok());
-    let (_size, resident, shared) = (f.next()??, f.next()??, f.next()??);
-    Some((resident, shared))
 }
 
 pub fn io(p: &Process) -> Option<IoSum> {
@@ -226,7 +221,7 @@ mod tests {
         let line = "42 (a) b (c) R 7 42 42 0 -1 4194304 100 0 5 0 300 40 2 1 20 0 3 0 12345 8192000 512 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
         let s = parse_stat(line).unwrap();
         assert_eq!((s.ppid, s.user_ticks, s.system_ticks), (7, 302, 41));
-        assert_eq!((s.threads, s.vsize, s.rss_pages), (3, 8192000, 512));
+        assert_eq!((s.threads, s.vsize, s.rss_pages, s.faults), (3, 8192000, 512, 105));
         assert!(parse_stat("42 (x) R 1 2").is_none());
         let r = parse_reap_stat(line).unwrap();
         assert_eq!(r, ReapStat { state: 'R', ppid: 7, sigignore: 0, exit_signal: 17 });
