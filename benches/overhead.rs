@@ -1,6 +1,8 @@
 //! proc_box's costs, each measured against a bare baseline in the same run:
 //! * one full sample of a 1,000-process tree (target ≤ 15 ms), against reading only
 //!   `/proc/PID/stat` of the same processes;
+//! * the CPU of one monitor tick and one sample of a 100-process tree whose memory does not
+//!   move (target ≤ 1.5 ms), against one where it moved (every PSS read again);
 //! * proc_box's own CPU while boxing an idle 100-process job at the default monitor tick
 //!   (target ≤ 0.5% of one core);
 //! * stdout pass-through throughput, against the same writer sending straight to the same
@@ -20,9 +22,23 @@ fn main() {
         return; // cargo test --benches asks for a listing; nothing to list
     }
     raise_nofile();
-    sample_cost(1000);
-    idle_overhead(100, Duration::from_secs(10));
-    passthrough(2 << 30);
+    // `cargo bench --bench overhead -- NAME` runs only the parts whose name contains NAME.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let run = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    if run("sample_cost") {
+        sample_cost(1000);
+    }
+    if run("still_tree") {
+        for mode in [Mode::Ptrace, Mode::Subreaper] {
+            still_tree_cost(100, mode);
+        }
+    }
+    if run("idle_overhead") {
+        idle_overhead(100, Duration::from_secs(10));
+    }
+    if run("passthrough") {
+        passthrough(2 << 30);
+    }
 }
 
 fn raise_nofile() {
@@ -79,6 +95,63 @@ fn sample_cost(n: usize) {
         ms(bare),
         ms(sample) / ms(bare),
         ms(monitor)
+    );
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// The CPU this thread has used.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid pointer to a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// 100 processes sharing their libraries' pages, their memory still: the PSS cache's case.
+/// "moved" is a fresh `Accounting`, which reads every `smaps_rollup`, as a tick does once any
+/// member's memory moved. The warm figure is checked against it: the cache must not drift.
+fn still_tree_cost(n: usize, mode: Mode) {
+    let children: Vec<std::process::Child> =
+        (0..n).map(|_| Command::new("sleep").arg("600").spawn().expect("spawn sleep")).collect();
+    let poll = Poll::new().unwrap();
+    let main = PidFd::open(children[0].id() as i32).unwrap();
+    // A subreaper-mode tracker only lists; a ptrace-mode one would seize the processes.
+    let mut tracker = Tracker::new(Mode::Subreaper, main, poll.registry());
+    tracker.scan(poll.registry());
+    let mut acct = Accounting::new(mode, Instant::now(), Default::default());
+    acct.monitor(&tracker);
+    let cpu = |f: &mut dyn FnMut()| {
+        median(
+            (0..31)
+                .map(|_| {
+                    let t = thread_cpu();
+                    f();
+                    thread_cpu() - t
+                })
+                .collect(),
+        )
+    };
+    let mut warm = 0;
+    let tick = cpu(&mut || warm = acct.monitor(&tracker));
+    let sample = cpu(&mut || {
+        acct.totals(&tracker);
+    });
+    let mut fresh = 0;
+    let moved = cpu(&mut || {
+        fresh = Accounting::new(mode, Instant::now(), Default::default()).monitor(&tracker);
+    });
+    println!(
+        "{} still processes, {mode:?} mode: monitor tick {:.3} ms CPU, sample {:.3} ms CPU; after a move (all PSS read) {:.3} ms; \
+         cached PSS {} KiB, fresh {} KiB",
+        tracker.len(),
+        ms(tick),
+        ms(sample),
+        ms(moved),
+        warm >> 10,
+        fresh >> 10
     );
     for mut c in children {
         let _ = c.kill();

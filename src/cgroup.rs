@@ -91,8 +91,9 @@ impl Cgroup {
     ///
     /// Each directory costs start-up time (a memory group's most), so only what is used is
     /// made: the v2 one (members, `cgroup.kill`, `cpu.stat`); v1 `cpuacct` only without v2; v1
-    /// `memory` only for a memory ceiling (`memory`).
-    pub fn create(policy: Policy, memory: bool) -> Result<Option<Cgroup>, String> {
+    /// `memory` for a memory ceiling and for the tree's high-water mark, which only the kernel
+    /// sees exactly (a sampled sum misses what lives between two ticks).
+    pub fn create(policy: Policy) -> Result<Option<Cgroup>, String> {
         if policy == Policy::Off {
             return Ok(None);
         }
@@ -103,7 +104,7 @@ impl Cgroup {
         let has_v2 = all.iter().any(|h| h.controllers.is_none());
         let needed = |h: &Hierarchy| match &h.controllers {
             None => true,
-            Some(ctl) => ctl.iter().any(|c| (c == "memory" && memory) || (c == "cpuacct" && !has_v2)),
+            Some(ctl) => ctl.iter().any(|c| c == "memory" || (c == "cpuacct" && !has_v2)),
         };
         for h in all.into_iter().filter(needed) {
             let parent = h.mount.join(h.own.trim_start_matches('/'));

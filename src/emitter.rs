@@ -2,7 +2,7 @@
 //! interval, and the summary at the end. Sink trouble is counted and logged; it never stops
 //! the job.
 
-use crate::accounting::report::{ExitInfo, Identity, Sample, SampleContext, Summary};
+use crate::accounting::report::{ExitInfo, Floor, Identity, Sample, SampleContext, Summary};
 use crate::accounting::Accounting;
 use crate::tracker::{ExitStatus, Tracker};
 use crate::transport::amqp::link::Outgoing;
@@ -23,6 +23,7 @@ pub struct Emitter {
     made: u64,
     /// Sample deliveries lost, over every sink.
     dropped: u64,
+    floor: Floor,
 }
 
 /// The loop's side of a sample: what only it knows.
@@ -65,6 +66,7 @@ impl Emitter {
             seq: 0,
             made: 0,
             dropped: 0,
+            floor: Floor::default(),
         }
     }
 
@@ -82,7 +84,10 @@ impl Emitter {
     /// Builds a sample, writes it to the sinks, and returns it (for a `sample` reply).
     pub fn sample(&mut self, tracker: &Tracker, live: Live) -> serde_json::Value {
         let now = Instant::now();
-        let totals = self.accounting.totals(tracker);
+        let mut totals = self.accounting.totals(tracker);
+        let (mut started, mut stdout_bytes, mut stderr_bytes) =
+            (tracker.processes_started(), live.stdout_bytes, live.stderr_bytes);
+        self.floor.apply(&mut totals, &mut started, &mut stdout_bytes, &mut stderr_bytes);
         let cpu_percent = self.accounting.cpu_percent(&totals, now);
         self.seq += 1;
         let sample = Sample::new(
@@ -94,10 +99,10 @@ impl Emitter {
                 timer_elapsed: live.timer_elapsed,
                 state: live.state,
                 pids: tracker.pids(),
-                processes_started: tracker.processes_started(),
+                processes_started: started,
                 cpu_percent,
-                stdout_bytes: live.stdout_bytes,
-                stderr_bytes: live.stderr_bytes,
+                stdout_bytes,
+                stderr_bytes,
                 identity: &self.identity,
             },
             &totals,

@@ -89,7 +89,7 @@ fn start(config: &Config) -> Result<i32, String> {
         }
         p => p,
     };
-    let cgroup = proc_box::cgroup::Cgroup::create(policy, limits.memory.is_some())?.map(std::sync::Arc::new);
+    let cgroup = proc_box::cgroup::Cgroup::create(policy)?.map(std::sync::Arc::new);
     if let Some(cg) = &cgroup {
         if let Err(e) = proc_box::cgroup::watcher::start(cg) {
             cg.remove();

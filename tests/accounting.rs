@@ -660,3 +660,104 @@ fn a_shared_stderr_file_counts_the_jobs_bytes_not_proc_box_own_lines() {
     assert!(written > 1100, "proc_box logged into the same file ({written} bytes)");
     assert_eq!(read_json(&summary)["stderr_bytes"], 1000);
 }
+
+/// Every cumulative field of the samples never decreases, while children of an `SA_NOCLDWAIT`
+/// parent (auto-reaped, never waited for) burn, write and vanish under fast sampling.
+#[test]
+fn cumulative_sample_fields_never_decrease() {
+    const FIELDS: [&str; 9] = [
+        "cpu_user_seconds",
+        "cpu_system_seconds",
+        "io_read_bytes",
+        "io_write_bytes",
+        "io_rchar",
+        "io_wchar",
+        "processes_started",
+        "stdout_bytes",
+        "stderr_bytes",
+    ];
+    for track in MODES {
+        for shape in ["nocldwait", "ignchld", "storm"] {
+            let s = Scene::new(&format!("monotonic-{shape}-{track}"));
+            let stats = s.dir.join("stats.jsonl");
+            let burn = fixture("burn");
+            let (n, ms) = if shape == "storm" { ("60", "5") } else { ("4", "150") };
+            let out = s
+                .command(&[
+                    "--track",
+                    track,
+                    "--sint",
+                    "10ms",
+                    "--monitor",
+                    "10ms",
+                    "--stats-file",
+                    stats.to_str().unwrap(),
+                    "--",
+                    burn.to_str().unwrap(),
+                    shape,
+                    n,
+                    ms,
+                ])
+                .env("BURN_WRITE_MB", "1")
+                .run();
+            assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+            let lines: Vec<Value> = std::fs::read_to_string(&stats)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .filter(|v: &Value| v["type"] == "sample")
+                .collect();
+            assert!(lines.len() >= 10, "{shape}/{track}: only {} samples", lines.len());
+            for f in FIELDS {
+                for w in lines.windows(2) {
+                    let (a, b) = (w[0][f].as_f64(), w[1][f].as_f64());
+                    assert!(
+                        b >= a,
+                        "{shape}/{track}: {f} went down from sample {} ({a:?}) to {} ({b:?})",
+                        w[0]["seq"],
+                        w[1]["seq"]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A child that touches 1 GiB and exits at once: where the box has a memory cgroup (subreaper
+/// mode, with or without a memory limit), the summary carries the kernel's high-water mark of
+/// the tree, exact however brief the peak. Plain ptrace mode makes no cgroup and says so.
+#[test]
+fn kernel_tree_peak_of_a_brief_gibibyte() {
+    const GIB: u64 = 1 << 30;
+    let job = "python3 -c 'b = bytearray(1 << 30)'; true";
+    let s = Scene::new("kernel-peak");
+    let summary = s.dir.join("summary.json");
+    let out = s
+        .command(&[
+            "--track",
+            "subreaper",
+            "--cgroup",
+            "required",
+            "--monitor",
+            "1s",
+            "--summary-file",
+            summary.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            job,
+        ])
+        .run();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = read_json(&summary);
+    let peak = v["cgroup"]["memory_peak_bytes"].as_u64().unwrap_or(0);
+    assert!(peak >= GIB, "kernel tree peak {peak} < 1 GiB: {v}");
+    assert!(peak < 2 * GIB, "kernel tree peak {peak}: more than the job touched: {v}");
+
+    let summary = s.dir.join("summary-ptrace.json");
+    let out = s.command(&["--summary-file", summary.to_str().unwrap(), "--", "sh", "-c", job]).run();
+    assert_eq!(out.status.code(), Some(0));
+    let v = read_json(&summary);
+    assert!(v["cgroup"].is_null(), "plain ptrace mode made a cgroup: {v}");
+    assert!(v["max_process_rss_bytes"].as_u64().unwrap() >= GIB, "{v}");
+}

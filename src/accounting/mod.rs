@@ -107,30 +107,80 @@ struct PssCache {
 
 impl PssCache {
     /// Whether every listed key is the one cached and the membership is the one cached.
-    fn still(&self, keys: &[(i32, &Process, PssKey)]) -> bool {
+    fn still(&self, keys: &[Keyed]) -> bool {
         !self.departed
             && keys.len() == self.entries.len()
             && keys.iter().all(|(pid, _, key)| self.entries.get(pid).is_some_and(|c| c.key == *key))
     }
 
-    /// PSS and swap of every listed member, re-read where the cache cannot be trusted.
-    fn read(&mut self, keys: &[(i32, &Process, PssKey)], tick: u64, page: u64) -> Vec<(u64, u64)> {
-        let all = !self.still(keys);
+    /// PSS and swap of every listed member, re-read where the cache cannot be trusted (all of
+    /// them when `force`). Also says whether any was re-read.
+    fn read(&mut self, keys: &[Keyed], tick: u64, page: u64, force: bool) -> (Vec<(u64, u64)>, bool) {
+        let all = force || !self.still(keys);
         if all {
             self.entries.retain(|pid, _| keys.iter().any(|(p, _, _)| p == pid));
         }
         self.departed = false;
-        keys.iter()
+        let mut reread = false;
+        let figures = keys
+            .iter()
             .map(|&(pid, proc, key)| match self.entries.get(&pid) {
                 Some(c) if !all && tick - c.tick < PSS_REFRESH => (c.pss, c.swap),
                 _ => {
+                    reread = true;
                     let (pss, swap) = procfs::pss(proc).unwrap_or((key.0 * page, 0));
                     self.entries.insert(pid, CachedPss { key, tick, pss, swap });
                     (pss, swap)
                 }
             })
-            .collect()
+            .collect();
+        (figures, reread)
     }
+}
+
+/// A member, its `/proc` entry and its [`PssKey`].
+type Keyed<'a> = (i32, &'a Process, PssKey);
+
+fn key_of(stat: &procfs::Stat) -> PssKey {
+    (stat.rss_pages, stat.faults)
+}
+
+/// How many times a tree PSS read while the tree's memory moved is read again at once.
+const PSS_RETRIES: usize = 2;
+
+/// The tree's PSS now: per member (PSS, swap), and the tree sum to trust for peaks and limits.
+///
+/// The members' `smaps_rollup` are read one after another, not at one instant. If a member
+/// maps a shared page meanwhile, the members read before count the page at the old, larger
+/// share, those after at the new one, and the sum passes the truth (up to twice it for a page
+/// that goes from one mapper to two). So when PSS was re-read, the keys are read again: if none
+/// moved, no member mapped or dropped a page during the read and the sum is a true snapshot.
+/// If some did, the read is repeated ([`PSS_RETRIES`] times at most), and the smallest sum
+/// stands in.
+fn tree_pss(cache: &mut PssCache, mut keys: Vec<Keyed>, tick: u64, page: u64) -> (Vec<(u64, u64)>, u64) {
+    let (mut figures, reread) = cache.read(&keys, tick, page, false);
+    let mut sum: u64 = figures.iter().map(|f| f.0).sum();
+    if !reread {
+        return (figures, sum);
+    }
+    let mut least = sum;
+    for attempt in 0..=PSS_RETRIES {
+        let now: Vec<Keyed> = keys
+            .iter()
+            .filter_map(|&(pid, proc, _)| Some((pid, proc, key_of(&procfs::stat(proc)?))))
+            .collect();
+        if now.len() == keys.len() && now.iter().zip(&keys).all(|(a, b)| a.2 == b.2) {
+            return (figures, sum);
+        }
+        if attempt == PSS_RETRIES {
+            break;
+        }
+        keys = now;
+        (figures, _) = cache.read(&keys, tick, page, true);
+        sum = figures.iter().map(|f| f.0).sum();
+        least = least.min(sum);
+    }
+    (figures, least)
 }
 
 /// What the subreaper-mode estimate remembers of a live process.
@@ -260,12 +310,12 @@ impl Accounting {
         for (pid, proc) in tracker.processes() {
             let Some(stat) = procfs::stat(proc) else { continue };
             rss += stat.rss_pages * self.page;
-            keys.push((pid, proc, (stat.rss_pages, stat.faults)));
+            keys.push((pid, proc, key_of(&stat)));
             if self.mode == Mode::Subreaper {
                 self.remember(pid, &stat, procfs::io(proc).unwrap_or_default());
             }
         }
-        let pss = self.pss_cache.read(&keys, self.tick, self.page).iter().map(|p| p.0).sum();
+        let (_, pss) = tree_pss(&mut self.pss_cache, keys, self.tick, self.page);
         self.peak_rss = self.peak_rss.max(rss);
         self.peak_pss = self.peak_pss.max(pss);
         // Narrows what an own thread can do unseen before it exits.
@@ -325,16 +375,13 @@ impl Accounting {
             t.open_files += procfs::open_files(proc);
             let io = procfs::io(proc).unwrap_or_default();
             t.io.add(io);
-            keys.push((pid, proc, (stat.rss_pages, stat.faults)));
+            keys.push((pid, proc, key_of(&stat)));
             if self.mode == Mode::Subreaper {
                 self.remember(pid, &stat, io);
             }
         }
-        let mut pss = 0;
-        for (p, swap) in self.pss_cache.read(&keys, self.tick, self.page) {
-            pss += p;
-            t.swap_bytes += swap;
-        }
+        let (figures, pss) = tree_pss(&mut self.pss_cache, keys, self.tick, self.page);
+        t.swap_bytes = figures.iter().map(|f| f.1).sum();
         t.pss_bytes = Some(pss);
         t.cpu_user += self.ticks(live_user);
         t.cpu_system += self.ticks(live_system);

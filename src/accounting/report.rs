@@ -94,6 +94,50 @@ pub struct Sample {
     pub user: Option<Value>,
 }
 
+/// The highest figure each cumulative field of a sample has shown, so none ever shows less: a
+/// consumer computing rates from differences depends on it. The tree total can dip for a
+/// moment by what no source holds yet: a zombie between its tracer's wait and its parent's,
+/// a live process's 10 ms ticks replaced by its reaper's truncated `cutime`, a process
+/// moving its stdout file's offset back.
+#[derive(Debug, Default)]
+pub struct Floor {
+    cpu_user: Duration,
+    cpu_system: Duration,
+    io: super::IoSum,
+    started: u64,
+    stdout: Option<u64>,
+    stderr: Option<u64>,
+}
+
+impl Floor {
+    /// Raises each cumulative figure to at least what an earlier sample showed.
+    pub fn apply(
+        &mut self,
+        t: &mut Totals,
+        started: &mut u64,
+        stdout: &mut Option<u64>,
+        stderr: &mut Option<u64>,
+    ) {
+        fn up<T: Ord + Copy>(floor: &mut T, v: &mut T) {
+            *v = (*v).max(*floor);
+            *floor = *v;
+        }
+        up(&mut self.cpu_user, &mut t.cpu_user);
+        up(&mut self.cpu_system, &mut t.cpu_system);
+        up(&mut self.io.read_bytes, &mut t.io.read_bytes);
+        up(&mut self.io.write_bytes, &mut t.io.write_bytes);
+        up(&mut self.io.rchar, &mut t.io.rchar);
+        up(&mut self.io.wchar, &mut t.io.wchar);
+        up(&mut self.started, started);
+        // None (a terminal) stays None: there is nothing to count.
+        for (floor, v) in [(&mut self.stdout, stdout), (&mut self.stderr, stderr)] {
+            if let Some(v) = v {
+                up(floor.get_or_insert(0), v);
+            }
+        }
+    }
+}
+
 /// The live facts a sample needs besides the tree totals.
 pub struct SampleContext<'a> {
     pub pid: i32,
@@ -249,5 +293,21 @@ mod tests {
         assert_ne!(id.message_id("sample", 1), id.message_id("sample", 2));
         assert_ne!(id.message_id("sample", 1), id.message_id("summary", 1));
         assert_eq!(id.message_id("sample", 1), id.message_id("sample", 1));
+    }
+
+    #[test]
+    fn floor_holds_every_cumulative_field() {
+        let mut floor = Floor::default();
+        let mut t = Totals { cpu_user: Duration::from_millis(220), ..Totals::default() };
+        t.io.wchar = 10;
+        let (mut started, mut out, mut err) = (3, Some(100), None);
+        floor.apply(&mut t, &mut started, &mut out, &mut err);
+        let mut t = Totals { cpu_user: Duration::from_millis(170), ..Totals::default() };
+        let (mut started, mut out, mut err) = (2, Some(40), None);
+        floor.apply(&mut t, &mut started, &mut out, &mut err);
+        assert_eq!(
+            (t.cpu_user, t.io.wchar, started, out, err),
+            (Duration::from_millis(220), 10, 3, Some(100), None)
+        );
     }
 }
