@@ -681,13 +681,13 @@ fn cumulative_sample_fields_never_decrease() {
             let s = Scene::new(&format!("monotonic-{shape}-{track}"));
             let stats = s.dir.join("stats.jsonl");
             let burn = fixture("burn");
-            let (n, ms) = if shape == "storm" { ("60", "5") } else { ("4", "150") };
+            let (n, ms) = if shape == "storm" { ("100", "5") } else { ("4", "250") };
             let out = s
                 .command(&[
                     "--track",
                     track,
                     "--sint",
-                    "10ms",
+                    "100ms",
                     "--monitor",
                     "10ms",
                     "--stats-file",
@@ -707,7 +707,7 @@ fn cumulative_sample_fields_never_decrease() {
                 .map(|l| serde_json::from_str(l).unwrap())
                 .filter(|v: &Value| v["type"] == "sample")
                 .collect();
-            assert!(lines.len() >= 10, "{shape}/{track}: only {} samples", lines.len());
+            assert!(lines.len() >= 3, "{shape}/{track}: only {} samples", lines.len());
             for f in FIELDS {
                 for w in lines.windows(2) {
                     let (a, b) = (w[0][f].as_f64(), w[1][f].as_f64());
