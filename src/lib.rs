@@ -18,6 +18,7 @@ pub mod policy;
 pub mod relay;
 pub mod signals;
 pub mod spawn;
+pub mod stack;
 pub mod terminal;
 pub mod tracker;
 pub mod transport;

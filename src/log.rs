@@ -114,6 +114,7 @@ fn sender() -> Option<&'static Mutex<SyncSender<Msg>>> {
     let (tx, rx) = sync_channel(QUEUE);
     std::thread::Builder::new()
         .name("log".into())
+        .stack_size(crate::stack::PLAIN)
         .spawn(move || {
             // Whatever thread logs first starts this one, perhaps before proc_box blocked its
             // signals, so it sets the mask every thread of proc_box has: every signal blocked

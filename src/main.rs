@@ -25,6 +25,8 @@ const SETUP_FAILED: i32 = 125;
 static CAPTURE_INHERITED: extern "C" fn() = proc_box::inherited::capture;
 
 fn main() {
+    // Before any thread exists: no AMQP header, however deep, can overflow a thread's stack.
+    proc_box::stack::raise_default();
     let parsed = match Invocation::from_args(std::env::args_os().collect()) {
         Invocation::CgroupWatcher(args) => std::process::exit(proc_box::cgroup::watcher::run(&args)),
         Invocation::Box(parsed) => parsed,

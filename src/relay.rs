@@ -143,22 +143,24 @@ impl Pending {
         let bytes = Arc::new(AtomicU64::new(0));
         let (tx, done) = channel();
         let counter = bytes.clone();
-        std::thread::Builder::new().name(format!("relay-{name}")).spawn(move || {
-            let result = pump(&self, &counter, &waker, &wake_at);
-            if let Err(e) = result {
-                crate::debug!("relay to fd {} ended: {e}", self.target);
-            }
-            // This thread's I/O is about to be folded into /proc/self/io: report it first.
-            let tid = nix::unistd::gettid().as_raw();
-            if let Ok(io) =
-                procfs::process::Process::myself().and_then(|p| p.task_from_tid(tid)).and_then(|t| t.io())
-            {
-                own_io.lock().unwrap_or_else(|e| e.into_inner()).insert(tid, IoSum::from_io(&io));
-            }
-            drop(self.read); // the job now gets EPIPE, as it would writing to a closed reader
-            let _ = waker.wake();
-            let _ = tx.send(());
-        })?;
+        std::thread::Builder::new().name(format!("relay-{name}")).stack_size(crate::stack::PLAIN).spawn(
+            move || {
+                let result = pump(&self, &counter, &waker, &wake_at);
+                if let Err(e) = result {
+                    crate::debug!("relay to fd {} ended: {e}", self.target);
+                }
+                // This thread's I/O is about to be folded into /proc/self/io: report it first.
+                let tid = nix::unistd::gettid().as_raw();
+                if let Ok(io) =
+                    procfs::process::Process::myself().and_then(|p| p.task_from_tid(tid)).and_then(|t| t.io())
+                {
+                    own_io.lock().unwrap_or_else(|e| e.into_inner()).insert(tid, IoSum::from_io(&io));
+                }
+                drop(self.read); // the job now gets EPIPE, as it would writing to a closed reader
+                let _ = waker.wake();
+                let _ = tx.send(());
+            },
+        )?;
         Ok(Relay { bytes, done })
     }
 }

@@ -1182,3 +1182,152 @@ fn a_large_spool_is_sent_in_the_background_behind_control() {
     // by the long box.
     bus.summary("short");
 }
+
+/// `VmHWM` (peak resident set) of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib * 1024
+}
+
+/// `proc_boxctl watch --json --count 1 --id ID` on `skey`, once it says it is watching.
+fn watch_for(skey: &str, id: &str) -> Child {
+    let mut watch = std::process::Command::new(proc_boxctl())
+        .args(["--uri", URI, "--skey", skey])
+        .args(["watch", "--json", "--count", "1", "--id", id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::{BufRead, BufReader};
+    let mut line = String::new();
+    BufReader::new(watch.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("watching"), "{line}");
+    watch
+}
+
+/// What `watch` printed, once it has exited by itself (0) after one message.
+fn watch_output(watch: &mut Child) -> String {
+    assert_eq!(wait_exit(watch).code(), Some(0), "watch died");
+    let mut text = String::new();
+    use std::io::Read;
+    watch.stdout.take().unwrap().read_to_string(&mut text).unwrap();
+    text
+}
+
+/// The deepest header a frame can carry, published raw, at the largest frame this broker
+/// accepts (RabbitMQ forwards it whole even to a consumer that negotiated smaller frames):
+/// boxes in both tracking modes and `watch` take it, and go on as if nothing happened.
+#[test]
+fn the_deepest_header_the_broker_passes_crashes_no_box_and_no_watch() {
+    use common::raw::{deep_headers, Outcome, Raw};
+    let scene = Scene::new("amqp-deep");
+    let mut bus = Bus::new("deep");
+    // A key of its own: the test's own client must never take the deep header.
+    let watched = format!("{}-watch", bus.skey);
+    let mut watch = watch_for(&watched, "marker");
+    let job = ["sh", "-c", "while [ ! -e \"$FIX_DIR/go\" ]; do sleep 0.05; done; exit 7"];
+    let mut boxes: Vec<(String, Child)> = MODES
+        .iter()
+        .map(|mode| {
+            let id = format!("deep-{mode}");
+            let child = start(&scene, &bus, &id, &["--track", mode, "--sint", "1h"], &job);
+            (id, child)
+        })
+        .collect();
+    for (id, _) in &boxes {
+        bus.wait_for_box(id);
+    }
+    // The publisher writes frames itself: a library client would recurse to serialize them.
+    let mut raw = Raw::connect(u32::MAX).unwrap();
+    assert!(raw.frame_max >= 128 * 1024, "the broker's frame_max is {}", raw.frame_max);
+    let header_room = raw.frame_max as usize - 8 - 12; // frame overhead; class, weight, size
+    for tables in [false, true] {
+        let (props, depth) = deep_headers(header_room, tables);
+        assert!(depth > 20_000, "{depth}");
+        let body = br#"{"command":"status"}"#;
+        assert_eq!(
+            raw.publish(common::bus::EXCHANGE, &bus.key(None), &props, body).unwrap(),
+            Outcome::Routed
+        );
+        let key = format!("{watched}.deep");
+        assert_eq!(raw.publish(common::bus::EXCHANGE, &key, &props, b"{}").unwrap(), Outcome::Routed);
+    }
+    // Each box's queue had them ahead of this status. A header over the box's 4 KiB frames
+    // makes the client library drop the connection once it has parsed it (the box then
+    // reconnects), so the command is repeated until a reply comes.
+    for (id, child) in &mut boxes {
+        let reply = wait_for(&format!("box {id} to answer after the deep headers"), || {
+            let corr = format!("deep{}", fastrand::u64(..));
+            let key = bus.key(Some(id));
+            bus.publish(&key, br#"{"command":"status"}"#, Some(&corr)).then_some(())?;
+            bus.reply(&corr, std::time::Duration::from_secs(2))
+        });
+        assert_eq!(reply["ok"], true);
+        assert!(child.try_wait().unwrap().is_none(), "box {id} ended");
+    }
+    let marker = r#"{"box_id":"marker","type":"sample"}"#;
+    assert!(bus.publish(&format!("{watched}.marker"), marker.as_bytes(), None));
+    assert!(watch_output(&mut watch).contains("marker"));
+    std::fs::write(scene.dir.join("go"), "").unwrap();
+    for (id, child) in &mut boxes {
+        assert_eq!(wait_exit(child).code(), Some(7), "box {id}: {}", stderr_of(&scene, id));
+        assert_eq!(bus.summary(id).body["exit_code"], 7);
+    }
+    scene.assert_no_survivors();
+}
+
+/// proc_box raises the default thread stack through `RUST_MIN_STACK` for a moment at start:
+/// the job sees the variable exactly as proc_box found it, set or not.
+#[test]
+fn the_job_inherits_rust_min_stack_unchanged() {
+    let scene = Scene::new("amqp-stackenv");
+    let job = ["--", "sh", "-c", "echo \"${RUST_MIN_STACK-unset}\""];
+    let out = scene.command(&job).env_remove("RUST_MIN_STACK").run();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "unset\n");
+    let out = scene.command(&job).env("RUST_MIN_STACK", "65536").run();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "65536\n");
+}
+
+/// The box's control queue refuses what is longer than a command may be, so sixteen 32 MiB
+/// messages never reach the box: its peak RSS stays put, and it goes on answering.
+#[test]
+fn big_messages_never_reach_the_box() {
+    let scene = Scene::new("amqp-big");
+    let mut bus = Bus::new("big");
+    let mut child = start(&scene, &bus, "big", &["--sint", "1h"], &["sleep", "1000"]);
+    bus.wait_for_box("big");
+    let before = peak_rss(child.id());
+    let body = vec![b' '; 32 << 20];
+    for _ in 0..16 {
+        assert!(bus.publish_nacked(&bus.key(Some("big")), &body), "the queue took a 32 MiB message");
+    }
+    // Exactly the bound still passes (and is refused by the box as too long to be a command).
+    let at_bound = vec![b' '; 64 * 1024];
+    assert!(!bus.publish_nacked(&bus.key(Some("big")), &at_bound));
+    assert_eq!(bus.command(Some("big"), "status", &[])["ok"], true);
+    let grown = peak_rss(child.id()).saturating_sub(before);
+    assert!(grown < 4 << 20, "the box's peak RSS grew by {grown} bytes");
+    assert_eq!(bus.command(Some("big"), "stop", &[])["ok"], true);
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+    scene.assert_no_survivors();
+}
+
+/// Likewise `watch`: a 100 MiB message on the stats key is refused by its queue.
+#[test]
+fn a_huge_message_never_reaches_watch() {
+    let bus = Bus::new("bigwatch");
+    let mut watch = watch_for(&bus.skey, "marker");
+    let before = peak_rss(watch.id());
+    let key = format!("{}.big", bus.skey);
+    assert!(bus.publish_nacked(&key, &vec![b' '; 100 << 20]), "watch's queue took a 100 MiB message");
+    let grown = peak_rss(watch.id()).saturating_sub(before);
+    assert!(grown < 4 << 20, "watch's peak RSS grew by {grown} bytes");
+    let marker = r#"{"box_id":"marker","type":"sample"}"#;
+    assert!(!bus.publish_nacked(&format!("{}.marker", bus.skey), marker.as_bytes()));
+    assert!(watch_output(&mut watch).contains("marker"));
+}

@@ -137,26 +137,28 @@ impl Writer {
         let queued = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let (q, f) = (queued.clone(), failed.clone());
-        std::thread::Builder::new().name(format!("sink-{what}")).spawn(move || {
-            for msg in rx {
-                match msg {
-                    Msg::Line(mut line) => {
-                        line.push('\n');
-                        // One write call per line, so concurrent appenders never interleave.
-                        if let Err(e) = file.write_all(line.as_bytes()) {
-                            if f.fetch_add(1, Ordering::Relaxed) == 0 {
-                                crate::warn!("cannot write to the {what}: {e}; counting dropped lines");
+        std::thread::Builder::new().name(format!("sink-{what}")).stack_size(crate::stack::PLAIN).spawn(
+            move || {
+                for msg in rx {
+                    match msg {
+                        Msg::Line(mut line) => {
+                            line.push('\n');
+                            // One write call per line, so concurrent appenders never interleave.
+                            if let Err(e) = file.write_all(line.as_bytes()) {
+                                if f.fetch_add(1, Ordering::Relaxed) == 0 {
+                                    crate::warn!("cannot write to the {what}: {e}; counting dropped lines");
+                                }
                             }
+                            q.fetch_sub(1, Ordering::Relaxed);
                         }
-                        q.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    Msg::Flush(ack) => {
-                        let _ = ack.send(());
+                        Msg::Flush(ack) => {
+                            let _ = ack.send(());
+                        }
                     }
                 }
-            }
-            let _ = done_tx.send(());
-        })?;
+                let _ = done_tx.send(());
+            },
+        )?;
         Ok(Writer { tx, queued, failed, done })
     }
 

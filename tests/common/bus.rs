@@ -133,6 +133,22 @@ impl Bus {
         })
     }
 
+    /// Publishes raw bytes on `key` (mandatory, confirmed); true if the broker nacked them
+    /// (a queue refused them).
+    pub fn publish_nacked(&self, key: &str, body: &[u8]) -> bool {
+        block(async {
+            let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
+            let confirm = self
+                .channel
+                .basic_publish(EXCHANGE.into(), key.into(), opts, body, BasicProperties::default())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            confirm.is_nack()
+        })
+    }
+
     /// The next reply with this correlation id, or None after `wait`.
     pub fn reply(&mut self, corr: &str, wait: Duration) -> Option<Value> {
         let until = Instant::now() + wait;

@@ -5,6 +5,7 @@
 
 pub mod bus;
 pub mod proxy;
+pub mod raw;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};

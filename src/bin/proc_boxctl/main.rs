@@ -106,6 +106,8 @@ impl Failed {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: no AMQP header, however deep, can overflow a thread's stack.
+    proc_box::stack::raise_default();
     let cli = match Cli::try_parse_from(go_spelling(std::env::args_os().collect())) {
         Ok(c) => c,
         Err(e) => {
@@ -174,6 +176,7 @@ impl BrokerArgs {
             None => None,
         };
         let tls = lapin::tcp::OwnedTLSConfig { identity: None, cert_chain: ca_pem };
+        proc_box::stack::one_executor_thread();
         let client = ClientInfo {
             product: "proc_boxctl",
             name: format!("proc_boxctl {}", std::process::id()),

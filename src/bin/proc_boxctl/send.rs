@@ -282,7 +282,7 @@ async fn exchange(
 ) -> Result<(), Failed> {
     let lost = |f: link::Failure| Failed::new(status::UNREACHABLE, f.message().to_owned());
     let link::PrivateQueue { name: reply_queue, mut consumer, .. } =
-        link::private_queue(conn, "", &[], None).await.map_err(lost)?;
+        link::private_queue(conn, "", &[], None, link::REPORT_MAX).await.map_err(lost)?;
     let publish = link::confirm_channel(conn).await.map_err(lost)?;
     let key = match target {
         Target::Box(id) => format!("{}.{}", broker.control_key(), link::key_word(id)),
@@ -307,6 +307,12 @@ async fn exchange(
     })
     .await
     .map_err(lost)?;
+    if confirm.is_nack() {
+        return Err(Failed::new(
+            status::NO_REPLY,
+            format!("the broker refused the command on '{key}': a box's control queue is full"),
+        ));
+    }
     if confirm.take_message().is_some() {
         let what = match target {
             Target::Box(id) => format!("unknown box '{id}': no box listens on '{key}'"),

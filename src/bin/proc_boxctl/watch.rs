@@ -38,28 +38,70 @@ struct Row {
     seen: Instant,
 }
 
+/// What a watch keeps across reconnections.
+struct Seen {
+    rows: BTreeMap<String, Row>,
+    count: u64,
+    end: Option<Instant>,
+    /// Subscribed once: from then on a lost connection is rebuilt, not fatal.
+    subscribed: bool,
+}
+
+/// Pause between attempts to reconnect.
+const RETRY: Duration = Duration::from_secs(1);
+
 pub fn watch(broker: &BrokerArgs, a: WatchArgs) -> Result<u8, Failed> {
+    let mut seen = Seen {
+        rows: BTreeMap::new(),
+        count: 0,
+        end: a.duration.map(|d| Instant::now() + d),
+        subscribed: false,
+    };
     async_global_executor::block_on(async {
-        let conn = broker.connect().await?;
-        let result = run(broker, &conn, &a).await;
-        close(&conn).await;
-        result
+        let mut conn = broker.connect().await?;
+        loop {
+            let result = run(broker, &conn, &a, &mut seen).await;
+            close(&conn).await;
+            // A connection can be lost to the broker, or dropped by the client library over
+            // a message it refuses (a header larger than the frame size, say): go on watching.
+            let why = match result {
+                Err(f) if f.status == status::UNREACHABLE && seen.subscribed => f.message,
+                other => return other,
+            };
+            crate::eprintln_safe(&format!("proc_boxctl: {why}; reconnecting"));
+            conn = loop {
+                if seen.end.is_some_and(|t| Instant::now() + RETRY >= t) {
+                    return Ok(status::OK);
+                }
+                async_io::Timer::after(RETRY).await;
+                if let Ok(c) = broker.connect().await {
+                    break c;
+                }
+            };
+        }
     })
 }
 
-async fn run(broker: &BrokerArgs, conn: &lapin::Connection, a: &WatchArgs) -> Result<u8, Failed> {
+async fn run(
+    broker: &BrokerArgs,
+    conn: &lapin::Connection,
+    a: &WatchArgs,
+    seen: &mut Seen,
+) -> Result<u8, Failed> {
     let lost = |f: link::Failure| Failed::new(status::UNREACHABLE, f.message().to_owned());
     let key = format!("{}.#", broker.skey);
     let link::PrivateQueue { mut consumer, .. } =
-        link::private_queue(conn, &broker.exchange, std::slice::from_ref(&key), None).await.map_err(lost)?;
+        link::private_queue(conn, &broker.exchange, std::slice::from_ref(&key), None, link::REPORT_MAX)
+            .await
+            .map_err(lost)?;
     // Ready: tests and scripts wait for this line before starting boxes.
     crate::eprintln_safe(&format!("proc_boxctl: watching '{key}' on '{}'", broker.exchange));
+    seen.subscribed = true;
     let tty = !a.json && std::io::stdout().is_terminal();
-    let end = a.duration.map(|d| Instant::now() + d);
-    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-    let mut seen = 0u64;
+    let end = seen.end;
+    let Seen { rows, count: seen, .. } = seen;
     loop {
-        if a.count.is_some_and(|n| seen >= n) || end.is_some_and(|t| Instant::now() >= t) {
+        if a.count.is_some_and(|n| *seen >= n) || end.is_some_and(|t| Instant::now() >= t) {
             return Ok(status::OK);
         }
         let tick = end.map_or(Duration::from_secs(1), |t| {
@@ -73,7 +115,7 @@ async fn run(broker: &BrokerArgs, conn: &lapin::Connection, a: &WatchArgs) -> Re
         let delivery = match next {
             None => {
                 if tty {
-                    draw(&rows);
+                    draw(rows);
                 }
                 continue;
             }
@@ -88,7 +130,7 @@ async fn run(broker: &BrokerArgs, conn: &lapin::Connection, a: &WatchArgs) -> Re
         if a.id.as_ref().is_some_and(|id| *id != box_id) {
             continue;
         }
-        seen += 1;
+        *seen += 1;
         if a.json {
             // Re-serialized: one line, and no raw control character reaches the terminal.
             println_safe(&msg.to_string());
@@ -97,7 +139,7 @@ async fn run(broker: &BrokerArgs, conn: &lapin::Connection, a: &WatchArgs) -> Re
         let row = to_row(&msg);
         if tty {
             rows.insert(box_id, row);
-            draw(&rows);
+            draw(rows);
         } else {
             println_safe(&line(&box_id, &row));
         }

@@ -16,8 +16,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Bound on every network step (connect, declare, bind, consume): `connect` can hang.
 pub const STEP: Duration = Duration::from_secs(10);
 
-/// Frame size asked of the broker unless the URI says otherwise; larger messages are split.
-pub const FRAME_MAX: u32 = 16 * 1024;
+/// Frame size asked of the broker, AMQP's minimum; larger messages are split. It also sizes
+/// lapin's receive buffer (32 frames), which bounds the largest frame it can parse and so the
+/// stack that parsing needs (see [`crate::stack`]): a URI's own `frame_max` is overridden.
+pub const FRAME_MAX: u32 = 4 * 1024;
+
+/// The most one command may cost the box before it is read: its control queue refuses a
+/// longer message (the control socket's line bound).
+pub const COMMAND_MAX: u32 = crate::transport::socket::MAX_LINE as u32;
+
+/// The same for `proc_boxctl`'s queues (`watch`, and the replies of `send`): far above any
+/// sample, summary or reply a box sends (a summary carries the job's argv, at most a few MiB).
+pub const REPORT_MAX: u32 = 8 << 20;
 
 /// The `-uri` list: comma-separated nodes of one cluster, tried in turn from a random one, so
 /// that a fleet of boxes given the same list spreads over the nodes instead of all landing on
@@ -48,8 +58,9 @@ impl Brokers {
                 uri.vhost = "/".into();
             }
             // lapin keeps 32 frames of buffer each way: at RabbitMQ's 128 KiB frames that is
-            // 8 MiB of resident memory for messages of a few KiB. `?frame_max=` overrides.
-            uri.query.frame_max.get_or_insert(FRAME_MAX);
+            // 8 MiB of resident memory for messages of a few KiB; and its receive buffer bounds
+            // the nesting a header can bring to its recursive parser.
+            uri.query.frame_max = Some(FRAME_MAX);
             uris.push(uri);
         }
         if uris.is_empty() {
@@ -234,6 +245,12 @@ pub async fn connect_any(
 /// A private queue to consume from: server-named, exclusive and auto-delete (gone with the
 /// connection), bound to `keys` on `exchange`. With `prefetch`, deliveries are acknowledged by
 /// the caller and at most that many are in flight; without, the broker forgets them as sent.
+///
+/// lapin buffers a message whole before handing it over, so the queue itself refuses any
+/// message over `max_bytes` (`x-max-length-bytes` with `x-overflow: reject-publish`: RabbitMQ
+/// then refuses a message that would take the queue's ready bytes over the bound, so one
+/// larger than the bound always, even with a consumer waiting). What one delivery costs is
+/// bounded before it leaves the broker; a publisher with confirms gets a nack.
 pub struct PrivateQueue {
     pub channel: Channel,
     pub name: String,
@@ -245,15 +262,19 @@ pub async fn private_queue(
     exchange: &str,
     keys: &[String],
     prefetch: Option<u16>,
+    max_bytes: u32,
 ) -> Result<PrivateQueue, Failure> {
     use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
+    use lapin::types::{AMQPValue, FieldTable};
     let channel = timed("opening a channel", STEP, conn.create_channel()).await?;
     if let Some(n) = prefetch {
         timed("basic.qos", STEP, channel.basic_qos(n, BasicQosOptions::default())).await?;
     }
     let excl = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-    let queue = timed("queue.declare", STEP, channel.queue_declare("".into(), excl, FieldTable::default()))
+    let mut args = FieldTable::default();
+    args.insert("x-max-length-bytes".into(), AMQPValue::LongUInt(max_bytes));
+    args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    let queue = timed("queue.declare", STEP, channel.queue_declare("".into(), excl, args))
         .await
         .map_err(|f| f.during("declaring a private queue"))?;
     for key in keys {

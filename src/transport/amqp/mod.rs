@@ -181,8 +181,13 @@ impl Amqp {
             destinations: settings.brokers.destinations(),
         };
         let (dir, bounds) = (settings.spool_dir.clone(), settings.bounds);
-        std::thread::Builder::new().name("spool".into()).spawn(move || trim(&dir, bounds))?;
-        std::thread::Builder::new().name("amqp".into()).spawn(move || {
+        std::thread::Builder::new()
+            .name("spool".into())
+            .stack_size(crate::stack::PLAIN)
+            .spawn(move || trim(&dir, bounds))?;
+        crate::stack::one_executor_thread();
+        // This thread drops what lapin parsed: the same bound as lapin's own threads.
+        std::thread::Builder::new().name("amqp".into()).stack_size(crate::stack::AMQP).spawn(move || {
             async_global_executor::block_on(session::run(settings, shared, inbox, woken, hurried, finishing));
         })?;
         Ok(amqp)

@@ -277,9 +277,14 @@ impl Task {
     ) -> Result<(), Failure> {
         let node = link::describe(uri);
         let events = conn.events_listener();
-        let link::PrivateQueue { channel: control, consumer, .. } =
-            link::private_queue(conn, &self.settings.exchange, &self.settings.bind_keys, Some(PREFETCH))
-                .await?;
+        let link::PrivateQueue { channel: control, consumer, .. } = link::private_queue(
+            conn,
+            &self.settings.exchange,
+            &self.settings.bind_keys,
+            Some(PREFETCH),
+            link::COMMAND_MAX,
+        )
+        .await?;
         let publish = link::confirm_channel(conn).await?;
         self.shared.set_connected(true);
         let how = if first { "connected to" } else { "reconnected to" };
