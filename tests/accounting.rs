@@ -761,3 +761,36 @@ fn kernel_tree_peak_of_a_brief_gibibyte() {
     assert!(v["cgroup"].is_null(), "plain ptrace mode made a cgroup: {v}");
     assert!(v["max_process_rss_bytes"].as_u64().unwrap() >= GIB, "{v}");
 }
+
+/// A daemonizing job: the main process forks a child that forks the daemon and exits at once.
+/// Main, child and daemon are alive together only for that moment, and no walk is timed to
+/// see it; the fork and exit events (ptrace, or the events connector) are. Exactly three
+/// processes ever exist, so the peak is exactly three.
+#[test]
+fn processes_peak_counts_a_brief_overlap() {
+    for track in MODES {
+        let s = Scene::new(&format!("peak-daemon-{track}"));
+        let summary = s.dir.join("summary.json");
+        let daemon = fixture("daemon");
+        let out = s
+            .command(&[
+                "--track",
+                track,
+                "--monitor",
+                "1s",
+                "--summary-file",
+                summary.to_str().unwrap(),
+                "--",
+                daemon.to_str().unwrap(),
+                "exit",
+            ])
+            .run();
+        assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+        let v = read_json(&summary);
+        assert_eq!(v["processes_started"], 3, "{track}: {v}");
+        if v["processes_started_exact"] == true {
+            assert_eq!(v["processes_peak"], 3, "{track}: {v}");
+        }
+        s.assert_no_survivors();
+    }
+}

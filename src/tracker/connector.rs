@@ -28,6 +28,9 @@ pub struct Connector {
     lineage: HashSet<i32>,
     /// Descendants of the main process seen forked (the main process not included).
     pub forked: u64,
+    /// The most of them (the main process included) alive at once. Every fork and exit is an
+    /// event, in order, so an overlap too brief for any walk is counted too.
+    pub peak: usize,
     /// Events were lost (the socket's buffer overflowed): the count is a lower bound.
     pub lost: bool,
 }
@@ -114,13 +117,14 @@ impl Connector {
             return Err(io::Error::last_os_error());
         }
         confirm(raw)?;
-        Ok(Connector { fd, lineage: HashSet::new(), forked: 0, lost: false })
+        Ok(Connector { fd, lineage: HashSet::new(), forked: 0, peak: 0, lost: false })
     }
 
     /// The main process: its descendants are counted from here on. Events already queued are
     /// read after this, so none of its forks is missed.
     pub fn seed(&mut self, main: i32) {
         self.lineage.insert(main);
+        self.peak = self.peak.max(self.lineage.len());
     }
 
     /// Reads every queued event.
@@ -172,6 +176,7 @@ impl Connector {
                     && self.lineage.insert(child_tgid)
                 {
                     self.forked += 1;
+                    self.peak = self.peak.max(self.lineage.len());
                 }
             }
             Some(PROC_EVENT_EXIT) => {

@@ -294,8 +294,14 @@ impl Tracker {
         }
     }
 
+    /// The most processes alive at once: in ptrace mode from the fork events and the waits; in
+    /// subreaper mode with the events connector, from its fork and exit events (exact, unless
+    /// events were lost), else what the walks saw.
     pub fn processes_peak(&self) -> usize {
-        self.peak
+        match &self.connector {
+            Some(c) => self.peak.max(c.peak),
+            None => self.peak,
+        }
     }
 
     pub fn max_reaped_rss(&self) -> u64 {
