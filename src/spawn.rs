@@ -1,8 +1,11 @@
 //! Starting the main process: fork, pre-exec setup, ptrace seize, exec.
 //!
 //! The child waits on a pipe until the parent has seized it, so it is traced before it runs a
-//! single instruction of the job. Exec failure comes back over a close-on-exec pipe as an errno,
-//! which is how proc_box tells 126 from 127 (contract §2).
+//! single instruction of the job. Then it sets itself up and execs, checking every step, as
+//! tini does: a failed step comes back over a close-on-exec pipe with its errno and the child
+//! exits 125 (proc_box failed, the job never ran); a failed exec comes back the same way, which
+//! is how proc_box tells 126 from 127. The program is looked up on `PATH` in the parent (the
+//! search allocates), so the child only calls `execve`.
 
 use crate::config::Track;
 use crate::signals::Sig;
@@ -22,19 +25,147 @@ pub struct Spawned {
     pub report: ExecReport,
 }
 
-/// Read end of the exec-report pipe: EOF once the exec succeeded, or 4 bytes of errno.
+/// Read end of the report pipe: EOF once the exec succeeded, or one [`Failure`] record.
 pub struct ExecReport(std::fs::File);
 
 impl ExecReport {
     /// The exec's errno, if it failed. Call once the main process has exited, so the
-    /// close-on-exec write end is surely closed and the read cannot block.
+    /// close-on-exec write end is surely closed and the read cannot block. A setup step that
+    /// failed before the exec is logged here instead: the child exited 125 for it, and that is
+    /// already the box's status.
     pub fn exec_error(&mut self) -> Option<std::io::Error> {
-        let mut buf = [0u8; 4];
-        match self.0.read(&mut buf) {
-            Ok(4) => Some(std::io::Error::from_raw_os_error(i32::from_ne_bytes(buf))),
-            _ => None,
+        let mut buf = [0u8; 12];
+        let mut got = 0;
+        while got < buf.len() {
+            match self.0.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if got != buf.len() {
+            return None;
+        }
+        let word = |i: usize| i32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+        match Failure::from_raw(word(0), word(4))? {
+            Failure::Exec => Some(std::io::Error::from_raw_os_error(word(8))),
+            step => {
+                crate::error!("{step}: {}", nix::errno::Errno::from_raw(word(8)).desc());
+                None
+            }
         }
     }
+}
+
+/// What failed in the child. It goes over the pipe as a kind, a detail (a resource or a file
+/// descriptor) and the errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    Exec,
+    Setpgid,
+    Tcsetpgrp,
+    Dup2(i32),
+    Rlimit(i32),
+    Cgroup,
+    Sigmask,
+}
+
+impl Failure {
+    fn to_raw(self) -> (i32, i32) {
+        match self {
+            Failure::Exec => (0, 0),
+            Failure::Setpgid => (1, 0),
+            Failure::Tcsetpgrp => (2, 0),
+            Failure::Dup2(fd) => (3, fd),
+            Failure::Rlimit(resource) => (4, resource),
+            Failure::Cgroup => (5, 0),
+            Failure::Sigmask => (6, 0),
+        }
+    }
+
+    fn from_raw(kind: i32, detail: i32) -> Option<Failure> {
+        Some(match kind {
+            0 => Failure::Exec,
+            1 => Failure::Setpgid,
+            2 => Failure::Tcsetpgrp,
+            3 => Failure::Dup2(detail),
+            4 => Failure::Rlimit(detail),
+            5 => Failure::Cgroup,
+            6 => Failure::Sigmask,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match *self {
+            Failure::Exec => write!(f, "cannot execute the command"),
+            Failure::Setpgid => write!(f, "cannot give the job a process group of its own (setpgid)"),
+            Failure::Tcsetpgrp => write!(f, "cannot hand the terminal to the job (tcsetpgrp)"),
+            Failure::Dup2(1) => write!(f, "cannot connect the job's stdout (dup2)"),
+            Failure::Dup2(fd) => write!(f, "cannot connect the job's fd {fd} (dup2)"),
+            Failure::Rlimit(r) => write!(f, "cannot set {}", rlimit_name(r)),
+            Failure::Cgroup => write!(f, "cannot move the job into the box's cgroup"),
+            Failure::Sigmask => write!(f, "cannot restore the job's signal mask"),
+        }
+    }
+}
+
+fn rlimit_name(resource: i32) -> String {
+    let names = [
+        (libc::RLIMIT_NOFILE, "RLIMIT_NOFILE"),
+        (libc::RLIMIT_CORE, "RLIMIT_CORE"),
+        (libc::RLIMIT_AS, "RLIMIT_AS"),
+        (libc::RLIMIT_FSIZE, "RLIMIT_FSIZE"),
+        (libc::RLIMIT_NPROC, "RLIMIT_NPROC"),
+        (libc::RLIMIT_STACK, "RLIMIT_STACK"),
+        (libc::RLIMIT_CPU, "RLIMIT_CPU"),
+    ];
+    names
+        .iter()
+        .find(|(r, _)| *r as i32 == resource)
+        .map_or(format!("resource limit {resource}"), |(_, n)| (*n).into())
+}
+
+/// The program as `execvp` would find it, looked up in the parent: a name with a slash is
+/// used as it is; otherwise the first regular, executable file of that name on `PATH`
+/// (`/bin:/usr/bin` when unset; an empty entry is the current directory). Failing that, a
+/// match that cannot be executed, so that execve says why (126). `Err(ENOENT)` when there is
+/// none: the child reports it as the exec's failure (127).
+fn resolve(program: &std::ffi::OsStr, path: Option<&std::ffi::OsStr>) -> Result<CString, i32> {
+    use std::path::{Path, PathBuf};
+    let bytes = program.as_bytes();
+    let cstring = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| libc::EINVAL);
+    if bytes.is_empty() {
+        return Err(libc::ENOENT);
+    }
+    if bytes.contains(&b'/') {
+        return cstring(Path::new(program));
+    }
+    let path = path.map_or(&b"/bin:/usr/bin"[..], |p| p.as_bytes());
+    let mut refused: Option<PathBuf> = None;
+    for dir in path.split(|&b| b == b':') {
+        let candidate = Path::new(std::ffi::OsStr::from_bytes(dir)).join(program);
+        let runnable = match std::fs::metadata(&candidate) {
+            Ok(m) => m.is_file() && executable(&candidate),
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => false,
+            Err(_) => continue,
+        };
+        if runnable {
+            return cstring(&candidate);
+        }
+        refused.get_or_insert(candidate);
+    }
+    refused.map_or(Err(libc::ENOENT), |p| cstring(&p))
+}
+
+/// Whether execve would let proc_box's effective ids execute this file.
+fn executable(path: &std::path::Path) -> bool {
+    use nix::fcntl::{AtFlags, AT_FDCWD};
+    use nix::unistd::{faccessat, AccessFlags};
+    faccessat(AT_FDCWD, path, AccessFlags::X_OK, AtFlags::AT_EACCESS).is_ok()
 }
 
 /// The job's environment: proc_box's own, less the `PBOX_*` options it consumed, plus
@@ -93,6 +224,16 @@ pub fn spawn(argv: &[OsString], box_id: &str, track: Track, setup: &ChildSetup) 
         .map(|a| CString::new(a.as_bytes()).map_err(|_| "an argument contains a NUL byte".to_string()))
         .collect::<Result<_, _>>()?;
     let ptrs = pointers(&cargs);
+    let program = resolve(&argv[0], std::env::var_os("PATH").as_deref());
+    // A file that is neither a binary nor a `#!` script is run by the shell, as execvp does.
+    let sh_args: Vec<CString> = match &program {
+        Ok(path) => {
+            [c"/bin/sh".to_owned(), path.clone()].into_iter().chain(cargs[1..].iter().cloned()).collect()
+        }
+        Err(_) => Vec::new(),
+    };
+    let sh_ptrs = pointers(&sh_args);
+    let exec = Exec { program: program.as_deref().map_err(|&e| e), argv: &ptrs, sh_argv: &sh_ptrs };
     let envs = [job_env(box_id, "ptrace"), job_env(box_id, "subreaper")];
     let envps = [pointers(&envs[0]), pointers(&envs[1])];
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
@@ -105,7 +246,7 @@ pub fn spawn(argv: &[OsString], box_id: &str, track: Track, setup: &ChildSetup) 
         ForkResult::Child => {
             // SAFETY: see above; this never returns.
             unsafe {
-                child(&ptrs, &envps, [go_r.as_raw_fd(), go_w.as_raw_fd()], report_w.as_raw_fd(), setup, &mask)
+                child(&exec, &envps, [go_r.as_raw_fd(), go_w.as_raw_fd()], report_w.as_raw_fd(), setup, &mask)
             }
         }
         ForkResult::Parent { child } => {
@@ -146,7 +287,7 @@ pub fn spawn(argv: &[OsString], box_id: &str, track: Track, setup: &ChildSetup) 
                 return Err(format!("cannot start the child: {e}"));
             }
             drop(go_w);
-            drop((cargs, envs));
+            drop((cargs, envs, sh_args));
             Ok(Spawned { pidfd, mode, report: ExecReport(std::fs::File::from(report_r)) })
         }
     }
@@ -175,13 +316,45 @@ fn unsafe_borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
     unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
 
-/// The forked child. Only async-signal-safe libc calls from here on.
+/// What the child executes, prepared before the fork.
+struct Exec<'a> {
+    /// The resolved program, or the errno of the search.
+    program: Result<&'a std::ffi::CStr, i32>,
+    argv: &'a [*const libc::c_char],
+    /// `/bin/sh PROGRAM ARGS…`, for a program the kernel cannot execute by itself (ENOEXEC).
+    sh_argv: &'a [*const libc::c_char],
+}
+
+/// Tells the parent which step failed, and exits: 125 for a setup step (proc_box failed, the
+/// job never ran), 126 or 127 for the exec.
 ///
 /// # Safety
-/// Must be called in the child right after fork, with `argv` a null-terminated array of
-/// valid C strings.
+/// Only in the child between fork and exec.
+unsafe fn fail(report: RawFd, what: Failure, errno: i32) -> ! {
+    let (kind, detail) = what.to_raw();
+    let mut record = [0u8; 12];
+    record[..4].copy_from_slice(&kind.to_ne_bytes());
+    record[4..8].copy_from_slice(&detail.to_ne_bytes());
+    record[8..].copy_from_slice(&errno.to_ne_bytes());
+    let code = match what {
+        Failure::Exec if errno == libc::ENOENT => 127,
+        Failure::Exec => 126,
+        _ => 125,
+    };
+    // SAFETY: write(2) of 12 bytes from the stack (one atomic pipe write), then _exit(2).
+    unsafe {
+        libc::write(report, record.as_ptr().cast(), record.len());
+        libc::_exit(code)
+    }
+}
+
+/// The forked child. Only async-signal-safe libc calls from here on, each one checked.
+///
+/// # Safety
+/// Must be called in the child right after fork, with every pointer array null-terminated and
+/// pointing to valid C strings.
 unsafe fn child(
-    argv: &[*const libc::c_char],
+    exec: &Exec,
     envps: &[Vec<*const libc::c_char>; 2],
     [go, go_w]: [RawFd; 2],
     report: RawFd,
@@ -192,49 +365,113 @@ unsafe fn child(
         *setup;
     // SAFETY (whole block): plain syscalls on fds and memory that stay valid until exec.
     unsafe {
+        let errno = || *libc::__errno_location();
         // Our copy of the write end would keep the read below from ever seeing EOF when the
         // parent gives up.
         libc::close(go_w);
-        libc::setpgid(0, 0);
-        if let Some(fd) = terminal {
-            libc::tcsetpgrp(fd, libc::getpid()); // SIGTTOU is blocked, so this works from the background
-        }
-        for (target, fd) in [1, 2].into_iter().zip(stdio) {
-            if let Some(fd) = fd {
-                libc::dup2(fd, target); // the copy is not close-on-exec; the original is
-            }
-        }
-        if let Some(limit) = nofile {
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-        for (resource, limit) in rlimits {
-            libc::setrlimit(*resource as _, limit);
-        }
-        // The dispositions proc_box was started with (Rust's runtime ignores SIGPIPE).
-        crate::inherited::restore_in_child(ignored);
         let mut byte = 0u8;
         loop {
             let n = libc::read(go, (&mut byte as *mut u8).cast(), 1);
             if n == 1 {
                 break;
             }
-            if n < 0 && *libc::__errno_location() == libc::EINTR {
+            if n < 0 && errno() == libc::EINTR {
                 continue;
             }
             libc::_exit(125); // the parent gave up on us
         }
+        if libc::setpgid(0, 0) != 0 {
+            fail(report, Failure::Setpgid, errno());
+        }
+        if let Some(fd) = terminal {
+            // SIGTTOU is blocked, so this works from the background. A terminal that is gone
+            // (hung up, or no longer ours) is not worth failing the job for, as in tini.
+            if libc::tcsetpgrp(fd, libc::getpid()) != 0 && !matches!(errno(), libc::ENOTTY | libc::ENXIO) {
+                fail(report, Failure::Tcsetpgrp, errno());
+            }
+        }
+        for (target, fd) in [1, 2].into_iter().zip(stdio) {
+            // The copy is not close-on-exec; the original is.
+            if fd.is_some_and(|fd| libc::dup2(fd, target) < 0) {
+                fail(report, Failure::Dup2(target), errno());
+            }
+        }
+        if let Some(limit) = nofile {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                fail(report, Failure::Rlimit(libc::RLIMIT_NOFILE as i32), errno());
+            }
+        }
+        for (resource, limit) in rlimits {
+            if libc::setrlimit(*resource as _, limit) != 0 {
+                fail(report, Failure::Rlimit(*resource), errno());
+            }
+        }
+        // The dispositions proc_box was started with (Rust's runtime ignores SIGPIPE). Only
+        // SIG_DFL and SIG_IGN on valid numbers: nothing here can fail.
+        crate::inherited::restore_in_child(ignored);
         // Into the box's cgroup, once the tracking mode is known: subreaper mode needs it to be
         // exact; ptrace mode, exact without it, joins only when asked to (each fork of a job in
         // a child cgroup costs it a little more).
         if (byte != GO_PTRACE || cgroup_in_ptrace) && !crate::cgroup::join_in_child(cgroup) {
-            libc::_exit(125);
+            fail(report, Failure::Cgroup, errno());
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
         let envp = if byte == GO_PTRACE { &envps[0] } else { &envps[1] };
-        libc::execvpe(argv[0], argv.as_ptr(), envp.as_ptr());
-        let err = *libc::__errno_location();
-        let bytes = err.to_ne_bytes();
-        libc::write(report, bytes.as_ptr().cast(), bytes.len());
-        libc::_exit(if err == libc::ENOENT { 127 } else { 126 })
+        let program = match exec.program {
+            Ok(p) => p,
+            Err(e) => fail(report, Failure::Exec, e),
+        };
+        // pthread_sigmask returns its error rather than setting errno.
+        let rc = libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
+        if rc != 0 {
+            fail(report, Failure::Sigmask, rc);
+        }
+        libc::execve(program.as_ptr(), exec.argv.as_ptr(), envp.as_ptr());
+        let err = errno();
+        if err == libc::ENOEXEC {
+            libc::execve(exec.sh_argv[0], exec.sh_argv.as_ptr(), envp.as_ptr());
+        }
+        fail(report, Failure::Exec, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn the_program_is_found_as_execvp_would() {
+        let dir = std::env::temp_dir().join(format!("proc_box-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "").unwrap();
+        let path = format!("/nonexistent:{}:/bin:/usr/bin", dir.display());
+        let found = |name: &str| resolve(OsStr::new(name), Some(OsStr::new(&path)));
+        // The first executable match, past a directory that does not exist.
+        assert!(matches!(found("sh").as_deref().map(|c| c.to_bytes()), Ok(b"/bin/sh" | b"/usr/bin/sh")));
+        // A match that cannot be executed is still returned, for execve to say why (126).
+        assert_eq!(found("plain").unwrap().as_bytes(), plain.as_os_str().as_bytes());
+        assert_eq!(found("no-such-program-anywhere"), Err(libc::ENOENT));
+        assert_eq!(found(""), Err(libc::ENOENT));
+        assert_eq!(found("./x/y").unwrap().as_bytes(), b"./x/y");
+        assert!(resolve(OsStr::new("sh"), None).is_ok(), "no PATH: /bin:/usr/bin");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn every_failure_comes_back_as_it_went() {
+        for f in [
+            Failure::Exec,
+            Failure::Setpgid,
+            Failure::Tcsetpgrp,
+            Failure::Dup2(2),
+            Failure::Rlimit(libc::RLIMIT_AS as i32),
+            Failure::Cgroup,
+            Failure::Sigmask,
+        ] {
+            let (kind, detail) = f.to_raw();
+            assert_eq!(Failure::from_raw(kind, detail), Some(f));
+        }
+        assert_eq!(Failure::Rlimit(libc::RLIMIT_NOFILE as i32).to_string(), "cannot set RLIMIT_NOFILE");
     }
 }

@@ -438,3 +438,28 @@ fn a_spawn_that_cannot_hold_its_child_is_125_and_leaves_nothing() {
         assert!(!ran.exists(), "{mode}: the job ran");
     }
 }
+
+/// Every step between fork and exec is checked: when one fails (here setpgid, made to fail in
+/// the job's process only by a seccomp filter), the box says which, exits 125, and the job
+/// never runs.
+#[test]
+fn a_failed_step_before_exec_is_125_and_the_job_never_runs() {
+    let s = Scene::new("stepfail");
+    for mode in MODES {
+        // setpgid(0, 0) is the child's own call; proc_box's setpgid(pid, pid) passes.
+        let out = Command::new(fixture("seccomp_fail"))
+            .args([&libc::SYS_setpgid.to_string(), &libc::EPERM.to_string(), "0=0", "--", proc_box()])
+            .args(["--cgroup", "off", "--track", mode, "--", "echo", "ran"])
+            .env("BOXTEST_MARKER", &s.marker)
+            .run();
+        if out.status.code() == Some(77) {
+            eprintln!("no seccomp filter for this architecture; skipped");
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{mode}: {err}");
+        assert!(err.contains("(setpgid): Operation not permitted"), "{mode}: {err}");
+        assert!(out.stdout.is_empty(), "{mode}: the job ran");
+        s.assert_no_survivors();
+    }
+}

@@ -135,6 +135,41 @@ fn rlimits_are_set_in_the_job() {
     assert_eq!(out.status.code(), Some(125));
 }
 
+/// An `--rlimit` that cannot be set is never a silent no-op: the box exits 125, says which
+/// limit and why, and the job never runs. As user `nobody`, raising a hard limit is refused
+/// before anything starts; as root, the kernel refuses a descriptor limit above
+/// `fs.nr_open` only in the job's process, between fork and exec.
+#[test]
+fn an_rlimit_that_cannot_be_set_is_125_and_the_job_never_runs() {
+    use std::os::unix::process::CommandExt;
+    let scene = Scene::new("rlimitfail");
+    let mut hard = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one struct we own.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) }, 0);
+    let above_hard = format!("nofile={}", hard.rlim_max + 1);
+    let out = scene.command(&["--rlimit", &above_hard, "echo", "ran"]).uid(65534).gid(65534).run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "nobody: {err}");
+    assert!(err.contains("cannot raise the hard limit"), "nobody: {err}");
+    assert!(out.stdout.is_empty(), "nobody: the job ran");
+
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: the limit above fs.nr_open is not tried");
+        return;
+    }
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open").unwrap().trim().parse().unwrap();
+    for mode in MODES {
+        let limit = format!("nofile={}", nr_open + 1);
+        let out = scene.command(&["--track", mode, "--rlimit", &limit, "echo", "ran"]).run();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{mode}: {err}");
+        assert!(err.contains("cannot set RLIMIT_NOFILE: Operation not permitted"), "{mode}: {err}");
+        assert!(out.stdout.is_empty(), "{mode}: the job ran");
+    }
+    scene.assert_no_survivors();
+}
+
 #[test]
 fn a_fast_hog_meets_the_cgroup_ceiling_between_two_ticks() {
     // SAFETY: geteuid cannot fail.
