@@ -76,6 +76,10 @@ pub struct Config {
     /// stdout byte limit: graceful stop at the limit, SIGKILL at twice it
     #[arg(long, env = "PBOX_STDOUTLIMIT", default_value = "100G", value_parser = parse_size, value_name = "SIZE")]
     pub stdoutlimit: u64,
+    /// Whether `--stdoutlimit` was given (or `PBOX_STDOUTLIMIT`), rather than the default: only
+    /// a limit asked for is an error where nothing can enforce it.
+    #[arg(skip)]
+    pub stdoutlimit_set: bool,
     /// limit on the PSS of the whole tree: graceful stop at the limit, SIGKILL at once past
     /// a tenth more (at least 16 MiB more)
     #[arg(long = "memory-limit", env = "PBOX_MEMORY_LIMIT", value_parser = parse_limit_size, value_name = "SIZE")]
@@ -248,13 +252,18 @@ impl Config {
             return Err(generate(args.get(2).and_then(|a| a.to_str()).unwrap_or("")));
         }
         let args = go_style_to_gnu(args);
-        Config::try_parse_from(args).map_err(|e| {
+        let outcome = |e: clap::Error| {
             use clap::error::ErrorKind::*;
             match e.kind() {
                 DisplayHelp | DisplayVersion => ParseOutcome::Info(e.to_string()),
                 _ => ParseOutcome::Usage(both_spellings(&e.to_string())),
             }
-        })
+        };
+        let matches = Config::command().try_get_matches_from(args).map_err(outcome)?;
+        let mut config = <Config as clap::FromArgMatches>::from_arg_matches(&matches).map_err(outcome)?;
+        config.stdoutlimit_set =
+            matches.value_source("stdoutlimit").is_some_and(|s| s != clap::parser::ValueSource::DefaultValue);
+        Ok(config)
     }
 }
 
@@ -420,6 +429,7 @@ impl Config {
             pids: self.pids_limit.map(|n| n as usize),
             rlimits: self.rlimit.clone(),
             memory_in_cgroup: false,
+            stdout_by: None,
         })
     }
 
@@ -531,6 +541,14 @@ mod tests {
         assert_eq!(c.stop_signal, Sig::INT);
         assert_eq!(c.track, Track::Subreaper);
         assert_eq!(c.on_main_exit, OnMainExit::Wait);
+    }
+
+    #[test]
+    fn an_explicit_stdoutlimit_is_told_from_the_default() {
+        let c = parse(&["true"]).unwrap();
+        assert_eq!((c.stdoutlimit, c.stdoutlimit_set), (100 << 30, false));
+        let c = parse(&["-stdoutlimit", "100G", "true"]).unwrap();
+        assert_eq!((c.stdoutlimit, c.stdoutlimit_set), (100 << 30, true));
     }
 
     #[test]

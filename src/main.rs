@@ -71,6 +71,12 @@ fn start(config: &Config) -> Result<i32, String> {
     let box_id = config.box_id(&hostname);
     let amqp = config.amqp(&box_id, &hostname)?;
     let mut limits = config.limits()?;
+    // The default limit is only reported as unenforced there.
+    if config.stdoutlimit_set && relay::passed_through(1) {
+        return Err("--stdoutlimit cannot be enforced: stdout is a terminal (or closed), which the job \
+                    writes to directly; redirect stdout, or leave the option out"
+            .into());
+    }
     let started = SystemTime::now();
 
     proc_box::inherited::reset_for_box();
@@ -127,6 +133,7 @@ fn start(config: &Config) -> Result<i32, String> {
     let summary_file = config.summary_file.as_deref().map(|p| SummaryFile::new(p, &mut pause)).transpose()?;
     let terminal = Terminal::detect();
     let [out, err] = relay::plan_both().map_err(|e| format!("output pipe: {e}"))?;
+    limits.stdout_by = out.enforced_by();
 
     let policy =
         Policy::new(config.grace, config.stop_signal, config.timeout, config.on_main_exit, Instant::now());

@@ -62,11 +62,16 @@ fn same_open_file(a: RawFd, b: RawFd) -> bool {
     rc == 0
 }
 
-/// Chooses how to count `target` (1 or 2).
-pub fn plan(target: RawFd) -> io::Result<Plan> {
+/// Whether the job writes to `target` (1 or 2) directly, uncounted: a terminal, or closed.
+pub fn passed_through(target: RawFd) -> bool {
     // SAFETY: probing fds 1 and 2 of our own process, which stay open for its life.
     let fd = unsafe { BorrowedFd::borrow_raw(target) };
-    if fcntl(fd, FcntlArg::F_GETFD).is_err() || nix::unistd::isatty(fd).unwrap_or(false) {
+    fcntl(fd, FcntlArg::F_GETFD).is_err() || nix::unistd::isatty(fd).unwrap_or(false)
+}
+
+/// Chooses how to count `target` (1 or 2).
+pub fn plan(target: RawFd) -> io::Result<Plan> {
+    if passed_through(target) {
         return Ok(Plan::Direct);
     }
     if let Some(count) = FileCount::new(target) {
@@ -79,6 +84,17 @@ pub fn plan(target: RawFd) -> io::Result<Plan> {
 }
 
 impl Plan {
+    /// What can hold this stream to a byte limit: the relay's count for a pipe, the file
+    /// offset read on the monitor tick for a file, and nothing for a terminal or a closed fd
+    /// (the job writes there directly).
+    pub fn enforced_by(&self) -> Option<&'static str> {
+        match self {
+            Plan::Pipe { .. } => Some("relay"),
+            Plan::File(_) | Plan::SameFileAsStdout => Some("monitor"),
+            Plan::Direct => None,
+        }
+    }
+
     /// The fd the job gets as this stream, if it is not proc_box's own.
     pub fn job_fd(&self) -> Option<RawFd> {
         match self {

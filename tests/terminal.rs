@@ -126,3 +126,37 @@ fn ctrl_z_suspends_the_whole_tree_and_continue_resumes_it() {
         s.assert_no_survivors();
     }
 }
+
+/// The summary's `limits` says what really holds stdout to `--stdoutlimit`: the relay for a
+/// pipe, the monitor (the file offset) for a file, and nothing for a terminal, where the job
+/// writes directly. There, a limit asked for is a usage error (125) before the job runs; the
+/// default one is reported as unenforced and does not fail the run.
+#[test]
+fn stdoutlimit_says_what_enforces_it() {
+    let s = Scene::new("tty-limit");
+    let ran = s.dir.join("ran");
+    let job = format!("touch {}; yes | head -c 200000", ran.display());
+    let mut tty = on_pty(&s, &["--stdoutlimit", "1K", "sh", "-c", &job]);
+    tty.expect("--stdoutlimit cannot be enforced");
+    assert_eq!(wait_exit(&mut tty.child).code(), Some(125));
+    assert!(!ran.exists(), "the job ran");
+
+    let summary = s.dir.join("summary.json");
+    let by = |summary: &std::path::Path| read_json(summary)["limits"]["stdout_bytes"]["enforced_by"].clone();
+    let mut tty = on_pty(&s, &["--summary-file", summary.to_str().unwrap(), "sh", "-c", "echo hi"]);
+    tty.expect("hi");
+    assert_eq!(wait_exit(&mut tty.child).code(), Some(0));
+    assert!(by(&summary).is_null(), "{}", read_json(&summary));
+
+    let out =
+        s.command(&["--stdoutlimit", "1K", "--summary-file", summary.to_str().unwrap(), "echo", "hi"]).run();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(by(&summary), "relay");
+    let file = std::fs::File::create(s.dir.join("out")).unwrap();
+    let st = s
+        .command(&["--stdoutlimit", "1K", "--summary-file", summary.to_str().unwrap(), "echo", "hi"])
+        .stdout(file)
+        .run_status();
+    assert_eq!(st.code(), Some(0));
+    assert_eq!(by(&summary), "monitor");
+}

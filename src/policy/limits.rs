@@ -29,6 +29,10 @@ pub struct Limits {
     pub rlimits: Vec<Rlimit>,
     /// The memory ceiling (limit plus margin) is also the cgroup's hard limit.
     pub memory_in_cgroup: bool,
+    /// What holds stdout to `--stdoutlimit` (see `relay::Plan::enforced_by`); `None` when
+    /// nothing can (a terminal), which is an error for an explicit limit and reported as
+    /// `"enforced_by": null` for the default one.
+    pub stdout_by: Option<&'static str>,
 }
 
 /// What one check found: the reason, and whether to kill at once.
@@ -70,7 +74,7 @@ impl Limits {
         if let Some(p) = self.pids {
             m.insert("processes".into(), entry(json!(p), if exact_pids { "ptrace" } else { "monitor" }));
         }
-        m.insert("stdout_bytes".into(), entry(json!(stdout), "monitor"));
+        m.insert("stdout_bytes".into(), json!({ "limit": stdout, "enforced_by": self.stdout_by }));
         for r in &self.rlimits {
             m.insert(
                 format!("rlimit_{}", r.name),
@@ -217,6 +221,11 @@ mod tests {
         assert_eq!(l.pids(51), Some((Reason::LimitPids, false)));
         assert_eq!(l.cpu(Duration::from_millis(1999)), None);
         assert_eq!(l.cpu(Duration::from_secs(2)), Some((Reason::LimitCpu, false)));
-        assert!(Limits::default().describe(true, 5)["stdout_bytes"]["enforced_by"] == "monitor");
+        assert!(Limits::default().describe(true, 5)["stdout_bytes"]["enforced_by"].is_null());
+        let piped = Limits { stdout_by: Some("relay"), ..Default::default() };
+        assert_eq!(
+            piped.describe(true, 5)["stdout_bytes"],
+            serde_json::json!({"limit": 5, "enforced_by": "relay"})
+        );
     }
 }
