@@ -584,3 +584,18 @@ fn arguments_that_are_not_utf8() {
     );
     assert!(!ran.exists(), "the command must not run after a usage error");
 }
+
+/// proc_boxctl's Go-style global options work on bytes too: a non-UTF-8 `-cacert=PATH` is
+/// taken as the path it is (and reported missing), not misread as short flags.
+#[test]
+fn proc_boxctl_takes_a_non_utf8_path() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new(env!("CARGO_BIN_EXE_proc_boxctl"))
+        .arg(OsStr::from_bytes(b"-cacert=/nonexistent/ca\xff.pem"))
+        .args(["-uri", "amqp://127.0.0.1:1", "send", "--id", "x", "status"])
+        .run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--cacert /nonexistent/ca"), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+}

@@ -138,7 +138,8 @@ pub fn eprintln_safe(line: &str) {
 
 /// `-uri X` → `--uri X` for the global options, as proc_box takes them.
 fn go_spelling(args: Vec<OsString>) -> Vec<OsString> {
-    const GLOBAL: [&str; 5] = ["uri", "exchange", "rkey", "skey", "cacert"];
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    const GLOBAL: [&[u8]; 5] = [b"uri", b"exchange", b"rkey", b"skey", b"cacert"];
     let mut done = false;
     args.into_iter()
         .map(|a| {
@@ -146,15 +147,11 @@ fn go_spelling(args: Vec<OsString>) -> Vec<OsString> {
                 done = true;
                 return a;
             }
-            match a.to_str() {
-                Some(t) if t.starts_with('-') && !t.starts_with("--") => {
-                    let name = t[1..].split('=').next().unwrap_or_default();
-                    if GLOBAL.contains(&name) {
-                        OsString::from(format!("-{t}"))
-                    } else {
-                        a
-                    }
-                }
+            // On bytes: a value such as a --cacert path need not be UTF-8.
+            let bytes = a.as_bytes();
+            let name = bytes.strip_prefix(b"-").filter(|t| !t.starts_with(b"-"));
+            match name.and_then(|t| t.split(|&b| b == b'=').next()) {
+                Some(name) if GLOBAL.contains(&name) => OsString::from_vec([b"-", bytes].concat()),
                 _ => a,
             }
         })
