@@ -1,34 +1,58 @@
 //! Tests that disturb the broker itself: every connection closed, and the whole app stopped
-//! and started. `scripts/test` runs this binary alone, after the others, one test at a time;
-//! each test leaves the broker running, whatever happens.
+//! and started. They do it only to a private node that `scripts/cluster` starts for them (a
+//! lone node on 5680), never to the shared broker the other tests use, so they run beside
+//! those; one at a time among themselves. Each leaves its node running, whatever happens.
 
 mod common;
 
 use common::bus::Bus;
 use common::*;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, Once};
+
+/// The private node these tests may stop: `scripts/cluster`'s lone node.
+const URI: &str = "amqp://guest:guest@127.0.0.1:5680/%2f";
 
 /// One broker-disturbing test at a time, even if run with several threads.
 static BROKER: Mutex<()> = Mutex::new(());
 
+fn cluster() -> Command {
+    let mut c = Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster"));
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Holds the lock on the private node, started if it is not running yet (`scripts/test` starts
+/// it beforehand and stops it at the end; `scripts/cluster down solo` stops it otherwise).
+fn private_node() -> std::sync::MutexGuard<'static, ()> {
+    let guard = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+    static UP: Once = Once::new();
+    UP.call_once(|| {
+        let out = cluster().args(["up", "solo"]).output().expect("scripts/cluster");
+        assert!(out.status.success(), "scripts/cluster up solo: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    guard
+}
+
+/// rabbitmqctl against the private node only.
 fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl").args(args).stdin(Stdio::null()).output().expect("rabbitmqctl");
+    let out = cluster().args(["ctl", "0"]).args(args).output().expect("scripts/cluster ctl");
     assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Starts the broker app again when a test ends, failed or not.
+/// Starts the private node's broker again when a test ends, failed or not.
 struct Restart;
 
 impl Drop for Restart {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl").args(["start_app"]).stdin(Stdio::null()).output();
-        let _ = Command::new("rabbitmqctl").args(["await_startup"]).stdin(Stdio::null()).output();
+        let _ = cluster().args(["ctl", "0", "start_app"]).output();
+        let _ = cluster().args(["ctl", "0", "await_startup"]).output();
     }
 }
 
 fn start(scene: &Scene, rkey: &str, skey: &str, id: &str) -> Child {
-    let mut args = common::bus::args(rkey, skey, id);
+    let mut args = common::bus::args_on(URI, rkey, skey, id);
     let spool = scene.dir.join("spool").display().to_string();
     args.extend([
         "--spool-dir".into(),
@@ -61,9 +85,9 @@ fn stop_and_count(bus: &mut Bus, child: &mut Child, id: &str) {
 
 #[test]
 fn closing_every_connection_mid_job_loses_nothing() {
-    let _one = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = private_node();
     let scene = Scene::new("broker-close");
-    let bus = Bus::new("close");
+    let bus = Bus::new_on(URI, "close");
     let (rkey, skey) = (bus.rkey.clone(), bus.skey.clone());
     let mut child = start(&scene, &rkey, &skey, "cl");
     let mut bus = bus;
@@ -72,7 +96,7 @@ fn closing_every_connection_mid_job_loses_nothing() {
     rabbitmqctl(&["close_all_connections", "proc_box test"]);
     // The test's own connection went too: attach again on the same keys.
     drop(bus);
-    let mut bus = Bus::attach(rkey, skey);
+    let mut bus = Bus::attach_to(URI, rkey, skey);
     bus.wait_for_box("cl");
     let log = stderr_of(&scene, "cl");
     assert!(log.contains("lost the broker") && log.contains("reconnected"), "{log}");
@@ -89,10 +113,10 @@ fn closing_every_connection_mid_job_loses_nothing() {
 
 #[test]
 fn a_broker_down_at_start_and_restarted_mid_job_harms_nothing() {
-    let _one = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = private_node();
     let _restart = Restart;
     let scene = Scene::new("broker-restart");
-    let bus = Bus::new("restart");
+    let bus = Bus::new_on(URI, "restart");
     let (rkey, skey) = (bus.rkey.clone(), bus.skey.clone());
     drop(bus);
 
@@ -103,7 +127,7 @@ fn a_broker_down_at_start_and_restarted_mid_job_harms_nothing() {
     });
     rabbitmqctl(&["start_app"]);
     rabbitmqctl(&["await_startup"]);
-    let mut bus = Bus::attach(rkey.clone(), skey.clone());
+    let mut bus = Bus::attach_to(URI, rkey.clone(), skey.clone());
     bus.wait_for_box("rs");
 
     rabbitmqctl(&["stop_app"]);
@@ -114,7 +138,7 @@ fn a_broker_down_at_start_and_restarted_mid_job_harms_nothing() {
     assert!(child.try_wait().unwrap().is_none(), "the job must keep running");
     rabbitmqctl(&["start_app"]);
     rabbitmqctl(&["await_startup"]);
-    let mut bus = Bus::attach(rkey, skey);
+    let mut bus = Bus::attach_to(URI, rkey, skey);
     bus.wait_for_box("rs");
     stop_and_count(&mut bus, &mut child, "rs");
     scene.assert_no_survivors();

@@ -35,10 +35,17 @@ impl Message {
 
 /// proc_box's AMQP arguments for a box with this id, on these keys.
 pub fn args(rkey: &str, skey: &str, id: &str) -> Vec<String> {
-    ["--uri", URI, "--rkey", rkey, "--skey", skey, "--id", id].iter().map(|s| s.to_string()).collect()
+    args_on(URI, rkey, skey, id)
+}
+
+/// The same, on the broker at `uri`.
+pub fn args_on(uri: &str, rkey: &str, skey: &str, id: &str) -> Vec<String> {
+    ["--uri", uri, "--rkey", rkey, "--skey", skey, "--id", id].iter().map(|s| s.to_string()).collect()
 }
 
 pub struct Bus {
+    /// The broker this bus is on.
+    pub uri: String,
     pub rkey: String,
     pub skey: String,
     conn: Connection,
@@ -57,16 +64,26 @@ fn block<T>(f: impl std::future::Future<Output = T>) -> T {
 
 impl Bus {
     pub fn new(tag: &str) -> Bus {
+        Bus::new_on(URI, tag)
+    }
+
+    /// A bus with keys of its own on the broker at `uri`.
+    pub fn new_on(uri: &str, tag: &str) -> Bus {
         static N: AtomicUsize = AtomicUsize::new(0);
         let unique = format!("t{}.{tag}.{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
-        Bus::attach(format!("{unique}.rc"), format!("{unique}.stats"))
+        Bus::attach_to(uri, format!("{unique}.rc"), format!("{unique}.stats"))
     }
 
     /// A new connection on existing keys (after the broker dropped the old one).
     pub fn attach(rkey: String, skey: String) -> Bus {
+        Bus::attach_to(URI, rkey, skey)
+    }
+
+    /// The same, on the broker at `uri`.
+    pub fn attach_to(uri: &str, rkey: String, skey: String) -> Bus {
         block(async {
             let conn =
-                Connection::connect(URI, ConnectionProperties::default()).await.expect("the test broker");
+                Connection::connect(uri, ConnectionProperties::default()).await.expect("the test broker");
             let channel = conn.create_channel().await.unwrap();
             channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
             let excl = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
@@ -92,6 +109,7 @@ impl Bus {
                 .await
                 .unwrap();
             Bus {
+                uri: uri.to_string(),
                 rkey,
                 skey,
                 conn,
@@ -107,10 +125,7 @@ impl Bus {
 
     /// proc_box's AMQP arguments for a box with this id.
     pub fn args(&self, id: &str) -> Vec<String> {
-        ["--uri", URI, "--rkey", &self.rkey, "--skey", &self.skey, "--id", id]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        args_on(&self.uri, &self.rkey, &self.skey, id)
     }
 
     /// Publishes raw bytes on `key`; with `reply`, asks for a reply with that correlation id.
