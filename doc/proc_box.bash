@@ -23,7 +23,7 @@ _proc_box() {
 
     case "${cmd}" in
         proc_box)
-            opts="-h -V --timeout --grace --stop-signal --on-main-exit --preserve-status --kill-status --stdoutlimit --memory-limit --cpu-limit --pids-limit --rlimit --stats-file --summary-file --sint --monitor --format --json --allow-job-control --control-token --control-token-file --control-socket --track --cgroup --id --debug --nowarn --uri --exchange --rkey --skey --msgtimeout --runanyway --multiRmtKey --spool-dir --spool-max-files --spool-max-bytes --cacert --sample-buffer --help --version"
+            opts="-h -V --timeout --grace --stop-signal --on-main-exit --preserve-status --kill-status --stdoutlimit --memory-limit --cpu-limit --pids-limit --rlimit --stats-file --summary-file --sint --monitor --format --json --allow-job-control --control-token --control-token-file --control-socket --track --cgroup --id --debug --nowarn --generate --uri --exchange --rkey --skey --msgtimeout --runanyway --multiRmtKey --spool-dir --spool-max-files --spool-max-bytes --cacert --sample-buffer --help --version -timeout -grace -stop-signal -on-main-exit -preserve-status -kill-status -stdoutlimit -memory-limit -cpu-limit -pids-limit -rlimit -stats-file -summary-file -sint -monitor -format -json -allow-job-control -control-token -control-token-file -control-socket -track -cgroup -id -debug -nowarn -generate -uri -exchange -rkey -skey -msgtimeout -runanyway -multiRmtKey -spool-dir -spool-max-files -spool-max-bytes -cacert -sample-buffer -help -version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -131,6 +131,10 @@ _proc_box() {
                     ;;
                 --nowarn)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --generate)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --uri)

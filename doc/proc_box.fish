@@ -34,6 +34,7 @@ complete -c proc_box -l debug -d 'log debugging detail on stderr' -r -f -a "true
 false\t''"
 complete -c proc_box -l nowarn -d 'log errors only' -r -f -a "true\t''
 false\t''"
+complete -c proc_box -l generate -d 'print the man page (man) or a completion script (bash, zsh, fish, elvish, powershell) and exit; given alone, first' -r
 complete -c proc_box -l uri -d 'AMQP URI (amqp:// or amqps://); unset means no broker' -r
 complete -c proc_box -l exchange -d 'topic exchange for control and emission' -r
 complete -c proc_box -l rkey -d 'control routing key; a comma-separated list binds several' -r

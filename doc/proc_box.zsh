@@ -46,6 +46,7 @@ required\:"fail with status 125 if none can be made"))' \
 '--id=[box id, used in messages and in the per-box control routing key \[default\: the scheduler'\''s job id, else <hostname>-<pid>\]]:ID:_default' \
 '--debug=[log debugging detail on stderr]::DEBUG:(true false)' \
 '--nowarn=[log errors only]::NOWARN:(true false)' \
+'--generate=[print the man page (man) or a completion script (bash, zsh, fish, elvish, powershell) and exit; given alone, first]:WHAT:_default' \
 '--uri=[AMQP URI (amqp\:// or amqps\://); unset means no broker]:URI:_default' \
 '--exchange=[topic exchange for control and emission]:EXCHANGE:_default' \
 '--rkey=[control routing key; a comma-separated list binds several]:RKEY:_default' \

@@ -142,6 +142,10 @@ pub struct Config {
     /// log errors only
     #[arg(long, env = "PBOX_NOWARN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = bool_opt!())]
     pub nowarn: bool,
+    /// print the man page (man) or a completion script (bash, zsh, fish, elvish, powershell)
+    /// and exit; given alone, first
+    #[arg(long, value_name = "WHAT", exclusive = true)]
+    pub generate: Option<String>,
 
     /// AMQP URI (amqp:// or amqps://); unset means no broker
     #[arg(help_heading = "AMQP", long, env = "PBOX_URI", value_name = "URI")]
@@ -270,22 +274,8 @@ impl Config {
 /// `proc_box --generate man|bash|zsh|fish|elvish|powershell`: the man page or a completion
 /// script, from the same clap definitions as the parser (`doc/` holds the generated files).
 fn generate(what: &str) -> ParseOutcome {
-    let mut cmd = Config::command();
-    let mut out = Vec::new();
-    let written = match what {
-        "man" => clap_mangen::Man::new(cmd).render(&mut out).map_err(|e| e.to_string()),
-        shell => match shell.parse::<clap_complete::Shell>() {
-            Ok(sh) => {
-                clap_complete::generate(sh, &mut cmd, "proc_box", &mut out);
-                Ok(())
-            }
-            Err(_) => {
-                Err(format!("--generate takes man, bash, zsh, fish, elvish or powershell, not '{shell}'"))
-            }
-        },
-    };
-    match written {
-        Ok(()) => ParseOutcome::Info(String::from_utf8_lossy(&out).into_owned()),
+    match crate::manual::generate(Config::command(), "proc_box", what, crate::manual::PROC_BOX) {
+        Ok(text) => ParseOutcome::Info(text),
         Err(e) => ParseOutcome::Usage(format!("error: {e}\n")),
     }
 }

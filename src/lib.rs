@@ -14,6 +14,7 @@ pub mod emitter;
 pub mod event_loop;
 pub mod fault;
 pub mod inherited;
+pub mod manual;
 pub mod policy;
 pub mod relay;
 pub mod signals;

@@ -527,21 +527,50 @@ fn an_ignored_sigpipe_reaches_the_job_in_a_pipeline() {
     s.assert_no_survivors();
 }
 
-/// The man page and completions in doc/ are generated from the parser's own definitions, and
-/// must not drift from them: regenerate with `proc_box --generate man > doc/proc_box.1`, etc.
+/// The man pages and completions in doc/ are generated from the parsers' own definitions, and
+/// must not drift from them: regenerate with `proc_box --generate man > doc/proc_box.1`, and
+/// likewise for `proc_boxctl` and each shell.
 #[test]
-fn shipped_man_page_and_completions_are_current() {
+fn shipped_man_pages_and_completions_are_current() {
     let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("doc");
-    for (what, file) in
-        [("man", "proc_box.1"), ("bash", "proc_box.bash"), ("zsh", "proc_box.zsh"), ("fish", "proc_box.fish")]
-    {
-        let out = Command::new(proc_box()).args(["--generate", what]).run();
-        assert_eq!(out.status.code(), Some(0), "{what}");
-        let shipped = std::fs::read(doc.join(file)).unwrap();
-        assert!(out.stdout == shipped, "doc/{file} is stale: regenerate it with proc_box --generate {what}");
+    for bin in [proc_box(), env!("CARGO_BIN_EXE_proc_boxctl")] {
+        let name = std::path::Path::new(bin).file_name().unwrap().to_str().unwrap();
+        for (what, ext) in [("man", "1"), ("bash", "bash"), ("zsh", "zsh"), ("fish", "fish")] {
+            let out = Command::new(bin).args(["--generate", what]).env_clear().run();
+            assert_eq!(out.status.code(), Some(0), "{name} {what}");
+            let file = format!("{name}.{ext}");
+            let shipped = std::fs::read(doc.join(&file)).unwrap();
+            assert!(
+                out.stdout == shipped,
+                "doc/{file} is stale: regenerate it with {name} --generate {what}"
+            );
+        }
+        let man = String::from_utf8(Command::new(bin).args(["--generate", "man"]).run().stdout).unwrap();
+        for section in ["EXAMPLES", "ENVIRONMENT", "\"EXIT STATUS\"", "OPTIONS"] {
+            assert!(man.contains(&format!(".SH {section}")), "{name}: no {section} section");
+        }
+        let help = String::from_utf8(Command::new(bin).arg("--help").run().stdout).unwrap();
+        assert!(help.contains("--generate <WHAT>"), "{name}: --generate is missing from --help");
     }
     let out = Command::new(proc_box()).args(["--generate", "tcsh"]).run();
     assert_eq!(out.status.code(), Some(125));
+}
+
+/// Bash completion offers the Go tool's spelling too: `-tim<TAB>` gives `-timeout`.
+#[test]
+fn bash_completion_offers_the_go_spelling() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("doc/proc_box.bash");
+    let probe = format!(
+        "source {}; COMP_WORDS=(proc_box -tim); COMP_CWORD=1; _proc_box proc_box -tim proc_box; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display()
+    );
+    let out = Command::new("bash").args(["-c", &probe]).run();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "-timeout\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Arguments are bytes, not text: a file name that is not UTF-8 reaches the job unchanged, and

@@ -4,7 +4,8 @@
 mod send;
 mod watch;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use proc_box::manual::Section;
 use proc_box::transport::amqp::link::{self, Brokers, ClientInfo};
 use proc_box::units::parse_duration;
 use std::ffi::OsString;
@@ -37,6 +38,10 @@ pub mod status {
                   4 the broker or socket could not be reached."
 )]
 struct Cli {
+    /// print the man page (man) or a completion script (bash, zsh, fish, elvish, powershell)
+    /// and exit; given alone, first
+    #[arg(long, value_name = "WHAT", exclusive = true)]
+    generate: Option<String>,
     #[command(flatten)]
     broker: BrokerArgs,
     #[command(subcommand)]
@@ -105,10 +110,59 @@ impl Failed {
     }
 }
 
+/// The man page's sections that clap knows nothing of.
+const MANUAL: &[Section] = &[
+    Section {
+        title: "EXAMPLES",
+        items: &[
+            ("proc_boxctl send --id job-42 suspend", "Suspends box job-42 (and its whole tree) over the broker."),
+            (
+                "proc_boxctl send --all status --expect 10 --wait 5s",
+                "Asks every box for its state; prints each reply as it comes and ends once 10 answered.",
+            ),
+            ("proc_boxctl send --socket /tmp/job.sock kill TERM", "Sends SIGTERM to every process of a local box."),
+            ("proc_boxctl watch", "A live table of every box seen on the exchange."),
+            ("proc_boxctl flush", "Sends the summaries spooled while the broker was away."),
+        ],
+    },
+    Section {
+        title: "ENVIRONMENT",
+        items: &[(
+            "PBOX_URI, PBOX_EXCHANGE, PBOX_RKEY, PBOX_SKEY, PBOX_CACERT, PBOX_CONTROL_TOKEN, ...",
+            "Each option can also be given as PBOX_ and its name in upper case; the command line wins. The global options also take the Go spelling, -uri VALUE.",
+        )],
+    },
+    Section {
+        title: "EXIT STATUS",
+        items: &[
+            ("0", "Every box answered ok."),
+            ("1", "A box refused the command, or a spooled summary was kept."),
+            ("2", "A usage error."),
+            ("3", "No reply in time, or no such box."),
+            ("4", "The broker or the socket could not be reached, or refused the login."),
+        ],
+    },
+];
+
 fn main() -> ExitCode {
     // Before any thread exists: no AMQP header, however deep, can overflow a thread's stack.
     proc_box::stack::raise_default();
-    let cli = match Cli::try_parse_from(go_spelling(std::env::args_os().collect())) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "--generate") {
+        let what = args.get(2).and_then(|a| a.to_str()).unwrap_or("");
+        return match proc_box::manual::generate(Cli::command(), "proc_boxctl", what, MANUAL) {
+            Ok(text) => {
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(text.as_bytes());
+                ExitCode::from(status::OK)
+            }
+            Err(e) => {
+                eprintln_safe(&format!("proc_boxctl: {e}"));
+                ExitCode::from(status::USAGE)
+            }
+        };
+    }
+    let cli = match Cli::try_parse_from(go_spelling(args)) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();

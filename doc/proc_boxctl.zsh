@@ -1,0 +1,213 @@
+#compdef proc_boxctl
+
+autoload -U is-at-least
+
+_proc_boxctl() {
+    typeset -A opt_args
+    typeset -a _arguments_options
+    local ret=1
+
+    if is-at-least 5.2; then
+        _arguments_options=(-s -S -C)
+    else
+        _arguments_options=(-s -C)
+    fi
+
+    local context curcontext="$curcontext" state line
+    _arguments "${_arguments_options[@]}" : \
+'--generate=[print the man page (man) or a completion script (bash, zsh, fish, elvish, powershell) and exit; given alone, first]:WHAT:_default' \
+'--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
+'--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
+'--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
+'--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
+'--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+":: :_proc_boxctl_commands" \
+"*::: :->proc_boxctl" \
+&& ret=0
+    case $state in
+    (proc_boxctl)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:proc_boxctl-command-$line[1]:"
+        case $line[1] in
+            (send)
+_arguments "${_arguments_options[@]}" : \
+'(--all)--id=[the box to address (its --id)]:ID:_default' \
+'--expect=[with --all\: stop as soon as N replies have come (exit 3 if fewer came within --wait)]:N:_default' \
+'--wait=[how long to wait for replies]:WAIT:_default' \
+'--socket=[talk to a local box'\''s control socket instead of the broker]:PATH:_files' \
+'--token=[the box'\''s control token, if it requires one]:TOKEN:_default' \
+'--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
+'--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
+'--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
+'--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
+'--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'--all[every box bound to the control key; each reply is printed as it comes, until --wait]' \
+'-h[Print help]' \
+'--help[Print help]' \
+':command -- the command (stop, suspend, resume, kill, sample, change_sample_rate, timer_*, status):_default' \
+'*::arguments -- its arguments, such as a signal for kill or a duration for change_sample_rate:_default' \
+&& ret=0
+;;
+(status)
+_arguments "${_arguments_options[@]}" : \
+'--wait=[how long to wait for replies]:WAIT:_default' \
+'--socket=[talk to a local box'\''s control socket instead of the broker]:PATH:_files' \
+'--token=[the box'\''s control token, if it requires one]:TOKEN:_default' \
+'--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
+'--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
+'--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
+'--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
+'--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+'::id -- the box (its --id); not needed with --socket:_default' \
+&& ret=0
+;;
+(watch)
+_arguments "${_arguments_options[@]}" : \
+'--id=[only this box]:ID:_default' \
+'--count=[exit after this many messages]:N:_default' \
+'--for=[exit after this long]:DURATION:_default' \
+'--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
+'--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
+'--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
+'--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
+'--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'--json[print every message as it arrives, raw JSON, one per line]' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(flush)
+_arguments "${_arguments_options[@]}" : \
+'--spool-dir=[the spool directory \[default\: \$XDG_STATE_HOME/proc_box/spool, else /var/tmp/proc_box-<uid>/spool\]]:PATH:_files' \
+'--msgtimeout=[how long each summary may take to be confirmed]:MSGTIMEOUT:_default' \
+'--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
+'--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
+'--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
+'--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
+'--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'--any-broker[also send summaries spooled for another broker or vhost to this one]' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_proc_boxctl__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:proc_boxctl-help-command-$line[1]:"
+        case $line[1] in
+            (send)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(status)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(watch)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(flush)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+}
+
+(( $+functions[_proc_boxctl_commands] )) ||
+_proc_boxctl_commands() {
+    local commands; commands=(
+'send:send a command to one box (--id) or to every box (--all), and print the replies' \
+'status:show one box'\''s state' \
+'watch:show every box seen on the exchange, live' \
+'flush:send the summaries spooled while the broker was away' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'proc_boxctl commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__flush_commands] )) ||
+_proc_boxctl__subcmd__flush_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl flush commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__help_commands] )) ||
+_proc_boxctl__subcmd__help_commands() {
+    local commands; commands=(
+'send:send a command to one box (--id) or to every box (--all), and print the replies' \
+'status:show one box'\''s state' \
+'watch:show every box seen on the exchange, live' \
+'flush:send the summaries spooled while the broker was away' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'proc_boxctl help commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__help__subcmd__flush_commands] )) ||
+_proc_boxctl__subcmd__help__subcmd__flush_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl help flush commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__help__subcmd__help_commands] )) ||
+_proc_boxctl__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl help help commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__help__subcmd__send_commands] )) ||
+_proc_boxctl__subcmd__help__subcmd__send_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl help send commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__help__subcmd__status_commands] )) ||
+_proc_boxctl__subcmd__help__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl help status commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__help__subcmd__watch_commands] )) ||
+_proc_boxctl__subcmd__help__subcmd__watch_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl help watch commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__send_commands] )) ||
+_proc_boxctl__subcmd__send_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl send commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__status_commands] )) ||
+_proc_boxctl__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl status commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__watch_commands] )) ||
+_proc_boxctl__subcmd__watch_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl watch commands' commands "$@"
+}
+
+if [ "$funcstack[1]" = "_proc_boxctl" ]; then
+    _proc_boxctl "$@"
+else
+    compdef _proc_boxctl proc_boxctl
+fi
