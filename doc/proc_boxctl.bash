@@ -217,7 +217,7 @@ _proc_boxctl() {
             return 0
             ;;
         proc_boxctl__subcmd__send)
-            opts="-h --id --all --expect --wait --socket --token --uri --exchange --rkey --skey --cacert --help -id -all -expect -wait -socket -token -uri -exchange -rkey -skey -cacert -help"
+            opts="-h --id --all --expect --wait --socket --control-token --control-token-file --uri --exchange --rkey --skey --cacert --help -id -all -expect -wait -socket -control-token -control-token-file -uri -exchange -rkey -skey -cacert -help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -239,7 +239,11 @@ _proc_boxctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --token)
+                --control-token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --control-token-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -271,7 +275,7 @@ _proc_boxctl() {
             return 0
             ;;
         proc_boxctl__subcmd__status)
-            opts="-h --wait --socket --token --uri --exchange --rkey --skey --cacert --help -wait -socket -token -uri -exchange -rkey -skey -cacert -help"
+            opts="-h --wait --socket --control-token --control-token-file --uri --exchange --rkey --skey --cacert --help -wait -socket -control-token -control-token-file -uri -exchange -rkey -skey -cacert -help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -285,7 +289,11 @@ _proc_boxctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --token)
+                --control-token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --control-token-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

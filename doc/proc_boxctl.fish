@@ -41,7 +41,8 @@ complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l id -d '
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l expect -d 'with --all: stop as soon as N replies have come (exit 3 if fewer came within --wait)' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l wait -d 'how long to wait for replies' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l socket -d 'talk to a local box\'s control socket instead of the broker' -r -F
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l token -d 'the box\'s control token, if it requires one' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l control-token -d 'the boxes\' control key (their --control-token): commands are signed with it, and only replies signed with it are believed' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l control-token-file -d 'read the control key from this file (its first line)' -r -F
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l uri -d 'AMQP URI(s), comma-separated nodes of one cluster' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l exchange -d 'topic exchange the boxes use' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l rkey -d 'control routing key(s) the boxes bind; the first is used' -r
@@ -51,7 +52,8 @@ complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l all -d 
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -s h -l help -d 'Print help'
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand status" -l wait -d 'how long to wait for replies' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand status" -l socket -d 'talk to a local box\'s control socket instead of the broker' -r -F
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand status" -l token -d 'the box\'s control token, if it requires one' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand status" -l control-token -d 'the boxes\' control key (their --control-token): commands are signed with it, and only replies signed with it are believed' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand status" -l control-token-file -d 'read the control key from this file (its first line)' -r -F
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand status" -l uri -d 'AMQP URI(s), comma-separated nodes of one cluster' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand status" -l exchange -d 'topic exchange the boxes use' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand status" -l rkey -d 'control routing key(s) the boxes bind; the first is used' -r

@@ -40,7 +40,8 @@ _arguments "${_arguments_options[@]}" : \
 '--expect=[with --all\: stop as soon as N replies have come (exit 3 if fewer came within --wait)]:N:_default' \
 '--wait=[how long to wait for replies]:WAIT:_default' \
 '--socket=[talk to a local box'\''s control socket instead of the broker]:PATH:_files' \
-'--token=[the box'\''s control token, if it requires one]:TOKEN:_default' \
+'--control-token=[the boxes'\'' control key (their --control-token)\: commands are signed with it, and only replies signed with it are believed]:TOKEN:_default' \
+'--control-token-file=[read the control key from this file (its first line)]:PATH:_files' \
 '--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
 '--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
 '--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
@@ -57,7 +58,8 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '--wait=[how long to wait for replies]:WAIT:_default' \
 '--socket=[talk to a local box'\''s control socket instead of the broker]:PATH:_files' \
-'--token=[the box'\''s control token, if it requires one]:TOKEN:_default' \
+'--control-token=[the boxes'\'' control key (their --control-token)\: commands are signed with it, and only replies signed with it are believed]:TOKEN:_default' \
+'--control-token-file=[read the control key from this file (its first line)]:PATH:_files' \
 '--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
 '--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
 '--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
