@@ -116,6 +116,7 @@ cpu_cases! {
     cpu_of_daemonized_grandchildren: "daemons", 3, 200, ["ptrace", "subreaper"];
     cpu_of_children_of_a_sigchld_ignoring_parent: "ignchld", 3, 200, ["ptrace"];
     cpu_of_threaded_children_of_a_sigchld_ignoring_parent: "ignthreads", 2, 100, ["ptrace"];
+    cpu_of_children_of_an_sa_nocldwait_parent: "nocldwait", 3, 500, ["ptrace"];
     cpu_of_a_fork_storm: "storm", 200, 2, ["ptrace", "subreaper"];
     cpu_of_threads: "threads", 3, 200, ["ptrace", "subreaper"];
 }

@@ -64,6 +64,9 @@ pub struct ReapStat {
     pub sigignore: u64,
     /// The signal its parent gets at its exit; -1 for a thread.
     pub exit_signal: i32,
+    /// What the kernel adds to when this process reaps a child: its reaped children's page
+    /// faults (`cminflt` + `cmajflt`) and clock ticks (`cutime` + `cstime`), summed.
+    pub reaped: u64,
 }
 
 pub fn reap_stat(pid: i32) -> Option<ReapStat> {
@@ -74,12 +77,17 @@ pub fn reap_stat(pid: i32) -> Option<ReapStat> {
 pub fn parse_reap_stat(text: &str) -> Option<ReapStat> {
     let rest = &text[text.rfind(')')? + 1..];
     let mut f = rest.split_ascii_whitespace();
-    // Field numbers of proc(5) minus 3: state is field 3.
+    // Field numbers of proc(5) minus 3: state is field 3. Each `nth` skips the fields between.
     let state = f.next()?.chars().next()?;
     let ppid = f.next()?.parse().ok()?;
-    let sigignore = f.nth(28)?.parse().ok()?; // field 33
+    let mut count = |skip: usize| f.nth(skip)?.parse::<i64>().ok().map(|v| v.max(0) as u64);
+    let reaped = count(6)? // field 11, cminflt
+        + count(1)? // field 13, cmajflt
+        + count(2)? // field 16, cutime
+        + count(0)?; // field 17, cstime
+    let sigignore = f.nth(15)?.parse().ok()?; // field 33
     let exit_signal = f.nth(4)?.parse().ok()?; // field 38
-    Some(ReapStat { state, ppid, sigignore, exit_signal })
+    Some(ReapStat { state, ppid, sigignore, exit_signal, reaped })
 }
 
 /// `stat` re-read through a kept fd: one `pread`, for a parent met at every exit of its children.
@@ -224,10 +232,10 @@ mod tests {
         assert_eq!((s.threads, s.vsize, s.rss_pages, s.faults), (3, 8192000, 512, 105));
         assert!(parse_stat("42 (x) R 1 2").is_none());
         let r = parse_reap_stat(line).unwrap();
-        assert_eq!(r, ReapStat { state: 'R', ppid: 7, sigignore: 0, exit_signal: 17 });
+        assert_eq!(r, ReapStat { state: 'R', ppid: 7, sigignore: 0, exit_signal: 17, reaped: 3 });
         let thread = "9 (t) Z 7 42 42 0 -1 4194304 100 0 5 0 300 40 2 1 20 0 3 0 12345 8192000 512 18446744073709551615 1 1 0 0 0 0 0 65536 0 0 0 0 -1 1 0 0 0 0 0";
         let r = parse_reap_stat(thread).unwrap();
-        assert_eq!(r, ReapStat { state: 'Z', ppid: 7, sigignore: 65536, exit_signal: -1 });
+        assert_eq!(r, ReapStat { state: 'Z', ppid: 7, sigignore: 65536, exit_signal: -1, reaped: 3 });
     }
 
     #[test]

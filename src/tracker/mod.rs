@@ -66,6 +66,17 @@ pub struct Reaped {
     pub io: Option<IoSum>,
 }
 
+/// What the auto-reap probe learned of an exiting tracee before our wait.
+enum Probe {
+    /// Accounted by a rusage: ours, or its parent's.
+    None,
+    /// Released at our wait with nobody accounting it: its I/O, read from the zombie.
+    Auto(Option<IoSum>),
+    /// A member's child, whose parent may use `SA_NOCLDWAIT`: the zombie (pinned by `fd`),
+    /// its parent, the parent's reaped-children counters now, and its I/O if it was read.
+    Check { fd: PidFd, ppid: i32, reaped: u64, io: Option<IoSum> },
+}
+
 /// Tokens at and above this value belong to pidfds.
 pub const PIDFD_TOKENS: usize = 1 << 20;
 
@@ -79,6 +90,8 @@ struct Member {
     proc: OnceCell<Option<Process>>,
     /// Its `stat`, kept open once it is met as the parent of an exiting tracee.
     stat: OnceCell<std::os::fd::OwnedFd>,
+    /// One of its children was auto-reaped though it does not ignore SIGCHLD (`SA_NOCLDWAIT`).
+    auto_reaps: std::cell::Cell<bool>,
 }
 
 impl Member {
@@ -328,7 +341,12 @@ impl Tracker {
                 // A tracee held at its birth stop (met at its fork event, or in a children
                 // list just before): it dies before its first instruction, and never joins,
                 // so `processes_peak` stays within the limit.
-                let member = Member { watch: None, proc: OnceCell::new(), stat: OnceCell::new() };
+                let member = Member {
+                    watch: None,
+                    proc: OnceCell::new(),
+                    stat: OnceCell::new(),
+                    auto_reaps: Default::default(),
+                };
                 let _ = member.signal(pid, Sig::KILL);
                 crate::debug!("pid {pid} would pass --pids-limit: killed at birth");
                 return;
@@ -349,9 +367,19 @@ impl Tracker {
                     OnceCell::from(Process::new(pid).ok().filter(|_| !fd.exited()))
                 };
                 self.tokens.insert(token, pid);
-                Member { watch: Some((fd, token)), proc, stat: OnceCell::new() }
+                Member {
+                    watch: Some((fd, token)),
+                    proc,
+                    stat: OnceCell::new(),
+                    auto_reaps: Default::default(),
+                }
             }
-            None => Member { watch: None, proc: OnceCell::new(), stat: OnceCell::new() },
+            None => Member {
+                watch: None,
+                proc: OnceCell::new(),
+                stat: OnceCell::new(),
+                auto_reaps: Default::default(),
+            },
         };
         if let Some(sig) = if over { Some(Sig::KILL) } else { self.birth_signal } {
             let _ = member.signal(pid, sig);
@@ -457,9 +485,9 @@ impl Tracker {
                 }
                 Peeked::Stop { pid, .. } | Peeked::Continued(pid) | Peeked::Exit(pid) => pid,
             };
-            let lost = match (peeked, self.mode) {
+            let probe = match (peeked, self.mode) {
                 (Peeked::Exit(_), Mode::Ptrace) => self.probe_auto_reap(pid),
-                _ => None, // a subreaper waits only for its own children
+                _ => Probe::None, // a subreaper waits only for its own children
             };
             let (status, rusage) = match wait::wait4(pid, flags) {
                 Ok(r) => r,
@@ -476,10 +504,12 @@ impl Tracker {
             last_empty = None;
             match wait::decode(status) {
                 Some(Change::Exited(code)) => {
+                    let lost = self.settle(probe, &rusage);
                     self.reaped(pid, &rusage, lost, &mut events);
                     self.exited(pid, ExitStatus::Exited(code), &mut events, registry)
                 }
                 Some(Change::Signaled(sig)) => {
+                    let lost = self.settle(probe, &rusage);
                     self.reaped(pid, &rusage, lost, &mut events);
                     self.exited(pid, ExitStatus::Signaled(sig), &mut events, registry)
                 }
@@ -507,35 +537,76 @@ impl Tracker {
 
     /// A tracee is about to be reaped by us as its tracer. If its real parent ignores SIGCHLD,
     /// the kernel releases it right after, without adding its times to anyone: its CPU and I/O
-    /// would vanish from every rusage. Returns its I/O (read now, from the zombie) in that case;
-    /// its CPU comes from the rusage of our wait.
+    /// would vanish from every rusage. Its I/O is read now, from the zombie, in that case; its
+    /// CPU comes from the rusage of our wait.
+    ///
+    /// A parent can also have its children auto-reaped with `SA_NOCLDWAIT`, which `/proc` does
+    /// not show: for a member's child that is not known to be auto-reaped, the answer is
+    /// [`Probe::Check`], settled after our wait ([`Tracker::settle`]).
     ///
     /// This runs at every exit of a fork-heavy job, while its parent waits. The common case
-    /// (a member whose parent does not ignore SIGCHLD) costs a pidfd's `PIDFD_GET_INFO` and one
-    /// `pread` of the parent's kept `stat`, and never touches the zombie's `/proc` entry, whose
-    /// teardown would land in the job's own CPU when its parent reaps it.
-    fn probe_auto_reap(&self, pid: i32) -> Option<Option<IoSum>> {
+    /// (a member whose parent does not ignore SIGCHLD) costs a pidfd's `PIDFD_GET_INFO`, one
+    /// `pread` of the parent's kept `stat`, and after the wait a signal-0 check (and another
+    /// `pread` if the child is gone by then). It never touches the zombie's `/proc` entry,
+    /// whose teardown would land in the job's own CPU when its parent reaps it.
+    fn probe_auto_reap(&self, pid: i32) -> Probe {
         // The zombie is still there (we peeked without reaping), so neither its pid nor its
         // parent's can be recycled yet.
         if self.members.contains_key(&pid) {
-            if let Ok(ppid) = PidFd::open(pid).and_then(|fd| fd.parent_pid()) {
+            let opened = PidFd::open(pid).ok().and_then(|fd| Some((fd.parent_pid().ok()?, fd)));
+            if let Some((ppid, fd)) = opened {
                 if ppid == self.self_pid {
-                    return None; // reaped by us: counted in our RUSAGE_CHILDREN
+                    return Probe::None; // reaped by us: counted in our RUSAGE_CHILDREN
                 }
-                if !self.parent_stat(ppid).is_some_and(|p| ignores_sigchld(&p)) {
-                    return None;
+                let Some(parent) = self.parent_stat(ppid) else { return Probe::None };
+                if matches!(parent.state, 'Z' | 'X') {
+                    return Probe::None; // an exiting parent's children go to us
+                }
+                if !ignores_sigchld(&parent) {
+                    // A parent seen auto-reaping before: its child's I/O is worth reading now.
+                    let auto = self.members.get(&ppid).is_some_and(|p| p.auto_reaps.get());
+                    let io = if auto { io_of_pid(pid) } else { None };
+                    return Probe::Check { fd, ppid, reaped: parent.reaped, io };
                 }
             }
         }
-        let zombie = reap_stat(pid)?;
+        let Some(zombie) = reap_stat(pid) else { return Probe::None };
         // Only children that signal their exit with SIGCHLD are auto-reaped; a thread (exit
         // signal -1) is not a process, and the group leader, reported once every thread is
         // gone, carries the process's rusage.
         if zombie.ppid == self.self_pid || zombie.exit_signal != libc::SIGCHLD {
-            return None;
+            return Probe::None;
         }
-        let parent = self.parent_stat(zombie.ppid)?;
-        ignores_sigchld(&parent).then(|| io_of_pid(pid))
+        match self.parent_stat(zombie.ppid) {
+            Some(parent) if ignores_sigchld(&parent) => Probe::Auto(io_of_pid(pid)),
+            _ => Probe::None,
+        }
+    }
+
+    /// After our wait as the tracer: was the process released with nobody accounting it?
+    /// A zombie still there waits for its parent, who will count it. One gone was either
+    /// auto-reaped (`SA_NOCLDWAIT`) or reaped by its parent in the instant since; a reaping
+    /// parent's `stat` shows it, as the kernel adds the child's page faults and ticks to the
+    /// parent's. A child with no fault at all cannot be told apart: it is left to the parent
+    /// (it ran next to nothing), so nothing is ever counted twice.
+    fn settle(&self, probe: Probe, ru: &libc::rusage) -> Option<Option<IoSum>> {
+        match probe {
+            Probe::None => None,
+            Probe::Auto(io) => Some(io),
+            Probe::Check { fd, ppid, reaped, io } => {
+                if fd.alive() || ru.ru_minflt + ru.ru_majflt <= 0 {
+                    return None;
+                }
+                let after = self.parent_stat(ppid)?;
+                if after.reaped != reaped {
+                    return None;
+                }
+                if let Some(parent) = self.members.get(&ppid) {
+                    parent.auto_reaps.set(true);
+                }
+                Some(io)
+            }
+        }
     }
 
     /// A parent's `stat` now: through the member, or read afresh for a stranger.

@@ -56,6 +56,22 @@ impl PidFd {
         }
     }
 
+    /// Whether the process still exists, as a zombie included: false once it is released
+    /// (reaped, by whoever). Signal 0 checks without sending.
+    pub fn alive(&self) -> bool {
+        // SAFETY: a valid pidfd, signal 0 (nothing is sent), a null siginfo, flags 0.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                0,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+
     /// The real parent's pid, from `PIDFD_GET_INFO` (Linux 6.13): no `/proc` entry of the
     /// process is touched. Errors with ENOTTY on older kernels.
     pub fn parent_pid(&self) -> io::Result<i32> {
