@@ -273,6 +273,19 @@ fn format_prints_the_end_of_job_line_from_the_summary() {
     }
 }
 
+/// A job shorter than one memory tick has no PSS reading: the end-of-job line gives the kernel's
+/// high-water mark of its largest process instead of a zero that means "not measured".
+#[test]
+fn a_short_job_shows_a_measured_peak_not_zero() {
+    let s = Scene::new("shortpeak");
+    for mode in MODES {
+        let out = s.command(&["--track", mode, "--", "true"]).run();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("peak 0 B"), "{mode}: {err}");
+        assert!(err.contains("(RSS of the largest process)") || err.contains("(PSS)"), "{mode}: {err}");
+    }
+}
+
 #[test]
 fn second_stop_signal_escalates_to_sigkill() {
     let s = Scene::new("escalate");

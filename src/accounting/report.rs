@@ -242,12 +242,18 @@ impl Summary {
             _ => "did not run".to_owned(),
         };
         let reason = if self.reason == "exited" { String::new() } else { format!(" ({})", self.reason) };
+        // A job shorter than one memory tick has no PSS reading: the kernel's high-water mark
+        // of its largest process says more than a zero that means "not measured".
+        let peak = match (self.peak_pss_bytes, self.max_process_rss_bytes) {
+            (0, 0) => "peak not measured".to_owned(),
+            (0, rss) => format!("peak {} (RSS of the largest process)", bytes(rss)),
+            (pss, _) => format!("peak {} (PSS)", bytes(pss)),
+        };
         format!(
-            "{how}{reason} after {:.1}s · cpu {:.1}s user {:.1}s sys · peak {} (PSS) · {} process{}",
+            "{how}{reason} after {:.1}s · cpu {:.1}s user {:.1}s sys · {peak} · {} process{}",
             self.wall_seconds,
             self.cpu_user_seconds,
             self.cpu_system_seconds,
-            bytes(self.peak_pss_bytes),
             self.processes_started,
             if self.processes_started == 1 { "" } else { "es" }
         )
