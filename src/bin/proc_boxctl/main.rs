@@ -1,6 +1,7 @@
 //! `proc_boxctl`: the operator's side of proc_box. Sends commands to boxes (over the broker or
 //! a local control socket), watches what they emit, and flushes spooled summaries.
 
+mod ledger;
 mod send;
 mod watch;
 
@@ -83,6 +84,12 @@ enum Action {
     Watch(watch::WatchArgs),
     /// send the summaries spooled while the broker was away
     Flush(FlushArgs),
+    /// the chargeback ledger: consume or import summaries into a database, exactly once
+    Ledger(ledger::LedgerArgs),
+    /// usage and cost per group over a period, like sreport
+    Report(ledger::ReportArgs),
+    /// one line per stored job, like sacct -P
+    Jobs(ledger::JobsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +181,9 @@ fn main() -> ExitCode {
         Action::Status(a) => send::status(&cli.broker, a),
         Action::Watch(a) => watch::watch(&cli.broker, a),
         Action::Flush(a) => flush(&cli.broker, a),
+        Action::Ledger(a) => ledger::ledger(&cli.broker, a),
+        Action::Report(a) => ledger::report(a),
+        Action::Jobs(a) => ledger::jobs(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

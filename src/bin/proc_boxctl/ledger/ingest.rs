@@ -1,0 +1,271 @@
+//! From a summary (a message body, a line of a stats file, a summary file, a spool entry) to a
+//! [`Job`] row, and `ledger import`.
+//!
+//! Validation is strict where a bill depends on it: a summary without a `message_id`, an end
+//! time, the wall time or the CPU figures is refused with the reason, never stored with a
+//! guess. Fields added to the summary after schema 1 (`owner`, `scheduler`) are optional.
+
+use super::store::{Job, Store};
+use serde_json::Value;
+use std::path::Path;
+
+/// Summary schema versions this ledger reads.
+pub const SCHEMAS: [i64; 1] = [1];
+
+/// What a JSON object turned out to be.
+pub enum Parsed {
+    Job(Box<Job>),
+    /// Not a summary (a sample): nothing to store, nothing wrong.
+    Other,
+}
+
+/// Seconds (a JSON number) to whole microseconds, rounded to the nearest.
+fn micros(v: &Value, field: &str) -> Result<i64, String> {
+    let s = v
+        .get(field)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| format!("'{field}' is missing or not a number"))?;
+    if !s.is_finite() || !(0.0..1e12).contains(&s) {
+        return Err(format!("'{field}' is out of range: {s}"));
+    }
+    Ok((s * 1e6).round() as i64)
+}
+
+fn count(v: &Value, field: &str) -> Result<i64, String> {
+    match v.get(field) {
+        Some(Value::Null) => Ok(0),
+        Some(n) => n
+            .as_u64()
+            .and_then(|n| i64::try_from(n).ok())
+            .ok_or_else(|| format!("'{field}' is not a non-negative integer")),
+        None => Err(format!("'{field}' is missing")),
+    }
+}
+
+fn text(v: &Value, field: &str) -> Result<String, String> {
+    match v.get(field).and_then(Value::as_str) {
+        Some(s) if !s.is_empty() => Ok(s.to_owned()),
+        _ => Err(format!("'{field}' is missing or not a string")),
+    }
+}
+
+fn opt_text(v: Option<&Value>, field: &str) -> Option<String> {
+    v.and_then(|o| o.get(field)).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// RFC 3339 UTC to microseconds since the epoch.
+pub fn parse_time_us(s: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(s).ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_micros()).ok()
+}
+
+/// One summary object (with `raw` its text as received).
+pub fn parse(v: &Value, raw: &str) -> Result<Parsed, String> {
+    let Some(obj) = v.as_object() else { return Err("not a JSON object".into()) };
+    match obj.get("type").and_then(Value::as_str) {
+        Some("summary") => {}
+        Some("sample") => return Ok(Parsed::Other),
+        Some(t) => return Err(format!("unknown message type '{t}'")),
+        None => return Err("'type' is missing".into()),
+    }
+    let schema = v.get("schema").and_then(Value::as_i64).ok_or("'schema' is missing or not an integer")?;
+    if !SCHEMAS.contains(&schema) {
+        return Err(format!("unknown summary schema {schema}"));
+    }
+    let ended_at = text(v, "ended_at")?;
+    let ended_us =
+        parse_time_us(&ended_at).ok_or_else(|| format!("'ended_at' is not an RFC 3339 time: {ended_at}"))?;
+    let exit_code =
+        v.get("exit_code").and_then(Value::as_i64).ok_or("'exit_code' is missing or not an integer")?;
+    let labels = match v.get("user") {
+        None | Some(Value::Null) => "{}".to_owned(),
+        Some(u @ Value::Object(_)) => u.to_string(),
+        Some(_) => return Err("'user' is not an object".into()),
+    };
+    let owner = v.get("owner").filter(|o| o.is_object());
+    let sched = v.get("scheduler").filter(|o| o.is_object());
+    Ok(Parsed::Job(Box::new(Job {
+        message_id: text(v, "message_id")?,
+        ended_at,
+        ended_us,
+        box_id: text(v, "box_id")?,
+        host: text(v, "hostname")?,
+        owner_uid: owner.and_then(|o| o.get("uid")).and_then(Value::as_i64),
+        owner_user: opt_text(owner, "user"),
+        sched_name: opt_text(sched, "name"),
+        sched_job_id: opt_text(sched, "job_id"),
+        sched_account: opt_text(sched, "account"),
+        sched_partition: opt_text(sched, "partition"),
+        sched_user: opt_text(sched, "user"),
+        wall_us: micros(v, "wall_seconds")?,
+        cpu_user_us: micros(v, "cpu_user_seconds")?,
+        cpu_sys_us: micros(v, "cpu_system_seconds")?,
+        peak_pss_bytes: count(v, "peak_pss_bytes")?,
+        io_read_bytes: count(v, "io_read_bytes")?,
+        io_write_bytes: count(v, "io_write_bytes")?,
+        reason: text(v, "reason")?,
+        exit_code,
+        labels,
+        raw: raw.to_owned(),
+    })))
+}
+
+/// A message body: JSON text first.
+pub fn parse_text(raw: &str) -> Result<Parsed, String> {
+    let v: Value = serde_json::from_str(raw).map_err(|e| format!("bad JSON: {e}"))?;
+    parse(&v, raw)
+}
+
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub new: usize,
+    pub stored: usize,
+    pub rejected: usize,
+    pub skipped: usize,
+}
+
+/// One line of a file (1-based) and what it held.
+type Line = (usize, Result<Parsed, String>);
+
+/// What one file holds: a [`Line`] per summary, sample or bad line.
+fn read_file(path: &Path) -> Result<Vec<Line>, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+    // A spool entry or a pretty-printed summary: one JSON object in the whole file.
+    if let Ok(v) = serde_json::from_str::<Value>(&text) {
+        if let Some(body) = v.get("body").and_then(Value::as_str).filter(|_| v.get("exchange").is_some()) {
+            // A spool entry: the summary is its body, as sent.
+            return Ok(vec![(1, parse_text(body))]);
+        }
+        if v.get("type").is_some() {
+            return Ok(vec![(1, parse(&v, text.trim()))]);
+        }
+    }
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, parse_text(l.trim())))
+        .collect())
+}
+
+/// Spool entries (`<id>.json`, `<id>…deferred`), in name order; temporary files are skipped.
+fn spool_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            !n.starts_with('.') && (n.ends_with(".json") || n.ends_with(".deferred")) && p.is_file()
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// `ledger import`: every path's summaries into `store`, in batches; a bad line or file is
+/// reported through `complain` (`path:line: reason`) and counted, and the rest go on.
+pub fn import(
+    store: &mut dyn Store,
+    paths: &[std::path::PathBuf],
+    complain: &mut dyn FnMut(String),
+) -> Result<Totals, super::store::DbError> {
+    const BATCH: usize = 1000;
+    let mut t = Totals::default();
+    let mut batch = Vec::new();
+    let flush = |batch: &mut Vec<Job>, t: &mut Totals, store: &mut dyn Store| {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // The same message twice in one batch counts once.
+        let new = store.insert(batch, super::store::now_us())?;
+        t.new += new;
+        t.stored += batch.len() - new;
+        batch.clear();
+        Ok::<_, super::store::DbError>(())
+    };
+    for path in paths {
+        let files = if path.is_dir() {
+            match spool_files(path) {
+                Ok(f) => f,
+                Err(e) => {
+                    complain(format!("{}: {e}", path.display()));
+                    t.rejected += 1;
+                    continue;
+                }
+            }
+        } else {
+            vec![path.clone()]
+        };
+        for file in files {
+            match read_file(&file) {
+                Err(e) => {
+                    complain(format!("{}: {e}", file.display()));
+                    t.rejected += 1;
+                }
+                Ok(items) => {
+                    for (line, item) in items {
+                        match item {
+                            Ok(Parsed::Job(j)) => batch.push(*j),
+                            Ok(Parsed::Other) => t.skipped += 1,
+                            Err(e) => {
+                                complain(format!("{}:{line}: {e}", file.display()));
+                                t.rejected += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            if batch.len() >= BATCH {
+                flush(&mut batch, &mut t, store)?;
+            }
+        }
+    }
+    flush(&mut batch, &mut t, store)?;
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> Value {
+        serde_json::json!({"type": "summary", "schema": 1, "message_id": "m1", "box_id": "b",
+            "hostname": "h", "ended_at": "2026-12-01T10:00:00.500000Z", "wall_seconds": 1.5,
+            "exit_code": 0, "reason": "exited", "cpu_user_seconds": 0.25, "cpu_system_seconds": 0.0000004,
+            "peak_pss_bytes": 1024, "io_read_bytes": 1, "io_write_bytes": 2, "user": {"account": "a"},
+            "owner": {"uid": 1000, "user": "ann"}, "scheduler": {"name": null, "account": null}})
+    }
+
+    #[test]
+    fn parses_a_summary() {
+        let v = summary();
+        let Parsed::Job(j) = parse(&v, "raw").unwrap() else { panic!("not a job") };
+        assert_eq!(j.ended_us, 1_796_119_200_500_000);
+        assert_eq!((j.wall_us, j.cpu_user_us, j.cpu_sys_us), (1_500_000, 250_000, 0));
+        assert_eq!(j.owner_user.as_deref(), Some("ann"));
+        assert_eq!(j.sched_account, None);
+        assert_eq!(j.labels, r#"{"account":"a"}"#);
+    }
+
+    #[test]
+    fn refuses_what_a_bill_cannot_use() {
+        for (field, value, why) in [
+            ("message_id", Value::Null, "message_id"),
+            ("schema", 7.into(), "schema 7"),
+            ("ended_at", "yesterday".into(), "RFC 3339"),
+            ("wall_seconds", (-1.0).into(), "out of range"),
+            ("user", 3.into(), "not an object"),
+            ("type", "x".into(), "unknown message type"),
+        ] {
+            let mut v = summary();
+            v[field] = value;
+            let e = parse(&v, "").err().unwrap_or_default();
+            assert!(e.contains(why), "{field}: {e}");
+        }
+        assert!(matches!(parse(&serde_json::json!({"type": "sample"}), ""), Ok(Parsed::Other)));
+        assert!(parse_text("{nope").err().unwrap().contains("bad JSON"));
+    }
+}

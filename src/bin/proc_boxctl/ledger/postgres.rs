@@ -1,0 +1,226 @@
+//! The site store: PostgreSQL through the synchronous `postgres` client. A connection that
+//! broke is dropped and made again by the next call, so a consumer that keeps retrying comes
+//! back by itself when the server does. Several consumers may share one database: inserts are
+//! idempotent and migrations run under an advisory lock.
+
+use super::store::{current_version, DbError, DeadLetter, Job, Status, Store, COLUMNS, MIGRATIONS};
+use postgres::{Client, Config, NoTls};
+use std::time::Duration;
+
+/// Taken by whoever migrates, so that consumers starting together migrate once.
+const MIGRATION_LOCK: i64 = 0x7062_6f78_6c64_6772; // "pboxldgr"
+
+pub struct Postgres {
+    config: Config,
+    shown: String,
+    client: Option<Client>,
+}
+
+/// Lost connections, a server shutting down, serialization failures: worth retrying.
+fn classify(what: &str, e: postgres::Error) -> DbError {
+    let retry = match e.code() {
+        Some(c) => {
+            let c = c.code();
+            c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01" || c.starts_with("53")
+        }
+        None => true,
+    };
+    let m = format!("{what}: {e}");
+    if retry {
+        DbError::Unavailable(m)
+    } else {
+        DbError::Fatal(m)
+    }
+}
+
+impl Postgres {
+    pub fn open(url: &str) -> Result<Postgres, DbError> {
+        let shown = super::store::DbUrl::Postgres(url.into()).describe();
+        let mut config: Config = url.parse().map_err(|e| DbError::Fatal(format!("'{shown}': {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.application_name("proc_boxctl ledger");
+        let mut pg = Postgres { config, shown, client: None };
+        pg.client()?;
+        pg.migrate()?;
+        Ok(pg)
+    }
+
+    fn client(&mut self) -> Result<&mut Client, DbError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            let c = self.config.connect(NoTls).map_err(|e| {
+                DbError::Unavailable(format!("cannot reach PostgreSQL at {}: {e}", self.shown))
+            })?;
+            self.client = Some(c);
+        }
+        self.client.as_mut().ok_or_else(|| DbError::Unavailable("no connection".into()))
+    }
+
+    /// Runs `f` on the connection; a connection error drops it for the next call to redo.
+    fn with<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, DbError> {
+        let c = self.client()?;
+        match f(c) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let e = classify(what, e);
+                if matches!(e, DbError::Unavailable(_)) {
+                    self.client = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn migrate(&mut self) -> Result<(), DbError> {
+        let newer = self.with("migrating the schema", |c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS ledger_schema (version BIGINT PRIMARY KEY, applied_us BIGINT NOT NULL)",
+            )?;
+            let have: i64 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM ledger_schema", &[])?.get(0);
+            if have > current_version() {
+                return Ok(Some(have));
+            }
+            for (i, steps) in MIGRATIONS.iter().enumerate().skip(have as usize) {
+                for sql in *steps {
+                    tx.batch_execute(sql)?;
+                }
+                tx.execute(
+                    "INSERT INTO ledger_schema (version, applied_us) VALUES ($1, $2)",
+                    &[&(i as i64 + 1), &super::store::now_us()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(None)
+        })?;
+        match newer {
+            Some(v) => Err(DbError::Fatal(format!(
+                "{}: its schema version {v} is newer than this proc_boxctl knows ({})",
+                self.shown,
+                current_version()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn job_from_row(r: &postgres::Row) -> Job {
+    Job {
+        message_id: r.get(0),
+        ended_at: r.get(1),
+        ended_us: r.get(2),
+        box_id: r.get(3),
+        host: r.get(4),
+        owner_uid: r.get(5),
+        owner_user: r.get(6),
+        sched_name: r.get(7),
+        sched_job_id: r.get(8),
+        sched_account: r.get(9),
+        sched_partition: r.get(10),
+        sched_user: r.get(11),
+        wall_us: r.get(12),
+        cpu_user_us: r.get(13),
+        cpu_sys_us: r.get(14),
+        peak_pss_bytes: r.get(15),
+        io_read_bytes: r.get(16),
+        io_write_bytes: r.get(17),
+        reason: r.get(18),
+        exit_code: r.get(19),
+        labels: r.get(20),
+        raw: r.get(21),
+    }
+}
+
+impl Store for Postgres {
+    fn insert(&mut self, jobs: &[Job], ingested_us: i64) -> Result<usize, DbError> {
+        self.with("storing summaries", |c| {
+            let mut tx = c.transaction()?;
+            let st = tx.prepare(&format!(
+                "INSERT INTO jobs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) ON CONFLICT (message_id) DO NOTHING"
+            ))?;
+            let mut new = 0;
+            for j in jobs {
+                new += tx.execute(
+                    &st,
+                    &[
+                        &j.message_id,
+                        &j.ended_at,
+                        &j.ended_us,
+                        &j.box_id,
+                        &j.host,
+                        &j.owner_uid,
+                        &j.owner_user,
+                        &j.sched_name,
+                        &j.sched_job_id,
+                        &j.sched_account,
+                        &j.sched_partition,
+                        &j.sched_user,
+                        &j.wall_us,
+                        &j.cpu_user_us,
+                        &j.cpu_sys_us,
+                        &j.peak_pss_bytes,
+                        &j.io_read_bytes,
+                        &j.io_write_bytes,
+                        &j.reason,
+                        &j.exit_code,
+                        &j.labels,
+                        &j.raw,
+                        &ingested_us,
+                    ],
+                )? as usize;
+            }
+            tx.commit()?;
+            Ok(new)
+        })
+    }
+
+    fn dead_letter(&mut self, d: &DeadLetter) -> Result<(), DbError> {
+        self.with("recording a dead letter", |c| {
+            c.execute(
+                "INSERT INTO dead_letters (message_id, reason, at_us) VALUES ($1, $2, $3)",
+                &[&d.message_id, &d.reason, &d.at_us],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn jobs(&mut self, since_us: Option<i64>, until_us: Option<i64>) -> Result<Vec<Job>, DbError> {
+        let (a, b) = (since_us.unwrap_or(i64::MIN), until_us.unwrap_or(i64::MAX));
+        self.with("reading jobs", |c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM jobs WHERE ended_us >= $1 AND ended_us < $2 ORDER BY ended_us, message_id"
+            );
+            Ok(c.query(&sql, &[&a, &b])?.iter().map(job_from_row).collect())
+        })
+    }
+
+    fn status(&mut self) -> Result<Status, DbError> {
+        self.with("reading the status", |c| {
+            let r = c.query_one("SELECT COUNT(*), MAX(ingested_us) FROM jobs", &[])?;
+            let dead: i64 = c.query_one("SELECT COUNT(*) FROM dead_letters", &[])?.get(0);
+            let version: Option<i64> = c.query_one("SELECT MAX(version) FROM ledger_schema", &[])?.get(0);
+            let last_dead = c
+                .query(
+                    "SELECT message_id, reason, at_us FROM dead_letters ORDER BY at_us DESC LIMIT 10",
+                    &[],
+                )?
+                .iter()
+                .map(|r| DeadLetter { message_id: r.get(0), reason: r.get(1), at_us: r.get(2) })
+                .collect();
+            Ok(Status {
+                rows: r.get(0),
+                last_ingest_us: r.get(1),
+                dead_letters: dead,
+                last_dead,
+                schema_version: version.unwrap_or(0),
+            })
+        })
+    }
+}
