@@ -36,6 +36,9 @@ complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "send" -d 's
 complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "status" -d 'show one box\'s state'
 complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "watch" -d 'show every box seen on the exchange, live'
 complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "flush" -d 'send the summaries spooled while the broker was away'
+complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "ledger" -d 'the chargeback ledger: consume or import summaries into a database, exactly once'
+complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "report" -d 'usage and cost per group over a period, like sreport'
+complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "jobs" -d 'one line per stored job, like sacct -P'
 complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l id -d 'the box to address (its --id)' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l expect -d 'with --all: stop as soon as N replies have come (exit 3 if fewer came within --wait)' -r
@@ -79,8 +82,79 @@ complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand flush" -l skey -
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand flush" -l cacert -d 'PEM file of extra CA certificates for amqps://' -r -F
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand flush" -l any-broker -d 'also send summaries spooled for another broker or vhost to this one'
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand flush" -s h -l help -d 'Print help'
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush help" -f -a "send" -d 'send a command to one box (--id) or to every box (--all), and print the replies'
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush help" -f -a "status" -d 'show one box\'s state'
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush help" -f -a "watch" -d 'show every box seen on the exchange, live'
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush help" -f -a "flush" -d 'send the summaries spooled while the broker was away'
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and not __fish_seen_subcommand_from run import status help" -l uri -d 'AMQP URI(s), comma-separated nodes of one cluster' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and not __fish_seen_subcommand_from run import status help" -l exchange -d 'topic exchange the boxes use' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and not __fish_seen_subcommand_from run import status help" -l rkey -d 'control routing key(s) the boxes bind; the first is used' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and not __fish_seen_subcommand_from run import status help" -l skey -d 'prefix of the boxes\' emission key' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and not __fish_seen_subcommand_from run import status help" -l cacert -d 'PEM file of extra CA certificates for amqps://' -r -F
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and not __fish_seen_subcommand_from run import status help" -s h -l help -d 'Print help'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and not __fish_seen_subcommand_from run import status help" -f -a "run" -d 'consume summaries from the broker into the database, exactly once, until killed'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and not __fish_seen_subcommand_from run import status help" -f -a "import" -d 'load --summary-file and --stats-file outputs and spool directories, exactly once'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and not __fish_seen_subcommand_from run import status help" -f -a "status" -d 'rows, time of the last ingest, dead letters, schema version'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and not __fish_seen_subcommand_from run import status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -l db -d 'the ledger database: sqlite:PATH, a path, or postgres://USER@HOST/DB [default: /var/lib/proc_box/ledger.sqlite for root, else $XDG_STATE_HOME/proc_box/ledger.sqlite]' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -l queue -d 'the durable quorum queue to consume; its dead letters go to QUEUE.dead' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -l batch -d 'summaries committed per transaction (at most)' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -l uri -d 'AMQP URI(s), comma-separated nodes of one cluster' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -l exchange -d 'topic exchange the boxes use' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -l rkey -d 'control routing key(s) the boxes bind; the first is used' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -l skey -d 'prefix of the boxes\' emission key' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -l cacert -d 'PEM file of extra CA certificates for amqps://' -r -F
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -s h -l help -d 'Print help'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -l db -d 'the ledger database: sqlite:PATH, a path, or postgres://USER@HOST/DB [default: /var/lib/proc_box/ledger.sqlite for root, else $XDG_STATE_HOME/proc_box/ledger.sqlite]' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -l uri -d 'AMQP URI(s), comma-separated nodes of one cluster' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -l exchange -d 'topic exchange the boxes use' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -l rkey -d 'control routing key(s) the boxes bind; the first is used' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -l skey -d 'prefix of the boxes\' emission key' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -l cacert -d 'PEM file of extra CA certificates for amqps://' -r -F
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from status" -l db -d 'the ledger database: sqlite:PATH, a path, or postgres://USER@HOST/DB [default: /var/lib/proc_box/ledger.sqlite for root, else $XDG_STATE_HOME/proc_box/ledger.sqlite]' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from status" -l format -d 'table or json' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from status" -l uri -d 'AMQP URI(s), comma-separated nodes of one cluster' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from status" -l exchange -d 'topic exchange the boxes use' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from status" -l rkey -d 'control routing key(s) the boxes bind; the first is used' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from status" -l skey -d 'prefix of the boxes\' emission key' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from status" -l cacert -d 'PEM file of extra CA certificates for amqps://' -r -F
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from help" -f -a "run" -d 'consume summaries from the broker into the database, exactly once, until killed'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from help" -f -a "import" -d 'load --summary-file and --stats-file outputs and spool directories, exactly once'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from help" -f -a "status" -d 'rows, time of the last ingest, dead letters, schema version'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l db -d 'the ledger database: sqlite:PATH, a path, or postgres://USER@HOST/DB [default: /var/lib/proc_box/ledger.sqlite for root, else $XDG_STATE_HOME/proc_box/ledger.sqlite]' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l since -d 'jobs that ended at or after T: RFC 3339, a day (2026-12-01), today, yesterday, lastweek, lastmonth (UTC; a named period also sets --until)' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l until -d 'jobs that ended before T (same forms)' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l by -d 'group by: user, account, partition, host, day, week, month, reason, exit, label:NAME (comma-separated)' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l rates -d 'a TOML rate card: adds the cost column' -r -F
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l format -d 'table, csv or json' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l uri -d 'AMQP URI(s), comma-separated nodes of one cluster' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l exchange -d 'topic exchange the boxes use' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l rkey -d 'control routing key(s) the boxes bind; the first is used' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l skey -d 'prefix of the boxes\' emission key' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l cacert -d 'PEM file of extra CA certificates for amqps://' -r -F
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -s h -l help -d 'Print help'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l db -d 'the ledger database: sqlite:PATH, a path, or postgres://USER@HOST/DB [default: /var/lib/proc_box/ledger.sqlite for root, else $XDG_STATE_HOME/proc_box/ledger.sqlite]' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l since -d 'jobs that ended at or after T: RFC 3339, a day (2026-12-01), today, yesterday, lastweek, lastmonth (UTC; a named period also sets --until)' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l until -d 'jobs that ended before T (same forms)' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l user -d 'only this user (scheduler user, else login, else uid)' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l account -d 'only this account' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l partition -d 'only this partition' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l host -d 'only this host' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l reason -d 'only jobs ended for this reason (exited, timeout, limit_memory, ...)' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l format -d 'pipe (`sacct -P`: \'|\'-separated with a header), csv or json (one object per line)' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l uri -d 'AMQP URI(s), comma-separated nodes of one cluster' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l exchange -d 'topic exchange the boxes use' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l rkey -d 'control routing key(s) the boxes bind; the first is used' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l skey -d 'prefix of the boxes\' emission key' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l cacert -d 'PEM file of extra CA certificates for amqps://' -r -F
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -s h -l help -d 'Print help'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "send" -d 'send a command to one box (--id) or to every box (--all), and print the replies'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "status" -d 'show one box\'s state'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "watch" -d 'show every box seen on the exchange, live'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "flush" -d 'send the summaries spooled while the broker was away'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "ledger" -d 'the chargeback ledger: consume or import summaries into a database, exactly once'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "report" -d 'usage and cost per group over a period, like sreport'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "jobs" -d 'one line per stored job, like sacct -P'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and __fish_seen_subcommand_from ledger" -f -a "run" -d 'consume summaries from the broker into the database, exactly once, until killed'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and __fish_seen_subcommand_from ledger" -f -a "import" -d 'load --summary-file and --stats-file outputs and spool directories, exactly once'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and __fish_seen_subcommand_from ledger" -f -a "status" -d 'rows, time of the last ingest, dead letters, schema version'

@@ -99,6 +99,138 @@ _arguments "${_arguments_options[@]}" : \
 '--help[Print help]' \
 && ret=0
 ;;
+(ledger)
+_arguments "${_arguments_options[@]}" : \
+'--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
+'--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
+'--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
+'--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
+'--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+":: :_proc_boxctl__subcmd__ledger_commands" \
+"*::: :->ledger" \
+&& ret=0
+
+    case $state in
+    (ledger)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:proc_boxctl-ledger-command-$line[1]:"
+        case $line[1] in
+            (run)
+_arguments "${_arguments_options[@]}" : \
+'--db=[the ledger database\: sqlite\:PATH, a path, or postgres\://USER@HOST/DB \[default\: /var/lib/proc_box/ledger.sqlite for root, else \$XDG_STATE_HOME/proc_box/ledger.sqlite\]]:URL:_default' \
+'--queue=[the durable quorum queue to consume; its dead letters go to QUEUE.dead]:QUEUE:_default' \
+'--batch=[summaries committed per transaction (at most)]:BATCH:_default' \
+'--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
+'--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
+'--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
+'--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
+'--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(import)
+_arguments "${_arguments_options[@]}" : \
+'--db=[the ledger database\: sqlite\:PATH, a path, or postgres\://USER@HOST/DB \[default\: /var/lib/proc_box/ledger.sqlite for root, else \$XDG_STATE_HOME/proc_box/ledger.sqlite\]]:URL:_default' \
+'--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
+'--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
+'--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
+'--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
+'--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::paths -- summary files, stats files (their summary line) or spool directories:_files' \
+&& ret=0
+;;
+(status)
+_arguments "${_arguments_options[@]}" : \
+'--db=[the ledger database\: sqlite\:PATH, a path, or postgres\://USER@HOST/DB \[default\: /var/lib/proc_box/ledger.sqlite for root, else \$XDG_STATE_HOME/proc_box/ledger.sqlite\]]:URL:_default' \
+'--format=[table or json]:FORMAT:_default' \
+'--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
+'--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
+'--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
+'--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
+'--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_proc_boxctl__subcmd__ledger__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:proc_boxctl-ledger-help-command-$line[1]:"
+        case $line[1] in
+            (run)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(import)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(status)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+;;
+(report)
+_arguments "${_arguments_options[@]}" : \
+'--db=[the ledger database\: sqlite\:PATH, a path, or postgres\://USER@HOST/DB \[default\: /var/lib/proc_box/ledger.sqlite for root, else \$XDG_STATE_HOME/proc_box/ledger.sqlite\]]:URL:_default' \
+'--since=[jobs that ended at or after T\: RFC 3339, a day (2026-12-01), today, yesterday, lastweek, lastmonth (UTC; a named period also sets --until)]:T:_default' \
+'--until=[jobs that ended before T (same forms)]:T:_default' \
+'--by=[group by\: user, account, partition, host, day, week, month, reason, exit, label\:NAME (comma-separated)]:KEY[,KEY...]:_default' \
+'--rates=[a TOML rate card\: adds the cost column]:FILE:_files' \
+'--format=[table, csv or json]:FORMAT:_default' \
+'--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
+'--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
+'--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
+'--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
+'--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(jobs)
+_arguments "${_arguments_options[@]}" : \
+'--db=[the ledger database\: sqlite\:PATH, a path, or postgres\://USER@HOST/DB \[default\: /var/lib/proc_box/ledger.sqlite for root, else \$XDG_STATE_HOME/proc_box/ledger.sqlite\]]:URL:_default' \
+'--since=[jobs that ended at or after T\: RFC 3339, a day (2026-12-01), today, yesterday, lastweek, lastmonth (UTC; a named period also sets --until)]:T:_default' \
+'--until=[jobs that ended before T (same forms)]:T:_default' \
+'--user=[only this user (scheduler user, else login, else uid)]:USER:_default' \
+'--account=[only this account]:ACCOUNT:_default' \
+'--partition=[only this partition]:PARTITION:_default' \
+'--host=[only this host]:HOST:_default' \
+'--reason=[only jobs ended for this reason (exited, timeout, limit_memory, ...)]:REASON:_default' \
+'--format=[pipe (\`sacct -P\`\: '\''|'\''-separated with a header), csv or json (one object per line)]:FORMAT:_default' \
+'--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
+'--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
+'--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
+'--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
+'--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
 (help)
 _arguments "${_arguments_options[@]}" : \
 ":: :_proc_boxctl__subcmd__help_commands" \
@@ -127,6 +259,42 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(ledger)
+_arguments "${_arguments_options[@]}" : \
+":: :_proc_boxctl__subcmd__help__subcmd__ledger_commands" \
+"*::: :->ledger" \
+&& ret=0
+
+    case $state in
+    (ledger)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:proc_boxctl-help-ledger-command-$line[1]:"
+        case $line[1] in
+            (run)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(import)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(status)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+(report)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(jobs)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (help)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -147,6 +315,9 @@ _proc_boxctl_commands() {
 'status:show one box'\''s state' \
 'watch:show every box seen on the exchange, live' \
 'flush:send the summaries spooled while the broker was away' \
+'ledger:the chargeback ledger\: consume or import summaries into a database, exactly once' \
+'report:usage and cost per group over a period, like sreport' \
+'jobs:one line per stored job, like sacct -P' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'proc_boxctl commands' commands "$@"
@@ -163,6 +334,9 @@ _proc_boxctl__subcmd__help_commands() {
 'status:show one box'\''s state' \
 'watch:show every box seen on the exchange, live' \
 'flush:send the summaries spooled while the broker was away' \
+'ledger:the chargeback ledger\: consume or import summaries into a database, exactly once' \
+'report:usage and cost per group over a period, like sreport' \
+'jobs:one line per stored job, like sacct -P' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'proc_boxctl help commands' commands "$@"
@@ -176,6 +350,40 @@ _proc_boxctl__subcmd__help__subcmd__flush_commands() {
 _proc_boxctl__subcmd__help__subcmd__help_commands() {
     local commands; commands=()
     _describe -t commands 'proc_boxctl help help commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__help__subcmd__jobs_commands] )) ||
+_proc_boxctl__subcmd__help__subcmd__jobs_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl help jobs commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__help__subcmd__ledger_commands] )) ||
+_proc_boxctl__subcmd__help__subcmd__ledger_commands() {
+    local commands; commands=(
+'run:consume summaries from the broker into the database, exactly once, until killed' \
+'import:load --summary-file and --stats-file outputs and spool directories, exactly once' \
+'status:rows, time of the last ingest, dead letters, schema version' \
+    )
+    _describe -t commands 'proc_boxctl help ledger commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__help__subcmd__ledger__subcmd__import_commands] )) ||
+_proc_boxctl__subcmd__help__subcmd__ledger__subcmd__import_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl help ledger import commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__help__subcmd__ledger__subcmd__run_commands] )) ||
+_proc_boxctl__subcmd__help__subcmd__ledger__subcmd__run_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl help ledger run commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__help__subcmd__ledger__subcmd__status_commands] )) ||
+_proc_boxctl__subcmd__help__subcmd__ledger__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl help ledger status commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__help__subcmd__report_commands] )) ||
+_proc_boxctl__subcmd__help__subcmd__report_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl help report commands' commands "$@"
 }
 (( $+functions[_proc_boxctl__subcmd__help__subcmd__send_commands] )) ||
 _proc_boxctl__subcmd__help__subcmd__send_commands() {
@@ -191,6 +399,71 @@ _proc_boxctl__subcmd__help__subcmd__status_commands() {
 _proc_boxctl__subcmd__help__subcmd__watch_commands() {
     local commands; commands=()
     _describe -t commands 'proc_boxctl help watch commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__jobs_commands] )) ||
+_proc_boxctl__subcmd__jobs_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl jobs commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__ledger_commands] )) ||
+_proc_boxctl__subcmd__ledger_commands() {
+    local commands; commands=(
+'run:consume summaries from the broker into the database, exactly once, until killed' \
+'import:load --summary-file and --stats-file outputs and spool directories, exactly once' \
+'status:rows, time of the last ingest, dead letters, schema version' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'proc_boxctl ledger commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__ledger__subcmd__help_commands] )) ||
+_proc_boxctl__subcmd__ledger__subcmd__help_commands() {
+    local commands; commands=(
+'run:consume summaries from the broker into the database, exactly once, until killed' \
+'import:load --summary-file and --stats-file outputs and spool directories, exactly once' \
+'status:rows, time of the last ingest, dead letters, schema version' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'proc_boxctl ledger help commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__ledger__subcmd__help__subcmd__help_commands] )) ||
+_proc_boxctl__subcmd__ledger__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl ledger help help commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__ledger__subcmd__help__subcmd__import_commands] )) ||
+_proc_boxctl__subcmd__ledger__subcmd__help__subcmd__import_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl ledger help import commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__ledger__subcmd__help__subcmd__run_commands] )) ||
+_proc_boxctl__subcmd__ledger__subcmd__help__subcmd__run_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl ledger help run commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__ledger__subcmd__help__subcmd__status_commands] )) ||
+_proc_boxctl__subcmd__ledger__subcmd__help__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl ledger help status commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__ledger__subcmd__import_commands] )) ||
+_proc_boxctl__subcmd__ledger__subcmd__import_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl ledger import commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__ledger__subcmd__run_commands] )) ||
+_proc_boxctl__subcmd__ledger__subcmd__run_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl ledger run commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__ledger__subcmd__status_commands] )) ||
+_proc_boxctl__subcmd__ledger__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl ledger status commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__report_commands] )) ||
+_proc_boxctl__subcmd__report_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl report commands' commands "$@"
 }
 (( $+functions[_proc_boxctl__subcmd__send_commands] )) ||
 _proc_boxctl__subcmd__send_commands() {

@@ -35,8 +35,8 @@ pub mod status {
     about = "Control proc_box boxes and watch what they emit, over AMQP or a local control socket.",
     after_help = "Global options also read PBOX_<NAME> (PBOX_URI, PBOX_EXCHANGE, ...), and take the Go \
                   spelling -uri VALUE.\nExit status: 0 every box answered ok; 1 a box refused the command \
-                  (or a spooled summary was kept); 2 usage error; 3 no reply in time, or no such box; \
-                  4 the broker or socket could not be reached."
+                  (or a spooled summary was kept, or import rejected a line); 2 usage error; 3 no reply in \
+                  time, or no such box; 4 the broker, socket or database could not be reached."
 )]
 struct Cli {
     /// print the man page (man) or a completion script (bash, zsh, fish, elvish, powershell)
@@ -130,12 +130,20 @@ const MANUAL: &[Section] = &[
             ("proc_boxctl send --socket /tmp/job.sock kill TERM", "Sends SIGTERM to every process of a local box."),
             ("proc_boxctl watch", "A live table of every box seen on the exchange."),
             ("proc_boxctl flush", "Sends the summaries spooled while the broker was away."),
+            (
+                "proc_boxctl ledger run --db postgres://ledger@db1/acct",
+                "Stores every summary on the exchange in PostgreSQL, exactly once, until killed.",
+            ),
+            (
+                "proc_boxctl report --since lastmonth --by account,user --rates rates.toml",
+                "Last month's usage and cost per account and user, with subtotals and a total.",
+            ),
         ],
     },
     Section {
         title: "ENVIRONMENT",
         items: &[(
-            "PBOX_URI, PBOX_EXCHANGE, PBOX_RKEY, PBOX_SKEY, PBOX_CACERT, PBOX_CONTROL_TOKEN, ...",
+            "PBOX_URI, PBOX_EXCHANGE, PBOX_RKEY, PBOX_SKEY, PBOX_CACERT, PBOX_CONTROL_TOKEN, PBOX_DB, PBOX_RATES, ...",
             "Each option can also be given as PBOX_ and its name in upper case; the command line wins. The global options also take the Go spelling, -uri VALUE.",
         )],
     },
@@ -143,10 +151,13 @@ const MANUAL: &[Section] = &[
         title: "EXIT STATUS",
         items: &[
             ("0", "Every box answered ok."),
-            ("1", "A box refused the command, or a spooled summary was kept."),
+            (
+                "1",
+                "A box refused the command, a spooled summary was kept, ledger import rejected a line, or the database refused a step.",
+            ),
             ("2", "A usage error."),
             ("3", "No reply in time, or no such box."),
-            ("4", "The broker or the socket could not be reached, or refused the login."),
+            ("4", "The broker, the socket or the database could not be reached, or refused the login."),
         ],
     },
 ];
