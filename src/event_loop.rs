@@ -170,12 +170,13 @@ impl Output {
         name: &'static str,
         waker: &Arc<Waker>,
         wake_at: Vec<u64>,
+        cap: Option<u64>,
         own_io: &OwnIo,
     ) -> io::Result<Output> {
         Ok(match plan {
             Plan::Pipe { job_end, pending } => {
                 drop(job_end); // only the job may hold it, so the relay sees EOF when the tree is gone
-                Output::Relay(LazyRelay::new(pending, name, waker.clone(), wake_at, own_io.clone()))
+                Output::Relay(LazyRelay::new(pending, name, waker.clone(), wake_at, cap, own_io.clone()))
             }
             Plan::File(count) => Output::File(count),
             Plan::SameFileAsStdout => Output::WithStdout,
@@ -289,8 +290,15 @@ impl EventLoop {
         let limit = parts.stdout_limit;
         let [out, err] = parts.outputs;
         let outputs = [
-            Output::start(out, "stdout", &waker, vec![limit, limit.saturating_mul(2)], &ep.own_io)?,
-            Output::start(err, "stderr", &waker, Vec::new(), &ep.own_io)?,
+            Output::start(
+                out,
+                "stdout",
+                &waker,
+                vec![limit, limit.saturating_mul(2)],
+                Some(limit.saturating_mul(2)),
+                &ep.own_io,
+            )?,
+            Output::start(err, "stderr", &waker, Vec::new(), None, &ep.own_io)?,
         ];
         for (output, token) in outputs.iter().zip(OUTPUTS) {
             if let Output::Relay(r) = output {

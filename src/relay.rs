@@ -154,14 +154,22 @@ pub struct Relay {
 }
 
 impl Pending {
-    /// Starts the thread. `wake_at` are byte counts at which the loop is woken (the limits).
-    pub fn start(self, name: &str, waker: Arc<Waker>, wake_at: Vec<u64>, own_io: OwnIo) -> io::Result<Relay> {
+    /// Starts the thread. `wake_at` are byte counts at which the loop is woken (the limits);
+    /// past `cap`, nothing more is passed on.
+    pub fn start(
+        self,
+        name: &str,
+        waker: Arc<Waker>,
+        wake_at: Vec<u64>,
+        cap: Option<u64>,
+        own_io: OwnIo,
+    ) -> io::Result<Relay> {
         let bytes = Arc::new(AtomicU64::new(0));
         let (tx, done) = channel();
         let counter = bytes.clone();
         std::thread::Builder::new().name(format!("relay-{name}")).stack_size(crate::stack::PLAIN).spawn(
             move || {
-                let result = pump(&self, &counter, &waker, &wake_at);
+                let result = pump(&self, &counter, &waker, &wake_at, cap.unwrap_or(u64::MAX));
                 if let Err(e) = result {
                     crate::debug!("relay to fd {} ended: {e}", self.target);
                 }
@@ -181,7 +189,11 @@ impl Pending {
     }
 }
 
-fn pump(p: &Pending, counter: &AtomicU64, waker: &Waker, wake_at: &[u64]) -> io::Result<()> {
+/// Moves the job's bytes on, counting them. Past `cap` (twice the stdout limit, where the job
+/// is killed) nothing more gets through, however long the kill takes on a loaded machine: the
+/// rest is read and dropped, so the writer never blocks and is not handed a SIGPIPE that
+/// would change how it ends.
+fn pump(p: &Pending, counter: &AtomicU64, waker: &Waker, wake_at: &[u64], cap: u64) -> io::Result<()> {
     let mut next = 0;
     let mut account = |n: usize| {
         let total = counter.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
@@ -191,6 +203,10 @@ fn pump(p: &Pending, counter: &AtomicU64, waker: &Waker, wake_at: &[u64]) -> io:
         }
     };
     loop {
+        let room = cap.saturating_sub(counter.load(Ordering::Relaxed));
+        if room == 0 {
+            return discard(p);
+        }
         // SAFETY: both fds are open; null offsets mean "current position".
         let n = unsafe {
             libc::splice(
@@ -198,7 +214,7 @@ fn pump(p: &Pending, counter: &AtomicU64, waker: &Waker, wake_at: &[u64]) -> io:
                 std::ptr::null_mut(),
                 p.target,
                 std::ptr::null_mut(),
-                CHUNK,
+                CHUNK.min(usize::try_from(room).unwrap_or(usize::MAX)),
                 libc::SPLICE_F_MOVE,
             )
         };
@@ -212,6 +228,18 @@ fn pump(p: &Pending, counter: &AtomicU64, waker: &Waker, wake_at: &[u64]) -> io:
                 e if e.raw_os_error() == Some(libc::EINVAL) => return copy(p, &mut account),
                 e => return Err(e),
             },
+        }
+    }
+}
+
+/// Reads what the job still writes, and drops it, until every writer is gone.
+fn discard(p: &Pending) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match nix::unistd::read(&p.read, &mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -254,6 +282,7 @@ pub struct LazyRelay {
     name: &'static str,
     waker: Arc<Waker>,
     wake_at: Vec<u64>,
+    cap: Option<u64>,
     own_io: OwnIo,
 }
 
@@ -269,9 +298,10 @@ impl LazyRelay {
         name: &'static str,
         waker: Arc<Waker>,
         wake_at: Vec<u64>,
+        cap: Option<u64>,
         own_io: OwnIo,
     ) -> LazyRelay {
-        LazyRelay { state: LazyState::Idle(pending), name, waker, wake_at, own_io }
+        LazyRelay { state: LazyState::Idle(pending), name, waker, wake_at, cap, own_io }
     }
 
     /// Watches the pipe until its first byte (or EOF) wakes the loop.
@@ -293,7 +323,7 @@ impl LazyRelay {
         };
         let _ = registry.deregister(&mut mio::unix::SourceFd(&p.read.as_raw_fd()));
         let wake_at = std::mem::take(&mut self.wake_at);
-        match p.start(self.name, self.waker.clone(), wake_at, self.own_io.clone()) {
+        match p.start(self.name, self.waker.clone(), wake_at, self.cap, self.own_io.clone()) {
             Ok(relay) => self.state = LazyState::Running(relay),
             Err(e) => crate::error!("cannot relay the job's {}: {e}", self.name),
         }
