@@ -501,9 +501,13 @@ struct Ledger(Child);
 
 impl Ledger {
     fn start(db: &str, bus: &Bus, queue: &str, env: &[(&str, &str)], log: &Path) -> Ledger {
+        Ledger::start_on(URI, db, &bus.skey, queue, env, log)
+    }
+
+    fn start_on(uri: &str, db: &str, skey: &str, queue: &str, env: &[(&str, &str)], log: &Path) -> Ledger {
         let mut c = ctl();
         c.args([
-            "--uri", URI, "--skey", &bus.skey, "ledger", "run", "--db", db, "--queue", queue, "--batch", "50",
+            "--uri", uri, "--skey", skey, "ledger", "run", "--db", db, "--queue", queue, "--batch", "50",
         ])
         .envs(env.iter().copied())
         .stdout(Stdio::null())
@@ -653,4 +657,192 @@ fn postgres_going_away_during_ingest_loses_nothing() {
     relay.forward();
     wait_for("100 rows", || (status(&pg.url(5432))["rows"] == 100).then_some(()));
     drop(ledger);
+}
+
+/// Publishes summaries with confirms on `uri`, many in flight; a connection that fails is made
+/// again (through the next node of `uris`) and the unconfirmed ones are sent again, with the
+/// same `message_id`: the ledger must store them once.
+fn publish_confirmed(uris: &[String], skey: &str, bodies: &[(String, String)]) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let mut left: Vec<&(String, String)> = bodies.iter().collect();
+    let mut attempt = 0;
+    while !left.is_empty() {
+        assert!(attempt < 50, "could not publish {} summaries", left.len());
+        let uri = &uris[attempt % uris.len()];
+        attempt += 1;
+        let sent: Option<Vec<bool>> = async_global_executor::block_on(async {
+            let conn = lapin::Connection::connect(uri, lapin::ConnectionProperties::default()).await.ok()?;
+            let ch = conn.create_channel().await.ok()?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await.ok()?;
+            let mut ok = Vec::new();
+            for chunk in left.chunks(500) {
+                let mut pending = Vec::new();
+                for (id, body) in chunk {
+                    let props = lapin::BasicProperties::default()
+                        .with_type("summary".into())
+                        .with_message_id(id.as_str().into())
+                        .with_delivery_mode(2);
+                    let key = format!("{skey}.h");
+                    pending.push(
+                        ch.basic_publish(
+                            "amq.topic".into(),
+                            key.as_str().into(),
+                            BasicPublishOptions::default(),
+                            body.as_bytes(),
+                            props,
+                        )
+                        .await,
+                    );
+                }
+                for p in pending {
+                    let confirmed = match p {
+                        Ok(c) => matches!(c.await, Ok(c) if c.is_ack()),
+                        Err(_) => false,
+                    };
+                    ok.push(confirmed);
+                }
+            }
+            let _ = conn.close(200, "bye".into()).await;
+            Some(ok)
+        });
+        if let Some(ok) = sent {
+            let mut i = 0;
+            left.retain(|_| {
+                i += 1;
+                !ok.get(i - 1).copied().unwrap_or(false)
+            });
+        }
+    }
+}
+
+fn numbered(tag: &str, range: std::ops::Range<usize>) -> Vec<(String, String)> {
+    range
+        .map(|i| {
+            let id = format!("{tag}-{i}");
+            let s = summary(
+                &id,
+                "acct",
+                "u",
+                "h",
+                "2026-12-01T00:00:00.000000Z",
+                1.0,
+                (0.5, 0.0),
+                1024,
+                (0, 0),
+                "exited",
+                0,
+            );
+            (id, s.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn two_consumers_on_one_queue_store_10000_summaries_exactly_once_in_postgres() {
+    let scene = Scene::new("ledger-two");
+    let pg = Pg::new("two");
+    let db = pg.url(5432);
+    let skey = unique("skey");
+    let queue = LedgerQueue { name: unique("q") };
+    let logs = [scene.dir.join("a.log"), scene.dir.join("b.log")];
+    let ledgers: Vec<Ledger> =
+        logs.iter().map(|l| Ledger::start_on(URI, &db, &skey, &queue.name, &[], l)).collect();
+    for l in &logs {
+        wait_for("both ledgers consuming", || {
+            std::fs::read_to_string(l).unwrap_or_default().contains("consuming").then_some(())
+        });
+    }
+    let bodies = numbered("two", 0..10_000);
+    publish_confirmed(&[URI.to_owned()], &skey, &bodies);
+    // Some again, as a publisher resending after a reconnection would.
+    publish_confirmed(&[URI.to_owned()], &skey, &bodies[..500]);
+    let start = std::time::Instant::now();
+    loop {
+        let rows = status(&db)["rows"].as_i64().unwrap();
+        if rows == 10_000 {
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(120), "{rows} rows of 10000");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(ledgers);
+    assert_eq!(status(&db)["rows"], 10_000);
+}
+
+/// `scripts/cluster`, for the private three-node cluster on 5681-5683.
+fn cluster(args: &[&str]) -> Output {
+    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster"))
+        .args(args)
+        .output()
+        .expect("scripts/cluster")
+}
+
+/// Starts the stopped node's application again, whatever happens to the test.
+struct Restart(String);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        let _ = cluster(&["ctl", &self.0, "start_app"]);
+        let _ = cluster(&["ctl", &self.0, "await_startup"]);
+    }
+}
+
+#[test]
+fn the_node_leading_the_queue_stops_during_ingest_and_nothing_is_lost_or_duplicated() {
+    let up = cluster(&["up", "cluster"]);
+    assert!(up.status.success(), "scripts/cluster up: {}", String::from_utf8_lossy(&up.stderr));
+    let scene = Scene::new("ledger-failover");
+    let db = sqlite(&scene);
+    let skey = unique("skey");
+    let qname = unique("q");
+    let uris: Vec<String> = (1..=3).map(|n| format!("amqp://guest:guest@127.0.0.1:568{n}/%2f")).collect();
+    let ledger = Ledger::start_on(&uris.join(","), &db, &skey, &qname, &[], &scene.dir.join("ledger.log"));
+    wait_for("the ledger consuming", || {
+        std::fs::read_to_string(scene.dir.join("ledger.log"))
+            .unwrap_or_default()
+            .contains("consuming")
+            .then_some(())
+    });
+    // Which node leads the quorum queue.
+    let leader = wait_for("the queue's leader", || {
+        let o = cluster(&["ctl", "1", "list_queues", "-q", "--no-table-headers", "name", "leader"]);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(qname.as_str()))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.strip_prefix("pbox"))
+            .and_then(|n| n.split('@').next())
+            .map(str::to_owned)
+    });
+    let others: Vec<String> = (1..=3)
+        .filter(|n| n.to_string() != leader)
+        .map(|n| format!("amqp://guest:guest@127.0.0.1:568{n}/%2f"))
+        .collect();
+    let bodies = numbered("fo", 0..3000);
+    publish_confirmed(&others, &skey, &bodies[..1500]);
+    let restart = Restart(leader.clone());
+    let o = cluster(&["ctl", &leader, "stop_app"]);
+    assert!(o.status.success(), "stop_app: {}", String::from_utf8_lossy(&o.stderr));
+    publish_confirmed(&others, &skey, &bodies[1500..]);
+    let start = std::time::Instant::now();
+    loop {
+        let rows = status(&db)["rows"].as_i64().unwrap();
+        if rows == 3000 {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "{rows} rows of 3000 after node {leader} stopped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(restart);
+    drop(ledger);
+    let o = run(&["jobs", "--db", &db, "--format", "csv"]);
+    let ids: std::collections::BTreeSet<String> =
+        csv::Reader::from_reader(o.stdout.as_slice()).records().map(|r| r.unwrap()[0].to_owned()).collect();
+    assert_eq!(ids.len(), 3000);
+    // The test's queues go with it.
+    let _ = cluster(&["ctl", "1", "delete_queue", &qname]);
+    let _ = cluster(&["ctl", "1", "delete_queue", &format!("{qname}.dead")]);
 }
