@@ -579,7 +579,7 @@ fn the_consumer_stores_each_summary_once_and_dead_letters_poison() {
     let mut args = bus.args("real-1");
     args.extend(["--json".into(), json!({"account": "real"}).to_string(), "--".into(), "true".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert!(scene.command(&args).status().unwrap().success());
+    assert!(scene.command(&args).output().unwrap().status.success());
     let st = wait_for("21 rows and 3 dead letters", || {
         let s = status(&db);
         (s["rows"] == 21 && s["dead_lettered"] == 3).then_some(s)

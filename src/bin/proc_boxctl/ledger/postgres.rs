@@ -3,7 +3,9 @@
 //! back by itself when the server does. Several consumers may share one database: inserts are
 //! idempotent and migrations run under an advisory lock.
 
-use super::store::{current_version, DbError, DeadLetter, Job, Status, Store, COLUMNS, MIGRATIONS};
+use super::store::{
+    current_version, DbError, DeadLetter, Job, Status, Store, COLUMNS, MIGRATIONS, READ_COLUMNS,
+};
 use postgres::{Client, Config, NoTls};
 use std::time::Duration;
 
@@ -195,7 +197,7 @@ impl Store for Postgres {
         let (a, b) = (since_us.unwrap_or(i64::MIN), until_us.unwrap_or(i64::MAX));
         self.with("reading jobs", |c| {
             let sql = format!(
-                "SELECT {COLUMNS} FROM jobs WHERE ended_us >= $1 AND ended_us < $2 ORDER BY ended_us, message_id"
+                "SELECT {READ_COLUMNS} FROM jobs WHERE ended_us >= $1 AND ended_us < $2 ORDER BY ended_us, message_id"
             );
             Ok(c.query(&sql, &[&a, &b])?.iter().map(job_from_row).collect())
         })

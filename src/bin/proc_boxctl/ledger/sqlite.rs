@@ -1,7 +1,9 @@
 //! The embedded store: one SQLite file, in WAL mode so that reports read while a consumer
 //! writes, with a long busy timeout so that two writers wait for each other instead of failing.
 
-use super::store::{current_version, DbError, DeadLetter, Job, Status, Store, COLUMNS, MIGRATIONS};
+use super::store::{
+    current_version, DbError, DeadLetter, Job, Status, Store, COLUMNS, MIGRATIONS, READ_COLUMNS,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::time::Duration;
@@ -155,7 +157,7 @@ impl Store for Sqlite {
 
     fn jobs(&mut self, since_us: Option<i64>, until_us: Option<i64>) -> Result<Vec<Job>, DbError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM jobs WHERE ended_us >= ?1 AND ended_us < ?2 ORDER BY ended_us, message_id"
+            "SELECT {READ_COLUMNS} FROM jobs WHERE ended_us >= ?1 AND ended_us < ?2 ORDER BY ended_us, message_id"
         );
         let mut st = self.conn.prepare(&sql).map_err(fatal("reading jobs"))?;
         let rows = st

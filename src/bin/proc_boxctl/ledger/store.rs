@@ -78,7 +78,9 @@ pub trait Store {
     fn insert(&mut self, jobs: &[Job], ingested_us: i64) -> Result<usize, DbError>;
     /// Records a message that was dead-lettered.
     fn dead_letter(&mut self, d: &DeadLetter) -> Result<(), DbError>;
-    /// Jobs that ended in `[since, until)` (microseconds since the epoch), oldest first.
+    /// Jobs that ended in `[since, until)` (microseconds since the epoch), oldest first,
+    /// without their raw JSON (`raw` is empty): a report over a million jobs needs only the
+    /// columns.
     fn jobs(&mut self, since_us: Option<i64>, until_us: Option<i64>) -> Result<Vec<Job>, DbError>;
     fn status(&mut self) -> Result<Status, DbError>;
 }
@@ -87,6 +89,11 @@ pub trait Store {
 pub const COLUMNS: &str = "message_id, ended_at, ended_us, box_id, host, owner_uid, owner_user, \
      sched_name, sched_job_id, sched_account, sched_partition, sched_user, wall_us, cpu_user_us, \
      cpu_sys_us, peak_pss_bytes, io_read_bytes, io_write_bytes, reason, exit_code, labels, raw, ingested_us";
+
+/// The columns [`Store::jobs`] reads, in [`Job`]'s order: the raw JSON is left in the database.
+pub const READ_COLUMNS: &str = "message_id, ended_at, ended_us, box_id, host, owner_uid, owner_user, \
+     sched_name, sched_job_id, sched_account, sched_partition, sched_user, wall_us, cpu_user_us, \
+     cpu_sys_us, peak_pss_bytes, io_read_bytes, io_write_bytes, reason, exit_code, labels, '' AS raw";
 
 /// The schema, one migration per version, each a list of statements valid in both SQLite and
 /// PostgreSQL. Append a version to change it; never edit a released one.
