@@ -12,8 +12,22 @@ pub struct Sqlite {
     conn: Connection,
 }
 
+/// A busy or locked database, a full disk or an I/O error may pass: worth retrying (a
+/// consumer then acknowledges nothing until it does). Anything else needs the operator.
 fn fatal(what: &str) -> impl Fn(rusqlite::Error) -> DbError + '_ {
-    move |e| DbError::Fatal(format!("{what}: {e}"))
+    use rusqlite::ffi::ErrorCode;
+    move |e| {
+        let m = format!("{what}: {e}");
+        match e.sqlite_error_code() {
+            Some(
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure,
+            ) => DbError::Unavailable(m),
+            _ => DbError::Fatal(m),
+        }
+    }
 }
 
 impl Sqlite {
