@@ -1334,3 +1334,30 @@ fn a_huge_message_never_reaches_watch() {
     assert!(!bus.publish_nacked(&format!("{}.marker", bus.skey), marker.as_bytes()));
     assert!(watch_output(&mut watch).contains("marker"));
 }
+
+/// Someone who sees a command on the broker forges a reply nesting as deep as a frame allows:
+/// `send` takes it without overflowing, and ends with its own status for "no reply".
+#[test]
+fn a_deep_forged_reply_does_not_crash_send() {
+    use common::raw::{deep_headers, reply_address, with_correlation, Outcome, Raw};
+    let bus = Bus::new("deepreply");
+    let mut spy = Raw::connect(u32::MAX).unwrap();
+    let queue = spy.bound_queue(common::bus::EXCHANGE, &bus.rkey).unwrap();
+    let send = std::process::Command::new(proc_boxctl())
+        .args(["--uri", URI, "--rkey", &bus.rkey, "send", "--all", "--wait", "20s", "status"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let header = wait_for("send's command", || spy.get_header(&queue).unwrap());
+    let (Some(corr), Some(reply_to)) = reply_address(&header) else { panic!("no reply address") };
+    let frame = spy.frame_max.min(128 * 1024) as usize;
+    let (props, depth) = deep_headers(frame - 8 - 12 - 1 - corr.len(), false);
+    assert!(depth > 20_000, "{depth}");
+    let props = with_correlation(props, &corr);
+    assert_eq!(spy.publish("", &reply_to, &props, br#"{"ok":true}"#).unwrap(), Outcome::Routed);
+    let out = send.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("no reply"), "{err}");
+}

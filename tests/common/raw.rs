@@ -273,3 +273,40 @@ pub fn deep_headers(size: usize, tables: bool) -> (Vec<u8>, usize) {
     }
     (props, depth)
 }
+
+/// Adds a `correlation-id` to properties made by [`deep_headers`] (it follows `headers` on
+/// the wire, and nothing else is set).
+pub fn with_correlation(mut props: Vec<u8>, corr: &str) -> Vec<u8> {
+    props[0] |= 0x04;
+    shortstr(&mut props, corr);
+    props
+}
+
+/// The `correlation-id` and `reply-to` of a content header's payload (as `get_header` returns).
+pub fn reply_address(header: &[u8]) -> (Option<String>, Option<String>) {
+    let flags = u16::from_be_bytes([header[12], header[13]]);
+    let mut at = 14;
+    let mut short = |at: &mut usize| {
+        let len = header[*at] as usize;
+        let s = String::from_utf8_lossy(&header[*at + 1..*at + 1 + len]).into_owned();
+        *at += 1 + len;
+        s
+    };
+    let (mut corr, mut reply_to) = (None, None);
+    for bit in (9..16).rev() {
+        if flags & (1 << bit) == 0 {
+            continue;
+        }
+        match bit {
+            15 | 14 => drop(short(&mut at)),
+            13 => {
+                let len = u32::from_be_bytes(header[at..at + 4].try_into().unwrap()) as usize;
+                at += 4 + len;
+            }
+            12 | 11 => at += 1,
+            10 => corr = Some(short(&mut at)),
+            _ => reply_to = Some(short(&mut at)),
+        }
+    }
+    (corr, reply_to)
+}
