@@ -286,7 +286,7 @@ pub fn with_correlation(mut props: Vec<u8>, corr: &str) -> Vec<u8> {
 pub fn reply_address(header: &[u8]) -> (Option<String>, Option<String>) {
     let flags = u16::from_be_bytes([header[12], header[13]]);
     let mut at = 14;
-    let mut short = |at: &mut usize| {
+    let short = |at: &mut usize| {
         let len = header[*at] as usize;
         let s = String::from_utf8_lossy(&header[*at + 1..*at + 1 + len]).into_owned();
         *at += 1 + len;
