@@ -97,7 +97,7 @@ impl Cgroup {
         if policy == Policy::Off {
             return Ok(None);
         }
-        let name = format!("proc_box.{}", std::process::id());
+        let name = own_name();
         let mut cg = Cgroup { v2: None, v1: Vec::new() };
         let mut why = Vec::new();
         let all = hierarchies();
@@ -110,7 +110,7 @@ impl Cgroup {
             let parent = h.mount.join(h.own.trim_start_matches('/'));
             sweep_stale(&parent);
             let dir = parent.join(&name);
-            match fs::create_dir(&dir) {
+            match create_own(&dir) {
                 Ok(()) => {}
                 Err(e) => {
                     why.push(format!("{}: {e}", dir.display()));
@@ -267,19 +267,64 @@ impl Cgroup {
     }
 }
 
-/// Removes `proc_box.<pid>` directories under `parent` whose proc_box is gone and that hold no
-/// process: what a SIGKILLed proc_box left when its watcher could not finish.
+/// The pid namespace proc_box runs in (the inode of `/proc/self/ns/pid`); 0 where unknown.
+fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+}
+
+/// `proc_box.<pid namespace>.<pid>`: a pid alone is unique only within one pid namespace, and
+/// boxes in two containers under one parent cgroup would collide on it.
+fn own_name() -> String {
+    format!("proc_box.{}.{}", pid_namespace(), std::process::id())
+}
+
+/// Makes the box's directory. One of the same name can only be stale: no other live box has
+/// this pid in this namespace. It was left by a SIGKILLed box whose namespace (and number)
+/// was since reused; removed if it holds no process, and made anew.
+fn create_own(dir: &Path) -> io::Result<()> {
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && fs::remove_dir(dir).is_ok() => {
+            crate::debug!("removed a stale cgroup of the same name {}", dir.display());
+            fs::create_dir(dir)
+        }
+        r => r,
+    }
+}
+
+/// How old an empty directory of a box in another pid namespace must be before it is taken as
+/// stale: its owner cannot be looked up from here, and a box starting there makes its
+/// directory a moment before its job joins it.
+const FOREIGN_STALE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a directory name of a box (`proc_box.<ns>.<pid>`, or the older `proc_box.<pid>`)
+/// belongs to a box that is gone, as far as can be told from here.
+fn owner_gone(name: &str, own_ns: u64, age: Option<std::time::Duration>) -> bool {
+    let Some(rest) = name.strip_prefix("proc_box.") else { return false };
+    let (ns, pid) = match rest.split_once('.') {
+        Some((ns, pid)) => (ns.parse::<u64>().ok(), pid.parse::<i32>().ok()),
+        None => (Some(own_ns), rest.parse::<i32>().ok()),
+    };
+    match (ns, pid) {
+        // In our namespace the pid says: a live one may still run (or was reused: harmless).
+        (Some(ns), Some(pid)) if ns == own_ns => !Path::new(&format!("/proc/{pid}")).exists(),
+        (Some(_), Some(_)) => age.is_some_and(|a| a >= FOREIGN_STALE),
+        _ => false,
+    }
+}
+
+/// Removes box directories under `parent` whose proc_box is gone and that hold no process:
+/// what a SIGKILLed proc_box left when its watcher could not finish (or, as pid 1 of a pid
+/// namespace, had none). `rmdir` itself refuses a directory that still holds a process.
 fn sweep_stale(parent: &Path) {
     let Ok(entries) = fs::read_dir(parent) else { return };
+    let own_ns = pid_namespace();
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(pid) =
-            name.to_str().and_then(|n| n.strip_prefix("proc_box.")).and_then(|p| p.parse::<i32>().ok())
-        else {
+        let Some(name) = name.to_str() else { continue };
+        let age = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if !owner_gone(name, own_ns, age) {
             continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue; // that box may still run (or the pid was reused: leave it, harmlessly)
         }
         let empty = fs::read_to_string(e.path().join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
         if empty && fs::remove_dir(e.path()).is_ok() {
@@ -418,5 +463,29 @@ pub mod watcher {
             .lines()
             .filter_map(|l| l.trim().parse().ok())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn stale_names_across_pid_namespaces() {
+        let own = pid_namespace();
+        let me = std::process::id();
+        let young = Some(Duration::from_secs(1));
+        let old = Some(FOREIGN_STALE);
+        // Our namespace: the pid decides, whatever the age.
+        assert!(!owner_gone(&format!("proc_box.{own}.{me}"), own, old));
+        assert!(owner_gone(&format!("proc_box.{own}.{}", i32::MAX), own, young));
+        assert!(!owner_gone(&format!("proc_box.{me}"), own, old), "the older name, ours");
+        // Another namespace: only an old empty one is taken.
+        assert!(!owner_gone(&format!("proc_box.{}.1", own + 1), own, young));
+        assert!(owner_gone(&format!("proc_box.{}.1", own + 1), own, old));
+        for other in ["proc_box.", "proc_box.x.1", "other.1", "proc_box.1.y"] {
+            assert!(!owner_gone(other, own, old), "{other}");
+        }
     }
 }

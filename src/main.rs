@@ -98,7 +98,11 @@ fn start(config: &Config) -> Result<i32, String> {
         p => p,
     };
     let cgroup = proc_box::cgroup::Cgroup::create(policy)?.map(std::sync::Arc::new);
-    if let Some(cg) = &cgroup {
+    // As pid 1 of a pid namespace, proc_box would adopt its own watcher, and its death kills
+    // every process of the namespace anyway, the watcher included: there is none to start.
+    // A group left by a SIGKILL is swept by the next box.
+    let pid1 = std::process::id() == 1;
+    if let Some(cg) = cgroup.as_ref().filter(|_| !pid1) {
         if let Err(e) = proc_box::cgroup::watcher::start(cg) {
             cg.remove();
             return Err(format!("cannot start the cgroup watcher: {e}"));

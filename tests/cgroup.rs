@@ -270,3 +270,73 @@ fn ptrace_mode_leaves_the_job_out_of_a_cgroup_unless_asked() {
     assert_eq!(out.status.code(), Some(0));
     assert!(!job_cgroups(&scene).is_empty());
 }
+
+/// The box directories named for pid namespace `ns` and pid 1, in every hierarchy.
+fn pid1_dirs(ns: &str) -> Vec<PathBuf> {
+    let name = format!("proc_box.{ns}.1");
+    let out = std::process::Command::new("find")
+        .args(["/sys/fs/cgroup", "-maxdepth", "4", "-type", "d", "-name", &name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(PathBuf::from).collect()
+}
+
+/// As pid 1 of a pid namespace (a container's init, `unshare -p`), proc_box would adopt its own
+/// cgroup watcher: it starts none (its death ends the namespace anyway). Its group is named for
+/// the namespace, so two such boxes never collide; one left by a SIGKILL is swept by a later
+/// box, and every later box still gets its cgroup.
+#[test]
+fn as_pid_1_of_a_pid_namespace_no_watcher_and_no_collision() {
+    if !has_cgroups() {
+        eprintln!("skipped: needs root and cgroups");
+        return;
+    }
+    let s = Scene::new("pidns");
+    let mut child = std::process::Command::new("unshare")
+        .args(["-p", "-f", "--mount-proc", proc_box(), "--cgroup", "required", "--", "sleep", "300"])
+        .env("BOXTEST_MARKER", &s.marker)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let root = child.id() as i32;
+    let comm = |p: i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+    let cmdline = |p: i32| std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+    let sleep = wait_for_tree("the job to start", root, || {
+        tree_of(root).into_iter().find(|&p| comm(p).trim() == "sleep")
+    });
+    let boxed = tree_of(root).into_iter().find(|&p| comm(p).trim() == "proc_box").expect("proc_box");
+    // Give a would-be watcher the time to be reparented to pid 1 (proc_box) before looking.
+    wait_for("the job's cgroup", || {
+        std::fs::read_to_string(format!("/proc/{sleep}/cgroup")).ok().filter(|c| c.contains("proc_box."))
+    });
+    let watcher = tree_of(root)
+        .into_iter()
+        .filter(|&p| cmdline(p).windows(25).any(|w| w == b"--internal-cgroup-watcher"))
+        .collect::<Vec<_>>();
+    assert!(watcher.is_empty(), "a watcher inside the namespace: {watcher:?}");
+    let ns = std::fs::read_link(format!("/proc/{boxed}/ns/pid")).unwrap();
+    let ns = ns.to_string_lossy().trim_start_matches("pid:[").trim_end_matches(']').to_owned();
+    let dirs = pid1_dirs(&ns);
+    assert!(!dirs.is_empty(), "no cgroup named for the namespace {ns}");
+
+    // SIGKILL: the namespace ends with its pid 1; its group stays behind.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(boxed), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_exit(&mut child);
+    wait_for("the namespace to be gone", || {
+        (!std::path::Path::new(&format!("/proc/{sleep}")).exists()).then_some(())
+    });
+    // Once it is old enough to be taken as stale (its owner cannot be looked up from another
+    // namespace), the next box sweeps it, and gets a cgroup of its own.
+    for d in &dirs {
+        let t = std::process::Command::new("touch").args(["-d", "2 hours ago"]).arg(d).status().unwrap();
+        assert!(t.success());
+    }
+    let out = std::process::Command::new("unshare")
+        .args(["-p", "-f", "--mount-proc", proc_box(), "--cgroup", "required", "--", "true"])
+        .env("BOXTEST_MARKER", &s.marker)
+        .stdin(Stdio::null())
+        .run();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(pid1_dirs(&ns).is_empty(), "the stale group of namespace {ns} is still there");
+    s.assert_no_survivors();
+}
