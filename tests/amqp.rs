@@ -854,8 +854,9 @@ fn proc_boxctl_watch_never_prints_a_control_character_from_a_message() {
         let mut out = String::new();
         use std::io::Read;
         watch.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-        assert_eq!(out.lines().count(), 1, "{out:?}");
-        assert!(!out.trim_end().chars().any(char::is_control), "json={json}: {out:?}");
+        // Plain lines come after their header.
+        assert_eq!(out.lines().count(), if json { 1 } else { 2 }, "{out:?}");
+        assert!(!out.split('\n').any(|l| l.chars().any(char::is_control)), "json={json}: {out:?}");
     }
 }
 
@@ -1360,4 +1361,56 @@ fn a_deep_forged_reply_does_not_crash_send() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("no reply"), "{err}");
+}
+
+/// Piped `watch --count 2` on two published samples: its stdout, lines.
+fn watch_piped(bus: &Bus, extra: &[&str]) -> Vec<String> {
+    let mut watch = std::process::Command::new(proc_boxctl())
+        .args(["--uri", URI, "--skey", &bus.skey, "watch", "--count", "2"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(watch.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("watching"), "{line}");
+    }
+    for id in ["h1", "h2"] {
+        let body = format!(r#"{{"type":"sample","box_id":"{id}","hostname":"n","state":"running"}}"#);
+        assert!(bus.publish(&format!("{}.{id}", bus.skey), body.as_bytes(), None));
+    }
+    assert!(wait_exit(&mut watch).success());
+    let mut out = String::new();
+    use std::io::Read;
+    watch.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    out.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn proc_boxctl_watch_piped_names_its_columns_once_unless_told_not_to() {
+    let bus = Bus::new("watchhdr");
+    let lines = watch_piped(&bus, &[]);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let columns: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(columns, ["BOX", "HOST", "STATE", "CPU", "PSS", "PROCS", "ELAPSED"], "{lines:?}");
+    // Each row has as many columns as the header, in its place.
+    for (row, id) in lines[1..].iter().zip(["h1", "h2"]) {
+        assert!(row.starts_with(&format!("{id} ")) && row.contains(" running "), "{lines:?}");
+        assert_eq!(row.split_whitespace().count(), columns.len(), "{lines:?}");
+        assert_eq!(row.find(" n ").map(|i| i + 1), lines[0].find("HOST"), "{lines:?}");
+    }
+
+    let lines = watch_piped(&bus, &["--no-header"]);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("h1 ") && lines[1].starts_with("h2 "), "{lines:?}");
+
+    let lines = watch_piped(&bus, &["--json"]);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, id) in lines.iter().zip(["h1", "h2"]) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["box_id"], id, "{lines:?}");
+    }
 }

@@ -19,6 +19,9 @@ pub struct WatchArgs {
     /// print every message as it arrives, raw JSON, one per line
     #[arg(long)]
     json: bool,
+    /// when piped, no header line before the plain lines
+    #[arg(long)]
+    no_header: bool,
     /// exit after this many messages
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -96,8 +99,13 @@ async fn run(
             .map_err(lost)?;
     // Ready: tests and scripts wait for this line before starting boxes.
     crate::eprintln_safe(&format!("proc_boxctl: watching '{key}' on '{}'", broker.exchange));
-    seen.subscribed = true;
     let tty = !a.json && std::io::stdout().is_terminal();
+    // Piped plain lines get the column names once (not again after a reconnection), so a
+    // reader (or `column -t`) knows them.
+    if !seen.subscribed && !a.json && !tty && !a.no_header {
+        println_safe(&header());
+    }
+    seen.subscribed = true;
     let end = seen.end;
     let Seen { rows, count: seen, .. } = seen;
     loop {
@@ -192,13 +200,18 @@ fn line(id: &str, r: &Row) -> String {
     )
 }
 
+/// The column names of `line`, aligned with it.
+fn header() -> String {
+    format!(
+        "{:<24} {:<16} {:<20} {:>7} {:>9} {:>6} {:>9}",
+        "BOX", "HOST", "STATE", "CPU", "PSS", "PROCS", "ELAPSED"
+    )
+}
+
 /// Redraws the whole table in place (a terminal only).
 fn draw(rows: &BTreeMap<String, Row>) {
     let mut out = String::from("\x1b[H\x1b[2J");
-    out.push_str(&format!(
-        "{:<24} {:<16} {:<20} {:>7} {:>9} {:>6} {:>9} {:>9}\n",
-        "BOX", "HOST", "STATE", "CPU", "PSS", "PROCS", "ELAPSED", "SEEN"
-    ));
+    out.push_str(&format!("{} {:>9}\n", header(), "SEEN"));
     for (id, r) in rows {
         out.push_str(&format!("{} {:>8}s\n", line(id, r), r.seen.elapsed().as_secs()));
     }
