@@ -260,7 +260,7 @@ impl Config {
             use clap::error::ErrorKind::*;
             match e.kind() {
                 DisplayHelp | DisplayVersion => ParseOutcome::Info(e.to_string()),
-                _ => ParseOutcome::Usage(both_spellings(&e.to_string())),
+                _ => ParseOutcome::Usage(prefixed("proc_box", &both_spellings(&e.to_string()))),
             }
         };
         let matches = Config::command().try_get_matches_from(args).map_err(outcome)?;
@@ -276,7 +276,16 @@ impl Config {
 fn generate(what: &str) -> ParseOutcome {
     match crate::manual::generate(Config::command(), "proc_box", what, crate::manual::PROC_BOX) {
         Ok(text) => ParseOutcome::Info(text),
-        Err(e) => ParseOutcome::Usage(format!("error: {e}\n")),
+        Err(e) => ParseOutcome::Usage(format!("proc_box: {e}\n")),
+    }
+}
+
+/// A clap usage error as every other message of `program` reads: `program: …` instead of
+/// `error: …` (shared by proc_boxctl). Help shown for a missing subcommand stays as it is.
+pub fn prefixed(program: &str, message: &str) -> String {
+    match message.strip_prefix("error: ") {
+        Some(rest) => format!("{program}: {rest}"),
+        None => message.to_owned(),
     }
 }
 

@@ -52,8 +52,35 @@ fn usage_errors_exit_125_before_running_anything() {
         let out = run(&s, args);
         assert_eq!(out.status.code(), Some(125), "{args:?}");
         assert!(!out.stderr.is_empty(), "a usage error explains itself: {args:?}");
+        assert_prefixed("proc_box", &out);
     }
     assert!(!marker.exists(), "the command must not run after a usage error");
+    assert_prefixed("proc_box", &Command::new(proc_box()).args(["--generate", "tcsh"]).run());
+}
+
+/// A usage error reads like every other message of the program: `NAME: …`, not `error: …`.
+fn assert_prefixed(name: &str, out: &Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with(&format!("{name}: ")), "{err}");
+    assert!(!err.lines().any(|l| l.starts_with("error")), "{err}");
+}
+
+#[test]
+fn proc_boxctl_usage_errors_say_proc_boxctl() {
+    let ctl = || Command::new(env!("CARGO_BIN_EXE_proc_boxctl"));
+    for args in [&["--no-such-flag"][..], &["send"], &["watch", "--count", "many"], &["send", "--id"]] {
+        let out = ctl().args(args).run();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_prefixed("proc_boxctl", &out);
+    }
+    let out = ctl().arg("--help").run();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Control proc_box boxes"));
+    // No subcommand: the help, on stderr, as it was.
+    let out = ctl().run();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("Control proc_box boxes"));
 }
 
 #[test]

@@ -182,9 +182,14 @@ fn main() -> ExitCode {
     }
     let cli = match Cli::try_parse_from(go_spelling(args)) {
         Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            let text = proc_box::config::prefixed("proc_boxctl", &e.to_string());
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+            return ExitCode::from(status::USAGE);
+        }
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { status::USAGE } else { status::OK });
+            return ExitCode::from(status::OK);
         }
     };
     let result = match cli.action {
