@@ -818,7 +818,7 @@ _proc_boxctl() {
             return 0
             ;;
         proc_boxctl__subcmd__watch)
-            opts="-h --id --json --count --for --uri --exchange --rkey --skey --cacert --help -id -json -count -for -uri -exchange -rkey -skey -cacert -help"
+            opts="-h --id --json --no-header --count --for --uri --exchange --rkey --skey --cacert --help -id -json -no-header -count -for -uri -exchange -rkey -skey -cacert -help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

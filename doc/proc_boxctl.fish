@@ -72,6 +72,7 @@ complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand watch" -l rkey -
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand watch" -l skey -d 'prefix of the boxes\' emission key' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand watch" -l cacert -d 'PEM file of extra CA certificates for amqps://' -r -F
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand watch" -l json -d 'print every message as it arrives, raw JSON, one per line'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand watch" -l no-header -d 'when piped, no header line before the plain lines'
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand watch" -s h -l help -d 'Print help'
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand flush" -l spool-dir -d 'the spool directory [default: $XDG_STATE_HOME/proc_box/spool, else /var/tmp/proc_box-<uid>/spool]' -r -F
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand flush" -l msgtimeout -d 'how long each summary may take to be confirmed' -r

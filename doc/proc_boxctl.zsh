@@ -81,6 +81,7 @@ _arguments "${_arguments_options[@]}" : \
 '--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
 '--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
 '--json[print every message as it arrives, raw JSON, one per line]' \
+'--no-header[when piped, no header line before the plain lines]' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0
