@@ -5,12 +5,16 @@
 //!   p50 and p99 [p99 ≤ 20 ms], beside the same command over the local control socket;
 //! * emission: proc_box's own CPU per sample of that tree with AMQP connected, beside the
 //!   stats-file sink (CPU from every thread's schedstat, in ns, minus an idle run's);
-//! * proc_box's peak RSS (VmHWM) with AMQP connected [≤ 10 MiB], beside a box without it.
+//! * proc_box's peak RSS (VmHWM) with AMQP connected [≤ 10 MiB], beside a box without it;
+//! * the broker's own CPU per job (its beam.smp's utime + stime from /proc, less the rate
+//!   measured meanwhile over bare runs): a short job (`true`) beside one that lives past the
+//!   control delay and so sets up its control queue, as every job did before [≤ 0.5×].
 //!
 //! Run with `scripts/bench amqp`. `BENCH_ROUNDS` sets the latency samples (default 300).
 
 use futures_lite::future::block_on;
-use lapin::options::BasicPublishOptions;
+use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -106,7 +110,95 @@ fn main() {
     println!("  AMQP connected {:>6.1} MiB   [≤ 10 MiB]", results[1].2 as f64 / 1024.0);
     println!("  no AMQP        {:>6.1} MiB", results[0].2 as f64 / 1024.0);
     println!("  ratio          {:.2}×", results[1].2 as f64 / results[0].2 as f64);
+    broker_cost(&dir, &rkey, &skey);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Broker CPU per job. The broker is shared, so what it spends meanwhile on others is measured
+/// over bare runs (no `--uri`) interleaved with the measured ones, and subtracted.
+fn broker_cost(dir: &Path, rkey: &str, skey: &str) {
+    let Some(beam) = broker_pid() else {
+        println!("broker CPU: no beam.smp process found here; skipped");
+        return;
+    };
+    // A queue for the summaries, as a site has: unroutable ones would be spooled and resent.
+    let conn = block_on(Connection::connect(URI, ConnectionProperties::default())).expect("the broker");
+    block_on(async {
+        let ch = conn.create_channel().await.unwrap();
+        let excl = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        let q = ch.queue_declare("".into(), excl, FieldTable::default()).await.unwrap();
+        let (key, opts) = (format!("{skey}.#"), QueueBindOptions::default());
+        ch.queue_bind(q.name().clone(), "amq.topic".into(), key.into(), opts, FieldTable::default())
+            .await
+            .unwrap();
+    });
+    let spool = dir.join("spool");
+    let spool = spool.to_str().unwrap();
+    let amqp = ["--uri", URI, "--rkey", rkey, "--skey", skey, "--sint", "1h", "--spool-dir", spool];
+    let run = |args: &[&str], job: &[&str]| {
+        let st = Command::new(proc_box()).args(args).arg("--").args(job).stderr(Stdio::null()).status();
+        assert!(st.expect("proc_box").success());
+    };
+    const SHORT: usize = 50;
+    const LONG: usize = 10;
+    let (mut bare, mut short, mut long) = ([0.0; 2], [0.0; 2], [0.0; 2]);
+    for _ in 0..4 {
+        let add = |acc: &mut [f64; 2], (cpu, wall): (f64, f64)| {
+            acc[0] += cpu;
+            acc[1] += wall;
+        };
+        add(&mut bare, broker_cpu(beam, || (0..SHORT).for_each(|_| run(&[], &["true"]))));
+        add(&mut short, broker_cpu(beam, || (0..SHORT).for_each(|_| run(&amqp, &["true"]))));
+        // Living past the control delay, at once (their wall time is mostly sleep).
+        add(
+            &mut long,
+            broker_cpu(beam, || {
+                std::thread::scope(|s| {
+                    for _ in 0..LONG {
+                        s.spawn(|| run(&amqp, &["sleep", "2"]));
+                    }
+                })
+            }),
+        );
+        add(&mut bare, broker_cpu(beam, || (0..SHORT).for_each(|_| run(&[], &["true"]))));
+    }
+    let rate = bare[0] / bare[1];
+    let per = |[cpu, wall]: [f64; 2], n: usize| (cpu - rate * wall).max(0.0) / (4 * n) as f64 * 1000.0;
+    let (s, l) = (per(short, SHORT), per(long, LONG));
+    println!("broker CPU per job (beam.smp, less {:.1} ms/s spent meanwhile on others):", rate * 1000.0);
+    println!(
+        "  `true`, over before the control delay  {s:>6.2} ms   ({:.0} jobs/s)",
+        (4 * SHORT) as f64 / short[1]
+    );
+    println!("  `sleep 2`, control queue set up        {l:>6.2} ms   (what every job cost before)");
+    println!("  short / set up                          {:.2}×   [≤ 0.5×]", s / l);
+    let _ = block_on(conn.close(200, "OK".into()));
+}
+
+/// The broker's process: RabbitMQ's Erlang VM.
+fn broker_pid() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        (comm.trim() == "beam.smp" && String::from_utf8_lossy(&cmdline).contains("rabbit")).then_some(pid)
+    })
+}
+
+/// Runs `f`; returns the broker's CPU seconds (utime + stime) and the wall seconds it took.
+fn broker_cpu(pid: u32, f: impl FnOnce()) -> (f64, f64) {
+    let ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let field =
+            |i: usize| after.split_whitespace().nth(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        field(11) + field(12) // utime, stime: fields 14 and 15 of stat
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let (t0, w0) = (ticks(), Instant::now());
+    f();
+    (ticks().saturating_sub(t0) as f64 / hz, w0.elapsed().as_secs_f64())
 }
 
 fn publish(ch: &lapin::Channel, key: &str) {

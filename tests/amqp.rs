@@ -424,6 +424,40 @@ fn refused_login_or_missing_vhost_says_so_once_and_keeps_the_status() {
 }
 
 #[test]
+fn a_short_job_sets_up_no_control_queue_and_a_long_one_answers_once_it_has() {
+    let scene = Scene::new("amqp-lazy");
+    let mut bus = Bus::new("lazy");
+    // Over before the control delay: the summary goes out once, and no control queue was made.
+    let spool = scene.dir.join("spool");
+    let mut args = bus.args("short");
+    args.extend(["--debug", "--spool-dir", spool.to_str().unwrap(), "true"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = scene.command(&args).run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("confirmed the summary"), "{err}");
+    assert!(!err.contains("control keys bound"), "{err}");
+    bus.summary("short");
+    bus.drain();
+    let n = bus.summaries().iter().filter(|s| s["box_id"] == "short").count();
+    assert_eq!(n, 1, "exactly one summary");
+
+    // A long job binds its keys after the delay, and then answers proc_boxctl.
+    let mut child = start(&scene, &bus, "long", &["--debug", "--sint", "1h"], &["sleep", "1000"]);
+    let keys = ["--uri", URI, "--rkey", &bus.rkey, "--skey", &bus.skey];
+    let out = wait_for("the box to answer proc_boxctl status", || {
+        let o = std::process::Command::new(proc_boxctl()).args(keys).args(["status", "long"]).run();
+        o.status.success().then_some(o)
+    });
+    let state: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(state["box_id"], "long");
+    assert!(stderr_of(&scene, "long").contains("control keys bound"));
+    assert_eq!(bus.command(Some("long"), "stop", &[])["ok"], true);
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+    bus.summary("long");
+}
+
+#[test]
 fn a_fleet_given_one_uri_list_spreads_over_its_nodes() {
     // Four "nodes": relays of the test's own to the one broker. Each box starts at a random
     // one; had all 16 boxes picked the same, the chance is 4 × 4^-16 < 1e-9.

@@ -1,10 +1,11 @@
 //! The AMQP thread's one task: connect, declare, consume and publish; on any failure, tear
 //! everything down and start again after a jittered backoff, on the next node of the list.
 //!
-//! A session is an explicit sequence: connect → control channel (qos, exclusive queue, binds,
-//! consumer) → confirm channel → serve. Serving waits on whichever comes first: a delivery, a
-//! queued sample, a reply from the loop, a connection event, or the summary. Beside it, once
-//! control is served, the spool of earlier runs is sent on a channel of its own.
+//! A session is an explicit sequence: connect → confirm channel → serve, and, once the job has
+//! lived [`CONTROL_DELAY`], the control channel (qos, exclusive queue, binds, consumer).
+//! Serving waits on whichever comes first: a delivery, a queued sample, a reply from the loop,
+//! a connection event, the time to set up control, or the summary. Beside it, after a moment,
+//! the spool of earlier runs is sent on a channel of its own.
 
 use super::flush::{self, Report};
 use super::link::{self, Brokers, ClientInfo, Confirmed, Failure, Outgoing, STEP};
@@ -28,6 +29,13 @@ pub struct Finish {
     pub done: flume::Sender<Delivery>,
 }
 
+/// How long the job must have run before the box sets up its control queue. The queue, its
+/// bindings and its consumer cost the broker more than the rest of a short job's session
+/// (connect, one channel, the summary), and are torn down again at its end: a batch of short
+/// jobs would keep the broker busier than the machine. Nobody addresses a job in its first
+/// second, and a command published before the queue is bound was always lost: an operator's
+/// tool retries, or waits for the box's first sample.
+pub const CONTROL_DELAY: Duration = Duration::from_secs(1);
 /// Deliveries unacknowledged at once: bounds what a flood of commands costs.
 const PREFETCH: u16 = 32;
 /// Samples published before their confirms are awaited.
@@ -69,6 +77,8 @@ enum Wake {
     Handled(Option<Handled>),
     Event(Option<Event>),
     Finish(Option<Finish>),
+    /// Time to set up the control queue.
+    Control,
 }
 
 /// What ended a pause between attempts.
@@ -102,6 +112,8 @@ struct Task {
     tls: OwnedTLSConfig,
     /// The spool of earlier runs has been sent (once per run).
     spool_sent: bool,
+    /// When the control queue is due (the job's start plus [`CONTROL_DELAY`]).
+    control_at: std::time::Instant,
 }
 
 pub(super) async fn run(
@@ -125,6 +137,7 @@ pub(super) async fn run(
         replies: flume::unbounded(),
         tls,
         spool_sent: false,
+        control_at: std::time::Instant::now() + CONTROL_DELAY,
     };
     task.run().await;
 }
@@ -277,24 +290,14 @@ impl Task {
     ) -> Result<(), Failure> {
         let node = link::describe(uri);
         let events = conn.events_listener();
-        let link::PrivateQueue { channel: control, consumer, .. } = link::private_queue(
-            conn,
-            &self.settings.exchange,
-            &self.settings.bind_keys,
-            Some(PREFETCH),
-            link::COMMAND_MAX,
-        )
-        .await?;
         let publish = link::confirm_channel(conn).await?;
         self.shared.set_connected(true);
         let how = if first { "connected to" } else { "reconnected to" };
-        let keys = self.settings.bind_keys.join(", ");
         if first {
-            crate::debug!("AMQP: {how} {node}; control keys: {keys}");
+            crate::debug!("AMQP: {how} {node}");
         } else {
-            crate::info!("AMQP: {how} {node}; control keys: {keys}");
+            crate::info!("AMQP: {how} {node}");
         }
-        *served = true;
         // The spool goes beside the session, never ahead of control or of this run's summary.
         let stop = Cell::new(false);
         let sent = Cell::new(self.spool_sent);
@@ -311,20 +314,25 @@ impl Task {
             }
             std::future::pending().await
         };
-        let result = or(self.serve_loop(control, publish, consumer, events, &stop), spool).await;
+        let result = or(self.serve_loop(conn, publish, events, &stop, served), spool).await;
         self.spool_sent = sent.get();
         result
     }
 
+    /// `served` says whether the session was serving when it failed: not if it failed in
+    /// setting up control.
     async fn serve_loop(
         &mut self,
-        control: Channel,
+        conn: &Connection,
         publish: Channel,
-        mut consumer: lapin::Consumer,
         events: impl futures_lite::Stream<Item = Event>,
         stop: &Cell<bool>,
+        served: &mut bool,
     ) -> Result<(), Failure> {
+        *served = true;
         let mut events = std::pin::pin!(events);
+        // Set up once the job has lived a moment; a job that ends first never needs it.
+        let mut control: Option<link::PrivateQueue> = None;
         loop {
             self.publish_samples(&publish).await?;
             if self.summary.is_some() {
@@ -332,21 +340,56 @@ impl Task {
                 return self.publish_summary(&publish).await;
             }
             let handled = self.replies.1.clone();
+            let (consumer, due) = match control.as_mut() {
+                Some(q) => (Some(&mut q.consumer), None),
+                None => (None, Some(self.control_at)),
+            };
             let wake = or(
-                async { Wake::Delivery(consumer.next().await.map(|r| r.map(Box::new))) },
+                async {
+                    match consumer {
+                        Some(c) => Wake::Delivery(c.next().await.map(|r| r.map(Box::new))),
+                        None => std::future::pending().await,
+                    }
+                },
                 or(
                     async { Wake::Handled(handled.recv_async().await.ok()) },
                     or(
                         async { Wake::Finish(self.finishing.recv_async().await.ok()) },
-                        or(async { Wake::Event(events.next().await) }, async {
-                            let _ = self.woken.recv_async().await;
-                            Wake::Sample
-                        }),
+                        or(
+                            async { Wake::Event(events.next().await) },
+                            or(
+                                async {
+                                    let _ = self.woken.recv_async().await;
+                                    Wake::Sample
+                                },
+                                async {
+                                    match due {
+                                        Some(t) => async_io::Timer::at(t).await,
+                                        None => std::future::pending().await,
+                                    };
+                                    Wake::Control
+                                },
+                            ),
+                        ),
                     ),
                 ),
             )
             .await;
             match wake {
+                Wake::Control => {
+                    let s = &self.settings;
+                    let q = link::private_queue(
+                        conn,
+                        &s.exchange,
+                        &s.bind_keys,
+                        Some(PREFETCH),
+                        link::COMMAND_MAX,
+                    )
+                    .await
+                    .inspect_err(|_| *served = false)?; // a set-up step failed
+                    control = Some(q);
+                    crate::debug!("AMQP: control keys bound: {}", s.bind_keys.join(", "));
+                }
                 Wake::Delivery(Some(Ok(d))) => self.on_delivery(*d).await?,
                 Wake::Delivery(Some(Err(e))) => return Err(Failure::from_lapin(&e)),
                 Wake::Delivery(None) => {
@@ -355,7 +398,10 @@ impl Task {
                 Wake::Handled(Some(h)) => {
                     ack(&h.acker).await;
                     if let Some((reply, to, corr)) = h.reply {
-                        self.send_reply(&control, reply, &to, corr).await?;
+                        // A command taken by an earlier session may be answered before this
+                        // one has its control channel.
+                        let ch = control.as_ref().map_or(&publish, |q| &q.channel);
+                        self.send_reply(ch, reply, &to, corr).await?;
                     }
                 }
                 Wake::Handled(None) | Wake::Sample => {}
@@ -363,7 +409,8 @@ impl Task {
                 Wake::Finish(None) => return Ok(()), // the box is gone without a summary
                 // The spool's channel may close on an entry's error: only ours matter.
                 Wake::Event(Some(Event::Error(e))) => {
-                    if !(control.status().connected() && publish.status().connected()) {
+                    let control_up = control.as_ref().is_none_or(|q| q.channel.status().connected());
+                    if !(control_up && publish.status().connected()) {
                         return Err(Failure::from_lapin(&e));
                     }
                     crate::debug!("AMQP: {e}");
