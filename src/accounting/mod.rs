@@ -307,13 +307,15 @@ impl Accounting {
         self.tick += 1;
         let mut rss = 0;
         let mut keys = Vec::with_capacity(tracker.len());
+        let mut stats = Vec::with_capacity(tracker.len());
         for (pid, proc) in tracker.processes() {
             let Some(stat) = procfs::stat(proc) else { continue };
             rss += stat.rss_pages * self.page;
             keys.push((pid, proc, key_of(&stat)));
-            if self.mode == Mode::Subreaper {
-                self.remember(pid, &stat, procfs::io(proc).unwrap_or_default());
-            }
+            stats.push((pid, proc, stat));
+        }
+        if self.mode == Mode::Subreaper {
+            self.remember_all(&stats, tracker.self_pid());
         }
         let (_, pss) = tree_pss(&mut self.pss_cache, keys, self.tick, self.page);
         self.peak_rss = self.peak_rss.max(rss);
@@ -338,6 +340,25 @@ impl Accounting {
             .sum();
         t += self.ticks(live);
         self.cgroup_cpu(t).map_or(t, |(user, system)| user + system)
+    }
+
+    /// Keeps each member's last figures for the auto-reap estimate. Only a child of a parent
+    /// that ignores SIGCHLD (or of one outside the tree, unknown) can be auto-reaped, so only
+    /// theirs pay for an `io` read; the others keep their last one.
+    fn remember_all(&mut self, stats: &[(i32, &Process, procfs::Stat)], self_pid: i32) {
+        let ignoring: std::collections::HashSet<i32> =
+            stats.iter().filter(|(_, _, s)| s.ignores_sigchld).map(|(pid, _, _)| *pid).collect();
+        let members: std::collections::HashSet<i32> = stats.iter().map(|(pid, _, _)| *pid).collect();
+        for (pid, proc, stat) in stats {
+            let parent = stat.ppid;
+            let may_vanish = parent != self_pid && (ignoring.contains(&parent) || !members.contains(&parent));
+            let io = if may_vanish {
+                procfs::io(proc).unwrap_or_default()
+            } else {
+                self.seen.get(pid).map(|s| s.io).unwrap_or_default()
+            };
+            self.remember(*pid, stat, io);
+        }
     }
 
     fn remember(&mut self, pid: i32, stat: &procfs::Stat, io: IoSum) {

@@ -148,6 +148,8 @@ pub struct Stat {
     /// Minor plus major page faults of the whole process. Every page a fault maps counts here,
     /// copy-on-write breaks included, which move PSS without moving the resident count.
     pub faults: u64,
+    /// Whether it ignores SIGCHLD: its children are then auto-reaped.
+    pub ignores_sigchld: bool,
 }
 
 pub fn stat(p: &Process) -> Option<Stat> {
@@ -170,6 +172,8 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         vsize: n(20)?,
         rss_pages: n(21)?,
         faults: n(7)? + n(9)?,
+        // Field 33, a 64-bit mask: it may not fit an i64.
+        ignores_sigchld: f.get(30)?.parse::<u64>().ok()? & (1 << (libc::SIGCHLD - 1)) != 0,
     })
 }
 
