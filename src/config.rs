@@ -267,6 +267,10 @@ impl Config {
         let mut config = <Config as clap::FromArgMatches>::from_arg_matches(&matches).map_err(outcome)?;
         config.stdoutlimit_set =
             matches.value_source("stdoutlimit").is_some_and(|s| s != clap::parser::ValueSource::DefaultValue);
+        // `-generate man` (the Go spelling) reaches clap, which takes it alone, with no command.
+        if let Some(what) = &config.generate {
+            return Err(generate(what));
+        }
         Ok(config)
     }
 }

@@ -33,6 +33,8 @@ const WAKER: Token = Token(1);
 const OUTPUTS: [Token; 2] = [Token(3), Token(4)];
 /// Fault signals sent to proc_box with kill(2), passed on by the fault handler.
 const SENT_FAULTS: Token = Token(5);
+/// The process events connector, polled only to enforce `--pids-limit` at each fork.
+const FORK_EVENTS: Token = Token(6);
 
 /// How often the children lists are walked when no event asks for it. In subreaper mode this
 /// bounds how long a new process can go unseen; in ptrace mode it is only the backstop for
@@ -268,6 +270,9 @@ impl EventLoop {
                 tracker.set_connector(c);
             }
         }
+        if let Some(fd) = tracker.fork_events_fd() {
+            registry.register(&mut SourceFd(&fd), FORK_EVENTS, Interest::READABLE)?;
+        }
         let tick = if mode == Mode::Ptrace { TICK_PTRACE } else { TICK_SUBREAPER };
         let mut terminal = parts.terminal;
         if let Some(t) = terminal.as_mut() {
@@ -281,8 +286,7 @@ impl EventLoop {
         } else {
             ep.monitor
         };
-        let exact = mode == Mode::Ptrace;
-        let limits_text = parts.limits.describe(exact, parts.stdout_limit);
+        let limits_text = parts.limits.describe(pids_enforcer(&tracker), parts.stdout_limit);
         crate::debug!("limits: {limits_text}");
         let mut accounting = Accounting::new(mode, now, ep.own_io.clone());
         accounting.set_cgroup(parts.cgroup.clone());
@@ -464,7 +468,7 @@ impl EventLoop {
                 leftover_killed,
                 stdout_bytes: self.relay_bytes(0),
                 stderr_bytes: self.relay_bytes(1),
-                limits: self.limits.describe(self.tracker.mode() == Mode::Ptrace, self.stdout_limit),
+                limits: self.limits.describe(pids_enforcer(&self.tracker), self.stdout_limit),
                 cgroup: self.cgroup.as_ref().map(|c| c.report()),
             },
             &mut give_up,
@@ -525,6 +529,13 @@ impl EventLoop {
     fn dispatch(&mut self, token: Token, readable: bool) {
         match token {
             SIGNALS => self.on_signals(),
+            FORK_EVENTS => {
+                self.tracker.process_events();
+                if self.tracker.take_over_limit() {
+                    let actions = self.policy.limit_exceeded(Reason::LimitPids, false, Instant::now());
+                    self.apply(actions);
+                }
+            }
             SENT_FAULTS => {
                 let mut sigs = [0u8; 64];
                 loop {
@@ -872,6 +883,15 @@ impl EventLoop {
                 }
             }
         }
+    }
+}
+
+/// What caps the number of processes: ptrace's birth stops, the fork events, or the tick.
+fn pids_enforcer(tracker: &Tracker) -> &'static str {
+    match tracker.mode() {
+        Mode::Ptrace => "ptrace",
+        Mode::Subreaper if tracker.fork_events_fd().is_some() => "events",
+        Mode::Subreaper => "monitor",
     }
 }
 

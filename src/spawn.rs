@@ -218,6 +218,9 @@ pub struct ChildSetup {
 
 /// Forks and execs `argv` as set up by `setup`.
 pub fn spawn(argv: &[OsString], box_id: &str, track: Track, setup: &ChildSetup) -> Result<Spawned, String> {
+    if argv.is_empty() {
+        return Err("no command to run".into());
+    }
     let terminal = setup.terminal;
     let cargs: Vec<CString> = argv
         .iter()

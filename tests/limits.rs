@@ -74,11 +74,49 @@ fn a_fork_bomb_is_contained_by_the_pids_limit() {
             assert!(ran <= 50, "{ran} bomb processes ran");
             assert_eq!(s["limits"]["processes"]["enforced_by"], "ptrace");
         } else {
-            // Found by the children-list walk (every 100 ms and on SIGCHLD): the bomb is ended,
-            // but may have grown first; this fixture stops itself at 585.
-            assert_eq!(s["limits"]["processes"]["enforced_by"], "monitor");
+            // As root, the process events connector: a fork past the limit gets SIGKILL at its
+            // fork event. A bomb's child runs (and forks) before proc_box reads the event, so it
+            // may grow first; this fixture stops itself at 585.
+            assert_eq!(s["limits"]["processes"]["enforced_by"], "events");
             assert!(ran > 50, "{ran}");
         }
+        scene.assert_no_survivors();
+    }
+}
+
+/// The cap holds at each fork, not at a tick: a job that ignores the graceful stop and starts
+/// processes every 200 ms never has more than the limit alive (plus newcomers, for the moment
+/// until their fork events are read); each one past it is killed as it comes.
+#[test]
+fn processes_past_the_limit_are_killed_as_they_fork() {
+    for (mode, cg) in setups() {
+        let scene = Scene::new(&format!("pidcap-{mode}-{cg}"));
+        let job =
+            ["sh", "-c", "trap '' TERM; for i in 1 2 3 4 5 6 7 8 9 10; do sleep 60 & sleep 0.2; done; wait"];
+        let summary = scene.dir.join("summary.json");
+        let args = [
+            "--track",
+            mode,
+            "--cgroup",
+            cg,
+            "--grace",
+            "1s",
+            "--pids-limit",
+            "5",
+            "--summary-file",
+            summary.to_str().unwrap(),
+            "--",
+        ];
+        let out = scene.command(&[&args[..], &job[..]].concat()).run();
+        let s = read_json(&summary);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(s["reason"], "limit_pids", "{mode}/{cg}: {s}\n{err}");
+        // ptrace: a fork past the limit dies at its birth stop. Fork events: each iteration
+        // forks two processes within microseconds (`sleep 60 &`, `sleep 0.2`), both alive until
+        // their events are read; a cap at the tick would let all ten `sleep 60` live.
+        let peak = s["processes_peak"].as_u64().unwrap();
+        let most = if mode == "ptrace" { 5 } else { 7 };
+        assert!(peak <= most, "{mode}/{cg}: {peak} processes alive at once past a limit of 5: {s}");
         scene.assert_no_survivors();
     }
 }

@@ -57,8 +57,10 @@ impl Limits {
         (live > self.pids?).then_some((Reason::LimitPids, false))
     }
 
-    /// The summary's `limits` object: every limit set, with what enforces it.
-    pub fn describe(&self, exact_pids: bool, stdout: u64) -> Value {
+    /// The summary's `limits` object: every limit set, with what enforces it. `pids_by` names
+    /// what caps the process count: `ptrace` (a fork past it dies at its birth stop), `events`
+    /// (the process events connector: killed at its fork event) or `monitor` (at a tick).
+    pub fn describe(&self, pids_by: &str, stdout: u64) -> Value {
         let mut m = Map::new();
         let entry = |limit: Value, by: &str| json!({ "limit": limit, "enforced_by": by });
         if let Some(b) = self.memory {
@@ -72,7 +74,7 @@ impl Limits {
             m.insert("cpu_seconds".into(), entry(json!(c.as_secs_f64()), "monitor"));
         }
         if let Some(p) = self.pids {
-            m.insert("processes".into(), entry(json!(p), if exact_pids { "ptrace" } else { "monitor" }));
+            m.insert("processes".into(), entry(json!(p), pids_by));
         }
         m.insert("stdout_bytes".into(), json!({ "limit": stdout, "enforced_by": self.stdout_by }));
         for r in &self.rlimits {
@@ -221,10 +223,10 @@ mod tests {
         assert_eq!(l.pids(51), Some((Reason::LimitPids, false)));
         assert_eq!(l.cpu(Duration::from_millis(1999)), None);
         assert_eq!(l.cpu(Duration::from_secs(2)), Some((Reason::LimitCpu, false)));
-        assert!(Limits::default().describe(true, 5)["stdout_bytes"]["enforced_by"].is_null());
+        assert!(Limits::default().describe("ptrace", 5)["stdout_bytes"]["enforced_by"].is_null());
         let piped = Limits { stdout_by: Some("relay"), ..Default::default() };
         assert_eq!(
-            piped.describe(true, 5)["stdout_bytes"],
+            piped.describe("ptrace", 5)["stdout_bytes"],
             serde_json::json!({"limit": 5, "enforced_by": "relay"})
         );
     }

@@ -33,6 +33,9 @@ pub struct Connector {
     pub peak: usize,
     /// Events were lost (the socket's buffer overflowed): the count is a lower bound.
     pub lost: bool,
+    /// Descendants forked since the last [`Connector::take_newborns`], oldest first; kept only
+    /// when asked for (`--pids-limit`), so that nothing grows without it.
+    newborns: Option<Vec<i32>>,
 }
 
 /// The kernel answers the subscription at once (while `send` runs) with an acknowledgement
@@ -117,7 +120,7 @@ impl Connector {
             return Err(io::Error::last_os_error());
         }
         confirm(raw)?;
-        Ok(Connector { fd, lineage: HashSet::new(), forked: 0, peak: 0, lost: false })
+        Ok(Connector { fd, lineage: HashSet::new(), forked: 0, peak: 0, lost: false, newborns: None })
     }
 
     /// The main process: its descendants are counted from here on. Events already queued are
@@ -125,6 +128,31 @@ impl Connector {
     pub fn seed(&mut self, main: i32) {
         self.lineage.insert(main);
         self.peak = self.peak.max(self.lineage.len());
+    }
+
+    /// Keeps the descendants forked from now on, for [`Connector::take_newborns`].
+    pub fn keep_newborns(&mut self) {
+        self.newborns.get_or_insert_with(Vec::new);
+    }
+
+    /// The descendants forked since the last call, oldest first.
+    pub fn take_newborns(&mut self) -> Vec<i32> {
+        self.newborns.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Descendants alive as of the last event read, the main process included.
+    pub fn live(&self) -> usize {
+        self.lineage.len()
+    }
+
+    /// Whether `tgid` descends from the main process, as of the last event read.
+    pub fn in_lineage(&self, tgid: i32) -> bool {
+        self.lineage.contains(&tgid)
+    }
+
+    /// The socket, for a caller that must wake at each fork (a process limit to enforce).
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 
     /// Reads every queued event.
@@ -177,6 +205,9 @@ impl Connector {
                 {
                     self.forked += 1;
                     self.peak = self.peak.max(self.lineage.len());
+                    if let Some(n) = self.newborns.as_mut() {
+                        n.push(child_tgid);
+                    }
                 }
             }
             Some(PROC_EVENT_EXIT) => {

@@ -296,15 +296,43 @@ impl Tracker {
     /// walk and the end, so a fork-heavy job (or machine) does not wake proc_box twice per fork.
     pub fn set_connector(&mut self, mut c: connector::Connector) {
         c.seed(self.main_pid);
+        if self.pids_limit.is_some() {
+            c.keep_newborns();
+        }
         c.drain();
         self.connector = Some(c);
     }
 
-    /// Reads the queued process events.
+    /// The events connector's socket where a process limit must be enforced at each fork
+    /// (subreaper mode with `--pids-limit`): the loop then wakes on it.
+    pub fn fork_events_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.connector.as_ref().filter(|_| self.pids_limit.is_some()).map(connector::Connector::fd)
+    }
+
+    /// Reads the queued process events. With `--pids-limit`, every process forked past the
+    /// limit gets SIGKILL at once, newest first: the cap holds at the fork, not at a tick.
     pub fn process_events(&mut self) {
-        if let Some(c) = self.connector.as_mut() {
-            c.drain();
+        let (limit, self_pid) = (self.pids_limit, self.self_pid);
+        let Some(c) = self.connector.as_mut() else { return };
+        c.drain();
+        let Some(limit) = limit else { return };
+        let newborns = c.take_newborns();
+        let excess = c.live().saturating_sub(limit);
+        if excess == 0 {
+            return;
         }
+        for &pid in newborns.iter().rev().take(excess) {
+            // A pid from an event may be reused once its process is reaped: the pidfd is taken
+            // first, then the process is checked to be still ours (its parent in the tree).
+            let Ok(fd) = PidFd::open(pid) else { continue };
+            let ours = Process::new(pid)
+                .and_then(|p| p.stat())
+                .is_ok_and(|st| st.ppid == self_pid || c.in_lineage(st.ppid));
+            if ours && fd.signal(Sig::KILL).is_ok() {
+                crate::debug!("pid {pid} passed --pids-limit: killed at its fork event");
+            }
+        }
+        self.over_limit = true;
     }
 
     /// The most processes alive at once: in ptrace mode from the fork events and the waits; in
