@@ -233,6 +233,9 @@ impl Emitter {
                     if let Err(e) = spool.sync(&claim) {
                         crate::warn!("cannot sync the spooled summary: {e}");
                     }
+                    // It stays, so the spool grew: keep it bounded (this summary, held, is
+                    // never the one dropped).
+                    amqp.trim();
                     crate::error!(
                         "the summary was not delivered ({why}); spooled to {} for 'proc_boxctl flush' or the \
                          next proc_box run",

@@ -1170,6 +1170,22 @@ fn the_spool_is_bounded_and_names_what_it_drops() {
     for id in ["old3", "old4", "new"] {
         assert!(bodies.iter().any(|b| b.contains(&format!("\"box_id\":\"{id}\""))), "{id} kept: {bodies:?}");
     }
+    // A short job whose summary stays keeps the bound at its end, its own summary kept.
+    let out = scene
+        .command(&["--uri", "amqp://127.0.0.1:1", "--id", "short", "--spool-dir", s, "true"])
+        .env("PBOX_SPOOL_MAX_FILES", "2")
+        .run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dropped the 2 oldest") && err.contains("(box old3)") && err.contains("(box old4)"),
+        "{err}"
+    );
+    let bodies: Vec<String> = spooled(&spool)
+        .iter()
+        .map(|f| read_json(&spool.join(f))["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert!(bodies.iter().any(|b| b.contains("\"box_id\":\"short\"")), "{bodies:?}");
 }
 
 #[test]

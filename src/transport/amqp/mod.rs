@@ -134,6 +134,8 @@ pub enum Delivery {
 const CONNECT_GRACE: Duration = Duration::from_millis(100);
 /// How often the end's waits look at signals.
 const SLICE: Duration = Duration::from_millis(20);
+/// When a running box keeps the spool within its bounds.
+const TRIM_AFTER: Duration = Duration::from_secs(1);
 
 /// The box's end, as far as the broker is concerned: its deadlines, fixed once.
 pub struct Ending {
@@ -152,11 +154,16 @@ pub struct Amqp {
     stats_key: String,
     spool_dir: PathBuf,
     destinations: Vec<spool::Destination>,
+    bounds: spool::Bounds,
+    /// The spool has been trimmed this run (or is being).
+    trimmed: Arc<AtomicBool>,
 }
 
 impl Amqp {
     /// Starts the AMQP thread. It connects in the background: a broker that is down, slow or
-    /// refusing never delays the job. A second thread keeps the spool within its bounds.
+    /// refusing never delays the job. A second thread keeps the spool within its bounds, once
+    /// the job has lived [`TRIM_AFTER`]: a short job, whose summary is delivered, never pays
+    /// for listing the spool; one whose summary stays trims at its end ([`Amqp::trim`]).
     pub fn start(settings: Settings, inbox: Inbox) -> std::io::Result<Amqp> {
         let (wake, woken) = flume::bounded(1);
         let (hurry, hurried) = flume::bounded(1);
@@ -179,12 +186,16 @@ impl Amqp {
             stats_key: settings.stats_key.clone(),
             spool_dir: settings.spool_dir.clone(),
             destinations: settings.brokers.destinations(),
+            bounds: settings.bounds,
+            trimmed: Arc::new(AtomicBool::new(false)),
         };
-        let (dir, bounds) = (settings.spool_dir.clone(), settings.bounds);
-        std::thread::Builder::new()
-            .name("spool".into())
-            .stack_size(crate::stack::PLAIN)
-            .spawn(move || trim(&dir, bounds))?;
+        let (dir, bounds, done) = (settings.spool_dir.clone(), settings.bounds, amqp.trimmed.clone());
+        std::thread::Builder::new().name("spool".into()).stack_size(crate::stack::PLAIN).spawn(move || {
+            std::thread::sleep(TRIM_AFTER);
+            if !done.swap(true, Ordering::SeqCst) {
+                trim(&dir, bounds);
+            }
+        })?;
         crate::stack::one_executor_thread();
         // This thread drops what lapin parsed: the same bound as lapin's own threads.
         std::thread::Builder::new().name("amqp".into()).stack_size(crate::stack::AMQP).spawn(move || {
@@ -326,12 +337,22 @@ impl Amqp {
         dir.write(&spool::Entry::new(&self.exchange, &self.stats_key, &self.destinations, msg))
     }
 
+    /// Keeps the spool within its bounds now, unless done already this run: the end's share
+    /// when the summary stays in the spool (the spool grows only then).
+    pub fn trim(&self) {
+        if !self.trimmed.swap(true, Ordering::SeqCst) {
+            // The room a trim leaves for this run's summary is taken already.
+            let bounds = spool::Bounds { files: self.bounds.files.saturating_add(1), ..self.bounds };
+            trim(&self.spool_dir, bounds);
+        }
+    }
+
     pub fn spool_dir(&self) -> &Path {
         &self.spool_dir
     }
 }
 
-/// Keeps the spool within its bounds, in the background at start: says what was dropped.
+/// Keeps the spool within its bounds; says what was dropped.
 pub fn trim(dir: &Path, bounds: spool::Bounds) {
     let dropped = match spool::Spool::open(dir, false).and_then(|s| s.map(|s| s.trim(bounds)).transpose()) {
         Ok(d) => d.unwrap_or_default(),
