@@ -190,12 +190,14 @@ impl Amqp {
             trimmed: Arc::new(AtomicBool::new(false)),
         };
         let (dir, bounds, done) = (settings.spool_dir.clone(), settings.bounds, amqp.trimmed.clone());
-        std::thread::Builder::new().name("spool".into()).stack_size(crate::stack::PLAIN).spawn(move || {
-            std::thread::sleep(TRIM_AFTER);
-            if !done.swap(true, Ordering::SeqCst) {
-                trim(&dir, bounds);
-            }
-        })?;
+        std::thread::Builder::new().name("spool".into()).stack_size(crate::stack::PLAIN).spawn(
+            move || {
+                std::thread::sleep(TRIM_AFTER);
+                if !done.swap(true, Ordering::SeqCst) {
+                    trim(&dir, bounds);
+                }
+            },
+        )?;
         crate::stack::one_executor_thread();
         // This thread drops what lapin parsed: the same bound as lapin's own threads.
         std::thread::Builder::new().name("amqp".into()).stack_size(crate::stack::AMQP).spawn(move || {
