@@ -46,8 +46,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long a sample's confirm may take when `msgtimeout` is 0 (no limit): a sample must not
 /// hold the session for ever, and is resent after a reconnect anyway.
 const SAMPLE_CONFIRM: Duration = Duration::from_secs(30);
-/// How long a session serves before it sends the spool of earlier runs.
-const SPOOL_AFTER: Duration = Duration::from_secs(1);
 /// The pace of attempts once the job has ended: the end waits for a lost connection only
 /// for a few seconds.
 const ENDING_RETRY: Duration = Duration::from_millis(250);
@@ -300,6 +298,7 @@ impl Task {
         }
         // The spool goes beside the session, never ahead of control or of this run's summary.
         let stop = Cell::new(false);
+        let (ready, ready_rx) = flume::bounded(1);
         let sent = Cell::new(self.spool_sent);
         let (dir, limit, here) =
             (self.settings.spool_dir.clone(), self.settings.msgtimeout, link::destination(uri));
@@ -307,14 +306,15 @@ impl Task {
             if sent.get() {
                 return std::future::pending().await;
             }
-            // A short job ends before this: it costs neither it nor the broker anything.
-            async_io::Timer::after(SPOOL_AFTER).await;
+            // After control is served: a short job ends before, and costs neither itself nor
+            // the broker anything for it.
+            let _ = ready_rx.recv_async().await;
             if send_spool(conn, dir, here, limit, &stop).await {
                 sent.set(true);
             }
             std::future::pending().await
         };
-        let result = or(self.serve_loop(conn, publish, events, &stop, served), spool).await;
+        let result = or(self.serve_loop(conn, publish, events, &stop, &ready, served), spool).await;
         self.spool_sent = sent.get();
         result
     }
@@ -327,6 +327,7 @@ impl Task {
         publish: Channel,
         events: impl futures_lite::Stream<Item = Event>,
         stop: &Cell<bool>,
+        control_ready: &flume::Sender<()>,
         served: &mut bool,
     ) -> Result<(), Failure> {
         *served = true;
@@ -388,6 +389,7 @@ impl Task {
                     .await
                     .inspect_err(|_| *served = false)?; // a set-up step failed
                     control = Some(q);
+                    let _ = control_ready.try_send(());
                     crate::debug!("AMQP: control keys bound: {}", s.bind_keys.join(", "));
                 }
                 Wake::Delivery(Some(Ok(d))) => self.on_delivery(*d).await?,
