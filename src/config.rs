@@ -265,11 +265,6 @@ impl Config {
         };
         let matches = Config::command().try_get_matches_from(args).map_err(outcome)?;
         let mut config = <Config as clap::FromArgMatches>::from_arg_matches(&matches).map_err(outcome)?;
-        // `-generate X` (the Go spelling) or `--generate=X`: clap lets an exclusive option
-        // through without the command, so it is answered here, never run as an empty box.
-        if let Some(what) = &config.generate {
-            return Err(generate(what));
-        }
         config.stdoutlimit_set =
             matches.value_source("stdoutlimit").is_some_and(|s| s != clap::parser::ValueSource::DefaultValue);
         // `-generate man` (the Go spelling) reaches clap, which takes it alone, with no command.
