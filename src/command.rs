@@ -1,4 +1,5 @@
-//! Control commands (contract §3): bytes → [`Command`], and [`Reply`] → bytes.
+//! Control commands (the JSON language of the socket and AMQP, fixed by the public interface):
+//! bytes → [`Command`], and [`Reply`] → bytes.
 //!
 //! Shared by every transport, so the socket and AMQP accept exactly the same language.
 
@@ -187,7 +188,7 @@ fn command_of(map: &[(String, Value)]) -> Result<Command, Rejected> {
     }
 }
 
-/// The answer to one command (contract §3).
+/// The answer to one command: `{"ok", "command", "error", "state"}`.
 #[derive(Debug, Serialize)]
 pub struct Reply {
     pub ok: bool,

@@ -1,6 +1,6 @@
 //! Command line and environment → one [`Config`].
 //!
-//! Three spellings must work for every long option (contract §1): `--name VALUE`,
+//! Three spellings must work for every long option: `--name VALUE`,
 //! `--name=VALUE`, and the Go tool's `-name VALUE` / `-name=VALUE`. The Go form is rewritten to
 //! the double-dash form before clap sees it, using clap's own list of long options, so that the
 //! table of options lives in one place. Every option also reads `PBOX_<NAME>`.
@@ -476,7 +476,7 @@ impl Config {
         }))
     }
 
-    /// The box id (contract §3): `--id`, else the scheduler's job id, else `<hostname>-<pid>`.
+    /// The box id: `--id`, else the scheduler's job id, else `<hostname>-<pid>`.
     pub fn box_id(&self, hostname: &str) -> String {
         if let Some(id) = self.id.as_deref().filter(|s| !s.is_empty()) {
             return id.to_owned();

@@ -16,7 +16,7 @@ use std::os::fd::AsRawFd;
 use std::time::Instant;
 use std::time::SystemTime;
 
-/// proc_box's own failure before the command ran (contract §2).
+/// proc_box's own failure before the command ran: exit status 125, as `timeout(1)`'s.
 const SETUP_FAILED: i32 = 125;
 
 /// Captures the inherited signal dispositions before Rust's runtime changes SIGPIPE.

@@ -1,4 +1,4 @@
-//! Go-style durations and 1024-based sizes, as the contract (§1) spells them.
+//! Go-style durations and 1024-based sizes, as the Go tool's scripts spell them.
 //!
 //! Written here rather than taken from a crate: Go's grammar (`1.5h`, `1m30s`, `500ms`, a bare
 //! number meaning seconds) is not what `humantime` and friends accept, and scripts written for

@@ -1,4 +1,4 @@
-//! The command line, the environment and exit statuses (contract §1 and §2).
+//! The command line, the environment and exit statuses.
 
 mod common;
 

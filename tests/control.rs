@@ -1,4 +1,4 @@
-//! The local control socket (contract §3): every command, the timer, and bad input.
+//! The local control socket : every command, the timer, and bad input.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The `sample` and `summary` messages (contract §4), as serde types. The same objects go to
+//! The `sample` and `summary` messages (fields fixed by the public interface), as serde types. The same objects go to
 //! the local sinks and, later, to the broker.
 
 use super::Totals;

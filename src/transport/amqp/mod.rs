@@ -1,4 +1,4 @@
-//! AMQP: control commands in, samples and the summary out (contract §3–§4).
+//! AMQP: control commands in, samples and the summary out.
 //!
 //! All network work runs on one thread of its own, under async-global-executor. The event
 //! loop never waits on it: commands reach the loop through its [`Inbox`], and samples leave
@@ -43,7 +43,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The control keys of contract §3.
+    /// The control keys: every key of `rkey` (broadcast), then `<first rkey>.<box id>`.
     pub fn keys(rkey: &str, box_id: &str) -> Vec<String> {
         let mut keys: Vec<String> =
             rkey.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect();
