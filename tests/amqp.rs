@@ -1288,8 +1288,11 @@ fn the_deepest_header_the_broker_passes_crashes_no_box_and_no_watch() {
     for (id, _) in &boxes {
         bus.wait_for_box(id);
     }
-    // The publisher writes frames itself: a library client would recurse to serialize them.
-    let mut raw = Raw::connect(u32::MAX).unwrap();
+    // The publisher is another broker user, as anyone on a shared broker may be, allowed only to
+    // publish to amq.topic; it writes frames itself: a library client would recurse to
+    // serialize them.
+    let hostile = BrokerUser::new("deep", "^$", "^amq\\.topic$", "^$");
+    let mut raw = Raw::connect_as(&hostile.name, "pw", u32::MAX).unwrap();
     assert!(raw.frame_max >= 128 * 1024, "the broker's frame_max is {}", raw.frame_max);
     // At most the 128 KiB a box's client can hold whole (RabbitMQ's default limit, as here).
     let frame = raw.frame_max.min(128 * 1024) as usize;

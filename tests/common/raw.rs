@@ -71,6 +71,11 @@ impl Raw {
     /// Logs in as guest on vhost `/` of 127.0.0.1:5672, asking for `frame_max` (the broker
     /// may lower it), and opens channel 1 in confirm mode.
     pub fn connect(frame_max: u32) -> std::io::Result<Raw> {
+        Raw::connect_as("guest", "guest", frame_max)
+    }
+
+    /// The same as another broker user.
+    pub fn connect_as(user: &str, password: &str, frame_max: u32) -> std::io::Result<Raw> {
         let stream = TcpStream::connect("127.0.0.1:5672")?;
         stream.set_read_timeout(Some(super::DEADLINE))?;
         stream.set_write_timeout(Some(super::DEADLINE))?;
@@ -80,7 +85,7 @@ impl Raw {
         let mut a = Vec::new();
         a.extend_from_slice(&0u32.to_be_bytes()); // client-properties: empty table
         shortstr(&mut a, "PLAIN");
-        longstr(&mut a, b"\0guest\0guest");
+        longstr(&mut a, format!("\0{user}\0{password}").as_bytes());
         shortstr(&mut a, "en_US");
         raw.send(METHOD, 0, &method(10, 11, &a))?;
         let tune = raw.expect(0, (10, 30))?;
