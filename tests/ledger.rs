@@ -659,6 +659,46 @@ fn postgres_going_away_during_ingest_loses_nothing() {
     drop(ledger);
 }
 
+/// A database that refuses every write for a reason of its own (read-only, as a standby is
+/// during a failover) is a database fault, not a bad summary: nothing is dead-lettered or
+/// acknowledged, and every summary is stored once it takes writes again.
+#[test]
+fn a_read_only_postgres_dead_letters_nothing() {
+    let scene = Scene::new("ledger-ro");
+    let pg = Pg::new("ro");
+    assert_eq!(status(&pg.url(5432))["rows"], 0);
+    let bus = Bus::new("ledgerro");
+    let queue = LedgerQueue { name: unique("q") };
+    let log = scene.dir.join("ledger.log");
+    let read_only = |on: bool| {
+        psql(&format!("ALTER DATABASE {} SET default_transaction_read_only = {on}", pg.name));
+        // Settings take effect in new sessions: end the ledger's.
+        psql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            pg.name
+        ));
+    };
+    let ledger = Ledger::start(&pg.url(5432), &bus, &queue.name, &[], &log);
+    wait_for("the ledger's binding", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("consuming").then_some(())
+    });
+    read_only(true);
+    publish_all(&bus, &goods("ro", 5));
+    // Until the ledger has met the refusal itself (past the lost session): it says why, with
+    // the database's own words, or, wrongly, dead-letters.
+    let text = wait_for("the ledger to meet the read-only database", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.contains("read-only transaction") || text.contains("dead-lettered")).then_some(text)
+    });
+    assert!(!text.contains("dead-lettered"), "{text}");
+    assert!(dead_letters(&queue.name).is_empty(), "{text}");
+    read_only(false);
+    wait_for("5 rows", || (status(&pg.url(5432))["rows"] == 5).then_some(()));
+    assert!(dead_letters(&queue.name).is_empty());
+    assert_eq!(status(&pg.url(5432))["dead_lettered"], 0);
+    drop(ledger);
+}
+
 /// Publishes summaries with confirms on `uri`, many in flight; a connection that fails is made
 /// again (through the next node of `uris`) and the unconfirmed ones are sent again, with the
 /// same `message_id`: the ledger must store them once.

@@ -19,19 +19,19 @@ pub struct Postgres {
 }
 
 /// Lost connections, a server shutting down, serialization failures: worth retrying.
+/// Only an error about the row itself (a data exception, class 22, or a constraint, class 23)
+/// makes a summary unstorable, to be dead-lettered. Anything else is about the database (down,
+/// read-only as a standby is, a lost privilege, a wrong login): retried, nothing acknowledged,
+/// so no bill is set aside for a fault that is not its own.
 fn classify(what: &str, e: postgres::Error) -> DbError {
-    let retry = match e.code() {
-        Some(c) => {
-            let c = c.code();
-            c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01" || c.starts_with("53")
-        }
-        None => true,
+    let code = e.code().map(|c| c.code().to_owned());
+    let m = match e.as_db_error() {
+        Some(db) => format!("{what}: {} (SQLSTATE {})", db.message(), db.code().code()),
+        None => format!("{what}: {e}"),
     };
-    let m = format!("{what}: {e}");
-    if retry {
-        DbError::Unavailable(m)
-    } else {
-        DbError::Fatal(m)
+    match code {
+        Some(c) if c.starts_with("22") || c.starts_with("23") => DbError::Fatal(m),
+        _ => DbError::Unavailable(m),
     }
 }
 
@@ -52,7 +52,8 @@ impl Postgres {
     fn client(&mut self) -> Result<&mut Client, DbError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             let c = self.config.connect(NoTls).map_err(|e| {
-                DbError::Unavailable(format!("cannot reach PostgreSQL at {}: {e}", self.shown))
+                let why = e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_owned());
+                DbError::Unavailable(format!("cannot reach PostgreSQL at {}: {why}", self.shown))
             })?;
             self.client = Some(c);
         }

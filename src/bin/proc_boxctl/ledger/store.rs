@@ -194,13 +194,23 @@ impl DbUrl {
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let url = match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s && url[s + 3..at].contains(':') => {
             let user = url[s + 3..at].split(':').next().unwrap_or_default();
             format!("{}{user}:***{}", &url[..s + 3], &url[at..])
         }
         _ => url.to_owned(),
-    }
+    };
+    // A password can also come as a query parameter (`?password=…`, `&password=…`).
+    let Some((base, query)) = url.split_once('?') else { return url };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 /// Opens (and creates or migrates) the database.
@@ -232,5 +242,19 @@ mod tests {
         assert!(DbUrl::parse(" ").is_err());
         assert!(DbUrl::parse("sqlite:").is_err());
         assert_eq!(DbUrl::parse("postgres://u:pw@h/d").unwrap().describe(), "postgres://u:***@h/d");
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn passwords_are_never_shown() {
+        assert_eq!(super::redact("postgres://u:s3cret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact("postgres://u@h/db?sslmode=disable&password=s3cret"),
+            "postgres://u@h/db?sslmode=disable&password=***"
+        );
+        assert_eq!(super::redact("postgres://u@h/db?PASSWORD=x"), "postgres://u@h/db?PASSWORD=***");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 }
