@@ -433,6 +433,16 @@ fn bad_database_urls_are_clear() {
     );
     let o = run(&["report", "--since", "soon", "--db", "/nonexistent-dir/x.sqlite"]);
     assert_eq!(o.status.code(), Some(2));
+    // A mistyped path is an error for the commands that only read, not a new empty ledger
+    // whose bill of nothing looks real; and nothing is created there.
+    let scene = Scene::new("ledger-typo");
+    let typo = scene.dir.join("typo").join("ledgr.sqlite");
+    for cmd in [&["report"][..], &["jobs"], &["ledger", "status"]] {
+        let o = run(&[cmd, &["--db", typo.to_str().unwrap()][..]].concat());
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("no ledger database at"), "{cmd:?}: {}", stderr(&o));
+    }
+    assert!(!scene.dir.join("typo").exists(), "a directory was made for the typo");
 }
 
 /// The broker side: a ledger queue of the test's own, deleted at the end.

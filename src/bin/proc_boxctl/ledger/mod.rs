@@ -34,6 +34,24 @@ impl DbArgs {
     fn open(&self) -> Result<Box<dyn store::Store>, Failed> {
         store::open(&self.url()?).map_err(db_failed)
     }
+
+    /// For the commands that only read (`status`, `report`, `jobs`): a SQLite file that is not
+    /// there is an error, not a new empty ledger whose bill of nothing looks like a real one.
+    fn open_existing(&self) -> Result<Box<dyn store::Store>, Failed> {
+        let url = self.url()?;
+        if let DbUrl::Sqlite(path) = &url {
+            if !path.exists() {
+                return Err(Failed::new(
+                    status::REFUSED,
+                    format!(
+                        "no ledger database at {}: check --db (or PBOX_DB), or fill it first with `proc_boxctl ledger import` or `ledger run`",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        store::open(&url).map_err(db_failed)
+    }
 }
 
 fn db_failed(e: DbError) -> Failed {
@@ -186,7 +204,7 @@ pub fn ledger(broker: &BrokerArgs, a: LedgerArgs) -> Result<u8, Failed> {
         }
         LedgerAction::Status(s) => {
             let url = s.db.url()?;
-            let st = s.db.open()?.status().map_err(db_failed)?;
+            let st = s.db.open_existing()?.status().map_err(db_failed)?;
             if s.format == "json" {
                 let v = serde_json::json!({
                     "database": url.describe(),
@@ -234,14 +252,14 @@ pub fn report(a: ReportArgs) -> Result<u8, Failed> {
         None => None,
     };
     let (since, until) = period(&a.period)?;
-    let jobs = a.db.open()?.jobs(since, until).map_err(db_failed)?;
+    let jobs = a.db.open_existing()?.jobs(since, until).map_err(db_failed)?;
     let r = report::build(&jobs, &keys, card.as_ref()).map_err(|e| Failed::new(status::REFUSED, e))?;
     out(&report::render(&r, card.as_ref(), a.format, since, until)).map(|_| status::OK)
 }
 
 pub fn jobs(a: JobsArgs) -> Result<u8, Failed> {
     let (since, until) = period(&a.period)?;
-    let jobs = a.db.open()?.jobs(since, until).map_err(db_failed)?;
+    let jobs = a.db.open_existing()?.jobs(since, until).map_err(db_failed)?;
     let keep = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| Some(w) == have);
     let jobs = jobs.into_iter().filter(|j| {
         keep(&a.user, report::user(j).as_deref())
