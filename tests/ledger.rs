@@ -445,6 +445,68 @@ fn bad_database_urls_are_clear() {
     assert!(!scene.dir.join("typo").exists(), "a directory was made for the typo");
 }
 
+/// What import is handed from outside: a FIFO (which would block for ever) and a device are
+/// refused at once; a line that is not UTF-8 costs that line only; a link in a spool directory
+/// is not followed.
+#[test]
+fn import_refuses_what_is_not_a_regular_file_and_a_bad_line_costs_one_line() {
+    let scene = Scene::new("ledger-hostile");
+    let db = sqlite(&scene);
+    let fifo = scene.dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mixed = scene.dir.join("stats.jsonl");
+    let mut bytes = b"{\"type\":\"sample\",\"note\":\"\xff\xfe\"}\n".to_vec();
+    let good = summary(
+        "hostile-1",
+        "a",
+        "u",
+        "h",
+        "2026-12-01T00:00:00.000000Z",
+        1.0,
+        (1.0, 0.0),
+        1,
+        (0, 0),
+        "exited",
+        0,
+    );
+    bytes.extend_from_slice(format!("{good}\n").as_bytes());
+    std::fs::write(&mixed, bytes).unwrap();
+    let spool = scene.dir.join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let outside = scene.dir.join("outside.json");
+    let other = summary(
+        "hostile-2",
+        "a",
+        "u",
+        "h",
+        "2026-12-01T00:00:00.000000Z",
+        1.0,
+        (1.0, 0.0),
+        1,
+        (0, 0),
+        "exited",
+        0,
+    );
+    std::fs::write(&outside, other.to_string()).unwrap();
+    std::os::unix::fs::symlink(&outside, spool.join("link.json")).unwrap();
+    let o = run(&[
+        "ledger",
+        "import",
+        "--db",
+        &db,
+        fifo.to_str().unwrap(),
+        "/dev/zero",
+        mixed.to_str().unwrap(),
+        spool.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(err.contains("stats.jsonl:1: not UTF-8 text"), "{err}");
+    assert!(stdout(&o).contains("1 new"), "{}\n{err}", stdout(&o));
+    assert_eq!(status(&db)["rows"], 1);
+}
+
 /// The broker side: a ledger queue of the test's own, deleted at the end.
 struct LedgerQueue {
     name: String,

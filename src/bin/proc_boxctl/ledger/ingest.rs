@@ -128,37 +128,64 @@ pub struct Totals {
 /// One line of a file (1-based) and what it held.
 type Line = (usize, Result<Parsed, String>);
 
-/// What one file holds: a [`Line`] per summary, sample or bad line.
+/// The whole of a regular file. Anything else (a FIFO, a device, a directory) is refused, not
+/// read: a FIFO would block the import for ever and `/dev/zero` would fill the memory.
+fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so that opening a FIFO with no writer returns at once, to be refused.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    if !f.metadata().map_err(|e| e.to_string())?.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
+/// What one file holds: a [`Line`] per summary, sample or bad line. A line that is not UTF-8
+/// is one bad line, not a bad file.
 fn read_file(path: &Path) -> Result<Vec<Line>, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+    let bytes = read_regular(path)?;
     // A spool entry or a pretty-printed summary: one JSON object in the whole file.
-    if let Ok(v) = serde_json::from_str::<Value>(&text) {
+    if let Some(v) = std::str::from_utf8(&bytes).ok().and_then(|t| serde_json::from_str::<Value>(t).ok()) {
         if let Some(body) = v.get("body").and_then(Value::as_str).filter(|_| v.get("exchange").is_some()) {
             // A spool entry: the summary is its body, as sent.
             return Ok(vec![(1, parse_text(body))]);
         }
         if v.get("type").is_some() {
+            let text = std::str::from_utf8(&bytes).unwrap_or_default();
             return Ok(vec![(1, parse(&v, text.trim()))]);
         }
     }
-    Ok(text
-        .lines()
+    Ok(bytes
+        .split(|&b| b == b'\n')
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| (i + 1, parse_text(l.trim())))
+        .filter(|(_, l)| !l.trim_ascii().is_empty())
+        .map(|(i, l)| {
+            let parsed = std::str::from_utf8(l)
+                .map_err(|_| "not UTF-8 text".to_owned())
+                .and_then(|t| parse_text(t.trim()));
+            (i + 1, parsed)
+        })
         .collect())
 }
 
-/// Spool entries (`<id>.json`, `<id>…deferred`), in name order; temporary files are skipped.
+/// Spool entries (`<id>.json`, `<id>…deferred`), in name order; temporary files are skipped,
+/// and so is a link (the spool itself never follows one).
 fn spool_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.path())
         .filter(|p| {
             let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            !n.starts_with('.') && (n.ends_with(".json") || n.ends_with(".deferred")) && p.is_file()
+            !n.starts_with('.') && (n.ends_with(".json") || n.ends_with(".deferred"))
         })
         .collect();
     files.sort();
