@@ -507,6 +507,43 @@ fn import_refuses_what_is_not_a_regular_file_and_a_bad_line_costs_one_line() {
     assert_eq!(status(&db)["rows"], 1);
 }
 
+/// One stored job whose cost is past what the arithmetic holds must not leave everybody else
+/// unbilled: the report bills the rest, names that job, and its status says so.
+#[test]
+fn a_job_that_cannot_be_priced_does_not_block_the_bill() {
+    let scene = Scene::new("ledger-big");
+    let db = sqlite(&scene);
+    let file = scene.dir.join("s.jsonl");
+    let ended = "2026-12-01T00:00:00.000000Z";
+    let normal = summary("fine-1", "a", "u", "h", ended, 3600.0, (3600.0, 0.0), 0, (0, 0), "exited", 0);
+    let mut big =
+        summary("huge-1", "b", "u", "h", ended, 999_999_999_999.0, (1.0, 0.0), 1, (0, 0), "exited", 0);
+    big["peak_pss_bytes"] = json!(i64::MAX);
+    std::fs::write(&file, format!("{normal}\n{big}\n")).unwrap();
+    let o = run(&["ledger", "import", "--db", &db, file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let card = scene.dir.join("rates.toml");
+    std::fs::write(&card, "currency = \"EUR\"\ncpu_hour = 1\ngib_hour = 0.004\njob = 0\nminimum = 0\n")
+        .unwrap();
+    let o = run(&[
+        "report",
+        "--db",
+        &db,
+        "--since",
+        "2026-11-30",
+        "--until",
+        "2026-12-02",
+        "--rates",
+        card.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not priced") && stderr(&o).contains("huge-1"), "{}", stderr(&o));
+    let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(rep.to_string().contains("1.00"), "the priced job's 1 CPU hour: {rep}");
+}
+
 /// The broker side: a ledger queue of the test's own, deleted at the end.
 struct LedgerQueue {
     name: String,

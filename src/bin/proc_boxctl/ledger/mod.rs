@@ -254,7 +254,12 @@ pub fn report(a: ReportArgs) -> Result<u8, Failed> {
     let (since, until) = period(&a.period)?;
     let jobs = a.db.open_existing()?.jobs(since, until).map_err(db_failed)?;
     let r = report::build(&jobs, &keys, card.as_ref()).map_err(|e| Failed::new(status::REFUSED, e))?;
-    out(&report::render(&r, card.as_ref(), a.format, since, until)).map(|_| status::OK)
+    out(&report::render(&r, card.as_ref(), a.format, since, until))?;
+    // The bill stands for every other job; the ones left out are named, and the status says so.
+    for why in &r.unpriced {
+        crate::eprintln_safe(&format!("proc_boxctl: not priced: {why}"));
+    }
+    Ok(if r.unpriced.is_empty() { status::OK } else { status::REFUSED })
 }
 
 pub fn jobs(a: JobsArgs) -> Result<u8, Failed> {

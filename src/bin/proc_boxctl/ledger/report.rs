@@ -298,6 +298,9 @@ pub struct Report {
     pub keys: Vec<Key>,
     pub groups: BTreeMap<Vec<String>, Sums>,
     pub total: Sums,
+    /// Jobs the card could not price (a cost past what the arithmetic holds), with why: left
+    /// out of the money, never a reason to bill nobody.
+    pub unpriced: Vec<String>,
 }
 
 /// Groups and sums `jobs`, pricing each with `card`.
@@ -305,17 +308,22 @@ pub fn build(jobs: &[Job], keys: &[Key], card: Option<&RateCard>) -> Result<Repo
     let need_labels = keys.iter().any(|k| matches!(k, Key::Label(_)));
     let mut groups: BTreeMap<Vec<String>, Sums> = BTreeMap::new();
     let mut total = Sums::default();
+    let mut unpriced = Vec::new();
     for j in jobs {
         let labels = if need_labels { serde_json::from_str(&j.labels).ok() } else { None };
         let group: Vec<String> = keys.iter().map(|k| k.value(j, &labels)).collect();
-        let cost = match card {
-            Some(c) => c.cost(j)?,
+        let cost = match card.map(|c| c.cost(j)) {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                unpriced.push(e);
+                0
+            }
             None => 0,
         };
         groups.entry(group).or_default().add(j, cost);
         total.add(j, cost);
     }
-    Ok(Report { keys: keys.to_vec(), groups, total })
+    Ok(Report { keys: keys.to_vec(), groups, total, unpriced })
 }
 
 fn time_text(us: Option<i64>) -> String {
