@@ -544,6 +544,29 @@ fn a_job_that_cannot_be_priced_does_not_block_the_bill() {
     assert!(rep.to_string().contains("1.00"), "the priced job's 1 CPU hour: {rep}");
 }
 
+/// Whatever a job put in its host name or labels, the tables and `jobs` lines carry no control
+/// character to the terminal: no escape sequence, no line split.
+#[test]
+fn report_and_jobs_escape_control_characters_from_jobs() {
+    let scene = Scene::new("ledger-esc");
+    let db = sqlite(&scene);
+    let file = scene.dir.join("s.jsonl");
+    let ended = "2026-12-01T00:00:00.000000Z";
+    let evil = "evil\u{1b}]0;pwned\u{7}\nnext";
+    let s = summary("esc-1", "a", "u", evil, ended, 1.0, (1.0, 0.0), 0, (0, 0), "exited", 0);
+    std::fs::write(&file, format!("{s}\n")).unwrap();
+    assert!(run(&["ledger", "import", "--db", &db, file.to_str().unwrap()]).status.success());
+    let period = ["--since", "2026-11-30", "--until", "2026-12-02"];
+    for args in [&["report", "--by", "host"][..], &["jobs"]] {
+        let o = run(&[args, &["--db", &db][..], &period[..]].concat());
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{args:?}: {text:?}");
+        assert!(text.contains("evil\\u{1b}"), "{args:?}: {text:?}");
+        assert!(!text.lines().any(|l| l.starts_with("next")), "{args:?}: a row was split: {text:?}");
+    }
+}
+
 /// The broker side: a ledger queue of the test's own, deleted at the end.
 struct LedgerQueue {
     name: String,

@@ -229,8 +229,8 @@ pub fn ledger(broker: &BrokerArgs, a: LedgerArgs) -> Result<u8, Failed> {
                 text += &format!(
                     "  {} {}: {}\n",
                     time_text(d.at_us),
-                    d.message_id.as_deref().unwrap_or("(no message_id)"),
-                    d.reason
+                    report::clean(d.message_id.as_deref().unwrap_or("(no message_id)")),
+                    report::clean(&d.reason)
                 );
             }
             out(&text).map(|_| status::OK)
@@ -279,8 +279,10 @@ pub fn jobs(a: JobsArgs) -> Result<u8, Failed> {
             text += &report::JOB_COLUMNS.join("|");
             text.push('\n');
             for j in jobs {
-                let cells: Vec<String> =
-                    report::job_cells(&j).into_iter().map(|c| c.replace(['|', '\n'], " ")).collect();
+                let cells: Vec<String> = report::job_cells(&j)
+                    .into_iter()
+                    .map(|c| report::clean(&c).replace('|', "\\|"))
+                    .collect();
                 text += &cells.join("|");
                 text.push('\n');
             }

@@ -449,8 +449,16 @@ pub fn render(
     }
 }
 
+/// Text that came from a job (a host name, a label, a user), safe for a terminal: control
+/// characters are escaped, so none can move the cursor, clear the screen or split a row.
+pub fn clean(text: &str) -> String {
+    text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect() } else { vec![c] }).collect()
+}
+
 /// Plain columns: keys left-aligned, figures right-aligned, a rule under the header.
 pub fn align(table: &[Vec<String>], left: usize) -> String {
+    let table: Vec<Vec<String>> = table.iter().map(|r| r.iter().map(|c| clean(c)).collect()).collect();
+    let table = &table[..];
     let cols = table.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| table.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
