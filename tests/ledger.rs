@@ -443,6 +443,18 @@ fn bad_database_urls_are_clear() {
         assert!(stderr(&o).contains("no ledger database at"), "{cmd:?}: {}", stderr(&o));
     }
     assert!(!scene.dir.join("typo").exists(), "a directory was made for the typo");
+    // A period that ends before it starts is a usage error, not an empty bill.
+    let o = run(&[
+        "report",
+        "--since",
+        "2026-12-01",
+        "--until",
+        "2026-11-01",
+        "--db",
+        "/nonexistent-dir/x.sqlite",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--until is before --since"), "{}", stderr(&o));
 }
 
 /// What import is handed from outside: a FIFO (which would block for ever) and a device are

@@ -239,8 +239,14 @@ pub fn ledger(broker: &BrokerArgs, a: LedgerArgs) -> Result<u8, Failed> {
 }
 
 fn period(p: &PeriodArgs) -> Result<(Option<i64>, Option<i64>), Failed> {
-    report::period(p.since.as_deref(), p.until.as_deref(), store::now_us())
-        .map_err(|e| Failed::new(status::USAGE, e))
+    let (since, until) = report::period(p.since.as_deref(), p.until.as_deref(), store::now_us())
+        .map_err(|e| Failed::new(status::USAGE, e))?;
+    if let (Some(s), Some(u)) = (since, until) {
+        if u < s {
+            return Err(Failed::new(status::USAGE, "--until is before --since: the period is empty"));
+        }
+    }
+    Ok((since, until))
 }
 
 pub fn report(a: ReportArgs) -> Result<u8, Failed> {

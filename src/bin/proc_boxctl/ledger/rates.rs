@@ -218,7 +218,9 @@ impl RateCard {
         let picos = cpu.checked_add(gib).and_then(|s| s.checked_add(fee)).ok_or_else(too_large)?;
         let picos = div_even(picos.checked_mul(self.factor(&j.host)).ok_or_else(too_large)?, NANO);
         let unit = 10i128.pow(12 - self.decimals);
-        let minimum = div_even(p.minimum * 1000, unit);
+        // The least a job costs, in minor units: a minimum finer than the currency's unit is
+        // rounded up, so that no job is ever billed below it.
+        let minimum = (p.minimum * 1000 + unit - 1).div_euclid(unit);
         Ok(div_even(picos, unit).max(minimum))
     }
 
@@ -339,5 +341,13 @@ cpu_hour = "0.5"
         assert_eq!(card.format(card.cost(&job(1, 0, 1, "n1", 0)).unwrap()), "0.01");
         assert!(RateCard::parse("currency = \"EUR\"\ncpu_hour = 1\ngib_hour = 0\nbogus = 1\n").is_err());
         assert!(RateCard::parse("currency = \"EUR\"\ncpu_hour = -1\ngib_hour = 0\n").is_err());
+    }
+
+    #[test]
+    fn a_minimum_finer_than_the_unit_is_rounded_up() {
+        let card =
+            RateCard::parse("currency = \"EUR\"\ncpu_hour = 0\ngib_hour = 0\njob = 0\nminimum = 0.005\n")
+                .unwrap();
+        assert_eq!(card.format(card.cost(&job(1, 0, 0, "h", 0)).unwrap()), "0.01");
     }
 }
