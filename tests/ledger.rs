@@ -579,6 +579,25 @@ fn report_and_jobs_escape_control_characters_from_jobs() {
     }
 }
 
+/// A row PostgreSQL refuses for its own data (a NUL in a text) costs that row only, named by
+/// file and line: the batch around it is stored.
+#[test]
+fn a_row_postgres_refuses_costs_only_that_row_on_import() {
+    let scene = Scene::new("ledger-pgrow");
+    let pg = Pg::new("pgrow");
+    let file = scene.dir.join("s.jsonl");
+    let ended = "2026-12-01T00:00:00.000000Z";
+    let good = summary("pgrow-1", "a", "u", "h", ended, 1.0, (1.0, 0.0), 0, (0, 0), "exited", 0);
+    let bad = summary("pgrow-2", "a", "u", "h", ended, 1.0, (1.0, 0.0), 0, (0, 0), "exited\u{0}", 0);
+    let also = summary("pgrow-3", "a", "u", "h", ended, 1.0, (1.0, 0.0), 0, (0, 0), "exited", 0);
+    std::fs::write(&file, format!("{good}\n{bad}\n{also}\n")).unwrap();
+    let o = run(&["ledger", "import", "--db", &pg.url(5432), file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("s.jsonl:2: the database refused it"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("2 new"), "{}", stdout(&o));
+    assert_eq!(status(&pg.url(5432))["rows"], 2);
+}
+
 /// The broker side: a ledger queue of the test's own, deleted at the end.
 struct LedgerQueue {
     name: String,

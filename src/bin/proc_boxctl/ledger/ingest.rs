@@ -201,15 +201,41 @@ pub fn import(
 ) -> Result<Totals, super::store::DbError> {
     const BATCH: usize = 1000;
     let mut t = Totals::default();
-    let mut batch = Vec::new();
-    let flush = |batch: &mut Vec<Job>, t: &mut Totals, store: &mut dyn Store| {
+    // Each job with where it came from (`path:line`), to name it if the database refuses it.
+    let mut batch: Vec<(Job, String)> = Vec::new();
+    let flush = |batch: &mut Vec<(Job, String)>,
+                 t: &mut Totals,
+                 store: &mut dyn Store,
+                 complain: &mut dyn FnMut(String)| {
         if batch.is_empty() {
             return Ok(());
         }
-        // The same message twice in one batch counts once.
-        let new = store.insert(batch, super::store::now_us())?;
-        t.new += new;
-        t.stored += batch.len() - new;
+        let jobs: Vec<Job> = batch.iter().map(|(j, _)| j.clone()).collect();
+        match store.insert(&jobs, super::store::now_us()) {
+            // The same message twice in one batch counts once.
+            Ok(new) => {
+                t.new += new;
+                t.stored += jobs.len() - new;
+            }
+            // One row the database refuses (its own data): the rest go in one by one, and only
+            // that one is rejected, by name. A database that is down or refuses all stops here.
+            Err(super::store::DbError::Fatal(_)) => {
+                for (job, origin) in batch.iter() {
+                    match store.insert(std::slice::from_ref(job), super::store::now_us()) {
+                        Ok(new) => {
+                            t.new += new;
+                            t.stored += 1 - new;
+                        }
+                        Err(super::store::DbError::Fatal(e)) => {
+                            complain(format!("{origin}: the database refused it: {e}"));
+                            t.rejected += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
         batch.clear();
         Ok::<_, super::store::DbError>(())
     };
@@ -235,7 +261,7 @@ pub fn import(
                 Ok(items) => {
                     for (line, item) in items {
                         match item {
-                            Ok(Parsed::Job(j)) => batch.push(*j),
+                            Ok(Parsed::Job(j)) => batch.push((*j, format!("{}:{line}", file.display()))),
                             Ok(Parsed::Other) => t.skipped += 1,
                             Err(e) => {
                                 complain(format!("{}:{line}: {e}", file.display()));
@@ -246,11 +272,11 @@ pub fn import(
                 }
             }
             if batch.len() >= BATCH {
-                flush(&mut batch, &mut t, store)?;
+                flush(&mut batch, &mut t, store, complain)?;
             }
         }
     }
-    flush(&mut batch, &mut t, store)?;
+    flush(&mut batch, &mut t, store, complain)?;
     Ok(t)
 }
 
