@@ -55,9 +55,28 @@ fn opt_text(v: Option<&Value>, field: &str) -> Option<String> {
 
 /// RFC 3339 UTC to microseconds since the epoch.
 pub fn parse_time_us(s: &str) -> Option<i64> {
-    let t = humantime::parse_rfc3339_weak(s).ok()?;
+    let s = s.trim();
+    // An RFC 3339 offset (`+02:00`, `-05:30`): humantime reads UTC only, so the time is read as
+    // UTC and the offset taken off.
+    let (base, offset_s) = match s.len().checked_sub(6).and_then(|i| s.get(i..).map(|tail| (i, tail))) {
+        Some((i, tail))
+            if (tail.starts_with('+') || tail.starts_with('-'))
+                && tail.as_bytes()[3] == b':'
+                && s.as_bytes().get(i.wrapping_sub(3)).is_some_and(|&b| b == b':') =>
+        {
+            let h: i64 = tail[1..3].parse().ok()?;
+            let m: i64 = tail[4..6].parse().ok()?;
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let sign = if tail.starts_with('-') { -1 } else { 1 };
+            (&s[..i], sign * (h * 3600 + m * 60))
+        }
+        _ => (s, 0),
+    };
+    let t = humantime::parse_rfc3339_weak(base.trim_end_matches(['Z', 'z'])).ok()?;
     let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
-    i64::try_from(d.as_micros()).ok()
+    i64::try_from(d.as_micros()).ok()?.checked_sub(offset_s * 1_000_000)
 }
 
 /// One summary object (with `raw` its text as received).
@@ -320,5 +339,16 @@ mod tests {
         }
         assert!(matches!(parse(&serde_json::json!({"type": "sample"}), ""), Ok(Parsed::Other)));
         assert!(parse_text("{nope").err().unwrap().contains("bad JSON"));
+    }
+
+    #[test]
+    fn rfc3339_times_with_offsets() {
+        let utc = parse_time_us("2026-11-15T08:00:00Z").unwrap();
+        assert_eq!(parse_time_us("2026-11-15T10:00:00+02:00"), Some(utc));
+        assert_eq!(parse_time_us("2026-11-15T03:00:00-05:00"), Some(utc));
+        assert_eq!(parse_time_us("2026-11-15T08:00:00.000000Z"), Some(utc));
+        assert_eq!(parse_time_us("2026-11-15T08:00:00+00:00"), Some(utc));
+        assert_eq!(parse_time_us("2026-11-15T08:00:00+25:00"), None);
+        assert_eq!(parse_time_us("yesterday"), None);
     }
 }
