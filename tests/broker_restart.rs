@@ -35,10 +35,11 @@ fn private_node() -> std::sync::MutexGuard<'static, ()> {
     guard
 }
 
-/// rabbitmqctl against the private node only.
-fn rabbitmqctl(args: &[&str]) {
-    let out = cluster().args(["ctl", "0"]).args(args).output().expect("scripts/cluster ctl");
-    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+/// `scripts/cluster VERB 0`: pause, resume or kick the private lone node, which the script
+/// refuses to do to any node it did not start.
+fn private(verb: &str) {
+    let out = cluster().args([verb, "0"]).output().expect("scripts/cluster");
+    assert!(out.status.success(), "scripts/cluster {verb} 0: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Starts the private node's broker again when a test ends, failed or not.
@@ -46,8 +47,7 @@ struct Restart;
 
 impl Drop for Restart {
     fn drop(&mut self) {
-        let _ = cluster().args(["ctl", "0", "start_app"]).output();
-        let _ = cluster().args(["ctl", "0", "await_startup"]).output();
+        let _ = cluster().args(["resume", "0"]).output();
     }
 }
 
@@ -93,7 +93,7 @@ fn closing_every_connection_mid_job_loses_nothing() {
     let mut bus = bus;
     bus.wait_for_box("cl");
     let before = bus.command(Some("cl"), "sample", &[])["sample"].clone();
-    rabbitmqctl(&["close_all_connections", "proc_box test"]);
+    private("kick");
     // The test's own connection went too: attach again on the same keys.
     drop(bus);
     let mut bus = Bus::attach_to(URI, rkey, skey);
@@ -120,24 +120,22 @@ fn a_broker_down_at_start_and_restarted_mid_job_harms_nothing() {
     let (rkey, skey) = (bus.rkey.clone(), bus.skey.clone());
     drop(bus);
 
-    rabbitmqctl(&["stop_app"]);
+    private("pause");
     let mut child = start(&scene, &rkey, &skey, "rs");
     wait_for("the box to say the broker is away", || {
         stderr_of(&scene, "rs").contains("cannot reach").then_some(())
     });
-    rabbitmqctl(&["start_app"]);
-    rabbitmqctl(&["await_startup"]);
+    private("resume");
     let mut bus = Bus::attach_to(URI, rkey.clone(), skey.clone());
     bus.wait_for_box("rs");
 
-    rabbitmqctl(&["stop_app"]);
+    private("pause");
     drop(bus);
     wait_for("the box to see the broker go", || {
         stderr_of(&scene, "rs").contains("lost the broker").then_some(())
     });
     assert!(child.try_wait().unwrap().is_none(), "the job must keep running");
-    rabbitmqctl(&["start_app"]);
-    rabbitmqctl(&["await_startup"]);
+    private("resume");
     let mut bus = Bus::attach_to(URI, rkey, skey);
     bus.wait_for_box("rs");
     stop_and_count(&mut bus, &mut child, "rs");

@@ -980,13 +980,12 @@ fn cluster(args: &[&str]) -> Output {
         .expect("scripts/cluster")
 }
 
-/// Starts the stopped node's application again, whatever happens to the test.
+/// Starts the paused private node's broker again, whatever happens to the test.
 struct Restart(String);
 
 impl Drop for Restart {
     fn drop(&mut self) {
-        let _ = cluster(&["ctl", &self.0, "start_app"]);
-        let _ = cluster(&["ctl", &self.0, "await_startup"]);
+        let _ = cluster(&["resume", &self.0]);
     }
 }
 
@@ -1024,8 +1023,9 @@ fn the_node_leading_the_queue_stops_during_ingest_and_nothing_is_lost_or_duplica
     let bodies = numbered("fo", 0..3000);
     publish_confirmed(&others, &skey, &bodies[..1500]);
     let restart = Restart(leader.clone());
-    let o = cluster(&["ctl", &leader, "stop_app"]);
-    assert!(o.status.success(), "stop_app: {}", String::from_utf8_lossy(&o.stderr));
+    // Private node 1-3 of scripts/cluster, which refuses any other.
+    let o = cluster(&["pause", &leader]);
+    assert!(o.status.success(), "scripts/cluster pause {leader}: {}", String::from_utf8_lossy(&o.stderr));
     publish_confirmed(&others, &skey, &bodies[1500..]);
     let start = std::time::Instant::now();
     loop {
