@@ -484,8 +484,17 @@ impl EventLoop {
         self.outputs[i].bytes()
     }
 
+    /// A fork raises no signal: in subreaper mode a command or sample that comes between two
+    /// ticks would miss the newest children without a look of its own.
+    fn look(&mut self) {
+        if self.tracker.mode() == Mode::Subreaper {
+            self.tracker.scan(self.poll.registry());
+        }
+    }
+
     /// Emits a sample now; returns it.
     fn sample(&mut self) -> serde_json::Value {
+        self.look();
         let live = Live {
             state: self.policy.state_name(),
             elapsed: self.started.elapsed(),
@@ -794,6 +803,9 @@ impl EventLoop {
             }
         };
         let name = Some(cmd.name().to_owned());
+        if matches!(cmd, Command::Status) {
+            self.look();
+        }
         let mut sample = None;
         let result = match cmd {
             Command::Sample => {
