@@ -1,9 +1,7 @@
 //! Every escape trick, in both tracking modes: the box must hold, signal, suspend, resume and
 //! end every process, and leave nothing behind.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::Read;

@@ -1,9 +1,7 @@
 //! Whatever the host throws at the box around the job: a closed or stalled stderr, durations
 //! that cannot be represented.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 

@@ -1,9 +1,7 @@
 //! Accounting against ground truth: the kernel's own cgroup counters for CPU, known work for
 //! I/O, a shared mapping for PSS, and exact byte counts for stdout.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -3,10 +3,8 @@
 //! lone node on 5680), never to the shared broker the other tests use, so they run beside
 //! those; one at a time among themselves. Each leaves its node running, whatever happens.
 
-mod common;
-
-use common::bus::Bus;
-use common::*;
+use crate::common::bus::Bus;
+use crate::common::*;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, Once};
@@ -52,7 +50,7 @@ impl Drop for Restart {
 }
 
 fn start(scene: &Scene, rkey: &str, skey: &str, id: &str) -> Child {
-    let mut args = common::bus::args_on(URI, rkey, skey, id);
+    let mut args = crate::common::bus::args_on(URI, rkey, skey, id);
     let spool = scene.dir.join("spool").display().to_string();
     args.extend([
         "--spool-dir".into(),

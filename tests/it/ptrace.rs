@@ -1,8 +1,6 @@
 //! When ptrace is refused (seccomp, Yama), and jobs that want ptrace themselves.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::{Command, Stdio};
 
 /// proc_box under a seccomp filter that makes ptrace(2) fail with EPERM.

@@ -2,11 +2,9 @@
 //! 127.0.0.1:5432 (a role and database of the test's own), the real broker (queues and keys
 //! of the test's own), and real boxes producing the summaries.
 
-mod common;
-
-use common::bus::{Bus, URI};
-use common::proxy::Proxy;
-use common::{wait_for, Scene};
+use crate::common::bus::{Bus, URI};
+use crate::common::proxy::Proxy;
+use crate::common::{wait_for, Scene};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -778,7 +776,7 @@ fn a_ledger_killed_between_commit_and_ack_loses_and_duplicates_nothing() {
     });
     let bodies = goods("k", 120);
     publish_all(&bus, &bodies);
-    let st = common::wait_exit(&mut first.0);
+    let st = crate::common::wait_exit(&mut first.0);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(st.signal(), Some(9), "the fault point kills it");
     assert!(std::fs::read_to_string(&log1).unwrap().contains("committed"));

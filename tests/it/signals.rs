@@ -1,9 +1,7 @@
 //! The stop path under every signal number and odd inherited state: nothing may hang the box,
 //! and the job must see each signal exactly as it would unboxed.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::process::{Command, Stdio};
@@ -11,7 +9,7 @@ use std::time::Instant;
 
 /// The hostile launcher: SIGCHLD, SIGUSR2 and SIGPIPE ignored; SIGUSR1 and signal 40 blocked.
 /// (An ignored SIGINT is not the job's to inherit: proc_box gives the signals it handles and
-/// passes on back at their defaults, as timeout(1) does; `tests/cli.rs` covers that rule.)
+/// passes on back at their defaults, as timeout(1) does; `tests/it/cli.rs` covers that rule.)
 const ODD_STATE: [&str; 10] = ["-i", "17", "-i", "12", "-i", "13", "-b", "10", "-b", "40"];
 
 fn launched(scene: &Scene, state: &[&str], argv: &[&str]) -> Command {

@@ -1,8 +1,6 @@
 //! Interactive use under a real pseudo-terminal: reading the terminal, Ctrl-C, Ctrl-Z and fg.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use nix::pty::openpty;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};

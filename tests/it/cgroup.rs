@@ -2,9 +2,7 @@
 //! before exec, subreaper mode becomes exact with it, a SIGKILLed proc_box leaves nothing
 //! behind, and the cgroup is gone at the end however the box ended.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::PathBuf;
 use std::process::Stdio;
 

@@ -2,11 +2,9 @@
 //! test has its own routing keys, so these run side by side; the tests that disturb the
 //! broker itself are in `broker_restart.rs`, run alone after the rest.
 
-mod common;
-
-use common::bus::{Bus, URI};
-use common::proxy::{BlackHole, Proxy};
-use common::*;
+use crate::common::bus::{Bus, URI};
+use crate::common::proxy::{BlackHole, Proxy};
+use crate::common::*;
 use serde_json::Value;
 use std::process::{Child, Stdio};
 
@@ -463,8 +461,8 @@ fn a_fleet_given_one_uri_list_spreads_over_its_nodes() {
     // one; had all 16 boxes picked the same, the chance is 4 × 4^-16 < 1e-9.
     let scene = Scene::new("amqp-spread");
     let mut bus = Bus::new("spread");
-    let nodes: Vec<common::proxy::Proxy> =
-        (0..4).map(|_| common::proxy::Proxy::start("127.0.0.1:5672")).collect();
+    let nodes: Vec<crate::common::proxy::Proxy> =
+        (0..4).map(|_| crate::common::proxy::Proxy::start("127.0.0.1:5672")).collect();
     let list = nodes.iter().map(|p| p.uri()).collect::<Vec<_>>().join(",");
     let spool = scene.dir.join("spool");
     for i in 0..16 {
@@ -526,7 +524,7 @@ fn a_missing_exchange_or_a_forbidden_bind_is_said_once_and_retried_slowly() {
     {
         let scene = Scene::new(&format!("amqp-conf-{tag}"));
         // Through a relay of the test's own, which counts the box's connections.
-        let proxy = common::proxy::Proxy::start("127.0.0.1:5672");
+        let proxy = crate::common::proxy::Proxy::start("127.0.0.1:5672");
         let uri = match tag {
             "missing" => proxy.uri(),
             _ => user.uri(proxy.port),
@@ -1270,7 +1268,7 @@ fn watch_output(watch: &mut Child) -> String {
 /// boxes in both tracking modes and `watch` take it, and go on as if nothing happened.
 #[test]
 fn the_deepest_header_the_broker_passes_crashes_no_box_and_no_watch() {
-    use common::raw::{deep_headers, Outcome, Raw};
+    use crate::common::raw::{deep_headers, Outcome, Raw};
     let scene = Scene::new("amqp-deep");
     let mut bus = Bus::new("deep");
     // A key of its own: the test's own client must never take the deep header.
@@ -1302,11 +1300,11 @@ fn the_deepest_header_the_broker_passes_crashes_no_box_and_no_watch() {
         assert!(depth > 20_000, "{depth}");
         let body = br#"{"command":"status"}"#;
         assert_eq!(
-            raw.publish(common::bus::EXCHANGE, &bus.key(None), &props, body).unwrap(),
+            raw.publish(crate::common::bus::EXCHANGE, &bus.key(None), &props, body).unwrap(),
             Outcome::Routed
         );
         let key = format!("{watched}.deep");
-        assert_eq!(raw.publish(common::bus::EXCHANGE, &key, &props, b"{}").unwrap(), Outcome::Routed);
+        assert_eq!(raw.publish(crate::common::bus::EXCHANGE, &key, &props, b"{}").unwrap(), Outcome::Routed);
     }
     // Each box's queue had them ahead of this status. A header over the box's 4 KiB frames
     // makes the client library drop the connection once it has parsed it (the box then
@@ -1392,10 +1390,10 @@ fn a_huge_message_never_reaches_watch() {
 /// `send` takes it without overflowing, and ends with its own status for "no reply".
 #[test]
 fn a_deep_forged_reply_does_not_crash_send() {
-    use common::raw::{deep_headers, reply_address, with_correlation, Outcome, Raw};
+    use crate::common::raw::{deep_headers, reply_address, with_correlation, Outcome, Raw};
     let bus = Bus::new("deepreply");
     let mut spy = Raw::connect(u32::MAX).unwrap();
-    let queue = spy.bound_queue(common::bus::EXCHANGE, &bus.rkey).unwrap();
+    let queue = spy.bound_queue(crate::common::bus::EXCHANGE, &bus.rkey).unwrap();
     let send = std::process::Command::new(proc_boxctl())
         .args(["--uri", URI, "--rkey", &bus.rkey, "send", "--all", "--wait", "20s", "status"])
         .stdout(Stdio::piped())

@@ -1,8 +1,6 @@
 //! The command line, the environment and exit statuses.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::process::{Command, Output};

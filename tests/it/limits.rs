@@ -1,9 +1,7 @@
 //! Tree-wide limits, in both tracking modes: each ends the job with the graceful stop, the
 //! summary says `limit_*`, and nothing of the tree survives.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;

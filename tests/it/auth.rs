@@ -3,10 +3,8 @@
 //! or forge, and the broker permissions that keep them off a user's keys. Against the real
 //! broker and the real socket.
 
-mod common;
-
-use common::bus::{EXCHANGE, URI};
-use common::*;
+use crate::common::bus::{EXCHANGE, URI};
+use crate::common::*;
 use futures_lite::future::or;
 use futures_lite::StreamExt;
 use lapin::message::Delivery;

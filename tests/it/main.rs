@@ -1,0 +1,19 @@
+//! The integration tests: one binary, so that lapin, rustls and the rest are linked once.
+//! Each module runs the real binaries against real processes, brokers and databases.
+
+mod common;
+
+mod accounting;
+mod amqp;
+mod auth;
+mod broker_restart;
+mod cgroup;
+mod cli;
+mod control;
+mod escape;
+mod hardening;
+mod ledger;
+mod limits;
+mod ptrace;
+mod signals;
+mod terminal;
