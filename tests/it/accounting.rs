@@ -99,24 +99,26 @@ fn cpu_case(track: &str, shape: &str, n: u32, ms: u32) {
 }
 
 macro_rules! cpu_cases {
-    ($($name:ident: $shape:literal, $n:literal, $ms:literal, [$($track:literal),*];)*) => {$(
-        #[test]
-        fn $name() {
-            for track in [$($track),*] {
-                cpu_case(track, $shape, $n, $ms);
-            }
+    ($($name:ident: $shape:literal, $n:literal, $ms:literal, [$($track:ident),*];)*) => {$(
+        mod $name {
+            $(
+                #[test]
+                fn $track() {
+                    super::cpu_case(stringify!($track), $shape, $n, $ms);
+                }
+            )*
         }
     )*};
 }
 
 cpu_cases! {
-    cpu_of_children: "children", 3, 200, ["ptrace", "subreaper"];
-    cpu_of_daemonized_grandchildren: "daemons", 3, 200, ["ptrace", "subreaper"];
-    cpu_of_children_of_a_sigchld_ignoring_parent: "ignchld", 3, 200, ["ptrace"];
-    cpu_of_threaded_children_of_a_sigchld_ignoring_parent: "ignthreads", 2, 100, ["ptrace"];
-    cpu_of_children_of_an_sa_nocldwait_parent: "nocldwait", 3, 500, ["ptrace"];
-    cpu_of_a_fork_storm: "storm", 200, 2, ["ptrace", "subreaper"];
-    cpu_of_threads: "threads", 3, 200, ["ptrace", "subreaper"];
+    cpu_of_children: "children", 3, 200, [ptrace, subreaper];
+    cpu_of_daemonized_grandchildren: "daemons", 3, 200, [ptrace, subreaper];
+    cpu_of_children_of_a_sigchld_ignoring_parent: "ignchld", 3, 200, [ptrace];
+    cpu_of_threaded_children_of_a_sigchld_ignoring_parent: "ignthreads", 2, 100, [ptrace];
+    cpu_of_children_of_an_sa_nocldwait_parent: "nocldwait", 3, 500, [ptrace];
+    cpu_of_a_fork_storm: "storm", 200, 2, [ptrace, subreaper];
+    cpu_of_threads: "threads", 3, 200, [ptrace, subreaper];
 }
 
 /// `cargo run` and a shell's `exec` start proc_box in a process that has already reaped
@@ -254,63 +256,61 @@ fn pss_truth(pids: &[i32]) -> u64 {
 /// PSS is not a per-process constant: the owner of a 256 MiB shared mapping, measured while
 /// alone, holds a quarter of it once three sharers arrive, though nothing of its own moved.
 /// Samples and the peak follow the kernel's own smaps_rollup, read here at the same moment.
-#[test]
-fn pss_follows_sharers_that_arrive_after_the_owner() {
-    for track in MODES {
-        let s = Scene::new(&format!("pss-late-{track}"));
-        let sock = s.socket().display().to_string();
-        let summary = s.dir.join("summary.json");
-        let shm = fixture("shared_mem");
-        let mut child = s
-            .command(&[
-                "--track",
-                track,
-                "--control-socket",
-                &sock,
-                "--monitor",
-                "20ms",
-                "--summary-file",
-                summary.to_str().unwrap(),
-                "--",
-                shm.to_str().unwrap(),
-                "256",
-                "3",
-                "late",
-            ])
-            .spawn()
-            .unwrap();
-        wait_for("the owner to touch its mapping", || s.has_file("shm_owner.ready").then_some(()));
-        let mut ctl = Control::connect(&s.socket());
-        // The owner alone, read (and cached) by a sample and by monitor ticks.
-        let alone = ctl.ok("sample", &[])["sample"]["pss_bytes"].as_u64().unwrap();
-        assert!(alone >= 256 << 20, "{track}: the owner alone: PSS {alone}");
-        std::fs::write(s.dir.join("go.ready"), "1\n").unwrap();
-        for name in ["shm_main", "shm0", "shm1", "shm2"] {
-            wait_for(&format!("{name} to touch the mapping"), || {
-                s.has_file(&format!("{name}.ready")).then_some(())
-            });
-        }
-        let sample = ctl.ok("sample", &[])["sample"].clone();
-        let pids: Vec<i32> =
-            sample["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap() as i32).collect();
-        let truth = pss_truth(&pids);
-        let got = sample["pss_bytes"].as_u64().unwrap();
-        assert_eq!(pids.len(), 4, "{track}: {sample}");
-        let near = |a: u64, b: u64| a.abs_diff(b) <= (b / 50).max(4 << 20);
-        assert!(near(got, truth), "{track}: sample PSS {} MiB, kernel {} MiB", got >> 20, truth >> 20);
-        ctl.ok("stop", &[]);
-        assert_eq!(wait_exit(&mut child).code(), Some(143));
-        let peak = read_json(&summary)["peak_pss_bytes"].as_u64().unwrap();
-        // The true tree PSS never left about 256 MiB: the pages were shared, never copied.
-        assert!(
-            peak <= truth + (truth / 50).max(4 << 20),
-            "{track}: peak PSS {} MiB against the kernel's {} MiB",
-            peak >> 20,
-            truth >> 20
-        );
-        s.assert_no_survivors();
+fn pss_follows_sharers_that_arrive_after_the_owner(track: &str) {
+    let s = Scene::new(&format!("pss-late-{track}"));
+    let sock = s.socket().display().to_string();
+    let summary = s.dir.join("summary.json");
+    let shm = fixture("shared_mem");
+    let mut child = s
+        .command(&[
+            "--track",
+            track,
+            "--control-socket",
+            &sock,
+            "--monitor",
+            "20ms",
+            "--summary-file",
+            summary.to_str().unwrap(),
+            "--",
+            shm.to_str().unwrap(),
+            "256",
+            "3",
+            "late",
+        ])
+        .spawn()
+        .unwrap();
+    wait_for("the owner to touch its mapping", || s.has_file("shm_owner.ready").then_some(()));
+    let mut ctl = Control::connect(&s.socket());
+    // The owner alone, read (and cached) by a sample and by monitor ticks.
+    let alone = ctl.ok("sample", &[])["sample"]["pss_bytes"].as_u64().unwrap();
+    assert!(alone >= 256 << 20, "{track}: the owner alone: PSS {alone}");
+    std::fs::write(s.dir.join("go.ready"), "1\n").unwrap();
+    for name in ["shm_main", "shm0", "shm1", "shm2"] {
+        wait_for(&format!("{name} to touch the mapping"), || {
+            s.has_file(&format!("{name}.ready")).then_some(())
+        });
     }
+    let sample = ctl.ok("sample", &[])["sample"].clone();
+    let pids: Vec<i32> =
+        sample["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap() as i32).collect();
+    let truth = pss_truth(&pids);
+    let got = sample["pss_bytes"].as_u64().unwrap();
+    assert_eq!(pids.len(), 4, "{track}: {sample}");
+    let near = |a: u64, b: u64| a.abs_diff(b) <= (b / 50).max(4 << 20);
+    assert!(near(got, truth), "{track}: sample PSS {} MiB, kernel {} MiB", got >> 20, truth >> 20);
+    ctl.ok("stop", &[]);
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+    let peak = read_json(&summary)["peak_pss_bytes"].as_u64().unwrap();
+    // The true tree PSS never left about 256 MiB: the pages were shared, never copied.
+    assert!(
+        peak <= truth + (truth / 50).max(4 << 20),
+        "{track}: peak PSS {} MiB against the kernel's {} MiB",
+        peak >> 20,
+        truth >> 20
+    );
+    s.assert_no_survivors();
 }
+each_mode!(pss_follows_sharers_that_arrive_after_the_owner);
 
 #[test]
 fn peak_memory_catches_a_short_spike() {
@@ -664,8 +664,7 @@ fn a_shared_stderr_file_counts_the_jobs_bytes_not_proc_box_own_lines() {
 
 /// Every cumulative field of the samples never decreases, while children of an `SA_NOCLDWAIT`
 /// parent (auto-reaped, never waited for) burn, write and vanish under fast sampling.
-#[test]
-fn cumulative_sample_fields_never_decrease() {
+fn cumulative_sample_fields_never_decrease(track: &str) {
     const FIELDS: [&str; 9] = [
         "cpu_user_seconds",
         "cpu_system_seconds",
@@ -677,52 +676,51 @@ fn cumulative_sample_fields_never_decrease() {
         "stdout_bytes",
         "stderr_bytes",
     ];
-    for track in MODES {
-        for shape in ["nocldwait", "ignchld", "storm"] {
-            let s = Scene::new(&format!("monotonic-{shape}-{track}"));
-            let stats = s.dir.join("stats.jsonl");
-            let burn = fixture("burn");
-            let (n, ms) = if shape == "storm" { ("100", "5") } else { ("4", "250") };
-            let out = s
-                .command(&[
-                    "--track",
-                    track,
-                    "--sint",
-                    "100ms",
-                    "--monitor",
-                    "10ms",
-                    "--stats-file",
-                    stats.to_str().unwrap(),
-                    "--",
-                    burn.to_str().unwrap(),
-                    shape,
-                    n,
-                    ms,
-                ])
-                .env("BURN_WRITE_MB", "1")
-                .run();
-            assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-            let lines: Vec<Value> = std::fs::read_to_string(&stats)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .filter(|v: &Value| v["type"] == "sample")
-                .collect();
-            assert!(lines.len() >= 3, "{shape}/{track}: only {} samples", lines.len());
-            for f in FIELDS {
-                for w in lines.windows(2) {
-                    let (a, b) = (w[0][f].as_f64(), w[1][f].as_f64());
-                    assert!(
-                        b >= a,
-                        "{shape}/{track}: {f} went down from sample {} ({a:?}) to {} ({b:?})",
-                        w[0]["seq"],
-                        w[1]["seq"]
-                    );
-                }
+    for shape in ["nocldwait", "ignchld", "storm"] {
+        let s = Scene::new(&format!("monotonic-{shape}-{track}"));
+        let stats = s.dir.join("stats.jsonl");
+        let burn = fixture("burn");
+        let (n, ms) = if shape == "storm" { ("100", "5") } else { ("4", "250") };
+        let out = s
+            .command(&[
+                "--track",
+                track,
+                "--sint",
+                "100ms",
+                "--monitor",
+                "10ms",
+                "--stats-file",
+                stats.to_str().unwrap(),
+                "--",
+                burn.to_str().unwrap(),
+                shape,
+                n,
+                ms,
+            ])
+            .env("BURN_WRITE_MB", "1")
+            .run();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<Value> = std::fs::read_to_string(&stats)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &Value| v["type"] == "sample")
+            .collect();
+        assert!(lines.len() >= 3, "{shape}/{track}: only {} samples", lines.len());
+        for f in FIELDS {
+            for w in lines.windows(2) {
+                let (a, b) = (w[0][f].as_f64(), w[1][f].as_f64());
+                assert!(
+                    b >= a,
+                    "{shape}/{track}: {f} went down from sample {} ({a:?}) to {} ({b:?})",
+                    w[0]["seq"],
+                    w[1]["seq"]
+                );
             }
         }
     }
 }
+each_mode!(cumulative_sample_fields_never_decrease);
 
 /// A child that touches 1 GiB and exits at once: where the box has a memory cgroup (subreaper
 /// mode, with or without a memory limit), the summary carries the kernel's high-water mark of
@@ -767,31 +765,29 @@ fn kernel_tree_peak_of_a_brief_gibibyte() {
 /// Main, child and daemon are alive together only for that moment, and no walk is timed to
 /// see it; the fork and exit events (ptrace, or the events connector) are. Exactly three
 /// processes ever exist, so the peak is exactly three.
-#[test]
-fn processes_peak_counts_a_brief_overlap() {
-    for track in MODES {
-        let s = Scene::new(&format!("peak-daemon-{track}"));
-        let summary = s.dir.join("summary.json");
-        let daemon = fixture("daemon");
-        let out = s
-            .command(&[
-                "--track",
-                track,
-                "--monitor",
-                "1s",
-                "--summary-file",
-                summary.to_str().unwrap(),
-                "--",
-                daemon.to_str().unwrap(),
-                "exit",
-            ])
-            .run();
-        assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-        let v = read_json(&summary);
-        assert_eq!(v["processes_started"], 3, "{track}: {v}");
-        if v["processes_started_exact"] == true {
-            assert_eq!(v["processes_peak"], 3, "{track}: {v}");
-        }
-        s.assert_no_survivors();
+fn processes_peak_counts_a_brief_overlap(track: &str) {
+    let s = Scene::new(&format!("peak-daemon-{track}"));
+    let summary = s.dir.join("summary.json");
+    let daemon = fixture("daemon");
+    let out = s
+        .command(&[
+            "--track",
+            track,
+            "--monitor",
+            "1s",
+            "--summary-file",
+            summary.to_str().unwrap(),
+            "--",
+            daemon.to_str().unwrap(),
+            "exit",
+        ])
+        .run();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = read_json(&summary);
+    assert_eq!(v["processes_started"], 3, "{track}: {v}");
+    if v["processes_started_exact"] == true {
+        assert_eq!(v["processes_peak"], 3, "{track}: {v}");
     }
+    s.assert_no_survivors();
 }
+each_mode!(processes_peak_counts_a_brief_overlap);

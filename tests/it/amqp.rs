@@ -33,97 +33,94 @@ fn pids_of(reply: &Value) -> Vec<i32> {
     status_pids(&reply["state"])
 }
 
-#[test]
-fn every_command_works_over_amqp_with_replies() {
-    for mode in MODES {
-        let scene = Scene::new(&format!("amqp-all-{mode}"));
-        let mut bus = Bus::new("all");
-        let id = format!("all-{mode}");
-        let mut child = start(
-            &scene,
-            &bus,
-            &id,
-            &["--track", mode, "--sint", "1h"],
-            &["sh", "-c", "sleep 1000 & exec sleep 1000"],
-        );
-        bus.wait_for_box(&id);
-        let tree = wait_for("two processes", || {
-            let r = bus.command(Some(&id), "status", &[]);
-            (pids_of(&r).len() == 2).then(|| pids_of(&r))
-        });
+fn every_command_works_over_amqp_with_replies(mode: &str) {
+    let scene = Scene::new(&format!("amqp-all-{mode}"));
+    let mut bus = Bus::new("all");
+    let id = format!("all-{mode}");
+    let mut child = start(
+        &scene,
+        &bus,
+        &id,
+        &["--track", mode, "--sint", "1h"],
+        &["sh", "-c", "sleep 1000 & exec sleep 1000"],
+    );
+    bus.wait_for_box(&id);
+    let tree = wait_for("two processes", || {
+        let r = bus.command(Some(&id), "status", &[]);
+        (pids_of(&r).len() == 2).then(|| pids_of(&r))
+    });
 
-        let r = bus.command(Some(&id), "suspend", &[]);
-        assert_eq!(r["ok"], true, "{r}");
-        assert_eq!(r["state"]["state"], "suspended");
-        for &p in &tree {
-            wait_for(&format!("{p} stopped"), || is_stopped(p).then_some(()));
-        }
-        let r = bus.command(Some(&id), "resume", &[]);
-        assert_eq!(r["state"]["state"], "running", "{r}");
-        for &p in &tree {
-            wait_for(&format!("{p} running"), || (!is_stopped(p)).then_some(()));
-        }
-
-        let r = bus.command(Some(&id), "sample", &[]);
-        assert_eq!(r["ok"], true);
-        let seq = r["sample"]["seq"].as_u64().unwrap();
-        let sample = bus.wait_message("the sample", |m| {
-            m.iter().find(|m| m.body["type"] == "sample" && m.body["seq"] == seq).cloned()
-        });
-        assert_eq!(
-            sample.routing_key,
-            format!("{}.{}", bus.skey, nix::unistd::gethostname().unwrap().to_string_lossy())
-        );
-        assert_eq!(sample.kind().as_deref(), Some("sample"));
-        assert_eq!(sample.props.content_type().as_ref().unwrap().as_str(), "application/json");
-        assert_eq!(
-            sample.props.message_id().as_ref().unwrap().as_str(),
-            sample.body["message_id"].as_str().unwrap()
-        );
-        assert_eq!(sample.props.app_id().as_ref().unwrap().as_str(), "proc_box");
-        assert!(sample.props.timestamp().unwrap() > 1_700_000_000);
-        assert_eq!(sample.props.delivery_mode(), &Some(1));
-
-        let r = bus.command(Some(&id), "change_sample_rate", &["100ms"]);
-        assert_eq!(r["ok"], true, "{r}");
-        bus.wait_message("periodic samples", |m| {
-            (m.iter().filter(|m| m.body["type"] == "sample" && m.body["seq"].as_u64() > Some(seq)).count()
-                >= 3)
-                .then_some(())
-        });
-        assert_eq!(bus.command(Some(&id), "change_sample_rate", &["1h"])["ok"], true);
-
-        for t in ["timer_stop", "timer_resume", "timer_reset", "timer_start"] {
-            let r = bus.command(Some(&id), t, &[]);
-            assert_eq!(r["ok"], true, "{t}: {r}");
-            assert_eq!(r["command"], t);
-        }
-        assert_eq!(bus.command(Some(&id), "timer_stop", &[])["state"]["timer"]["enabled"], false);
-        assert_eq!(bus.command(Some(&id), "timer_start", &[])["state"]["timer"]["enabled"], true);
-
-        // A bad request gets a clear refusal, and nothing happens to the tree.
-        let r = bus.command(Some(&id), "kill", &["0"]);
-        assert_eq!(r["ok"], false, "{r}");
-        assert!(r["error"].as_str().unwrap().contains("signal"), "{r}");
-        assert_eq!(pids_of(&bus.command(Some(&id), "status", &[])), tree);
-
-        let r = bus.command(Some(&id), "stop", &[]);
-        assert_eq!(r["ok"], true, "{r}");
-        let st = wait_exit(&mut child);
-        assert_eq!(st.code(), Some(143));
-        let summary = bus.summary(&id);
-        assert_eq!(summary.body["reason"], "stopped");
-        assert_eq!(summary.body["exit_code"], 143);
-        assert_eq!(summary.props.delivery_mode(), &Some(2), "the summary is persistent");
-        assert_eq!(
-            summary.props.message_id().as_ref().unwrap().as_str(),
-            summary.body["message_id"].as_str().unwrap()
-        );
-        bus.drain();
-        assert_eq!(bus.summaries().len(), 1);
-        scene.assert_no_survivors();
+    let r = bus.command(Some(&id), "suspend", &[]);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["state"]["state"], "suspended");
+    for &p in &tree {
+        wait_for(&format!("{p} stopped"), || is_stopped(p).then_some(()));
     }
+    let r = bus.command(Some(&id), "resume", &[]);
+    assert_eq!(r["state"]["state"], "running", "{r}");
+    for &p in &tree {
+        wait_for(&format!("{p} running"), || (!is_stopped(p)).then_some(()));
+    }
+
+    let r = bus.command(Some(&id), "sample", &[]);
+    assert_eq!(r["ok"], true);
+    let seq = r["sample"]["seq"].as_u64().unwrap();
+    let sample = bus.wait_message("the sample", |m| {
+        m.iter().find(|m| m.body["type"] == "sample" && m.body["seq"] == seq).cloned()
+    });
+    assert_eq!(
+        sample.routing_key,
+        format!("{}.{}", bus.skey, nix::unistd::gethostname().unwrap().to_string_lossy())
+    );
+    assert_eq!(sample.kind().as_deref(), Some("sample"));
+    assert_eq!(sample.props.content_type().as_ref().unwrap().as_str(), "application/json");
+    assert_eq!(
+        sample.props.message_id().as_ref().unwrap().as_str(),
+        sample.body["message_id"].as_str().unwrap()
+    );
+    assert_eq!(sample.props.app_id().as_ref().unwrap().as_str(), "proc_box");
+    assert!(sample.props.timestamp().unwrap() > 1_700_000_000);
+    assert_eq!(sample.props.delivery_mode(), &Some(1));
+
+    let r = bus.command(Some(&id), "change_sample_rate", &["100ms"]);
+    assert_eq!(r["ok"], true, "{r}");
+    bus.wait_message("periodic samples", |m| {
+        (m.iter().filter(|m| m.body["type"] == "sample" && m.body["seq"].as_u64() > Some(seq)).count() >= 3)
+            .then_some(())
+    });
+    assert_eq!(bus.command(Some(&id), "change_sample_rate", &["1h"])["ok"], true);
+
+    for t in ["timer_stop", "timer_resume", "timer_reset", "timer_start"] {
+        let r = bus.command(Some(&id), t, &[]);
+        assert_eq!(r["ok"], true, "{t}: {r}");
+        assert_eq!(r["command"], t);
+    }
+    assert_eq!(bus.command(Some(&id), "timer_stop", &[])["state"]["timer"]["enabled"], false);
+    assert_eq!(bus.command(Some(&id), "timer_start", &[])["state"]["timer"]["enabled"], true);
+
+    // A bad request gets a clear refusal, and nothing happens to the tree.
+    let r = bus.command(Some(&id), "kill", &["0"]);
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("signal"), "{r}");
+    assert_eq!(pids_of(&bus.command(Some(&id), "status", &[])), tree);
+
+    let r = bus.command(Some(&id), "stop", &[]);
+    assert_eq!(r["ok"], true, "{r}");
+    let st = wait_exit(&mut child);
+    assert_eq!(st.code(), Some(143));
+    let summary = bus.summary(&id);
+    assert_eq!(summary.body["reason"], "stopped");
+    assert_eq!(summary.body["exit_code"], 143);
+    assert_eq!(summary.props.delivery_mode(), &Some(2), "the summary is persistent");
+    assert_eq!(
+        summary.props.message_id().as_ref().unwrap().as_str(),
+        summary.body["message_id"].as_str().unwrap()
+    );
+    bus.drain();
+    assert_eq!(bus.summaries().len(), 1);
+    scene.assert_no_survivors();
 }
+each_mode!(every_command_works_over_amqp_with_replies);
 
 #[test]
 fn kill_over_amqp_reaches_every_process() {

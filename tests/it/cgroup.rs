@@ -34,55 +34,51 @@ fn has_cgroups() -> bool {
     is_root() && std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
 }
 
-#[test]
-fn the_job_runs_in_the_box_cgroup_which_is_removed_at_the_end() {
+fn the_job_runs_in_the_box_cgroup_which_is_removed_at_the_end(mode: &str) {
     if !has_cgroups() {
         eprintln!("skipped: needs root and a cgroup v2 hierarchy");
         return;
     }
-    for mode in MODES {
-        for (job, code) in [
-            ("cat /proc/self/cgroup > $FIX_DIR/cgroup", 0),
-            ("cat /proc/self/cgroup > $FIX_DIR/cgroup; kill -SEGV $$", 139),
-        ] {
-            let scene = Scene::new(&format!("cg-{mode}"));
-            // ptrace mode joins its cgroup only when asked (it is exact without one).
-            let out = scene.command(&["--track", mode, "--cgroup", "required", "--", "sh", "-c", job]).run();
-            assert_eq!(out.status.code(), Some(code), "{}", String::from_utf8_lossy(&out.stderr));
-            let dirs = job_cgroups(&scene);
-            assert!(!dirs.is_empty(), "the job is in the box's group: {dirs:?}");
-            for d in dirs {
-                assert!(!d.exists(), "{} is left behind", d.display());
-            }
+    for (job, code) in [
+        ("cat /proc/self/cgroup > $FIX_DIR/cgroup", 0),
+        ("cat /proc/self/cgroup > $FIX_DIR/cgroup; kill -SEGV $$", 139),
+    ] {
+        let scene = Scene::new(&format!("cg-{mode}"));
+        // ptrace mode joins its cgroup only when asked (it is exact without one).
+        let out = scene.command(&["--track", mode, "--cgroup", "required", "--", "sh", "-c", job]).run();
+        assert_eq!(out.status.code(), Some(code), "{}", String::from_utf8_lossy(&out.stderr));
+        let dirs = job_cgroups(&scene);
+        assert!(!dirs.is_empty(), "the job is in the box's group: {dirs:?}");
+        for d in dirs {
+            assert!(!d.exists(), "{} is left behind", d.display());
         }
     }
 }
+each_mode!(the_job_runs_in_the_box_cgroup_which_is_removed_at_the_end);
 
-#[test]
-fn a_sigkilled_proc_box_leaves_no_process_and_no_cgroup() {
+fn a_sigkilled_proc_box_leaves_no_process_and_no_cgroup(mode: &str) {
     if !has_cgroups() {
         eprintln!("skipped: needs root and a cgroup v2 hierarchy");
         return;
     }
-    for mode in MODES {
-        let scene = Scene::new(&format!("cg-kill-{mode}"));
-        let script = "cat /proc/self/cgroup > $FIX_DIR/cgroup; setsid sleep 1000 & sleep 1000";
-        let mut child = scene
-            .command(&["--track", mode, "--cgroup", "required", "--", "sh", "-c", script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for("the whole tree", || (scene.survivors().len() >= 4).then_some(()));
-        wait_for("the cgroup file", || scene.has_file("cgroup").then_some(()));
-        let dirs = job_cgroups(&scene);
-        assert!(!dirs.is_empty());
-        child.kill().unwrap(); // SIGKILL: no cleanup of its own
-        child.wait().unwrap();
-        scene.wait_no_survivors();
-        wait_for("the cgroup to be removed", || dirs.iter().all(|d| !d.exists()).then_some(()));
-    }
+    let scene = Scene::new(&format!("cg-kill-{mode}"));
+    let script = "cat /proc/self/cgroup > $FIX_DIR/cgroup; setsid sleep 1000 & sleep 1000";
+    let mut child = scene
+        .command(&["--track", mode, "--cgroup", "required", "--", "sh", "-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the whole tree", || (scene.survivors().len() >= 4).then_some(()));
+    wait_for("the cgroup file", || scene.has_file("cgroup").then_some(()));
+    let dirs = job_cgroups(&scene);
+    assert!(!dirs.is_empty());
+    child.kill().unwrap(); // SIGKILL: no cleanup of its own
+    child.wait().unwrap();
+    scene.wait_no_survivors();
+    wait_for("the cgroup to be removed", || dirs.iter().all(|d| !d.exists()).then_some(()));
 }
+each_mode!(a_sigkilled_proc_box_leaves_no_process_and_no_cgroup);
 
 #[test]
 fn subreaper_mode_counts_auto_reaped_cpu_exactly_with_a_cgroup() {
@@ -185,8 +181,7 @@ fn an_unprivileged_user_gets_limits_without_cgroups_and_a_clear_refusal_of_requi
     assert!(err.contains("--cgroup required: cannot make a cgroup"), "{err}");
 }
 
-#[test]
-fn subreaper_mode_counts_a_fork_storm_exactly_from_the_kernels_fork_events() {
+fn subreaper_mode_counts_a_fork_storm_exactly_from_the_kernels_fork_events(mode: &str) {
     if !is_root() {
         eprintln!("skipped: the process events connector needs CAP_NET_ADMIN");
         return;
@@ -194,51 +189,48 @@ fn subreaper_mode_counts_a_fork_storm_exactly_from_the_kernels_fork_events() {
     let burn = fixture("burn");
     let scene = Scene::new("storm-count");
     let summary = scene.dir.join("summary.json");
-    for mode in MODES {
-        let out = scene
-            .command(&[
-                "--track",
-                mode,
-                "--summary-file",
-                summary.to_str().unwrap(),
-                burn.to_str().unwrap(),
-                "storm",
-                "300",
-                "1",
-            ])
-            .run();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        let s = read_json(&summary);
-        // The main process and its 300 short-lived children, none missed between two walks.
-        assert_eq!(s["processes_started"], 301, "{mode}: {s}");
-        assert_eq!(s["processes_started_exact"], true, "{mode}");
-    }
+    let out = scene
+        .command(&[
+            "--track",
+            mode,
+            "--summary-file",
+            summary.to_str().unwrap(),
+            burn.to_str().unwrap(),
+            "storm",
+            "300",
+            "1",
+        ])
+        .run();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = read_json(&summary);
+    // The main process and its 300 short-lived children, none missed between two walks.
+    assert_eq!(s["processes_started"], 301, "{mode}: {s}");
+    assert_eq!(s["processes_started_exact"], true, "{mode}");
 }
+each_mode!(subreaper_mode_counts_a_fork_storm_exactly_from_the_kernels_fork_events);
 
-#[test]
-fn stop_and_kill_still_work_on_a_suspended_box_with_a_cgroup() {
-    for mode in MODES {
-        for (command, args, code) in [("stop", &[][..], 143), ("kill", &["KILL"][..], 137)] {
-            let scene = Scene::new(&format!("cg-suspended-{mode}-{command}"));
-            let sock = scene.socket();
-            let mut child = scene
-                .command(&["--track", mode, "--control-socket", sock.to_str().unwrap(), "--"])
-                .args(["sh", "-c", "setsid sleep 1000 & exec sleep 1000"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let mut ctl = Control::connect(&sock);
-            wait_for("two processes", || (ctl.status()["processes"] == 2).then_some(()));
-            let pids = status_pids(&ctl.status());
-            ctl.ok("suspend", &[]);
-            wait_for("the tree stopped", || pids.iter().all(|&p| is_stopped(p)).then_some(()));
-            ctl.ok(command, args);
-            assert_eq!(wait_exit(&mut child).code(), Some(code), "{mode} {command}");
-            scene.assert_no_survivors();
-        }
+fn stop_and_kill_still_work_on_a_suspended_box_with_a_cgroup(mode: &str) {
+    for (command, args, code) in [("stop", &[][..], 143), ("kill", &["KILL"][..], 137)] {
+        let scene = Scene::new(&format!("cg-suspended-{mode}-{command}"));
+        let sock = scene.socket();
+        let mut child = scene
+            .command(&["--track", mode, "--control-socket", sock.to_str().unwrap(), "--"])
+            .args(["sh", "-c", "setsid sleep 1000 & exec sleep 1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut ctl = Control::connect(&sock);
+        wait_for("two processes", || (ctl.status()["processes"] == 2).then_some(()));
+        let pids = status_pids(&ctl.status());
+        ctl.ok("suspend", &[]);
+        wait_for("the tree stopped", || pids.iter().all(|&p| is_stopped(p)).then_some(()));
+        ctl.ok(command, args);
+        assert_eq!(wait_exit(&mut child).code(), Some(code), "{mode} {command}");
+        scene.assert_no_survivors();
     }
 }
+each_mode!(stop_and_kill_still_work_on_a_suspended_box_with_a_cgroup);
 
 #[test]
 fn ptrace_mode_leaves_the_job_out_of_a_cgroup_unless_asked() {

@@ -148,54 +148,52 @@ fn kill_status_after_the_grace_period() {
 
 /// The end-of-job line says how many processes the box ended and why, counting every process
 /// of the tree at the stop, not the ones left when the main process died.
-#[test]
-fn end_of_job_line_counts_every_process_ended_and_says_why() {
-    for mode in MODES {
-        let s = Scene::new("endline");
-        let tree = fixture("fork_tree");
-        let child = s
-            .command(&["--track", mode, "--", tree.to_str().unwrap(), "stay"])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        for n in ["child0", "child1", "grand0", "grand1", "main"] {
-            s.pid(n);
-        }
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("ended 5 process(es) of the tree (a stop signal to proc_box)"), "{mode}: {err}");
-        assert!(!err.contains("leftover"), "{mode}: {err}");
-
-        let stubborn = fixture("ignore_term");
-        let child = s
-            .command(&[
-                "--track",
-                mode,
-                "--timeout",
-                "1s",
-                "--grace",
-                "300ms",
-                "--",
-                stubborn.to_str().unwrap(),
-                "stay",
-            ])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        s.pid("stubborn");
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(124), "{mode}: {err}");
-        assert!(
-            err.contains(
-                "ended 2 process(es) of the tree (the wall-clock timeout expired); 2 still running after the grace period got SIGKILL"
-            ),
-            "{mode}: {err}"
-        );
-        s.assert_no_survivors();
+fn end_of_job_line_counts_every_process_ended_and_says_why(mode: &str) {
+    let s = Scene::new("endline");
+    let tree = fixture("fork_tree");
+    let child = s
+        .command(&["--track", mode, "--", tree.to_str().unwrap(), "stay"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for n in ["child0", "child1", "grand0", "grand1", "main"] {
+        s.pid(n);
     }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ended 5 process(es) of the tree (a stop signal to proc_box)"), "{mode}: {err}");
+    assert!(!err.contains("leftover"), "{mode}: {err}");
+
+    let stubborn = fixture("ignore_term");
+    let child = s
+        .command(&[
+            "--track",
+            mode,
+            "--timeout",
+            "1s",
+            "--grace",
+            "300ms",
+            "--",
+            stubborn.to_str().unwrap(),
+            "stay",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    s.pid("stubborn");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{mode}: {err}");
+    assert!(
+        err.contains(
+            "ended 2 process(es) of the tree (the wall-clock timeout expired); 2 still running after the grace period got SIGKILL"
+        ),
+        "{mode}: {err}"
+    );
+    s.assert_no_survivors();
 }
+each_mode!(end_of_job_line_counts_every_process_ended_and_says_why);
 
 /// `>out 2>&1`: one open file, one offset growing with both streams. Its bytes are counted
 /// once, as stdout's; stderr counts 0. Two separate opens of one file are two counts.
@@ -300,16 +298,14 @@ fn format_prints_the_end_of_job_line_from_the_summary() {
 
 /// A job shorter than one memory tick has no PSS reading: the end-of-job line gives the kernel's
 /// high-water mark of its largest process instead of a zero that means "not measured".
-#[test]
-fn a_short_job_shows_a_measured_peak_not_zero() {
+fn a_short_job_shows_a_measured_peak_not_zero(mode: &str) {
     let s = Scene::new("shortpeak");
-    for mode in MODES {
-        let out = s.command(&["--track", mode, "--", "true"]).run();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!err.contains("peak 0 B"), "{mode}: {err}");
-        assert!(err.contains("(RSS of the largest process)") || err.contains("(PSS)"), "{mode}: {err}");
-    }
+    let out = s.command(&["--track", mode, "--", "true"]).run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("peak 0 B"), "{mode}: {err}");
+    assert!(err.contains("(RSS of the largest process)") || err.contains("(PSS)"), "{mode}: {err}");
 }
+each_mode!(a_short_job_shows_a_measured_peak_not_zero);
 
 #[test]
 fn second_stop_signal_escalates_to_sigkill() {
@@ -348,29 +344,27 @@ fn second_stop_signal_escalates_to_sigkill() {
 
 /// `timeout(1)` signals its child and then its own process group, so proc_box receives one
 /// SIGTERM twice within microseconds: that is one request, and the grace period holds.
-#[test]
-fn timeout_1_around_proc_box_keeps_the_grace_period() {
-    for mode in MODES {
-        let s = Scene::new("gnutimeout");
-        let cleaned = s.dir.join("cleaned");
-        let script = format!(
-            "trap 'sleep 0.5; echo ok > {}; exit 0' TERM; while :; do sleep 0.05; done",
-            cleaned.display()
-        );
-        let out = Command::new("timeout")
-            .args(["-s", "TERM", "0.5", proc_box(), "--track", mode, "--grace", "20s", "--", "sh", "-c"])
-            .arg(&script)
-            .env("BOXTEST_MARKER", &s.marker)
-            .run();
-        assert_eq!(out.status.code(), Some(124), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(
-            cleaned.exists(),
-            "{mode}: the job was killed before its cleanup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        s.assert_no_survivors();
-    }
+fn timeout_1_around_proc_box_keeps_the_grace_period(mode: &str) {
+    let s = Scene::new("gnutimeout");
+    let cleaned = s.dir.join("cleaned");
+    let script = format!(
+        "trap 'sleep 0.5; echo ok > {}; exit 0' TERM; while :; do sleep 0.05; done",
+        cleaned.display()
+    );
+    let out = Command::new("timeout")
+        .args(["-s", "TERM", "0.5", proc_box(), "--track", mode, "--grace", "20s", "--", "sh", "-c"])
+        .arg(&script)
+        .env("BOXTEST_MARKER", &s.marker)
+        .run();
+    assert_eq!(out.status.code(), Some(124), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        cleaned.exists(),
+        "{mode}: the job was killed before its cleanup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.assert_no_survivors();
 }
+each_mode!(timeout_1_around_proc_box_keeps_the_grace_period);
 
 #[test]
 fn grace_period_then_sigkill() {
@@ -497,59 +491,53 @@ fn repeated_options_one_day_and_sub_nanosecond_timeouts() {
 /// coreutils' timeout-group: a shell starts a background job with INT and QUIT ignored. The
 /// signals proc_box handles and passes on reach the job at their defaults; the rest (PIPE here)
 /// stays as the launcher left it.
-#[test]
-fn signals_proc_box_forwards_start_at_default_in_the_job() {
+fn signals_proc_box_forwards_start_at_default_in_the_job(mode: &str) {
     let bit = |sig: i32| 1u64 << (sig - 1);
-    for mode in MODES {
-        let s = Scene::new("sigdfl");
-        let script = format!(
-            "trap '' INT QUIT HUP TERM ALRM USR1 PIPE; exec {} --track {mode} --stop-signal USR1 -- \
-             sed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status",
-            proc_box()
-        );
-        let out = Command::new("sh").args(["-c", &script]).env("BOXTEST_MARKER", &s.marker).run();
-        assert_eq!(out.status.code(), Some(0), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
-        let text = String::from_utf8_lossy(&out.stdout);
-        let ign = u64::from_str_radix(text.trim(), 16).expect("SigIgn");
-        for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM, libc::SIGALRM, libc::SIGUSR1] {
-            assert_eq!(ign & bit(sig), 0, "{mode}: signal {sig} must start at its default: {text}");
-        }
-        assert_ne!(ign & bit(libc::SIGPIPE), 0, "{mode}: an ignored SIGPIPE stays ignored: {text}");
+    let s = Scene::new("sigdfl");
+    let script = format!(
+        "trap '' INT QUIT HUP TERM ALRM USR1 PIPE; exec {} --track {mode} --stop-signal USR1 -- \
+         sed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status",
+        proc_box()
+    );
+    let out = Command::new("sh").args(["-c", &script]).env("BOXTEST_MARKER", &s.marker).run();
+    assert_eq!(out.status.code(), Some(0), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ign = u64::from_str_radix(text.trim(), 16).expect("SigIgn");
+    for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM, libc::SIGALRM, libc::SIGUSR1] {
+        assert_eq!(ign & bit(sig), 0, "{mode}: signal {sig} must start at its default: {text}");
     }
+    assert_ne!(ign & bit(libc::SIGPIPE), 0, "{mode}: an ignored SIGPIPE stays ignored: {text}");
 }
+each_mode!(signals_proc_box_forwards_start_at_default_in_the_job);
 
 /// The same as behaviour: under a launcher that ignores INT, Ctrl-C to the group ends the job,
 /// and proc_box passes on INT as its stop signal to a job that can receive it.
-#[test]
-fn ctrl_c_to_the_group_ends_a_job_whose_launcher_ignored_int() {
+fn ctrl_c_to_the_group_ends_a_job_whose_launcher_ignored_int(mode: &str) {
     use std::os::unix::process::CommandExt;
-    for mode in MODES {
-        let s = Scene::new("bgint");
-        let script = format!(
-            "trap '' INT QUIT; exec {} --track {mode} --stop-signal INT --grace 1h -- sleep 300",
-            proc_box()
-        );
-        let mut child = Command::new("sh")
-            .args(["-c", &script])
-            .env("BOXTEST_MARKER", &s.marker)
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        wait_for_tree("sleep to start", pid, || {
-            tree_of(pid)
-                .into_iter()
-                .any(|p| {
-                    std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep")
-                })
-                .then_some(())
-        });
-        // Ctrl-C: the terminal sends SIGINT to the whole foreground group.
-        kill(Pid::from_raw(-pid), Signal::SIGINT).unwrap();
-        assert_eq!(wait_exit(&mut child).code(), Some(130), "{mode}");
-        s.assert_no_survivors();
-    }
+    let s = Scene::new("bgint");
+    let script = format!(
+        "trap '' INT QUIT; exec {} --track {mode} --stop-signal INT --grace 1h -- sleep 300",
+        proc_box()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .env("BOXTEST_MARKER", &s.marker)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    wait_for_tree("sleep to start", pid, || {
+        tree_of(pid)
+            .into_iter()
+            .any(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep"))
+            .then_some(())
+    });
+    // Ctrl-C: the terminal sends SIGINT to the whole foreground group.
+    kill(Pid::from_raw(-pid), Signal::SIGINT).unwrap();
+    assert_eq!(wait_exit(&mut child).code(), Some(130), "{mode}");
+    s.assert_no_survivors();
 }
+each_mode!(ctrl_c_to_the_group_ends_a_job_whose_launcher_ignored_int);
 
 /// coreutils: `(trap '' PIPE; timeout 10 yes | :)` lets yes see EPIPE instead of dying.
 #[test]

@@ -180,21 +180,19 @@ escape_cases! {
     untraced: ["untraced", "untraced_grand"], 143;
 }
 
-#[test]
-fn kill_command_reaches_every_process() {
-    for track in MODES {
-        let scene = Scene::new("kill");
-        let sock = scene.socket().display().to_string();
-        let case = Case { name: "fork_tree", workers: &[], stop_code: 0 };
-        let mut child = start(&scene, track, &["--control-socket", &sock], &job(&case, "stay"));
-        for n in ["child0", "child1", "grand0", "grand1", "main"] {
-            scene.pid(n);
-        }
-        Control::connect(&scene.socket()).ok("kill", &["SIGKILL"]);
-        assert_eq!(wait_exit(&mut child).code(), Some(137), "{track}");
-        scene.assert_no_survivors();
+fn kill_command_reaches_every_process(track: &str) {
+    let scene = Scene::new("kill");
+    let sock = scene.socket().display().to_string();
+    let case = Case { name: "fork_tree", workers: &[], stop_code: 0 };
+    let mut child = start(&scene, track, &["--control-socket", &sock], &job(&case, "stay"));
+    for n in ["child0", "child1", "grand0", "grand1", "main"] {
+        scene.pid(n);
     }
+    Control::connect(&scene.socket()).ok("kill", &["SIGKILL"]);
+    assert_eq!(wait_exit(&mut child).code(), Some(137), "{track}");
+    scene.assert_no_survivors();
 }
+each_mode!(kill_command_reaches_every_process);
 
 #[test]
 fn sigkill_of_proc_box_takes_the_tree_with_it_under_ptrace() {

@@ -175,37 +175,26 @@ fn idle_connections_make_room_and_every_command_is_answered() {
 
 /// Each process is counted once in subreaper mode too: a child that exited and is not yet
 /// reaped must not be found again by the children-list walk.
-#[test]
-fn processes_started_counts_each_process_once() {
+fn processes_started_counts_each_process_once(mode: &str) {
     let s = Scene::new("started");
-    for mode in MODES {
-        let summary = s.dir.join(format!("{mode}.json"));
-        // Short children reaped by sh; then 200 orphans, reparented to proc_box and killed at
-        // the main exit, so they die as proc_box's own unreaped children.
-        let script = "i=0; while [ $i -lt 300 ]; do sleep 0.001 & i=$((i+1)); done; wait; \
-                      i=0; while [ $i -lt 200 ]; do sleep 100 & i=$((i+1)); done; exit 0";
-        let out = s
-            .command(&[
-                "--track",
-                mode,
-                "--summary-file",
-                summary.to_str().unwrap(),
-                "--",
-                "sh",
-                "-c",
-                script,
-            ])
-            .run();
-        assert_eq!(out.status.code(), Some(0));
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
-        let started = v["processes_started"].as_u64().unwrap();
-        // sh and its 500 children; in subreaper mode a child may exit before any walk sees it.
-        assert!(started <= 501, "{mode}: processes_started {started} for 501 processes");
-        if mode == "ptrace" {
-            assert_eq!(started, 501, "ptrace mode is exact");
-        }
+    let summary = s.dir.join(format!("{mode}.json"));
+    // Short children reaped by sh; then 200 orphans, reparented to proc_box and killed at
+    // the main exit, so they die as proc_box's own unreaped children.
+    let script = "i=0; while [ $i -lt 300 ]; do sleep 0.001 & i=$((i+1)); done; wait; \
+                  i=0; while [ $i -lt 200 ]; do sleep 100 & i=$((i+1)); done; exit 0";
+    let out = s
+        .command(&["--track", mode, "--summary-file", summary.to_str().unwrap(), "--", "sh", "-c", script])
+        .run();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let started = v["processes_started"].as_u64().unwrap();
+    // sh and its 500 children; in subreaper mode a child may exit before any walk sees it.
+    assert!(started <= 501, "{mode}: processes_started {started} for 501 processes");
+    if mode == "ptrace" {
+        assert_eq!(started, 501, "ptrace mode is exact");
     }
 }
+each_mode!(processes_started_counts_each_process_once);
 
 /// `{"command":"status","COMMAND":"timer_stop"}` must not stop the timer: ambiguous keys are
 /// refused.
@@ -304,87 +293,71 @@ fn a_stats_file_symlink_planted_by_another_user_is_refused() {
 
 /// A job read the socket path from its parent's command line and escaped its timeout with
 /// `timer_reset`. The box's own processes are refused unless --allow-job-control.
-#[test]
-fn the_job_cannot_control_its_own_box() {
+fn the_job_cannot_control_its_own_box(mode: &str) {
     let send = fixture("sock_send");
-    for mode in MODES {
-        let s = Scene::new("selfctl");
-        let sock = s.socket().display().to_string();
-        let job = format!("{} {sock} '{{\"command\":\"timer_reset\"}}'; sleep 30", send.display());
-        let start = Instant::now();
-        let out = s
-            .command(&["--track", mode, "--control-socket", &sock, "--timeout", "1s", "--", "sh", "-c", &job])
-            .run();
-        assert_eq!(out.status.code(), Some(124), "{mode}: the timeout still holds");
-        assert!(start.elapsed().as_secs_f64() < 10.0);
-        let reply = String::from_utf8_lossy(&out.stdout);
-        assert!(reply.contains("\"ok\":false") && reply.contains("own tree"), "{mode}: {reply}");
-        // Allowed on request.
-        let job = format!("{} {sock} '{{\"command\":\"status\"}}'", send.display());
-        let out = s
-            .command(&[
-                "--track",
-                mode,
-                "--allow-job-control",
-                "--control-socket",
-                &sock,
-                "--",
-                "sh",
-                "-c",
-                &job,
-            ])
-            .run();
-        assert!(String::from_utf8_lossy(&out.stdout).contains("\"ok\":true"), "{mode}");
-    }
+    let s = Scene::new("selfctl");
+    let sock = s.socket().display().to_string();
+    let job = format!("{} {sock} '{{\"command\":\"timer_reset\"}}'; sleep 30", send.display());
+    let start = Instant::now();
+    let out = s
+        .command(&["--track", mode, "--control-socket", &sock, "--timeout", "1s", "--", "sh", "-c", &job])
+        .run();
+    assert_eq!(out.status.code(), Some(124), "{mode}: the timeout still holds");
+    assert!(start.elapsed().as_secs_f64() < 10.0);
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(reply.contains("\"ok\":false") && reply.contains("own tree"), "{mode}: {reply}");
+    // Allowed on request.
+    let job = format!("{} {sock} '{{\"command\":\"status\"}}'", send.display());
+    let out = s
+        .command(&["--track", mode, "--allow-job-control", "--control-socket", &sock, "--", "sh", "-c", &job])
+        .run();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"ok\":true"), "{mode}");
 }
+each_mode!(the_job_cannot_control_its_own_box);
 
 /// At a low descriptor limit, no process is lost: proc_box's own children are tracked by pid
 /// once pidfds would eat into the reserve, and the control socket keeps working.
-#[test]
-fn a_low_descriptor_limit_loses_no_process() {
-    for mode in MODES {
-        let s = Scene::new("lowfd");
-        let sock = s.socket().display().to_string();
-        // 300 daemons (double forks): each is reparented to proc_box, its own child.
-        let job = "i=0; while [ $i -lt 300 ]; do (sleep 100 &); i=$((i+1)); done; exec sleep 100";
-        let outer = format!(
-            "ulimit -n 160; exec {} --track {mode} --control-socket {sock} -- sh -c '{job}'",
-            proc_box()
-        );
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", &outer])
-            .env("BOXTEST_MARKER", &s.marker)
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut ctl = Control::connect(&s.socket());
-        // proc_box and the 301 of its tree, once the short-lived subshells are gone.
-        let root = child.id() as i32;
-        wait_for_tree(&format!("{mode}: the tree to settle"), root, || {
-            (s.survivors().len() == 302).then_some(())
-        });
-        wait_for_tree(&format!("{mode}: all 301 processes listed"), root, || {
-            (ctl.status()["processes"].as_u64() == Some(301)).then_some(())
-        });
-        ctl.ok("suspend", &[]);
-        let pids = status_pids(&ctl.status());
-        wait_for_tree(&format!("{mode}: every process stopped"), root, || {
-            pids.iter().all(|&p| is_stopped(p)).then_some(())
-        });
-        let unlisted: Vec<i32> =
-            s.survivors().into_iter().filter(|p| *p != child.id() as i32 && !pids.contains(p)).collect();
-        assert!(unlisted.is_empty(), "{mode}: processes of the tree not listed: {unlisted:?}");
-        ctl.ok("stop", &[]);
-        let err = child.stderr.take().unwrap();
-        assert_eq!(wait_exit(&mut child).code(), Some(143), "{mode}");
-        s.assert_no_survivors();
-        let err = std::io::read_to_string(err).unwrap();
-        if mode == "subreaper" {
-            assert!(err.contains("file descriptors are short"), "{mode}: said once: {err}");
-        }
+fn a_low_descriptor_limit_loses_no_process(mode: &str) {
+    let s = Scene::new("lowfd");
+    let sock = s.socket().display().to_string();
+    // 300 daemons (double forks): each is reparented to proc_box, its own child.
+    let job = "i=0; while [ $i -lt 300 ]; do (sleep 100 &); i=$((i+1)); done; exec sleep 100";
+    let outer =
+        format!("ulimit -n 160; exec {} --track {mode} --control-socket {sock} -- sh -c '{job}'", proc_box());
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &outer])
+        .env("BOXTEST_MARKER", &s.marker)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ctl = Control::connect(&s.socket());
+    // proc_box and the 301 of its tree, once the short-lived subshells are gone.
+    let root = child.id() as i32;
+    wait_for_tree(&format!("{mode}: the tree to settle"), root, || {
+        (s.survivors().len() == 302).then_some(())
+    });
+    wait_for_tree(&format!("{mode}: all 301 processes listed"), root, || {
+        (ctl.status()["processes"].as_u64() == Some(301)).then_some(())
+    });
+    ctl.ok("suspend", &[]);
+    let pids = status_pids(&ctl.status());
+    wait_for_tree(&format!("{mode}: every process stopped"), root, || {
+        pids.iter().all(|&p| is_stopped(p)).then_some(())
+    });
+    let unlisted: Vec<i32> =
+        s.survivors().into_iter().filter(|p| *p != child.id() as i32 && !pids.contains(p)).collect();
+    assert!(unlisted.is_empty(), "{mode}: processes of the tree not listed: {unlisted:?}");
+    ctl.ok("stop", &[]);
+    let err = child.stderr.take().unwrap();
+    assert_eq!(wait_exit(&mut child).code(), Some(143), "{mode}");
+    s.assert_no_survivors();
+    let err = std::io::read_to_string(err).unwrap();
+    if mode == "subreaper" {
+        assert!(err.contains("file descriptors are short"), "{mode}: said once: {err}");
     }
 }
+each_mode!(a_low_descriptor_limit_loses_no_process);
 
 /// Unknown command names reach the log: control characters (NUL, newline, ESC) are escaped, so
 /// a client cannot forge log lines or drive the terminal.
@@ -440,24 +413,22 @@ fn a_spawn_that_cannot_hold_its_child_is_125_and_leaves_nothing() {
 /// Every step between fork and exec is checked: when one fails (here setpgid, made to fail in
 /// the job's process only by a seccomp filter), the box says which, exits 125, and the job
 /// never runs.
-#[test]
-fn a_failed_step_before_exec_is_125_and_the_job_never_runs() {
+fn a_failed_step_before_exec_is_125_and_the_job_never_runs(mode: &str) {
     let s = Scene::new("stepfail");
-    for mode in MODES {
-        // setpgid(0, 0) is the child's own call; proc_box's setpgid(pid, pid) passes.
-        let out = Command::new(fixture("seccomp_fail"))
-            .args([&libc::SYS_setpgid.to_string(), &libc::EPERM.to_string(), "0=0", "--", proc_box()])
-            .args(["--cgroup", "off", "--track", mode, "--", "echo", "ran"])
-            .env("BOXTEST_MARKER", &s.marker)
-            .run();
-        if out.status.code() == Some(77) {
-            eprintln!("no seccomp filter for this architecture; skipped");
-            return;
-        }
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(125), "{mode}: {err}");
-        assert!(err.contains("(setpgid): Operation not permitted"), "{mode}: {err}");
-        assert!(out.stdout.is_empty(), "{mode}: the job ran");
-        s.assert_no_survivors();
+    // setpgid(0, 0) is the child's own call; proc_box's setpgid(pid, pid) passes.
+    let out = Command::new(fixture("seccomp_fail"))
+        .args([&libc::SYS_setpgid.to_string(), &libc::EPERM.to_string(), "0=0", "--", proc_box()])
+        .args(["--cgroup", "off", "--track", mode, "--", "echo", "ran"])
+        .env("BOXTEST_MARKER", &s.marker)
+        .run();
+    if out.status.code() == Some(77) {
+        eprintln!("no seccomp filter for this architecture; skipped");
+        return;
     }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{mode}: {err}");
+    assert!(err.contains("(setpgid): Operation not permitted"), "{mode}: {err}");
+    assert!(out.stdout.is_empty(), "{mode}: the job ran");
+    s.assert_no_survivors();
 }
+each_mode!(a_failed_step_before_exec_is_125_and_the_job_never_runs);

@@ -6,11 +6,6 @@ use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
-/// Both tracking modes, each with its cgroup (as root) and without.
-fn setups() -> Vec<(&'static str, &'static str)> {
-    MODES.iter().flat_map(|m| [(*m, "auto"), (*m, "off")]).collect()
-}
-
 fn run(scene: &Scene, setup: (&str, &str), limit: &[&str], job: &[&str]) -> (Option<i32>, Value, String) {
     let summary = scene.dir.join("summary.json");
     let (mode, cgroup) = setup;
@@ -31,126 +26,111 @@ fn run(scene: &Scene, setup: (&str, &str), limit: &[&str], job: &[&str]) -> (Opt
     (out.status.code(), read_json(&summary), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-#[test]
-fn a_memory_hog_is_stopped_at_the_limit_before_the_margin() {
+fn a_memory_hog_is_stopped_at_the_limit_before_the_margin(mode: &str, cg: &str) {
     let hog = fixture("memhog");
-    for (mode, cg) in setups() {
-        for ignore in [false, true] {
-            let scene = Scene::new(&format!("memlimit-{mode}-{cg}-{ignore}"));
-            let mut job = vec![hog.to_str().unwrap(), "50"];
-            if ignore {
-                job.push("ignore");
-            }
-            let (code, s, err) = run(&scene, (mode, cg), &["--memory-limit", "200M"], &job);
-            assert_eq!(s["reason"], "limit_memory", "{mode}: {s}\n{err}");
-            // Graceful stop ends a hog that takes SIGTERM; one that ignores it grows on to the
-            // margin (20 MiB above a 200 MiB limit) and is killed there at once.
-            assert_eq!(code, Some(if ignore { 137 } else { 143 }), "{mode}: {err}");
-            let peak = s["peak_pss_bytes"].as_u64().unwrap();
-            let ceiling = if ignore { 220 * MIB + 10 * MIB } else { 200 * MIB + 10 * MIB };
-            assert!(peak >= 200 * MIB && peak <= ceiling, "{mode} ignore={ignore}: peak {} MiB", peak / MIB);
-            assert!(err.contains("limit_memory"), "{err}");
-            assert_eq!(s["limits"]["memory_bytes"]["limit"], 200 * MIB);
-            assert_eq!(s["limits"]["memory_bytes"]["kill_above"], 220 * MIB);
-            scene.assert_no_survivors();
+    for ignore in [false, true] {
+        let scene = Scene::new(&format!("memlimit-{mode}-{cg}-{ignore}"));
+        let mut job = vec![hog.to_str().unwrap(), "50"];
+        if ignore {
+            job.push("ignore");
         }
-    }
-}
-
-#[test]
-fn a_fork_bomb_is_contained_by_the_pids_limit() {
-    let bomb = fixture("forkbomb");
-    for (mode, cg) in setups() {
-        let scene = Scene::new(&format!("forkbomb-{mode}-{cg}"));
-        let (code, s, err) = run(&scene, (mode, cg), &["--pids-limit", "50"], &[bomb.to_str().unwrap()]);
-        assert_eq!(s["reason"], "limit_pids", "{mode}: {s}\n{err}");
-        assert_eq!(code, Some(143), "{err}");
-        let ran = std::fs::read_to_string(scene.dir.join("forkbomb.count")).unwrap().len();
-        if mode == "ptrace" {
-            // Exact: a fork past the limit dies before its first instruction.
-            assert!(s["processes_peak"].as_u64().unwrap() <= 50, "{s}");
-            assert!(ran <= 50, "{ran} bomb processes ran");
-            assert_eq!(s["limits"]["processes"]["enforced_by"], "ptrace");
-        } else {
-            // As root, the process events connector: a fork past the limit gets SIGKILL at its
-            // fork event. A bomb's child runs (and forks) before proc_box reads the event, so it
-            // may grow first; this fixture stops itself at 585.
-            assert_eq!(s["limits"]["processes"]["enforced_by"], "events");
-            assert!(ran > 50, "{ran}");
-        }
+        let (code, s, err) = run(&scene, (mode, cg), &["--memory-limit", "200M"], &job);
+        assert_eq!(s["reason"], "limit_memory", "{mode}: {s}\n{err}");
+        // Graceful stop ends a hog that takes SIGTERM; one that ignores it grows on to the
+        // margin (20 MiB above a 200 MiB limit) and is killed there at once.
+        assert_eq!(code, Some(if ignore { 137 } else { 143 }), "{mode}: {err}");
+        let peak = s["peak_pss_bytes"].as_u64().unwrap();
+        let ceiling = if ignore { 220 * MIB + 10 * MIB } else { 200 * MIB + 10 * MIB };
+        assert!(peak >= 200 * MIB && peak <= ceiling, "{mode} ignore={ignore}: peak {} MiB", peak / MIB);
+        assert!(err.contains("limit_memory"), "{err}");
+        assert_eq!(s["limits"]["memory_bytes"]["limit"], 200 * MIB);
+        assert_eq!(s["limits"]["memory_bytes"]["kill_above"], 220 * MIB);
         scene.assert_no_survivors();
     }
 }
+each_setup!(a_memory_hog_is_stopped_at_the_limit_before_the_margin);
+
+fn a_fork_bomb_is_contained_by_the_pids_limit(mode: &str, cg: &str) {
+    let bomb = fixture("forkbomb");
+    let scene = Scene::new(&format!("forkbomb-{mode}-{cg}"));
+    let (code, s, err) = run(&scene, (mode, cg), &["--pids-limit", "50"], &[bomb.to_str().unwrap()]);
+    assert_eq!(s["reason"], "limit_pids", "{mode}: {s}\n{err}");
+    assert_eq!(code, Some(143), "{err}");
+    let ran = std::fs::read_to_string(scene.dir.join("forkbomb.count")).unwrap().len();
+    if mode == "ptrace" {
+        // Exact: a fork past the limit dies before its first instruction.
+        assert!(s["processes_peak"].as_u64().unwrap() <= 50, "{s}");
+        assert!(ran <= 50, "{ran} bomb processes ran");
+        assert_eq!(s["limits"]["processes"]["enforced_by"], "ptrace");
+    } else {
+        // As root, the process events connector: a fork past the limit gets SIGKILL at its
+        // fork event. A bomb's child runs (and forks) before proc_box reads the event, so it
+        // may grow first; this fixture stops itself at 585.
+        assert_eq!(s["limits"]["processes"]["enforced_by"], "events");
+        assert!(ran > 50, "{ran}");
+    }
+    scene.assert_no_survivors();
+}
+each_setup!(a_fork_bomb_is_contained_by_the_pids_limit);
 
 /// The cap holds at each fork, not at a tick: a job that ignores the graceful stop and starts
 /// processes every 200 ms is left with no more than the limit alive; each one past it is
 /// killed as it comes, where a cap at the tick would only stop the job (ignored here).
-#[test]
-fn processes_past_the_limit_are_killed_as_they_fork() {
-    for (mode, cg) in setups() {
-        let scene = Scene::new(&format!("pidcap-{mode}-{cg}"));
-        let looped = scene.dir.join("looped");
-        let script = format!(
-            "trap '' TERM; for i in 1 2 3 4 5 6 7 8 9 10; do sleep 60 & sleep 0.2; done; : > {}; wait",
-            looped.display()
-        );
-        let summary = scene.dir.join("summary.json");
-        let mut child = scene
-            .command(&[
-                "--track",
-                mode,
-                "--cgroup",
-                cg,
-                "--grace",
-                "30s",
-                "--pids-limit",
-                "5",
-                "--summary-file",
-                summary.to_str().unwrap(),
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ])
-            .spawn()
-            .unwrap();
-        let root = child.id() as i32;
-        wait_for("the job's loop to end", || looped.exists().then_some(()));
-        // Every fork past the limit was killed: what is left alive is within it.
-        wait_for_tree("the tree to be within the limit", root, || {
-            (tree_of(root).len() - 1 <= 5).then_some(())
-        });
-        // A stop signal sent again a second later: SIGKILL to the whole tree at once.
-        let term =
-            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(root), nix::sys::signal::Signal::SIGTERM);
-        term().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        term().unwrap();
-        wait_exit(&mut child);
-        assert_eq!(read_json(&summary)["reason"], "limit_pids", "{mode}/{cg}");
-        scene.wait_no_survivors();
-    }
+fn processes_past_the_limit_are_killed_as_they_fork(mode: &str, cg: &str) {
+    let scene = Scene::new(&format!("pidcap-{mode}-{cg}"));
+    let looped = scene.dir.join("looped");
+    let script = format!(
+        "trap '' TERM; for i in 1 2 3 4 5 6 7 8 9 10; do sleep 60 & sleep 0.2; done; : > {}; wait",
+        looped.display()
+    );
+    let summary = scene.dir.join("summary.json");
+    let mut child = scene
+        .command(&[
+            "--track",
+            mode,
+            "--cgroup",
+            cg,
+            "--grace",
+            "30s",
+            "--pids-limit",
+            "5",
+            "--summary-file",
+            summary.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .spawn()
+        .unwrap();
+    let root = child.id() as i32;
+    wait_for("the job's loop to end", || looped.exists().then_some(()));
+    // Every fork past the limit was killed: what is left alive is within it.
+    wait_for_tree("the tree to be within the limit", root, || (tree_of(root).len() - 1 <= 5).then_some(()));
+    // A stop signal sent again a second later: SIGKILL to the whole tree at once.
+    let term = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(root), nix::sys::signal::Signal::SIGTERM);
+    term().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    term().unwrap();
+    wait_exit(&mut child);
+    assert_eq!(read_json(&summary)["reason"], "limit_pids", "{mode}/{cg}");
+    scene.wait_no_survivors();
 }
+each_setup!(processes_past_the_limit_are_killed_as_they_fork);
 
-#[test]
-fn cpu_spread_over_daemons_is_stopped_near_the_limit() {
+fn cpu_spread_over_daemons_is_stopped_near_the_limit(mode: &str, cg: &str) {
     let burn = fixture("burn");
-    for (mode, cg) in setups() {
-        let scene = Scene::new(&format!("cpulimit-{mode}-{cg}"));
-        let (code, s, err) = run(
-            &scene,
-            (mode, cg),
-            &["--cpu-limit", "2s"],
-            &[burn.to_str().unwrap(), "daemons", "2", "20000"],
-        );
-        assert_eq!(s["reason"], "limit_cpu", "{mode}: {s}\n{err}");
-        assert_eq!(code, Some(143), "{err}");
-        let cpu = s["cpu_user_seconds"].as_f64().unwrap() + s["cpu_system_seconds"].as_f64().unwrap();
-        // Checked every 250 ms with two burners: at most half a second past the limit.
-        assert!((2.0..2.7).contains(&cpu), "{mode}: {cpu} s of CPU");
-        scene.assert_no_survivors();
-    }
+    let scene = Scene::new(&format!("cpulimit-{mode}-{cg}"));
+    let (code, s, err) =
+        run(&scene, (mode, cg), &["--cpu-limit", "2s"], &[burn.to_str().unwrap(), "daemons", "2", "20000"]);
+    assert_eq!(s["reason"], "limit_cpu", "{mode}: {s}\n{err}");
+    assert_eq!(code, Some(143), "{err}");
+    let cpu = s["cpu_user_seconds"].as_f64().unwrap() + s["cpu_system_seconds"].as_f64().unwrap();
+    // Checked every 250 ms with two burners: at most half a second past the limit.
+    assert!((2.0..2.7).contains(&cpu), "{mode}: {cpu} s of CPU");
+    scene.assert_no_survivors();
 }
+each_setup!(cpu_spread_over_daemons_is_stopped_near_the_limit);
 
 #[test]
 fn rlimits_are_set_in_the_job() {
@@ -244,18 +224,16 @@ fn a_fast_hog_meets_the_cgroup_ceiling_between_two_ticks() {
     scene.assert_no_survivors();
 }
 
-#[test]
-fn a_stdout_flood_is_stopped_at_the_limit() {
-    for (mode, cg) in setups() {
-        let scene = Scene::new(&format!("stdoutflood-{mode}-{cg}"));
-        // A flood deaf to SIGTERM: stopped at 1 MiB, killed at 2 MiB.
-        let job = ["sh", "-c", "trap '' TERM; exec cat /dev/zero"];
-        let (code, s, err) = run(&scene, (mode, cg), &["--stdoutlimit", "1M"], &job);
-        assert_eq!(s["reason"], "limit_stdout", "{mode}/{cg}: {s}\n{err}");
-        assert_eq!(code, Some(137), "{err}");
-        let out = s["stdout_bytes"].as_u64().unwrap();
-        // Nothing past twice the limit gets through, however long the kill takes.
-        assert_eq!(out, 2 << 20, "{mode}/{cg}: {out} bytes");
-        scene.assert_no_survivors();
-    }
+fn a_stdout_flood_is_stopped_at_the_limit(mode: &str, cg: &str) {
+    let scene = Scene::new(&format!("stdoutflood-{mode}-{cg}"));
+    // A flood deaf to SIGTERM: stopped at 1 MiB, killed at 2 MiB.
+    let job = ["sh", "-c", "trap '' TERM; exec cat /dev/zero"];
+    let (code, s, err) = run(&scene, (mode, cg), &["--stdoutlimit", "1M"], &job);
+    assert_eq!(s["reason"], "limit_stdout", "{mode}/{cg}: {s}\n{err}");
+    assert_eq!(code, Some(137), "{err}");
+    let out = s["stdout_bytes"].as_u64().unwrap();
+    // Nothing past twice the limit gets through, however long the kill takes.
+    assert_eq!(out, 2 << 20, "{mode}/{cg}: {out} bytes");
+    scene.assert_no_survivors();
 }
+each_setup!(a_stdout_flood_is_stopped_at_the_limit);

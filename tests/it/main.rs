@@ -1,6 +1,7 @@
 //! The integration tests: one binary, so that lapin, rustls and the rest are linked once.
 //! Each module runs the real binaries against real processes, brokers and databases.
 
+#[macro_use]
 mod common;
 
 mod accounting;

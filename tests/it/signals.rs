@@ -74,78 +74,65 @@ fn signal_zoo_is_seen_exactly_as_unboxed() {
     s.assert_no_survivors();
 }
 
-#[test]
-fn death_by_any_signal_number_is_reported() {
+fn death_by_any_signal_number_is_reported(mode: &str) {
     let s = Scene::new("rtdeath");
     let zoo = fixture("zoo");
-    for mode in MODES {
-        for sig in ["40", "64", "34", "10"] {
-            let summary = s.dir.join("summary.json");
-            let out = s
-                .command(&["--track", mode, "--summary-file", summary.to_str().unwrap(), "--"])
-                .arg(&zoo)
-                .args(["die", sig])
-                .run();
-            let n: i32 = sig.parse().unwrap();
-            assert_eq!(
-                out.status.code(),
-                Some(128 + n),
-                "{mode} {sig}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
-            assert_eq!(v["exit"]["signal"], n, "{mode}");
-        }
-    }
-}
-
-#[test]
-fn real_time_signals_to_itself_do_not_hang_the_box() {
-    let s = Scene::new("rtmin");
-    for mode in MODES {
+    for sig in ["40", "64", "34", "10"] {
+        let summary = s.dir.join("summary.json");
         let out = s
-            .command(&[
-                "--track",
-                mode,
-                "--",
-                "bash",
-                "-c",
-                r#"trap "echo got" RTMIN; kill -RTMIN $$; kill -40 $$; echo done"#,
-            ])
+            .command(&["--track", mode, "--summary-file", summary.to_str().unwrap(), "--"])
+            .arg(&zoo)
+            .args(["die", sig])
             .run();
-        assert_eq!(out.status.code(), Some(168), "{mode}: killed by 40 after the trap ran");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "got\n", "{mode}");
+        let n: i32 = sig.parse().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(128 + n),
+            "{mode} {sig}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        assert_eq!(v["exit"]["signal"], n, "{mode}");
     }
 }
+each_mode!(death_by_any_signal_number_is_reported);
 
-#[test]
-fn a_launcher_that_ignores_sigchld_does_not_hang_the_box() {
-    let s = Scene::new("chldign");
-    for mode in MODES {
-        let out = launched(
-            &s,
-            &["-i", "17"],
-            &[proc_box(), "--track", mode, "--", "sh", "-c", "sleep 0.2 & exit 5"],
-        )
+fn real_time_signals_to_itself_do_not_hang_the_box(mode: &str) {
+    let s = Scene::new("rtmin");
+    let out = s
+        .command(&[
+            "--track",
+            mode,
+            "--",
+            "bash",
+            "-c",
+            r#"trap "echo got" RTMIN; kill -RTMIN $$; kill -40 $$; echo done"#,
+        ])
         .run();
-        assert_eq!(out.status.code(), Some(5), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
-        s.assert_no_survivors();
-    }
+    assert_eq!(out.status.code(), Some(168), "{mode}: killed by 40 after the trap ran");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got\n", "{mode}");
 }
+each_mode!(real_time_signals_to_itself_do_not_hang_the_box);
 
-#[test]
-fn an_ignored_sigpipe_stays_ignored_for_the_job() {
+fn a_launcher_that_ignores_sigchld_does_not_hang_the_box(mode: &str) {
+    let s = Scene::new("chldign");
+    let out =
+        launched(&s, &["-i", "17"], &[proc_box(), "--track", mode, "--", "sh", "-c", "sleep 0.2 & exit 5"])
+            .run();
+    assert_eq!(out.status.code(), Some(5), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+    s.assert_no_survivors();
+}
+each_mode!(a_launcher_that_ignores_sigchld_does_not_hang_the_box);
+
+fn an_ignored_sigpipe_stays_ignored_for_the_job(mode: &str) {
     // coreutils' timeout test: (trap '' PIPE; timeout 10 yes | :) must let yes see EPIPE.
     let s = Scene::new("pipeign");
-    for mode in MODES {
-        let out =
-            launched(&s, &["-i", "13"], &[proc_box(), "--track", mode, "--", "sh", "-c", "yes | :"]).run();
-        assert_eq!(out.status.code(), Some(0), "{mode}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("yes: standard output: Broken pipe"), "{mode}: {err}");
-    }
+    let out = launched(&s, &["-i", "13"], &[proc_box(), "--track", mode, "--", "sh", "-c", "yes | :"]).run();
+    assert_eq!(out.status.code(), Some(0), "{mode}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("yes: standard output: Broken pipe"), "{mode}: {err}");
 }
+each_mode!(an_ignored_sigpipe_stays_ignored_for_the_job);
 
 #[test]
 fn odd_inherited_state_closed_fds_and_a_foreign_cwd() {
@@ -278,161 +265,134 @@ fn raw_kill(pid: i32, sig: i32) {
 /// dumb-init's proxies_signals and shell_background tests, for every number from 1 to 64:
 /// proc_box never dies of a signal; it forwards every one without a meaning of its own,
 /// exactly once; TSTP, TTIN and TTOU suspend the tree and proc_box, SIGCONT resumes both.
-#[test]
-fn every_signal_sent_to_proc_box_is_forwarded_or_acted_on() {
+fn every_signal_sent_to_proc_box_is_forwarded_or_acted_on(mode: &str) {
     let zoo = fixture("zoo");
-    for mode in MODES {
-        let s = Scene::new("proxy");
-        let mut child = s
-            .command(&["--nowarn", "--track", mode, "--"])
-            .arg(&zoo)
-            .arg("listen")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pb = child.id() as i32;
-        let job = s.pid("listen");
-        let alive =
-            |child: &mut std::process::Child| assert!(child.try_wait().unwrap().is_none(), "proc_box died");
-        for sig in 1..=64 {
-            let own_meaning = [
-                libc::SIGKILL,
-                libc::SIGSTOP,
-                32,
-                33,
-                libc::SIGCHLD,
-                libc::SIGINT,
-                libc::SIGTERM,
-                libc::SIGQUIT,
-            ]
-            .contains(&sig)
+    let s = Scene::new("proxy");
+    let mut child = s
+        .command(&["--nowarn", "--track", mode, "--"])
+        .arg(&zoo)
+        .arg("listen")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pb = child.id() as i32;
+    let job = s.pid("listen");
+    let alive =
+        |child: &mut std::process::Child| assert!(child.try_wait().unwrap().is_none(), "proc_box died");
+    for sig in 1..=64 {
+        let own_meaning =
+            [libc::SIGKILL, libc::SIGSTOP, 32, 33, libc::SIGCHLD, libc::SIGINT, libc::SIGTERM, libc::SIGQUIT]
+                .contains(&sig)
                 || [libc::SIGHUP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig);
-            if own_meaning {
-                continue;
-            }
-            raw_kill(pb, sig);
-            wait_for(&format!("{mode}: signal {sig} to reach the job"), || {
-                (seen(&s).get(&sig) == Some(&1)).then_some(())
-            });
-            alive(&mut child);
+        if own_meaning {
+            continue;
         }
-        // SIGHUP means "sample": the job does not see it.
-        raw_kill(pb, libc::SIGHUP);
-        raw_kill(pb, libc::SIGUSR1);
-        wait_for("a second SIGUSR1", || (seen(&s).get(&libc::SIGUSR1) == Some(&2)).then_some(()));
-        assert_eq!(seen(&s).get(&libc::SIGHUP), None, "{mode}: SIGHUP is proc_box's own");
-        for sig in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
-            raw_kill(pb, sig);
-            wait_for(&format!("{mode}: {sig} to suspend box and job"), || {
-                (is_stopped(pb) && is_stopped(job)).then_some(())
-            });
-            raw_kill(pb, libc::SIGCONT);
-            wait_for(&format!("{mode}: SIGCONT to resume both"), || {
-                (!is_stopped(pb) && !is_stopped(job)).then_some(())
-            });
-            alive(&mut child);
-        }
-        let caught = seen(&s);
-        assert!(
-            [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGCHLD]
-                .iter()
-                .all(|s| !caught.contains_key(s)),
-            "{mode}: job control is proc_box's, not forwarded: {caught:?}"
-        );
-        raw_kill(pb, libc::SIGTERM);
-        assert_eq!(wait_exit(&mut child).code(), Some(0), "{mode}: the job caught SIGTERM and exited 0");
-        assert_eq!(seen(&s).get(&libc::SIGTERM), Some(&1));
-        s.assert_no_survivors();
+        raw_kill(pb, sig);
+        wait_for(&format!("{mode}: signal {sig} to reach the job"), || {
+            (seen(&s).get(&sig) == Some(&1)).then_some(())
+        });
+        alive(&mut child);
     }
+    // SIGHUP means "sample": the job does not see it.
+    raw_kill(pb, libc::SIGHUP);
+    raw_kill(pb, libc::SIGUSR1);
+    wait_for("a second SIGUSR1", || (seen(&s).get(&libc::SIGUSR1) == Some(&2)).then_some(()));
+    assert_eq!(seen(&s).get(&libc::SIGHUP), None, "{mode}: SIGHUP is proc_box's own");
+    for sig in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        raw_kill(pb, sig);
+        wait_for(&format!("{mode}: {sig} to suspend box and job"), || {
+            (is_stopped(pb) && is_stopped(job)).then_some(())
+        });
+        raw_kill(pb, libc::SIGCONT);
+        wait_for(&format!("{mode}: SIGCONT to resume both"), || {
+            (!is_stopped(pb) && !is_stopped(job)).then_some(())
+        });
+        alive(&mut child);
+    }
+    let caught = seen(&s);
+    assert!(
+        [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGCHLD].iter().all(|s| !caught.contains_key(s)),
+        "{mode}: job control is proc_box's, not forwarded: {caught:?}"
+    );
+    raw_kill(pb, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut child).code(), Some(0), "{mode}: the job caught SIGTERM and exited 0");
+    assert_eq!(seen(&s).get(&libc::SIGTERM), Some(&1));
+    s.assert_no_survivors();
 }
+each_mode!(every_signal_sent_to_proc_box_is_forwarded_or_acted_on);
 
 /// A real fault inside proc_box (a bug) must still end the tree, in subreaper mode too, where no
 /// EXITKILL does it: the fault handler kills every descendant, then proc_box dies of the fault,
 /// even when proc_box was started with the fault signal blocked and ignored.
-#[test]
-fn a_real_fault_in_proc_box_takes_the_tree_with_it() {
+fn a_real_fault_in_proc_box_takes_the_tree_with_it(mode: &str) {
     let inject = fixture("fault_inject");
     let tree = fixture("fork_tree");
-    for mode in MODES {
-        let s = Scene::new("fault");
-        // Started with SIGSEGV blocked and ignored: the handler must run all the same.
-        let argv = [proc_box(), "--nowarn", "--track", mode, "--", tree.to_str().unwrap(), "stay"];
-        let mut child = launched(&s, &["-b", "11", "-i", "11"], &argv).stdout(Stdio::null()).spawn().unwrap();
-        for n in ["child0", "child1", "grand0", "grand1", "main"] {
-            s.pid(n);
-        }
-        let err = child.stderr.take().unwrap();
-        let status = Command::new(&inject).arg(child.id().to_string()).status().unwrap();
-        if status.code() == Some(77) {
-            eprintln!("fault injection is not supported on this architecture; skipped");
-            let _ = child.kill();
-            let _ = child.wait();
-            return;
-        }
-        assert!(status.success(), "injecting the fault failed");
-        let st = wait_exit(&mut child);
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(st.signal(), Some(libc::SIGSEGV), "{mode}: proc_box dies of its fault");
-        let err = std::io::read_to_string(err).unwrap();
-        assert!(err.contains("fatal signal in proc_box itself"), "{mode}: {err}");
-        s.wait_no_survivors();
+    let s = Scene::new("fault");
+    // Started with SIGSEGV blocked and ignored: the handler must run all the same.
+    let argv = [proc_box(), "--nowarn", "--track", mode, "--", tree.to_str().unwrap(), "stay"];
+    let mut child = launched(&s, &["-b", "11", "-i", "11"], &argv).stdout(Stdio::null()).spawn().unwrap();
+    for n in ["child0", "child1", "grand0", "grand1", "main"] {
+        s.pid(n);
     }
+    let err = child.stderr.take().unwrap();
+    let status = Command::new(&inject).arg(child.id().to_string()).status().unwrap();
+    if status.code() == Some(77) {
+        eprintln!("fault injection is not supported on this architecture; skipped");
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    }
+    assert!(status.success(), "injecting the fault failed");
+    let st = wait_exit(&mut child);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(libc::SIGSEGV), "{mode}: proc_box dies of its fault");
+    let err = std::io::read_to_string(err).unwrap();
+    assert!(err.contains("fatal signal in proc_box itself"), "{mode}: {err}");
+    s.wait_no_survivors();
 }
+each_mode!(a_real_fault_in_proc_box_takes_the_tree_with_it);
 
 /// The fault signals sent with kill(2) are not faults: forwarded like any other.
-#[test]
-fn fault_signals_sent_with_kill_are_forwarded() {
+fn fault_signals_sent_with_kill_are_forwarded(mode: &str) {
     let zoo = fixture("zoo");
-    for mode in MODES {
-        let s = Scene::new("sentfault");
-        let mut child =
-            s.command(&["--nowarn", "--track", mode, "--"]).arg(&zoo).arg("listen").spawn().unwrap();
-        s.pid("listen");
-        for sig in [
-            libc::SIGSEGV,
-            libc::SIGBUS,
-            libc::SIGILL,
-            libc::SIGFPE,
-            libc::SIGTRAP,
-            libc::SIGSYS,
-            libc::SIGABRT,
-        ] {
-            raw_kill(child.id() as i32, sig);
-            wait_for(&format!("{mode}: {sig} forwarded"), || (seen(&s).get(&sig) == Some(&1)).then_some(()));
-        }
-        raw_kill(child.id() as i32, libc::SIGTERM);
-        assert_eq!(wait_exit(&mut child).code(), Some(0), "{mode}");
+    let s = Scene::new("sentfault");
+    let mut child = s.command(&["--nowarn", "--track", mode, "--"]).arg(&zoo).arg("listen").spawn().unwrap();
+    s.pid("listen");
+    for sig in
+        [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, libc::SIGABRT]
+    {
+        raw_kill(child.id() as i32, sig);
+        wait_for(&format!("{mode}: {sig} forwarded"), || (seen(&s).get(&sig) == Some(&1)).then_some(()));
     }
+    raw_kill(child.id() as i32, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut child).code(), Some(0), "{mode}");
 }
+each_mode!(fault_signals_sent_with_kill_are_forwarded);
 
 /// `kill -CONT proc_box` after a `suspend` command is a resume: the tree runs and the timer
 /// counts again.
-#[test]
-fn sigcont_to_a_suspended_box_resumes_it() {
-    for mode in MODES {
-        let s = Scene::new("contresume");
-        let sock = s.socket().display().to_string();
-        let tree = fixture("fork_tree");
-        let mut child = s
-            .command(&["--track", mode, "--control-socket", &sock, "--"])
-            .arg(&tree)
-            .arg("stay")
-            .spawn()
-            .unwrap();
-        let main = s.pid("main");
-        let mut ctl = Control::connect(&s.socket());
-        ctl.ok("suspend", &[]);
-        wait_for("the tree to stop", || is_stopped(main).then_some(()));
-        raw_kill(child.id() as i32, libc::SIGCONT);
-        wait_for(&format!("{mode}: the box to resume"), || {
-            (ctl.status()["state"] == "running").then_some(())
-        });
-        wait_for("the tree to run", || (!is_stopped(main)).then_some(()));
-        ctl.ok("stop", &[]);
-        assert_eq!(wait_exit(&mut child).code(), Some(143), "{mode}");
-        s.assert_no_survivors();
-    }
+fn sigcont_to_a_suspended_box_resumes_it(mode: &str) {
+    let s = Scene::new("contresume");
+    let sock = s.socket().display().to_string();
+    let tree = fixture("fork_tree");
+    let mut child = s
+        .command(&["--track", mode, "--control-socket", &sock, "--"])
+        .arg(&tree)
+        .arg("stay")
+        .spawn()
+        .unwrap();
+    let main = s.pid("main");
+    let mut ctl = Control::connect(&s.socket());
+    ctl.ok("suspend", &[]);
+    wait_for("the tree to stop", || is_stopped(main).then_some(()));
+    raw_kill(child.id() as i32, libc::SIGCONT);
+    wait_for(&format!("{mode}: the box to resume"), || (ctl.status()["state"] == "running").then_some(()));
+    wait_for("the tree to run", || (!is_stopped(main)).then_some(()));
+    ctl.ok("stop", &[]);
+    assert_eq!(wait_exit(&mut child).code(), Some(143), "{mode}");
+    s.assert_no_survivors();
 }
+each_mode!(sigcont_to_a_suspended_box_resumes_it);
 
 /// Each thread of a process: (name, SigBlk mask).
 fn thread_masks(pid: u32) -> Vec<(String, u64)> {

@@ -77,53 +77,45 @@ fn the_job_reads_the_terminal_without_being_stopped() {
     assert!(v["stdout_bytes"].is_null() && v["stderr_bytes"].is_null(), "{v}");
 }
 
-#[test]
-fn ctrl_c_ends_the_job_and_its_tree() {
-    for track in MODES {
-        let s = Scene::new("tty-int");
-        let tree = fixture("setsid");
-        let mut tty = on_pty(&s, &["--track", track, "--", tree.to_str().unwrap(), "stay"]);
-        s.pid("session");
-        s.pid("main");
-        tty.type_in(b"\x03");
-        assert_eq!(wait_exit(&mut tty.child).code(), Some(130), "{track}");
-        s.assert_no_survivors();
-    }
+fn ctrl_c_ends_the_job_and_its_tree(track: &str) {
+    let s = Scene::new("tty-int");
+    let tree = fixture("setsid");
+    let mut tty = on_pty(&s, &["--track", track, "--", tree.to_str().unwrap(), "stay"]);
+    s.pid("session");
+    s.pid("main");
+    tty.type_in(b"\x03");
+    assert_eq!(wait_exit(&mut tty.child).code(), Some(130), "{track}");
+    s.assert_no_survivors();
 }
+each_mode!(ctrl_c_ends_the_job_and_its_tree);
 
-#[test]
-fn ctrl_z_suspends_the_whole_tree_and_continue_resumes_it() {
-    for track in MODES {
-        let s = Scene::new("tty-stop");
-        let tree = fixture("setsid");
-        let mut tty = on_pty(&s, &["--track", track, "--", tree.to_str().unwrap(), "stay"]);
-        // "session" left the job's process group: the terminal's SIGTSTP never reaches it.
-        let pids = [s.pid("session"), s.pid("main")];
-        tty.type_in(b"\x1a");
-        wait_for("proc_box to stop like a shell job", || {
-            match waitpid(tty.pid(), Some(WaitPidFlag::WUNTRACED | WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => Some(()),
-                _ => None,
-            }
-        });
-        // Said while proc_box is stopped, as a shell's "[1]+ Stopped" is, not after `fg`.
-        tty.expect("job suspended with the whole tree");
-        wait_for("every process of the tree to be stopped", || {
-            pids.iter().all(|&p| is_stopped(p)).then_some(())
-        });
-        let frozen = s.count("session");
+fn ctrl_z_suspends_the_whole_tree_and_continue_resumes_it(track: &str) {
+    let s = Scene::new("tty-stop");
+    let tree = fixture("setsid");
+    let mut tty = on_pty(&s, &["--track", track, "--", tree.to_str().unwrap(), "stay"]);
+    // "session" left the job's process group: the terminal's SIGTSTP never reaches it.
+    let pids = [s.pid("session"), s.pid("main")];
+    tty.type_in(b"\x1a");
+    wait_for("proc_box to stop like a shell job", || {
+        match waitpid(tty.pid(), Some(WaitPidFlag::WUNTRACED | WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => Some(()),
+            _ => None,
+        }
+    });
+    // Said while proc_box is stopped, as a shell's "[1]+ Stopped" is, not after `fg`.
+    tty.expect("job suspended with the whole tree");
+    wait_for("every process of the tree to be stopped", || pids.iter().all(|&p| is_stopped(p)).then_some(()));
+    let frozen = s.count("session");
 
-        kill(tty.pid(), Signal::SIGCONT).unwrap(); // what the shell's `fg` sends
-        wait_for("the tree to run again", || {
-            (s.count("session") > frozen && s.count("main") > 0).then_some(())
-        });
-        assert!(pids.iter().all(|&p| !is_stopped(p)));
-        // The job has the terminal again: Ctrl-C reaches it.
-        tty.type_in(b"\x03");
-        assert_eq!(wait_exit(&mut tty.child).code(), Some(130), "{track}");
-        s.assert_no_survivors();
-    }
+    kill(tty.pid(), Signal::SIGCONT).unwrap(); // what the shell's `fg` sends
+    wait_for("the tree to run again", || (s.count("session") > frozen && s.count("main") > 0).then_some(()));
+    assert!(pids.iter().all(|&p| !is_stopped(p)));
+    // The job has the terminal again: Ctrl-C reaches it.
+    tty.type_in(b"\x03");
+    assert_eq!(wait_exit(&mut tty.child).code(), Some(130), "{track}");
+    s.assert_no_survivors();
 }
+each_mode!(ctrl_z_suspends_the_whole_tree_and_continue_resumes_it);
 
 /// The summary's `limits` says what really holds stdout to `--stdoutlimit`: the relay for a
 /// pipe, the monitor (the file offset) for a file, and nothing for a terminal, where the job

@@ -356,3 +356,46 @@ pub fn read_json(path: &Path) -> Value {
 pub fn status_pids(state: &Value) -> Vec<i32> {
     state["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap() as i32).collect()
 }
+
+/// One test a configuration, so that each passes, fails and is timed on its own, and the
+/// harness runs them side by side: `each_mode!(f)` turns `fn f(mode: &str)` into the tests
+/// `f::ptrace` and `f::subreaper`.
+macro_rules! each_mode {
+    ($f:ident) => {
+        mod $f {
+            #[test]
+            fn ptrace() {
+                super::$f("ptrace")
+            }
+            #[test]
+            fn subreaper() {
+                super::$f("subreaper")
+            }
+        }
+    };
+}
+
+/// As `each_mode!`, for `fn f(mode: &str, cgroup: &str)`: each tracking mode with its cgroup
+/// (`--cgroup auto`) and without (`--cgroup off`).
+macro_rules! each_setup {
+    ($f:ident) => {
+        mod $f {
+            #[test]
+            fn ptrace_cgroup() {
+                super::$f("ptrace", "auto")
+            }
+            #[test]
+            fn ptrace_no_cgroup() {
+                super::$f("ptrace", "off")
+            }
+            #[test]
+            fn subreaper_cgroup() {
+                super::$f("subreaper", "auto")
+            }
+            #[test]
+            fn subreaper_no_cgroup() {
+                super::$f("subreaper", "off")
+            }
+        }
+    };
+}
