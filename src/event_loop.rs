@@ -9,16 +9,16 @@ use crate::auth::Via;
 use crate::command::{self, Command, Reply};
 use crate::emitter::{Emitter, End, Live};
 use crate::policy::{Action, Policy, Reason};
-use crate::relay::{FileCount, LazyRelay, Plan};
-use crate::signals::Sig;
+use crate::relay::{Output, Plan};
+use crate::signals::{meaning, Meaning, Sig};
 use crate::spawn::ExecReport;
 use crate::terminal::Terminal;
+use crate::tokens::{Source, FORK_EVENTS, OUTPUTS, SENT_FAULTS, SIGNALS, WAKER};
 use crate::tracker::{pidfd, Event, ExitStatus, Mode, Tracker};
 use crate::transport::socket::{ControlSocket, Input, MAX_LINE};
 use crate::transport::{Inbox, Request};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use nix::sys::signal::SigSet;
 use nix::sys::signalfd::SignalFd;
 use serde_json::{json, Value};
 use std::io;
@@ -27,70 +27,11 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-const SIGNALS: Token = Token(0);
-const WAKER: Token = Token(1);
-/// The job's stdout and stderr pipes, until their relay threads start.
-const OUTPUTS: [Token; 2] = [Token(3), Token(4)];
-/// Fault signals sent to proc_box with kill(2), passed on by the fault handler.
-const SENT_FAULTS: Token = Token(5);
-/// The process events connector, polled only to enforce `--pids-limit` at each fork.
-const FORK_EVENTS: Token = Token(6);
-
 /// How often the children lists are walked when no event asks for it. In subreaper mode this
 /// bounds how long a new process can go unseen; in ptrace mode it is only the backstop for
 /// `clone(CLONE_UNTRACED)`.
 const TICK_SUBREAPER: Duration = Duration::from_millis(100);
 const TICK_PTRACE: Duration = Duration::from_secs(1);
-
-/// Every signal proc_box can catch: all are blocked and read from the signalfd, so none can
-/// kill proc_box while it holds a tree (only SIGKILL can, and a real fault of its own). The job
-/// starts with proc_box's original mask instead. What each one means is [`meaning`]'s table.
-/// glibc keeps 32 and 33 for itself. The fault signals are `fault.rs`'s: the kernel forces a real
-/// fault through a block, so those reach a handler, and come here through a pipe when sent.
-pub fn handled_signals() -> SigSet {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid sigset_t; sigaddset refuses numbers it does not take, harmlessly.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        for sig in 1..=libc::SIGRTMAX() {
-            let fault_only = crate::fault::FAULTS.contains(&sig) && sig != libc::SIGABRT;
-            if !matches!(sig, libc::SIGKILL | libc::SIGSTOP) && !fault_only {
-                libc::sigaddset(&mut set, sig);
-            }
-        }
-    }
-    // SAFETY: initialised by sigemptyset above.
-    unsafe { SigSet::from_sigset_t_unchecked(set) }
-}
-
-/// What a signal sent to proc_box means. The README's table is this function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Meaning {
-    /// SIGCHLD: a child changed state.
-    Child,
-    /// SIGINT, SIGTERM, SIGQUIT: graceful stop; a second one kills.
-    Stop,
-    /// SIGHUP: emit a sample.
-    Sample,
-    /// SIGTSTP, SIGTTIN, SIGTTOU: suspend the tree and proc_box (terminal job control).
-    Suspend,
-    /// SIGCONT: resume after a suspend; otherwise forwarded.
-    Continue,
-    /// Everything else: sent on to every process of the tree, as it was sent.
-    Forward,
-}
-
-pub fn meaning(sig: i32) -> Meaning {
-    match sig {
-        libc::SIGCHLD => Meaning::Child,
-        libc::SIGINT | libc::SIGTERM | libc::SIGQUIT => Meaning::Stop,
-        libc::SIGHUP => Meaning::Sample,
-        libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => Meaning::Suspend,
-        libc::SIGCONT => Meaning::Continue,
-        _ => Meaning::Forward,
-    }
-}
 
 /// Everything the loop starts with.
 pub struct Parts {
@@ -154,52 +95,6 @@ impl Outcome {
             (None, Some(ExitStatus::Signaled(sig))) => MainEnd::Signaled(sig),
         };
         crate::policy::exit_code(end, self.reason, self.grace_expired, rule)
-    }
-}
-
-/// One of the job's output streams, as counted.
-enum Output {
-    Relay(LazyRelay),
-    File(FileCount),
-    /// Counted with stdout: the same open file.
-    WithStdout,
-    Uncounted,
-}
-
-impl Output {
-    fn start(
-        plan: Plan,
-        name: &'static str,
-        waker: &Arc<Waker>,
-        wake_at: Vec<u64>,
-        cap: Option<u64>,
-        own_io: &OwnIo,
-    ) -> io::Result<Output> {
-        Ok(match plan {
-            Plan::Pipe { job_end, pending } => {
-                drop(job_end); // only the job may hold it, so the relay sees EOF when the tree is gone
-                Output::Relay(LazyRelay::new(pending, name, waker.clone(), wake_at, cap, own_io.clone()))
-            }
-            Plan::File(count) => Output::File(count),
-            Plan::SameFileAsStdout => Output::WithStdout,
-            Plan::Direct => Output::Uncounted,
-        })
-    }
-
-    fn bytes(&self) -> Option<u64> {
-        match self {
-            Output::Relay(r) => Some(r.bytes()),
-            Output::File(f) => Some(f.bytes()),
-            Output::WithStdout => Some(0),
-            Output::Uncounted => None,
-        }
-    }
-
-    fn relay(&mut self) -> Option<&mut LazyRelay> {
-        match self {
-            Output::Relay(r) => Some(r),
-            _ => None,
-        }
     }
 }
 
@@ -536,16 +431,16 @@ impl EventLoop {
     }
 
     fn dispatch(&mut self, token: Token, readable: bool) {
-        match token {
-            SIGNALS => self.on_signals(),
-            FORK_EVENTS => {
+        match crate::tokens::source(token) {
+            Source::Signals => self.on_signals(),
+            Source::ForkEvents => {
                 self.tracker.process_events();
                 if self.tracker.take_over_limit() {
                     let actions = self.policy.limit_exceeded(Reason::LimitPids, false, Instant::now());
                     self.apply(actions);
                 }
             }
-            SENT_FAULTS => {
+            Source::SentFaults => {
                 let mut sigs = [0u8; 64];
                 loop {
                     // SAFETY: reading into a local buffer from the non-blocking pipe we own.
@@ -561,7 +456,7 @@ impl EventLoop {
                     }
                 }
             }
-            WAKER => {
+            Source::Waker => {
                 self.check_limits();
                 while let Ok(req) = self.requests.try_recv() {
                     // The socket's bound on a command holds for AMQP messages too.
@@ -577,16 +472,15 @@ impl EventLoop {
                 }
             }
             // Data to relay; a bare hang-up (the job wrote nothing) is left to `finish`.
-            t if OUTPUTS.contains(&t) && readable => {
-                let i = usize::from(t == OUTPUTS[1]);
+            Source::Output(i) if readable => {
                 if let Some(r) = self.outputs[i].relay() {
                     r.start(self.poll.registry());
                 }
             }
-            t if OUTPUTS.contains(&t) => {}
-            t if ControlSocket::owns(t) => self.on_socket(t),
-            t => {
-                if let Some(pid) = self.tracker.pidfd_ready(t, self.poll.registry()) {
+            Source::Output(_) | Source::Unknown => {}
+            Source::Listener | Source::Conn(_) => self.on_socket(token),
+            Source::Pidfd => {
+                if let Some(pid) = self.tracker.pidfd_ready(token, self.poll.registry()) {
                     self.emitter.accounting.departed(pid, &self.tracker);
                 }
             }

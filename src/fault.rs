@@ -15,10 +15,7 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-/// Signals whose handler is this module's. SIGABRT is also read from the signalfd (it stays
-/// blocked; `abort()` unblocks it before raising).
-pub const FAULTS: [i32; 7] =
-    [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, libc::SIGABRT];
+pub use crate::signals::FAULTS;
 
 static PIPE: AtomicI32 = AtomicI32::new(-1);
 

@@ -21,6 +21,7 @@ pub mod signals;
 pub mod spawn;
 pub mod stack;
 pub mod terminal;
+pub mod tokens;
 pub mod tracker;
 pub mod transport;
 pub mod units;

@@ -369,3 +369,50 @@ impl Relay {
         }
     }
 }
+
+/// One of the job's output streams, as the loop holds it: counted by a relay, by the offset of
+/// a file, with stdout, or not at all (a terminal).
+pub enum Output {
+    Relay(LazyRelay),
+    File(FileCount),
+    /// Counted with stdout: the same open file.
+    WithStdout,
+    Uncounted,
+}
+
+impl Output {
+    pub fn start(
+        plan: Plan,
+        name: &'static str,
+        waker: &Arc<Waker>,
+        wake_at: Vec<u64>,
+        cap: Option<u64>,
+        own_io: &OwnIo,
+    ) -> io::Result<Output> {
+        Ok(match plan {
+            Plan::Pipe { job_end, pending } => {
+                drop(job_end); // only the job may hold it, so the relay sees EOF when the tree is gone
+                Output::Relay(LazyRelay::new(pending, name, waker.clone(), wake_at, cap, own_io.clone()))
+            }
+            Plan::File(count) => Output::File(count),
+            Plan::SameFileAsStdout => Output::WithStdout,
+            Plan::Direct => Output::Uncounted,
+        })
+    }
+
+    pub fn bytes(&self) -> Option<u64> {
+        match self {
+            Output::Relay(r) => Some(r.bytes()),
+            Output::File(f) => Some(f.bytes()),
+            Output::WithStdout => Some(0),
+            Output::Uncounted => None,
+        }
+    }
+
+    pub fn relay(&mut self) -> Option<&mut LazyRelay> {
+        match self {
+            Output::Relay(r) => Some(r),
+            _ => None,
+        }
+    }
+}

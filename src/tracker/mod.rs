@@ -77,9 +77,6 @@ enum Probe {
     Check { fd: PidFd, ppid: i32, reaped: u64, io: Option<IoSum> },
 }
 
-/// Tokens at and above this value belong to pidfds.
-pub const PIDFD_TOKENS: usize = 1 << 20;
-
 struct Member {
     /// A process we do not trace is pinned only by a pidfd, watched for its exit. A tracee's
     /// pid cannot be reused before proc_box waits for it, so it needs neither: it leaves the
@@ -215,7 +212,7 @@ impl Tracker {
             has_children: true,
             members: HashMap::new(),
             tokens: HashMap::new(),
-            next_token: PIDFD_TOKENS,
+            next_token: crate::tokens::FIRST_PIDFD,
             started: 0,
             peak: 0,
             max_reaped_rss: 0,

@@ -14,9 +14,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub const LISTENER: Token = Token(2);
-const FIRST_CONN: usize = 16;
-const MAX_CONNS: usize = 64;
+use crate::tokens::{self, Source, LISTENER, MAX_CONNS};
+
 /// A longer line is answered with an error and skipped.
 pub const MAX_LINE: usize = 64 * 1024;
 /// A client that stops reading its replies is dropped past this much pending output.
@@ -104,18 +103,14 @@ impl ControlSocket {
         registry.register(&mut self.listener, LISTENER, Interest::READABLE)
     }
 
-    pub fn owns(token: Token) -> bool {
-        token == LISTENER || (FIRST_CONN..FIRST_CONN + MAX_CONNS).contains(&token.0)
-    }
-
     /// Handles readiness on one of our tokens; returns the input to answer, in order.
     pub fn ready(&mut self, token: Token, registry: &Registry) -> Vec<(Token, Input)> {
-        if token == LISTENER {
-            self.accept(registry);
-            return Vec::new();
-        }
         let mut input = Vec::new();
-        self.serve(token.0 - FIRST_CONN, registry, &mut input);
+        match tokens::source(token) {
+            Source::Listener => self.accept(registry),
+            Source::Conn(slot) => self.serve(slot, registry, &mut input),
+            _ => {}
+        }
         input
     }
 
@@ -157,7 +152,7 @@ impl ControlSocket {
 
     /// Reads and splits at most [`LINES_PER_TURN`] lines of one client.
     fn serve(&mut self, slot: usize, registry: &Registry, input: &mut Vec<(Token, Input)>) {
-        let token = Token(FIRST_CONN + slot);
+        let token = tokens::conn(slot);
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
@@ -211,7 +206,9 @@ impl ControlSocket {
 
     /// Queues a reply line on a connection and writes what the peer will take now.
     pub fn reply(&mut self, token: Token, line: &str, registry: &Registry) {
-        let slot = token.0 - FIRST_CONN;
+        let Source::Conn(slot) = tokens::source(token) else {
+            return;
+        };
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
             conn.out.extend_from_slice(line.as_bytes());
             conn.unanswered = conn.unanswered.saturating_sub(1);
@@ -257,7 +254,7 @@ impl ControlSocket {
                         let _ = stream.write(reply.to_line().as_bytes());
                         continue;
                     }
-                    let token = Token(FIRST_CONN + slot);
+                    let token = tokens::conn(slot);
                     if registry.register(&mut stream, token, Interest::READABLE).is_ok() {
                         self.conns[slot] = Some(Conn {
                             stream,
@@ -325,7 +322,7 @@ impl ControlSocket {
         }
         let interest =
             if conn.out.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
-        let _ = registry.reregister(&mut conn.stream, Token(FIRST_CONN + slot), interest);
+        let _ = registry.reregister(&mut conn.stream, tokens::conn(slot), interest);
     }
 
     fn close(&mut self, slot: usize, registry: &Registry) {
