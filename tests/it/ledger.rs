@@ -577,6 +577,53 @@ fn report_and_jobs_escape_control_characters_from_jobs() {
     }
 }
 
+/// A spreadsheet opening the CSV shows what a job put in its account or host as text: no
+/// cell from a job starts a formula.
+#[test]
+fn csv_cells_from_jobs_cannot_start_a_spreadsheet_formula() {
+    let scene = Scene::new("ledger-csvinj");
+    let db = sqlite(&scene);
+    let file = scene.dir.join("s.jsonl");
+    let ended = "2026-12-01T00:00:00.000000Z";
+    let evil = "=HYPERLINK(\"http://x\",\"y\")";
+    let s = summary("csv-1", evil, "u", "@host", ended, 1.0, (1.0, 0.0), 0, (0, 0), "exited", 0);
+    std::fs::write(&file, format!("{s}\n")).unwrap();
+    assert!(run(&["ledger", "import", "--db", &db, file.to_str().unwrap()]).status.success());
+    let period = ["--since", "2026-11-30", "--until", "2026-12-02", "--format", "csv"];
+    for args in [&["report", "--by", "account,host"][..], &["jobs"]] {
+        let o = run(&[args, &["--db", &db][..], &period[..]].concat());
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let mut cells = 0;
+        for rec in csv::Reader::from_reader(o.stdout.as_slice()).records() {
+            for cell in rec.unwrap().iter() {
+                assert!(!cell.starts_with(['=', '+', '@']), "{args:?}: cell {cell:?}");
+                cells += usize::from(cell == format!("'{evil}") || cell == "'@host");
+            }
+        }
+        assert!(cells >= 2, "{args:?}: the values are kept, as text: {}", stdout(&o));
+    }
+}
+
+/// A login PostgreSQL refuses (no such role or database) is the operator's to fix: `ledger
+/// run` says so and exits at once instead of retrying for ever.
+#[test]
+fn a_refused_postgres_login_is_an_error_at_once() {
+    let scene = Scene::new("ledger-nologin");
+    let name = unique("nologin").to_lowercase();
+    for (url, what) in [
+        (format!("postgres://{name}@127.0.0.1:5432/postgres"), "no such role"),
+        (format!("postgres://postgres@127.0.0.1:5432/{name}"), "no such database"),
+    ] {
+        let log = scene.dir.join("ledger.log");
+        let mut ledger = Ledger::start_on(URI, &url, "nologin", &unique("q"), &[], &log);
+        let code =
+            wait_for(&format!("ledger run to give up on {what}"), || ledger.0.try_wait().unwrap()).code();
+        let err = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(code, Some(1), "{what}: {err}");
+        assert!(err.contains("cannot log in to PostgreSQL"), "{what}: {err}");
+    }
+}
+
 /// A row PostgreSQL refuses for its own data (a NUL in a text) costs that row only, named by
 /// file and line: the batch around it is stored.
 #[test]

@@ -297,7 +297,7 @@ pub fn jobs(a: JobsArgs) -> Result<u8, Failed> {
             let mut w = csv::Writer::from_writer(Vec::new());
             let _ = w.write_record(report::JOB_COLUMNS);
             for j in jobs {
-                let _ = w.write_record(report::job_cells(&j));
+                let _ = w.write_record(report::job_cells(&j).iter().map(|c| report::spreadsheet_safe(c)));
             }
             text = String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default();
         }

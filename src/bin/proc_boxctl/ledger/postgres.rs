@@ -35,6 +35,12 @@ fn classify(what: &str, e: postgres::Error) -> DbError {
     }
 }
 
+/// Class 28 (invalid authorization: a wrong password, no such role, pg_hba refusing) and
+/// 3D000 (no such database).
+fn login_refused(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| c.code().starts_with("28") || c.code() == "3D000")
+}
+
 impl Postgres {
     pub fn open(url: &str) -> Result<Postgres, DbError> {
         let shown = super::store::DbUrl::Postgres(url.into()).describe();
@@ -44,7 +50,14 @@ impl Postgres {
         }
         config.application_name("proc_boxctl ledger");
         let mut pg = Postgres { config, shown, client: None };
-        pg.client()?;
+        if let Err(e) = pg.config.connect(NoTls).map(|c| pg.client = Some(c)) {
+            let why = e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_owned());
+            let m = format!("cannot log in to PostgreSQL at {}: {why}", pg.shown);
+            // At start, a refused login or a missing database is the operator's to fix: say so
+            // and stop, rather than retry for ever. Later, the same error is a server that
+            // changed under a running consumer, and is retried like an outage.
+            return Err(if login_refused(&e) { DbError::Fatal(m) } else { DbError::Unavailable(m) });
+        }
         pg.migrate()?;
         Ok(pg)
     }

@@ -414,7 +414,7 @@ pub fn render(
             let _ = w.write_record(&h);
             for (kind, vals, s) in &all {
                 let mut rec = vec![kind.to_string()];
-                rec.extend(vals.iter().cloned());
+                rec.extend(vals.iter().map(|v| spreadsheet_safe(v)));
                 rec.extend(s.cells(card, 6));
                 let _ = w.write_record(&rec);
             }
@@ -535,9 +535,37 @@ pub fn job_cells(j: &Job) -> Vec<String> {
     ]
 }
 
+/// A value from a job (a label, an account, a host) as a CSV cell that a spreadsheet shows as
+/// text: one starting like a formula (`=`, `+`, `-`, `@`, a tab or a carriage return) gets a
+/// leading `'`, as OWASP advises. A lone `-` (unknown) and plain numbers are left alone.
+pub fn spreadsheet_safe(v: &str) -> String {
+    let formula = v.starts_with(['=', '+', '-', '@', '\t', '\r']) && v != "-" && v.parse::<f64>().is_err();
+    if formula {
+        format!("'{v}")
+    } else {
+        v.to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_cells_from_jobs_never_start_a_formula() {
+        for (v, want) in [
+            ("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"),
+            ("+1+1", "'+1+1"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("-", "-"),
+            ("-1.5", "-1.5"),
+            ("physics", "physics"),
+        ] {
+            assert_eq!(spreadsheet_safe(v), want);
+        }
+    }
 
     #[test]
     fn calendar() {
