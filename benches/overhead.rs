@@ -12,7 +12,7 @@
 
 use mio::Poll;
 use proc_box::accounting::Accounting;
-use proc_box::tracker::pidfd::PidFd;
+use proc_box::sys::pidfd::PidFd;
 use proc_box::tracker::{Mode, Tracker};
 use std::process::Command;
 use std::time::{Duration, Instant};

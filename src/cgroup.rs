@@ -359,7 +359,7 @@ pub mod watcher {
     pub fn start(cg: &Cgroup) -> io::Result<()> {
         use std::ffi::CString;
         use std::os::unix::ffi::OsStrExt;
-        let me = crate::tracker::pidfd::PidFd::open(std::process::id() as i32)?;
+        let me = crate::sys::pidfd::PidFd::open(std::process::id() as i32)?;
         let fd = me.as_raw_fd();
         let cstr = |b: &[u8]| CString::new(b).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
         let exe = cstr(std::env::current_exe()?.as_os_str().as_bytes())?;
@@ -443,7 +443,7 @@ pub mod watcher {
             }
             if !cg.kill() {
                 for pid in left {
-                    if let Ok(p) = crate::tracker::pidfd::PidFd::open(pid) {
+                    if let Ok(p) = crate::sys::pidfd::PidFd::open(pid) {
                         let _ = p.signal(crate::signals::Sig::KILL);
                     }
                 }

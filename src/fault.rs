@@ -9,7 +9,7 @@
 //! signals cannot go through the signalfd like the others. The same signals *sent* with
 //! kill(2) are not faults: the handler passes them to the loop through a pipe, to be forwarded.
 
-use crate::accounting::procfs::{parse_reap_stat, read_pid};
+use crate::sys::procfs::{parse_reap_stat, read_pid};
 use std::cell::UnsafeCell;
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};

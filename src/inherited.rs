@@ -35,7 +35,7 @@ pub extern "C" fn capture() {
 
 fn from_proc_status() -> Option<u64> {
     let mut buf = [0u8; 4096];
-    let text = crate::accounting::procfs::read_pid_file(c"/proc/self/status", &mut buf)?;
+    let text = crate::sys::procfs::read_pid_file(c"/proc/self/status", &mut buf)?;
     let hex = text.lines().find_map(|l| l.strip_prefix("SigIgn:"))?.trim();
     u64::from_str_radix(hex, 16).ok()
 }

@@ -20,6 +20,7 @@ pub mod relay;
 pub mod signals;
 pub mod spawn;
 pub mod stack;
+pub mod sys;
 pub mod terminal;
 pub mod tokens;
 pub mod tracker;

@@ -9,7 +9,7 @@
 
 use crate::config::Track;
 use crate::signals::Sig;
-use crate::tracker::pidfd::PidFd;
+use crate::sys::pidfd::PidFd;
 use crate::tracker::{ptrace, Mode};
 use nix::fcntl::OFlag;
 use nix::sys::signal::SigSet;

@@ -17,45 +17,15 @@
 
 pub mod format;
 pub mod origin;
-pub mod procfs;
 pub mod report;
 
+use crate::sys::procfs;
+pub use crate::sys::procfs::IoSum;
 use crate::tracker::{Mode, Reaped, Tracker};
 use ::procfs::process::Process;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Storage-level and character-level I/O, as `/proc/PID/io` counts it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IoSum {
-    pub read_bytes: u64,
-    pub write_bytes: u64,
-    pub rchar: u64,
-    pub wchar: u64,
-}
-
-impl IoSum {
-    pub fn from_io(io: &::procfs::process::Io) -> IoSum {
-        IoSum { read_bytes: io.read_bytes, write_bytes: io.write_bytes, rchar: io.rchar, wchar: io.wchar }
-    }
-
-    pub fn add(&mut self, o: IoSum) {
-        self.read_bytes += o.read_bytes;
-        self.write_bytes += o.write_bytes;
-        self.rchar += o.rchar;
-        self.wchar += o.wchar;
-    }
-
-    fn minus(self, o: IoSum) -> IoSum {
-        IoSum {
-            read_bytes: self.read_bytes.saturating_sub(o.read_bytes),
-            write_bytes: self.write_bytes.saturating_sub(o.write_bytes),
-            rchar: self.rchar.saturating_sub(o.rchar),
-            wchar: self.wchar.saturating_sub(o.wchar),
-        }
-    }
-}
 
 /// proc_box's own threads that exit (the stdio relays) report their final I/O here first, by
 /// thread id, since the kernel then folds it into `/proc/self/io`, where it would pass for the

@@ -10,19 +10,18 @@
 //! A member leaves the tree when its pidfd turns readable (it exited). Only this module waits
 //! on children, and only `pidfd.rs` sends signals.
 
-pub mod children;
 pub mod connector;
-pub mod pidfd;
 pub mod ptrace;
 pub mod wait;
 
-use crate::accounting::procfs::{io_of_pid, open_stat, reap_stat, reap_stat_at, ReapStat};
-use crate::accounting::IoSum;
 use crate::signals::Sig;
+use crate::sys::pidfd::PidFd;
+use crate::sys::procfs::{
+    io_of_pid, listed_children, open_stat, parent_of, reap_stat, reap_stat_at, threads, IoSum, ReapStat,
+};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use nix::errno::Errno;
-use pidfd::PidFd;
 use procfs::process::Process;
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
@@ -75,6 +74,25 @@ enum Probe {
     /// A member's child, whose parent may use `SA_NOCLDWAIT`: the zombie (pinned by `fd`),
     /// its parent, the parent's reaped-children counters now, and its I/O if it was read.
     Check { fd: PidFd, ppid: i32, reaped: u64, io: Option<IoSum> },
+}
+
+/// Who accounts a process proc_box just reaped as its tracer ([`Tracker::settle`]).
+enum Settled {
+    /// A rusage includes it: ours, or its parent's.
+    Counted,
+    /// Released with nobody accounting it: its I/O, if it was read from the zombie.
+    Lost(Option<IoSum>),
+}
+
+/// A pid read from a children list, once checked ([`Tracker::open_listed`]).
+enum Listed {
+    /// Gone, recycled, or not ours: not adopted.
+    Not,
+    /// Ours, pinned and watched by its pidfd.
+    Watched(PidFd),
+    /// Our own child, tracked by pid because file descriptors ran short: an unreaped child's
+    /// pid cannot be recycled.
+    ByPid,
 }
 
 struct Member {
@@ -495,15 +513,15 @@ impl Tracker {
                     // A tracee we have not met yet is a newborn whose first stop outran its
                     // parent's fork event: adopt it before it is let go.
                     self.adopt_tracee(pid, registry);
-                    let mut failed = false;
-                    match ptrace::handle(pid, sig, event, &mut failed) {
+                    let (stop, restart) = ptrace::handle(pid, sig, event);
+                    match stop {
                         ptrace::Stop::Born { child } => self.adopt_tracee(child, registry),
                         ptrace::Stop::GroupStop { sig } if pid == self.main_pid && is_tty_stop(sig) => {
                             events.push(Event::MainStopped(sig))
                         }
                         _ => {}
                     }
-                    if !failed {
+                    if restart == ptrace::Restart::Done {
                         continue; // restarted: the stop is over, and wait has forgotten it
                     }
                     pid // consume it, or we would meet it again forever
@@ -529,13 +547,13 @@ impl Tracker {
             last_empty = None;
             match wait::decode(status) {
                 Some(Change::Exited(code)) => {
-                    let lost = self.settle(probe, &rusage);
-                    self.reaped(pid, &rusage, lost, &mut events);
+                    let settled = self.settle(probe, &rusage);
+                    self.reaped(pid, &rusage, settled, &mut events);
                     self.exited(pid, ExitStatus::Exited(code), &mut events, registry)
                 }
                 Some(Change::Signaled(sig)) => {
-                    let lost = self.settle(probe, &rusage);
-                    self.reaped(pid, &rusage, lost, &mut events);
+                    let settled = self.settle(probe, &rusage);
+                    self.reaped(pid, &rusage, settled, &mut events);
                     self.exited(pid, ExitStatus::Signaled(sig), &mut events, registry)
                 }
                 // Only the main process's terminal stops matter (Ctrl-Z), in subreaper mode.
@@ -551,10 +569,10 @@ impl Tracker {
         events
     }
 
-    fn reaped(&mut self, pid: i32, ru: &libc::rusage, lost: Option<Option<IoSum>>, events: &mut Vec<Event>) {
+    fn reaped(&mut self, pid: i32, ru: &libc::rusage, settled: Settled, events: &mut Vec<Event>) {
         let maxrss_bytes = ru.ru_maxrss.max(0) as u64 * 1024;
         self.max_reaped_rss = self.max_reaped_rss.max(maxrss_bytes);
-        if let Some(io) = lost {
+        if let Settled::Lost(io) = settled {
             let (user, system) = (wait::timeval(ru.ru_utime), wait::timeval(ru.ru_stime));
             events.push(Event::AutoReaped(Reaped { pid, user, system, maxrss_bytes, io }));
         }
@@ -614,22 +632,22 @@ impl Tracker {
     /// parent's `stat` shows it, as the kernel adds the child's page faults and ticks to the
     /// parent's. A child with no fault at all cannot be told apart: it is left to the parent
     /// (it ran next to nothing), so nothing is ever counted twice.
-    fn settle(&self, probe: Probe, ru: &libc::rusage) -> Option<Option<IoSum>> {
+    fn settle(&self, probe: Probe, ru: &libc::rusage) -> Settled {
         match probe {
-            Probe::None => None,
-            Probe::Auto(io) => Some(io),
+            Probe::None => Settled::Counted,
+            Probe::Auto(io) => Settled::Lost(io),
             Probe::Check { fd, ppid, reaped, io } => {
                 if fd.alive() || ru.ru_minflt + ru.ru_majflt <= 0 {
-                    return None;
+                    return Settled::Counted;
                 }
-                let after = self.parent_stat(ppid)?;
-                if after.reaped != reaped {
-                    return None;
+                match self.parent_stat(ppid) {
+                    Some(after) if after.reaped == reaped => {}
+                    _ => return Settled::Counted,
                 }
                 if let Some(parent) = self.members.get(&ppid) {
                     parent.auto_reaps.set(true);
                 }
-                Some(io)
+                Settled::Lost(io)
             }
         }
     }
@@ -664,20 +682,23 @@ impl Tracker {
         let mut seen: HashSet<i32> = HashSet::new();
         while let Some(parent) = parents.pop() {
             let listed = match self.members.get(&parent).and_then(|m| m.proc(parent)) {
-                Some(proc) => children::listed_children(proc),
-                None => Process::new(parent).map(|p| children::listed_children(&p)).unwrap_or_default(),
+                Some(proc) => listed_children(proc),
+                None => Process::new(parent).map(|p| listed_children(&p)).unwrap_or_default(),
             };
             for child in listed {
                 if !seen.insert(child) || self.members.contains_key(&child) {
                     continue;
                 }
-                if let Some(fd) = self.open_listed(child, parent) {
-                    if self.mode == Mode::Ptrace {
-                        self.seize_untraced(child);
-                    }
-                    self.insert(child, fd, registry);
-                    parents.push(child);
+                let fd = match self.open_listed(child, parent) {
+                    Listed::Not => continue,
+                    Listed::Watched(fd) => Some(fd),
+                    Listed::ByPid => None,
+                };
+                if self.mode == Mode::Ptrace {
+                    self.seize_untraced(child);
                 }
+                self.insert(child, fd, registry);
+                parents.push(child);
             }
         }
         self.scan_cgroup(registry);
@@ -712,34 +733,35 @@ impl Tracker {
     /// Opens a pidfd for a pid read from `parent`'s children list, proving it is still that
     /// process: its parent (read after the pidfd was opened) is proc_box or a live member, and
     /// the pidfd was still live after that read, so the pid had not been recycled.
-    /// `Some(None)`: our own child, tracked by pid because file descriptors ran short.
-    fn open_listed(&self, child: i32, parent: i32) -> Option<Option<PidFd>> {
+    fn open_listed(&self, child: i32, parent: i32) -> Listed {
         let fd = match self.open_pidfd(child) {
             Ok(fd) => fd,
             // Our own unreaped child cannot be recycled: its pid is enough. Never lose it.
             Err(e) if parent == self.self_pid && out_of_fds(&e) => {
                 self.short_of_fds();
                 let zombie = reap_stat(child).is_none_or(|s| s.state == 'Z');
-                return (!zombie).then_some(None);
+                return if zombie { Listed::Not } else { Listed::ByPid };
             }
             Err(e) => {
                 if out_of_fds(&e) {
                     self.short_of_fds();
                 }
-                return None;
+                return Listed::Not;
             }
         };
         if parent == self.self_pid {
             // Our own child: nothing else reaps it, so the pid is stable. A zombie we have not
             // reaped yet already left the tree: adding it again would count it twice.
-            return (!fd.exited()).then_some(Some(fd));
+            return if fd.exited() { Listed::Not } else { Listed::Watched(fd) };
         }
-        let ppid = children::parent_of(child)?;
-        if fd.exited() {
-            return None;
-        }
+        let Some(ppid) = parent_of(child) else { return Listed::Not };
         let ours = ppid == self.self_pid || self.members.get(&ppid).is_some_and(Member::live);
-        ours.then_some(Some(fd))
+        // Still live after its parent was read: the pid was not recycled in between.
+        if ours && !fd.exited() {
+            Listed::Watched(fd)
+        } else {
+            Listed::Not
+        }
     }
 
     /// A pidfd, unless it would eat into the descriptors kept for the control socket and the
@@ -766,8 +788,7 @@ impl Tracker {
     fn seize_untraced(&self, pid: i32) {
         let mut seized = HashSet::new();
         for _ in 0..4 {
-            let fresh: Vec<i32> =
-                children::threads(pid).into_iter().filter(|t| !seized.contains(t)).collect();
+            let fresh: Vec<i32> = threads(pid).into_iter().filter(|t| !seized.contains(t)).collect();
             if fresh.is_empty() {
                 break;
             }

@@ -64,19 +64,28 @@ fn is_stop_signal(sig: i32) -> bool {
     matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
 }
 
+/// Whether the tracee was let go after its stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// Restarted, or killed meanwhile (ESRCH): the stop is over, and wait has forgotten it.
+    Done,
+    /// The restart failed otherwise: the caller consumes the stop, or it would meet it again.
+    Failed,
+}
+
 /// Handles one ptrace stop of `pid` and restarts the tracee. ESRCH (the tracee was killed
 /// meanwhile) is expected. Whatever the stop, the tracee is let go: a stop we do not understand
-/// is logged once and continued, never left hanging. `failed` is set when a restart failed
-/// otherwise, so the caller can consume the stop rather than meet it again.
-pub fn handle(pid: i32, sig: i32, event: i32, failed: &mut bool) -> Stop {
+/// is logged once and continued, never left hanging.
+pub fn handle(pid: i32, sig: i32, event: i32) -> (Stop, Restart) {
+    let mut restarted = Restart::Done;
     let mut restart = |r: nix::Result<()>| match r {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => {
             crate::debug!("ptrace restart of {pid} failed: {e}");
-            *failed = true;
+            restarted = Restart::Failed;
         }
     };
-    match event {
+    let stop = match event {
         0 => {
             // A signal-delivery stop (with PTRACE_SEIZE, group-stops are event stops): deliver it.
             restart(cont(pid, sig));
@@ -103,7 +112,8 @@ pub fn handle(pid: i32, sig: i32, event: i32, failed: &mut bool) -> Stop {
             restart(cont(pid, 0));
             Stop::Other
         }
-    }
+    };
+    (stop, restarted)
 }
 
 /// Logs the first ptrace event of each kind we did not ask for; never more.

@@ -372,7 +372,7 @@ fn in_own_tree(mut pid: i32) -> bool {
         if pid == me {
             return true;
         }
-        match crate::tracker::children::parent_of(pid) {
+        match crate::sys::procfs::parent_of(pid) {
             Some(ppid) => pid = ppid,
             None => return false,
         }

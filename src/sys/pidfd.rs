@@ -16,7 +16,7 @@ pub struct PidFd {
 
 impl PidFd {
     /// Opens a pidfd. Race-free only while `pid` is known to be ours: our unreaped child, a
-    /// tracee, or a process verified against its parent's pidfd (see `children.rs`).
+    /// tracee, or a process verified against its parent's pidfd (see `Tracker::open_listed`).
     /// Fails with EINVAL for a thread that is not a thread-group leader.
     pub fn open(pid: i32) -> io::Result<PidFd> {
         if pid <= 0 {

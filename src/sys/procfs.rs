@@ -1,14 +1,49 @@
-//! Reads one process's figures from `/proc/PID`, through the handle the tracker holds, so a
-//! recycled pid can never be read. Every read may fail because the process just exited;
-//! callers skip it then.
+//! The `/proc` readers: one process's figures from `/proc/PID`, and the kernel's children
+//! lists. Both the tracker (what the tree is) and accounting (how much it used) read through
+//! here, so neither has to reach into the other.
+//!
+//! Figures are read through the handle the tracker holds where there is one, so a recycled
+//! pid can never be read. Every read may fail because the process just exited; callers skip
+//! it then.
 //!
 //! `stat`, `io` and `smaps_rollup` are read into a stack buffer and only the needed fields are
 //! parsed: this is the hot path of every sample and monitor tick, and the general parsers of
 //! the `procfs` crate cost 1.5 to 2 times as much here (see the README's benchmarks).
 
-use super::IoSum;
 use procfs::process::Process;
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+
+/// Storage-level and character-level I/O, as `/proc/PID/io` counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoSum {
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub rchar: u64,
+    pub wchar: u64,
+}
+
+impl IoSum {
+    pub fn from_io(io: &procfs::process::Io) -> IoSum {
+        IoSum { read_bytes: io.read_bytes, write_bytes: io.write_bytes, rchar: io.rchar, wchar: io.wchar }
+    }
+
+    pub fn add(&mut self, o: IoSum) {
+        self.read_bytes += o.read_bytes;
+        self.write_bytes += o.write_bytes;
+        self.rchar += o.rchar;
+        self.wchar += o.wchar;
+    }
+
+    pub fn minus(self, o: IoSum) -> IoSum {
+        IoSum {
+            read_bytes: self.read_bytes.saturating_sub(o.read_bytes),
+            write_bytes: self.write_bytes.saturating_sub(o.write_bytes),
+            rchar: self.rchar.saturating_sub(o.rchar),
+            wchar: self.wchar.saturating_sub(o.wchar),
+        }
+    }
+}
 
 /// Reads `/proc/PID/NAME` whole into `buf`, with no allocation: open, read, close. For a pid
 /// that is pinned (a tracee, or a zombie not yet waited for), where no handle is held.
@@ -222,6 +257,48 @@ pub fn open_files(p: &Process) -> u64 {
 /// The parent's SIGCHLD disposition: ignored means its children are reaped by the kernel.
 pub fn ignores_sigchld(p: &Process) -> bool {
     p.status().is_ok_and(|s| s.sigign & (1 << (libc::SIGCHLD - 1)) != 0)
+}
+
+/// The children of every thread of the process (`/proc/PID/task/TID/children`). Empty when it
+/// is gone.
+///
+/// The only discovery source in subreaper mode, and the backstop in ptrace mode for
+/// `clone(CLONE_UNTRACED)`. The lists are only reliable while the parent is stopped, so callers
+/// repeat the walk (on SIGCHLD, on every tick, and until a signal pass finds nothing new).
+pub fn listed_children(p: &Process) -> Vec<i32> {
+    // The task directory's link count is 2 + its thread count: most processes have one
+    // thread, whose list is read directly instead of walking the directory.
+    let threads = p.open_relative("task").and_then(|f| Ok(f.metadata()?.nlink())).unwrap_or(0);
+    if threads == 3 {
+        let pid = p.pid();
+        let mut list = String::new();
+        return match p.open_relative(format!("task/{pid}/children")).map(|mut f| f.read_to_string(&mut list))
+        {
+            Ok(Ok(_)) => list.split_ascii_whitespace().filter_map(|c| c.parse().ok()).collect(),
+            _ => Vec::new(),
+        };
+    }
+    let Ok(tasks) = p.tasks() else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|task| task.children().unwrap_or_default())
+        .filter_map(|c| i32::try_from(c).ok())
+        .collect()
+}
+
+/// The thread ids of `pid`.
+pub fn threads(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = Process::new(pid).and_then(|p| p.tasks()) else {
+        return Vec::new();
+    };
+    tasks.flatten().map(|t| t.tid).collect()
+}
+
+/// The parent pid of `pid` as `/proc/PID/stat` says now.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    Process::new(pid).and_then(|p| p.stat()).ok().map(|s| s.ppid)
 }
 
 #[cfg(test)]
