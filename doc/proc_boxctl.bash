@@ -28,6 +28,9 @@ _proc_boxctl() {
             proc_boxctl,ledger)
                 cmd="proc_boxctl__subcmd__ledger"
                 ;;
+            proc_boxctl,plot)
+                cmd="proc_boxctl__subcmd__plot"
+                ;;
             proc_boxctl,report)
                 cmd="proc_boxctl__subcmd__report"
                 ;;
@@ -51,6 +54,9 @@ _proc_boxctl() {
                 ;;
             proc_boxctl__subcmd__help,ledger)
                 cmd="proc_boxctl__subcmd__help__subcmd__ledger"
+                ;;
+            proc_boxctl__subcmd__help,plot)
+                cmd="proc_boxctl__subcmd__help__subcmd__plot"
                 ;;
             proc_boxctl__subcmd__help,report)
                 cmd="proc_boxctl__subcmd__help__subcmd__report"
@@ -104,7 +110,7 @@ _proc_boxctl() {
 
     case "${cmd}" in
         proc_boxctl)
-            opts="-h -V --generate --uri --exchange --rkey --skey --cacert --help --version send status watch flush ledger report jobs help -generate -uri -exchange -rkey -skey -cacert -help -version"
+            opts="-h -V --generate --uri --exchange --rkey --skey --cacert --help --version send status watch flush ledger report jobs plot help -generate -uri -exchange -rkey -skey -cacert -help -version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -184,7 +190,7 @@ _proc_boxctl() {
             return 0
             ;;
         proc_boxctl__subcmd__help)
-            opts="send status watch flush ledger report jobs help"
+            opts="send status watch flush ledger report jobs plot help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -284,6 +290,20 @@ _proc_boxctl() {
         proc_boxctl__subcmd__help__subcmd__ledger__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        proc_boxctl__subcmd__help__subcmd__plot)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -617,6 +637,52 @@ _proc_boxctl() {
             fi
             case "${prev}" in
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --uri)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exchange)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rkey)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --skey)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        proc_boxctl__subcmd__plot)
+            opts="-o -h --output --format --uri --exchange --rkey --skey --cacert --help -output -format -uri -exchange -rkey -skey -cacert -help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

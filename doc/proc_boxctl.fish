@@ -39,6 +39,7 @@ complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "flush" -d '
 complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "ledger" -d 'the chargeback ledger: consume or import summaries into a database, exactly once'
 complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "report" -d 'usage and cost per group over a period, like sreport'
 complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "jobs" -d 'one line per stored job, like sacct -P'
+complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "plot" -d 'draw one job (CPU, memory, I/O, processes, events) as an SVG, from its stats file'
 complete -c proc_boxctl -n "__fish_proc_boxctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l id -d 'the box to address (its --id)' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand send" -l expect -d 'with --all: stop as soon as N replies have come (exit 3 if fewer came within --wait)' -r
@@ -148,14 +149,23 @@ complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l rkey -d
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l skey -d 'prefix of the boxes\' emission key' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l cacert -d 'PEM file of extra CA certificates for amqps://' -r -F
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -s h -l help -d 'Print help'
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "send" -d 'send a command to one box (--id) or to every box (--all), and print the replies'
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "status" -d 'show one box\'s state'
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "watch" -d 'show every box seen on the exchange, live'
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "flush" -d 'send the summaries spooled while the broker was away'
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "ledger" -d 'the chargeback ledger: consume or import summaries into a database, exactly once'
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "report" -d 'usage and cost per group over a period, like sreport'
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "jobs" -d 'one line per stored job, like sacct -P'
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand plot" -s o -l output -d 'where to write the picture (\'-\' or unset: standard output)' -r -F
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand plot" -l format -d 'svg (png is not built in: it would need a font rasteriser; convert the SVG with a browser or rsvg-convert)' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand plot" -l uri -d 'AMQP URI(s), comma-separated nodes of one cluster' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand plot" -l exchange -d 'topic exchange the boxes use' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand plot" -l rkey -d 'control routing key(s) the boxes bind; the first is used' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand plot" -l skey -d 'prefix of the boxes\' emission key' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand plot" -l cacert -d 'PEM file of extra CA certificates for amqps://' -r -F
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand plot" -s h -l help -d 'Print help'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs plot help" -f -a "send" -d 'send a command to one box (--id) or to every box (--all), and print the replies'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs plot help" -f -a "status" -d 'show one box\'s state'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs plot help" -f -a "watch" -d 'show every box seen on the exchange, live'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs plot help" -f -a "flush" -d 'send the summaries spooled while the broker was away'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs plot help" -f -a "ledger" -d 'the chargeback ledger: consume or import summaries into a database, exactly once'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs plot help" -f -a "report" -d 'usage and cost per group over a period, like sreport'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs plot help" -f -a "jobs" -d 'one line per stored job, like sacct -P'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs plot help" -f -a "plot" -d 'draw one job (CPU, memory, I/O, processes, events) as an SVG, from its stats file'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and not __fish_seen_subcommand_from send status watch flush ledger report jobs plot help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and __fish_seen_subcommand_from ledger" -f -a "run" -d 'consume summaries from the broker into the database, exactly once, until killed'
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and __fish_seen_subcommand_from ledger" -f -a "import" -d 'load --summary-file and --stats-file outputs and spool directories, exactly once'
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand help; and __fish_seen_subcommand_from ledger" -f -a "status" -d 'rows, time of the last ingest, dead letters, schema version'

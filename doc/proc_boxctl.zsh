@@ -232,6 +232,21 @@ _arguments "${_arguments_options[@]}" : \
 '--help[Print help]' \
 && ret=0
 ;;
+(plot)
+_arguments "${_arguments_options[@]}" : \
+'-o+[where to write the picture ('\''-'\'' or unset\: standard output)]:FILE:_files' \
+'--output=[where to write the picture ('\''-'\'' or unset\: standard output)]:FILE:_files' \
+'--format=[svg (png is not built in\: it would need a font rasteriser; convert the SVG with a browser or rsvg-convert)]:FORMAT:_default' \
+'--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
+'--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
+'--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
+'--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
+'--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+'::stats -- a --stats-file output\: samples, one JSON object per line, then the summary:_files' \
+&& ret=0
+;;
 (help)
 _arguments "${_arguments_options[@]}" : \
 ":: :_proc_boxctl__subcmd__help_commands" \
@@ -296,6 +311,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(plot)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (help)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -319,6 +338,7 @@ _proc_boxctl_commands() {
 'ledger:the chargeback ledger\: consume or import summaries into a database, exactly once' \
 'report:usage and cost per group over a period, like sreport' \
 'jobs:one line per stored job, like sacct -P' \
+'plot:draw one job (CPU, memory, I/O, processes, events) as an SVG, from its stats file' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'proc_boxctl commands' commands "$@"
@@ -338,6 +358,7 @@ _proc_boxctl__subcmd__help_commands() {
 'ledger:the chargeback ledger\: consume or import summaries into a database, exactly once' \
 'report:usage and cost per group over a period, like sreport' \
 'jobs:one line per stored job, like sacct -P' \
+'plot:draw one job (CPU, memory, I/O, processes, events) as an SVG, from its stats file' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'proc_boxctl help commands' commands "$@"
@@ -380,6 +401,11 @@ _proc_boxctl__subcmd__help__subcmd__ledger__subcmd__run_commands() {
 _proc_boxctl__subcmd__help__subcmd__ledger__subcmd__status_commands() {
     local commands; commands=()
     _describe -t commands 'proc_boxctl help ledger status commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__help__subcmd__plot_commands] )) ||
+_proc_boxctl__subcmd__help__subcmd__plot_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl help plot commands' commands "$@"
 }
 (( $+functions[_proc_boxctl__subcmd__help__subcmd__report_commands] )) ||
 _proc_boxctl__subcmd__help__subcmd__report_commands() {
@@ -460,6 +486,11 @@ _proc_boxctl__subcmd__ledger__subcmd__run_commands() {
 _proc_boxctl__subcmd__ledger__subcmd__status_commands() {
     local commands; commands=()
     _describe -t commands 'proc_boxctl ledger status commands' commands "$@"
+}
+(( $+functions[_proc_boxctl__subcmd__plot_commands] )) ||
+_proc_boxctl__subcmd__plot_commands() {
+    local commands; commands=()
+    _describe -t commands 'proc_boxctl plot commands' commands "$@"
 }
 (( $+functions[_proc_boxctl__subcmd__report_commands] )) ||
 _proc_boxctl__subcmd__report_commands() {

@@ -15,6 +15,7 @@ mod escape;
 mod hardening;
 mod ledger;
 mod limits;
+mod plot;
 mod ptrace;
 mod signals;
 mod terminal;

@@ -2,6 +2,7 @@
 //! a local control socket), watches what they emit, and flushes spooled summaries.
 
 mod ledger;
+mod plot;
 mod send;
 mod watch;
 
@@ -90,6 +91,8 @@ enum Action {
     Report(ledger::ReportArgs),
     /// one line per stored job, like sacct -P
     Jobs(ledger::JobsArgs),
+    /// draw one job (CPU, memory, I/O, processes, events) as an SVG, from its stats file
+    Plot(plot::PlotArgs),
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +140,10 @@ const MANUAL: &[Section] = &[
             (
                 "proc_boxctl report --since lastmonth --by account,user --rates rates.toml",
                 "Last month's usage and cost per account and user, with subtotals and a total.",
+            ),
+            (
+                "proc_boxctl plot job.stats.jsonl -o job.svg",
+                "Draws one job from its --stats-file: CPU cores, PSS and RSS, I/O rates, processes, and its events.",
             ),
         ],
     },
@@ -200,6 +207,7 @@ fn main() -> ExitCode {
         Action::Ledger(a) => ledger::ledger(&cli.broker, a),
         Action::Report(a) => ledger::report(a),
         Action::Jobs(a) => ledger::jobs(a),
+        Action::Plot(a) => plot::plot(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -149,7 +149,7 @@ type Line = (usize, Result<Parsed, String>);
 
 /// The whole of a regular file. Anything else (a FIFO, a device, a directory) is refused, not
 /// read: a FIFO would block the import for ever and `/dev/zero` would fill the memory.
-fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
+pub fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     // Non-blocking, so that opening a FIFO with no writer returns at once, to be refused.

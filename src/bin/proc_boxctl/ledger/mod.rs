@@ -2,7 +2,7 @@
 //! import`), and the bill out of it (`report`, `jobs`).
 
 mod consume;
-mod ingest;
+pub mod ingest;
 mod postgres;
 mod rates;
 mod report;
@@ -161,7 +161,7 @@ pub struct JobsArgs {
     format: String,
 }
 
-fn out(text: &str) -> Result<(), Failed> {
+pub fn out(text: &str) -> Result<(), Failed> {
     let mut o = std::io::stdout().lock();
     match o.write_all(text.as_bytes()).and_then(|_| o.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
