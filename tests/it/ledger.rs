@@ -210,6 +210,16 @@ fn real_boxes_import_exactly_once_and_the_report_by_account_matches() {
     let clean = run(&["ledger", "import", "--db", &db, &texts[0]]);
     assert_eq!(clean.status.code(), Some(0));
     assert_eq!(status(&db)["rows"], 5);
+    // Another summary under a stored message id (more CPU) is refused by name; the stored copy
+    // stays the one billed (checked by the report below).
+    let mut forged = a1.clone();
+    forged["cpu_user_seconds"] = json!(99999.0);
+    let forged_file = scene.dir.join("forged.json");
+    std::fs::write(&forged_file, format!("{forged}\n")).unwrap();
+    let o = run(&["ledger", "import", "--db", &db, forged_file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("0 new, 0 already stored, 1 rejected"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("stored already with other content"), "{}", stderr(&o));
 
     let o = run(&["report", "--db", &db, "--by", "account", "--format", "json", "--until", "2099-01-01"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -777,6 +787,10 @@ fn the_consumer_stores_each_summary_once_and_dead_letters_poison() {
     // A redelivered (re-sent) summary, and samples, which are not stored.
     bodies.push(bodies[0].clone());
     bodies.push(json!({"type": "sample", "schema": 1}).to_string());
+    // A later copy of a stored message id with other content (more CPU): set aside, never billed.
+    let mut forged: Value = serde_json::from_str(&bodies[1]).unwrap();
+    forged["cpu_user_seconds"] = json!(99999.0);
+    bodies.push(forged.to_string());
     // Wait for the binding: the ledger declares it after connecting.
     wait_for("the ledger's binding", || {
         let log = std::fs::read_to_string(scene.dir.join("ledger.log")).unwrap_or_default();
@@ -788,23 +802,27 @@ fn the_consumer_stores_each_summary_once_and_dead_letters_poison() {
     args.extend(["--json".into(), json!({"account": "real"}).to_string(), "--".into(), "true".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert!(scene.command(&args).output().unwrap().status.success());
-    let st = wait_for("21 rows and 3 dead letters", || {
+    let st = wait_for("21 rows and 4 dead letters", || {
         let s = status(&db);
-        (s["rows"] == 21 && s["dead_lettered"] == 3).then_some(s)
+        (s["rows"] == 21 && s["dead_lettered"] == 4).then_some(s)
     });
     let reasons: Vec<String> =
         st["recent_dead_letters"].as_array().unwrap().iter().map(|d| d["reason"].to_string()).collect();
     assert!(reasons.iter().any(|r| r.contains("bad JSON")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("unknown summary schema 99")), "{reasons:?}");
-    let dead = wait_for("3 dead letters in the queue", || {
+    assert!(reasons.iter().any(|r| r.contains("stored already with other content")), "{reasons:?}");
+    let dead = wait_for("4 dead letters in the queue", || {
         let d = dead_letters(&queue.name);
-        (d.len() == 3).then_some(d)
+        (d.len() == 4).then_some(d)
     });
+    assert!(dead.iter().any(|(b, r)| b.contains("99999") && r.contains("other content")), "{dead:?}");
     assert!(dead.iter().any(|(b, r)| b == "{not json" && r.contains("bad JSON")), "{dead:?}");
     assert!(dead.iter().any(|(_, r)| r.contains("'ended_at' is missing")), "{dead:?}");
     let o = run(&["report", "--db", &db, "--by", "account", "--format", "json"]);
     let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(row(&rep, "group", &[("account", "acct")])["jobs"], 20);
+    let o = run(&["jobs", "--db", &db, "--format", "json"]);
+    assert!(!stdout(&o).contains("99999"), "the forged copy was billed: {}", stdout(&o));
     drop(ledger);
 }
 

@@ -11,7 +11,7 @@
 //!   and the broker keeps the rest. A broker connection that fails is rebuilt from scratch.
 
 use super::ingest::{self, Parsed};
-use super::store::{now_us, DbError, DbUrl, DeadLetter, Job, Store};
+use super::store::{now_us, DbError, DbUrl, DeadLetter, Inserted, Job, Store, CONFLICT};
 use crate::{status, BrokerArgs, Failed};
 use futures_lite::future::or;
 use futures_lite::StreamExt;
@@ -416,24 +416,22 @@ async fn store_all(store: &mut dyn Store, jobs: &[Job], counts: &mut Counts) -> 
     if jobs.is_empty() {
         return Vec::new();
     }
+    let mut refused = Vec::new();
+    let mut tally = |at: usize, n: usize, done: Inserted, refused: &mut Vec<(usize, String)>| {
+        counts.new += done.new as u64;
+        counts.duplicates += (n - done.new - done.conflicts.len()) as u64;
+        refused.extend(done.conflicts.into_iter().map(|i| (at + i, CONFLICT.to_owned())));
+    };
     match retry(|| store.insert(jobs, now_us())).await {
-        Ok(new) => {
-            counts.new += new as u64;
-            counts.duplicates += (jobs.len() - new) as u64;
-            Vec::new()
-        }
+        Ok(done) => tally(0, jobs.len(), done, &mut refused),
         Err(_) => {
-            let mut refused = Vec::new();
             for (i, j) in jobs.iter().enumerate() {
                 match retry(|| store.insert(std::slice::from_ref(j), now_us())).await {
-                    Ok(new) => {
-                        counts.new += new as u64;
-                        counts.duplicates += (1 - new) as u64;
-                    }
+                    Ok(done) => tally(i, 1, done, &mut refused),
                     Err(m) => refused.push((i, format!("the database refused it: {m}"))),
                 }
             }
-            refused
         }
     }
+    refused
 }

@@ -211,6 +211,23 @@ fn spool_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
     Ok(files)
 }
 
+/// Counts what an insert of `jobs` (each with its `path:line`) did; a message id stored with
+/// other content is named and counted as rejected.
+fn tally(
+    t: &mut Totals,
+    jobs: &[(Job, String)],
+    done: super::store::Inserted,
+    complain: &mut dyn FnMut(String),
+) {
+    t.new += done.new;
+    t.stored += jobs.len() - done.new - done.conflicts.len();
+    for i in done.conflicts {
+        let (job, origin) = &jobs[i];
+        complain(format!("{origin}: {}: {}", job.message_id, super::store::CONFLICT));
+        t.rejected += 1;
+    }
+}
+
 /// `ledger import`: every path's summaries into `store`, in batches; a bad line or file is
 /// reported through `complain` (`path:line: reason`) and counted, and the rest go on.
 pub fn import(
@@ -232,18 +249,14 @@ pub fn import(
         let jobs: Vec<Job> = batch.iter().map(|(j, _)| j.clone()).collect();
         match store.insert(&jobs, super::store::now_us()) {
             // The same message twice in one batch counts once.
-            Ok(new) => {
-                t.new += new;
-                t.stored += jobs.len() - new;
-            }
+            Ok(done) => tally(t, batch, done, complain),
             // One row the database refuses (its own data): the rest go in one by one, and only
             // that one is rejected, by name. A database that is down or refuses all stops here.
             Err(super::store::DbError::Fatal(_)) => {
                 for (job, origin) in batch.iter() {
                     match store.insert(std::slice::from_ref(job), super::store::now_us()) {
-                        Ok(new) => {
-                            t.new += new;
-                            t.stored += 1 - new;
+                        Ok(done) => {
+                            tally(t, std::slice::from_ref(&(job.clone(), origin.clone())), done, complain)
                         }
                         Err(super::store::DbError::Fatal(e)) => {
                             complain(format!("{origin}: the database refused it: {e}"));

@@ -4,7 +4,8 @@
 //! idempotent and migrations run under an advisory lock.
 
 use super::store::{
-    current_version, DbError, DeadLetter, Job, Status, Store, COLUMNS, MIGRATIONS, READ_COLUMNS,
+    current_version, same_summary, DbError, DeadLetter, Inserted, Job, Status, Store, COLUMNS, MIGRATIONS,
+    READ_COLUMNS,
 };
 use postgres::{Client, Config, NoTls};
 use std::time::Duration;
@@ -52,11 +53,14 @@ impl Postgres {
         let mut pg = Postgres { config, shown, client: None };
         if let Err(e) = pg.config.connect(NoTls).map(|c| pg.client = Some(c)) {
             let why = e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_owned());
-            let m = format!("cannot log in to PostgreSQL at {}: {why}", pg.shown);
             // At start, a refused login or a missing database is the operator's to fix: say so
             // and stop, rather than retry for ever. Later, the same error is a server that
             // changed under a running consumer, and is retried like an outage.
-            return Err(if login_refused(&e) { DbError::Fatal(m) } else { DbError::Unavailable(m) });
+            return Err(if login_refused(&e) {
+                DbError::Fatal(format!("cannot log in to PostgreSQL at {}: {why}", pg.shown))
+            } else {
+                DbError::Unavailable(format!("cannot reach PostgreSQL at {}: {why}", pg.shown))
+            });
         }
         pg.migrate()?;
         Ok(pg)
@@ -154,16 +158,17 @@ fn job_from_row(r: &postgres::Row) -> Job {
 }
 
 impl Store for Postgres {
-    fn insert(&mut self, jobs: &[Job], ingested_us: i64) -> Result<usize, DbError> {
+    fn insert(&mut self, jobs: &[Job], ingested_us: i64) -> Result<Inserted, DbError> {
         self.with("storing summaries", |c| {
             let mut tx = c.transaction()?;
             let st = tx.prepare(&format!(
                 "INSERT INTO jobs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                  $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) ON CONFLICT (message_id) DO NOTHING"
             ))?;
-            let mut new = 0;
-            for j in jobs {
-                new += tx.execute(
+            let stored = tx.prepare("SELECT raw FROM jobs WHERE message_id = $1")?;
+            let mut done = Inserted::default();
+            for (i, j) in jobs.iter().enumerate() {
+                let added = tx.execute(
                     &st,
                     &[
                         &j.message_id,
@@ -191,9 +196,16 @@ impl Store for Postgres {
                         &ingested_us,
                     ],
                 )? as usize;
+                done.new += added;
+                if added == 0 {
+                    let raw: String = tx.query_one(&stored, &[&j.message_id])?.get(0);
+                    if !same_summary(&raw, &j.raw) {
+                        done.conflicts.push(i);
+                    }
+                }
             }
             tx.commit()?;
-            Ok(new)
+            Ok(done)
         })
     }
 

@@ -2,7 +2,8 @@
 //! writes, with a long busy timeout so that two writers wait for each other instead of failing.
 
 use super::store::{
-    current_version, DbError, DeadLetter, Job, Status, Store, COLUMNS, MIGRATIONS, READ_COLUMNS,
+    current_version, same_summary, DbError, DeadLetter, Inserted, Job, Status, Store, COLUMNS, MIGRATIONS,
+    READ_COLUMNS,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -112,21 +113,23 @@ pub fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
 }
 
 impl Store for Sqlite {
-    fn insert(&mut self, jobs: &[Job], ingested_us: i64) -> Result<usize, DbError> {
+    fn insert(&mut self, jobs: &[Job], ingested_us: i64) -> Result<Inserted, DbError> {
         let what = "storing summaries";
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(fatal(what))?;
-        let mut new = 0;
+        let mut done = Inserted::default();
         {
             let sql = format!(
                 "INSERT INTO jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
                  ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23) ON CONFLICT (message_id) DO NOTHING"
             );
             let mut st = tx.prepare_cached(&sql).map_err(fatal(what))?;
-            for j in jobs {
-                new += st
+            let mut stored =
+                tx.prepare_cached("SELECT raw FROM jobs WHERE message_id = ?1").map_err(fatal(what))?;
+            for (i, j) in jobs.iter().enumerate() {
+                let added = st
                     .execute(params![
                         j.message_id,
                         j.ended_at,
@@ -153,10 +156,17 @@ impl Store for Sqlite {
                         ingested_us
                     ])
                     .map_err(fatal(what))?;
+                done.new += added;
+                if added == 0 {
+                    let raw: String = stored.query_row([&j.message_id], |r| r.get(0)).map_err(fatal(what))?;
+                    if !same_summary(&raw, &j.raw) {
+                        done.conflicts.push(i);
+                    }
+                }
             }
         }
         tx.commit().map_err(fatal(what))?;
-        Ok(new)
+        Ok(done)
     }
 
     fn dead_letter(&mut self, d: &DeadLetter) -> Result<(), DbError> {

@@ -71,11 +71,36 @@ impl std::fmt::Display for DbError {
     }
 }
 
+/// What an insert did.
+#[derive(Debug, Default)]
+pub struct Inserted {
+    /// Jobs stored now.
+    pub new: usize,
+    /// Jobs (by index) whose `message_id` is stored already with other content: not a
+    /// redelivery but a forgery or a bug. The stored copy is kept; the caller sets these aside.
+    pub conflicts: Vec<usize>,
+}
+
+/// Why a summary whose `message_id` is stored with other content is set aside.
+pub const CONFLICT: &str = "its message_id is stored already with other content; the stored copy is kept";
+
+/// A job not inserted because its `message_id` is stored: is it the same summary? Compared as
+/// JSON values, so that a re-import of a file whose spacing differs from the message's is still
+/// the same summary.
+pub fn same_summary(stored: &str, new: &str) -> bool {
+    stored == new
+        || matches!(
+            (serde_json::from_str::<serde_json::Value>(stored), serde_json::from_str::<serde_json::Value>(new)),
+            (Ok(a), Ok(b)) if a == b
+        )
+}
+
 /// What the ledger needs of a database, and no more.
 pub trait Store {
-    /// Stores each job whose `message_id` is not stored yet, all in one transaction; returns
-    /// how many were new. Either all of the batch is committed or none of it.
-    fn insert(&mut self, jobs: &[Job], ingested_us: i64) -> Result<usize, DbError>;
+    /// Stores each job whose `message_id` is not stored yet, all in one transaction, and names
+    /// those whose id is stored with other content. Either all of the batch is committed or
+    /// none of it.
+    fn insert(&mut self, jobs: &[Job], ingested_us: i64) -> Result<Inserted, DbError>;
     /// Records a message that was dead-lettered.
     fn dead_letter(&mut self, d: &DeadLetter) -> Result<(), DbError>;
     /// Jobs that ended in `[since, until)` (microseconds since the epoch), oldest first,
