@@ -237,6 +237,8 @@ pub enum ParseOutcome {
 pub enum Invocation {
     /// proc_box re-executed as its own cgroup watcher, with the watcher's arguments.
     CgroupWatcher(Vec<OsString>),
+    /// proc_box re-executed as the pidfd guard of its untraceable members.
+    PidfdGuard(Vec<OsString>),
     /// A box to run, or how parsing ended without one.
     Box(Result<Box<Config>, ParseOutcome>),
 }
@@ -245,6 +247,9 @@ impl Invocation {
     pub fn from_args(args: Vec<OsString>) -> Invocation {
         if args.get(1).is_some_and(|a| a == crate::cgroup::watcher::ARG) {
             return Invocation::CgroupWatcher(args[2..].to_vec());
+        }
+        if args.get(1).is_some_and(|a| a == crate::tracker::guard::ARG) {
+            return Invocation::PidfdGuard(args[2..].to_vec());
         }
         Invocation::Box(Config::parse_args(args).map(Box::new))
     }

@@ -30,6 +30,7 @@ fn main() {
     proc_box::stack::raise_default();
     let parsed = match Invocation::from_args(std::env::args_os().collect()) {
         Invocation::CgroupWatcher(args) => std::process::exit(proc_box::cgroup::watcher::run(&args)),
+        Invocation::PidfdGuard(args) => std::process::exit(proc_box::tracker::guard::run(&args)),
         Invocation::Box(parsed) => parsed,
     };
     let code = run(parsed);

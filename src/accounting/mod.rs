@@ -299,8 +299,9 @@ impl Accounting {
     /// `--cpu-limit` is checked against. Reads only each live member's `stat`.
     pub fn cpu_now(&self, tracker: &Tracker) -> Duration {
         let (user, system) = children_rusage();
-        let mut t = user.saturating_sub(self.cpu_base.0)
-            + system.saturating_sub(self.cpu_base.1)
+        let guard = tracker.guard_usage();
+        let mut t = user.saturating_sub(self.cpu_base.0 + guard.user)
+            + system.saturating_sub(self.cpu_base.1 + guard.system)
             + self.lost_user
             + self.lost_system;
         let live: u64 = tracker
@@ -347,10 +348,12 @@ impl Accounting {
     /// Everything a sample reports about the tree now.
     pub fn totals(&mut self, tracker: &Tracker) -> Totals {
         let (user, system) = children_rusage();
+        // proc_box's guard is reaped by proc_box, but is no part of the job.
+        let guard = tracker.guard_usage();
         let mut t = Totals {
-            cpu_user: user.saturating_sub(self.cpu_base.0) + self.lost_user,
-            cpu_system: system.saturating_sub(self.cpu_base.1) + self.lost_system,
-            io: self.reaped_io(),
+            cpu_user: user.saturating_sub(self.cpu_base.0 + guard.user) + self.lost_user,
+            cpu_system: system.saturating_sub(self.cpu_base.1 + guard.system) + self.lost_system,
+            io: self.reaped_io().minus(guard.io),
             ..Totals::default()
         };
         t.io.add(self.lost_io);

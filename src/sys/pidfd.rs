@@ -36,6 +36,10 @@ impl PidFd {
         self.pid
     }
 
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     /// Sends `sig`; ESRCH means the process has exited (it may still be a zombie).
     pub fn signal(&self, sig: Sig) -> io::Result<()> {
         // SAFETY: a valid pidfd, a signal number in range, a null siginfo (the kernel fills it

@@ -11,6 +11,7 @@
 //! on children, and only `pidfd.rs` sends signals.
 
 pub mod connector;
+pub mod guard;
 pub mod ptrace;
 pub mod wait;
 
@@ -180,6 +181,21 @@ pub struct Tracker {
     /// The box's cgroup: in subreaper mode, its member list is the exact tree.
     cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
     connector: Option<connector::Connector>,
+    /// ptrace mode: members that could not be seized, whose pidfds the guard holds.
+    unseized: HashSet<i32>,
+    guard: Option<guard::Guard>,
+    /// Guards started and not yet reaped (a closed one is on its way out): never members.
+    guard_pids: HashSet<i32>,
+    /// What reaped guards used, folded into proc_box's own rusage and I/O: not the job's.
+    guard_usage: GuardUsage,
+}
+
+/// The CPU and I/O of the guards proc_box reaped.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GuardUsage {
+    pub user: Duration,
+    pub system: Duration,
+    pub io: IoSum,
 }
 
 /// Descriptors never spent on pidfds: the control socket's clients, the sinks, /proc reads.
@@ -239,6 +255,10 @@ impl Tracker {
             over_limit: false,
             cgroup: None,
             connector: None,
+            unseized: HashSet::new(),
+            guard: None,
+            guard_pids: HashSet::new(),
+            guard_usage: GuardUsage::default(),
         };
         FD_LIMIT.store(nofile_limit(), std::sync::atomic::Ordering::Relaxed);
         t.insert(main_pid, Some(main), registry);
@@ -364,6 +384,72 @@ impl Tracker {
         self.max_reaped_rss
     }
 
+    /// What proc_box's guards used: in its `RUSAGE_CHILDREN` and I/O, but not the job's.
+    pub fn guard_usage(&self) -> GuardUsage {
+        self.guard_usage
+    }
+
+    /// A member that could not be seized: EXITKILL does not cover it, so its pidfd goes to
+    /// the guard (started now if none runs), which kills it if proc_box dies. As pid 1 of a
+    /// pid namespace there is no need: proc_box's death ends every process in it.
+    fn hand_to_guard(&mut self, pid: i32, fd: &PidFd) {
+        if self.self_pid == 1 {
+            return;
+        }
+        if self.guard.is_none() {
+            match guard::Guard::start() {
+                Ok(g) => {
+                    self.guard_pids.insert(g.pid());
+                    self.guard = Some(g);
+                }
+                Err(e) => {
+                    crate::warn!(
+                        "cannot start the pidfd guard: {e}; pid {pid} would survive a SIGKILL of proc_box"
+                    );
+                    return;
+                }
+            }
+        }
+        let held = self.guard.as_ref().map(|g| g.hold(fd));
+        match held {
+            Some(Ok(())) => {
+                crate::debug!("pid {pid} cannot be traced: its pidfd is with the guard");
+                self.unseized.insert(pid);
+            }
+            Some(Err(e)) => crate::warn!("cannot hand pid {pid} to the pidfd guard: {e}"),
+            None => {}
+        }
+    }
+
+    /// A guard exited. If it was not asked to (someone killed it), a new one takes over what
+    /// it held.
+    fn guard_exited(&mut self, pid: i32, ru: &libc::rusage, io: Option<IoSum>) {
+        self.guard_pids.remove(&pid);
+        crate::debug!("the pidfd guard (pid {pid}) exited");
+        self.guard_usage.user += wait::timeval(ru.ru_utime);
+        self.guard_usage.system += wait::timeval(ru.ru_stime);
+        if let Some(io) = io {
+            self.guard_usage.io.add(io);
+        }
+        if self.guard.as_ref().is_none_or(|g| g.pid() != pid) {
+            return;
+        }
+        self.guard = None;
+        crate::warn!("the pidfd guard (pid {pid}) died; starting another");
+        let held: Vec<(i32, PidFd)> = self
+            .unseized
+            .iter()
+            .filter_map(|&p| {
+                let (fd, _) = self.members.get(&p)?.watch.as_ref()?;
+                Some((p, PidFd::open(p).ok().filter(|_| !fd.exited())?))
+            })
+            .collect();
+        self.unseized.clear();
+        for (p, fd) in held {
+            self.hand_to_guard(p, &fd);
+        }
+    }
+
     /// The main process is reaped and the kernel says proc_box has no child or tracee left.
     pub fn finished(&self) -> bool {
         self.main_reaped && !self.has_children
@@ -434,6 +520,11 @@ impl Tracker {
     }
 
     fn remove(&mut self, pid: i32, registry: &Registry) {
+        if self.unseized.remove(&pid) && self.unseized.is_empty() {
+            if let Some(mut g) = self.guard.take() {
+                g.close(); // nothing it holds is alive: it exits, and is reaped like a child
+            }
+        }
         if let Some(m) = self.members.remove(&pid) {
             if let Some((fd, token)) = &m.watch {
                 let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
@@ -509,6 +600,14 @@ impl Tracker {
                 }
             };
             let pid = match peeked {
+                Peeked::Exit(pid) if self.guard_pids.contains(&pid) => {
+                    let io = io_of_pid(pid); // a zombie still: its I/O is there to read
+                    match wait::wait4(pid, flags) {
+                        Ok((_, ru)) => self.guard_exited(pid, &ru, io),
+                        Err(e) => crate::warn!("wait4 for the pidfd guard {pid} failed: {e}"),
+                    }
+                    continue;
+                }
                 Peeked::Stop { pid, sig, event } if self.mode == Mode::Ptrace => {
                     // A tracee we have not met yet is a newborn whose first stop outran its
                     // parent's fork event: adopt it before it is let go.
@@ -686,7 +785,10 @@ impl Tracker {
                 None => Process::new(parent).map(|p| listed_children(&p)).unwrap_or_default(),
             };
             for child in listed {
-                if !seen.insert(child) || self.members.contains_key(&child) {
+                if !seen.insert(child)
+                    || self.members.contains_key(&child)
+                    || self.guard_pids.contains(&child)
+                {
                     continue;
                 }
                 let fd = match self.open_listed(child, parent) {
@@ -696,6 +798,9 @@ impl Tracker {
                 };
                 if self.mode == Mode::Ptrace {
                     self.seize_untraced(child);
+                    if let Some(fd) = fd.as_ref().filter(|_| !self.traced_by_us(child)) {
+                        self.hand_to_guard(child, fd);
+                    }
                 }
                 self.insert(child, fd, registry);
                 parents.push(child);

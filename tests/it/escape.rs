@@ -206,3 +206,56 @@ fn sigkill_of_proc_box_takes_the_tree_with_it_under_ptrace() {
     child.wait().unwrap();
     scene.wait_no_survivors();
 }
+
+/// A `clone(CLONE_UNTRACED)` escapee that cannot be seized (traced by its own parent through
+/// `PTRACE_TRACEME`, or not dumpable for a tracer without CAP_SYS_PTRACE) is out of EXITKILL's
+/// reach. A SIGKILL of proc_box must still leave nothing behind: as root and as `nobody`.
+#[test]
+fn sigkill_of_proc_box_takes_unseizable_escapees_with_it() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let fixture = fixture("unseizable").display().to_string();
+    let mut cases = vec![("traceme", None)];
+    if root {
+        cases.extend([("nodump", Some(65534)), ("traceme", Some(65534))]);
+    } else {
+        cases.push(("nodump", None));
+        eprintln!("as nobody: skipped, needs root to become another user");
+    }
+    for (how, uid) in cases {
+        let scene = Scene::new("unseizable");
+        std::fs::set_permissions(&scene.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let sock = scene.socket().display().to_string();
+        let mut cmd =
+            scene.command(&["--track", "ptrace", "--control-socket", &sock, "--", &fixture, how, "stay"]);
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid).env("XDG_STATE_HOME", &scene.dir);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let pids: Vec<i32> =
+            ["unseizable", "unseizable_grand", "main"].iter().map(|n| scene.pid(n)).collect();
+        // Listed once the backstop walk met them (and failed to seize the escapee).
+        let mut ctl = Control::connect(&scene.socket());
+        wait_for("the backstop walk to find the escapees", || {
+            let listed = status_pids(&ctl.status());
+            pids.iter().all(|p| listed.contains(p)).then_some(())
+        });
+        let tracer = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
+                s.lines().find_map(|l| l.strip_prefix("TracerPid:").map(|v| v.trim().to_owned()))
+            })
+        };
+        let box_pid = child.id().to_string();
+        assert_ne!(
+            tracer(pids[0]).as_deref(),
+            Some(box_pid.as_str()),
+            "{how}: the escapee was seized after all"
+        );
+        child.kill().unwrap(); // SIGKILL: proc_box gets no chance to clean up
+        child.wait().unwrap();
+        scene.wait_no_survivors();
+        eprintln!("{how} as uid {uid:?}: nothing survived");
+    }
+}
