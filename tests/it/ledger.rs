@@ -1112,3 +1112,119 @@ fn the_node_leading_the_queue_stops_during_ingest_and_nothing_is_lost_or_duplica
     let _ = cluster(&["ctl", "1", "delete_queue", &qname]);
     let _ = cluster(&["ctl", "1", "delete_queue", &format!("{qname}.dead")]);
 }
+
+/// A ledger the reader may only read (an auditor reading root's file) is reported on, with no
+/// writer (read without locks: SQLite cannot make its index there) and while `ledger run`
+/// writes to it; the reader creates nothing beside the file.
+#[test]
+fn a_ledger_that_may_only_be_read_is_reported_on() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to become another user");
+        return;
+    }
+    let scene = Scene::new("ledger-ro");
+    let dir = scene.dir.join("ro");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("ledger.sqlite");
+    let db = format!("sqlite:{}", path.display());
+    let file = scene.dir.join("s.jsonl");
+    let ended = "2026-12-01T00:00:00.000000Z";
+    let one = summary("ro-1", "acct", "u", "h", ended, 1.0, (1.0, 0.0), 0, (0, 0), "exited", 0);
+    std::fs::write(&file, format!("{one}\n")).unwrap();
+    assert!(run(&["ledger", "import", "--db", &db, file.to_str().unwrap()]).status.success());
+    for d in [&scene.dir, &dir] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let report_as_nobody = || {
+        let o = ctl()
+            .args([
+                "report",
+                "--db",
+                &db,
+                "--since",
+                "2026-11-30",
+                "--until",
+                "2026-12-02",
+                "--format",
+                "json",
+            ])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "report as nobody: {}", stderr(&o));
+        let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
+        row(&rep, "total", &[])["jobs"].as_i64().unwrap()
+    };
+    assert_eq!(report_as_nobody(), 1);
+    let names = || {
+        let mut n: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(), ["ledger.sqlite"], "the reader made files beside the ledger");
+    // A writer now holds the file (and its index) open, and stores one more job.
+    let bus = Bus::new("ledgerro");
+    let queue = LedgerQueue { name: unique("q") };
+    let log = scene.dir.join("ledger.log");
+    let ledger = Ledger::start(&db, &bus, &queue.name, &[], &log);
+    wait_for("the ledger's binding", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("consuming").then_some(())
+    });
+    let two = summary("ro-2", "acct", "u", "h", ended, 1.0, (1.0, 0.0), 0, (0, 0), "exited", 0);
+    publish_all(&bus, &[two.to_string()]);
+    wait_for("2 rows", || (status(&db)["rows"] == 2).then_some(()));
+    assert_eq!(report_as_nobody(), 2);
+    drop(ledger);
+}
+
+/// A PostgreSQL role that may only `SELECT` reports on the ledger: nothing is created or locked
+/// when the schema is current.
+#[test]
+fn a_postgres_role_that_may_only_select_reports() {
+    let scene = Scene::new("ledger-pgro");
+    let pg = Pg::new("pgro");
+    let file = scene.dir.join("s.jsonl");
+    let ended = "2026-12-01T00:00:00.000000Z";
+    let one = summary("pgro-1", "acct", "u", "h", ended, 1.0, (1.0, 0.0), 0, (0, 0), "exited", 0);
+    std::fs::write(&file, format!("{one}\n")).unwrap();
+    assert!(run(&["ledger", "import", "--db", &pg.url(5432), file.to_str().unwrap()]).status.success());
+    let reader = format!("{}_ro", pg.name);
+    psql(&format!("CREATE ROLE {reader} LOGIN"));
+    let in_db = |sql: String| {
+        let o = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                &pg.name,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAtc",
+                &sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{sql}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    in_db(format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}"));
+    let url = format!("postgres://{reader}@127.0.0.1:5432/{}", pg.name);
+    let o =
+        run(&["report", "--db", &url, "--since", "2026-11-30", "--until", "2026-12-02", "--format", "json"]);
+    let ok = o.status.success();
+    let text = stderr(&o);
+    // Dropped before the checks, so that the database's own drop finds no dependent role.
+    in_db(format!("DROP OWNED BY {reader}"));
+    psql(&format!("DROP ROLE {reader}"));
+    assert!(ok, "report as a SELECT-only role: {text}");
+    let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(row(&rep, "total", &[])["jobs"], 1);
+}

@@ -50,7 +50,7 @@ impl DbArgs {
                 ));
             }
         }
-        store::open(&url).map_err(db_failed)
+        store::open_read(&url).map_err(db_failed)
     }
 }
 

@@ -11,6 +11,34 @@ use std::time::Duration;
 
 pub struct Sqlite {
     conn: Connection,
+    /// Set when the file is read without locks (see [`Sqlite::open_read`]): the file's stamp
+    /// when it was opened, which each read checks afterwards.
+    unlocked: Option<(std::path::PathBuf, Stamp)>,
+}
+
+/// What changes when a writer checkpoints into the main file.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Stamp {
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        ino: m.ino(),
+        len: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    })
+}
+
+/// `PATH` with `suffix` appended: SQLite's `-wal` and `-shm` files.
+fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    p.into()
 }
 
 /// A busy or locked database, a full disk or an I/O error may pass: worth retrying (a
@@ -46,9 +74,99 @@ impl Sqlite {
         conn.busy_timeout(Duration::from_secs(60)).map_err(fatal(&what))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(fatal(&what))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(fatal(&what))?;
-        let mut s = Sqlite { conn };
+        let mut s = Sqlite { conn, unlocked: None };
         s.migrate().map_err(|e| DbError::Fatal(format!("{what}: {e}")))?;
         Ok(s)
+    }
+
+    /// For the commands that only read: a read-only connection, so that a user who may read
+    /// the ledger but not write it (an auditor, a web page generator) can report on it. Only a
+    /// file whose schema is not this build's is opened for writing, to migrate it (or to say
+    /// that it cannot).
+    ///
+    /// A WAL-mode file can be read without write access only while a writer has its `-shm`
+    /// index open (SQLite needs one to read). With no writer, there is no index and no one to
+    /// make it, and the file holds every committed row (the last writer checkpointed it at
+    /// close): it is then read without locks (`immutable`), and each read checks afterwards
+    /// that no writer changed the file meanwhile, or reads again.
+    pub fn open_read(path: &Path) -> Result<Sqlite, DbError> {
+        let what = format!("opening the SQLite database {}", path.display());
+        let s = match Sqlite::connect_read(path, false) {
+            Ok(s) => s,
+            Err(e) if Sqlite::unlocked_read_is_whole(path) => {
+                Sqlite::connect_read(path, true).map_err(|_| e)?
+            }
+            Err(e) => return Err(e),
+        };
+        let have: Option<i64> = s
+            .conn
+            .query_row("SELECT MAX(version) FROM ledger_schema", [], |r| r.get(0))
+            .map_err(|e| DbError::Fatal(format!("{what}: not a ledger database ({e})")))?;
+        if have == Some(current_version()) {
+            return Ok(s);
+        }
+        drop(s);
+        Sqlite::open(path)
+    }
+
+    /// No `-shm` (no writer now) and no `-wal` holding rows the main file lacks.
+    fn unlocked_read_is_whole(path: &Path) -> bool {
+        !beside(path, "-shm").exists()
+            && std::fs::metadata(beside(path, "-wal")).map_or(true, |m| m.len() == 0)
+    }
+
+    fn connect_read(path: &Path, unlocked: bool) -> Result<Sqlite, DbError> {
+        use rusqlite::OpenFlags;
+        let what = format!("opening the SQLite database {}", path.display());
+        let flags =
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let before = stamp(path);
+        let conn = if unlocked {
+            // A URI names the file: percent-encode what a URI would read otherwise.
+            let Some(text) = path.to_str() else {
+                return Err(DbError::Fatal(format!("{what}: a path that is not UTF-8 cannot be read here")));
+            };
+            let uri: String = text
+                .chars()
+                .map(|c| match c {
+                    '%' | '?' | '#' => format!("%{:02X}", c as u32),
+                    c => c.to_string(),
+                })
+                .collect();
+            Connection::open_with_flags(format!("file:{uri}?immutable=1"), flags)
+        } else {
+            Connection::open_with_flags(path, flags)
+        }
+        .map_err(fatal(&what))?;
+        conn.busy_timeout(Duration::from_secs(60)).map_err(fatal(&what))?;
+        // The check reads the file: under a writer's lock, or (unlocked) against the stamp.
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+            .map_err(fatal(&what))?;
+        let unlocked = match (unlocked, before) {
+            (true, Some(st)) => Some((path.to_owned(), st)),
+            (true, None) => return Err(DbError::Fatal(format!("{what}: it went away"))),
+            (false, _) => None,
+        };
+        Ok(Sqlite { conn, unlocked })
+    }
+
+    /// Runs a read; read without locks, it is taken again (a few times) if a writer changed the
+    /// file meanwhile, so that a report never mixes two states of the ledger.
+    fn read<T>(&mut self, mut f: impl FnMut(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
+        for _ in 0..5 {
+            let v = f(&self.conn)?;
+            let Some((path, st)) = self.unlocked.clone() else { return Ok(v) };
+            if stamp(&path) == Some(st) && Sqlite::unlocked_read_is_whole(&path) {
+                return Ok(v);
+            }
+            // A writer came: it has an index now, so a locked read-only open may work.
+            *self = match Sqlite::connect_read(&path, false) {
+                Ok(s) => s,
+                Err(_) if Sqlite::unlocked_read_is_whole(&path) => Sqlite::connect_read(&path, true)?,
+                Err(e) => return Err(e),
+            };
+        }
+        Err(DbError::Unavailable("the ledger kept changing while it was read; run again".into()))
     }
 
     /// Brings the schema up to date under the write lock, so that two processes opening a new
@@ -183,16 +301,23 @@ impl Store for Sqlite {
         let sql = format!(
             "SELECT {READ_COLUMNS} FROM jobs WHERE ended_us >= ?1 AND ended_us < ?2 ORDER BY ended_us, message_id"
         );
-        let mut st = self.conn.prepare(&sql).map_err(fatal("reading jobs"))?;
-        let rows = st
-            .query_map(params![since_us.unwrap_or(i64::MIN), until_us.unwrap_or(i64::MAX)], job_from_row)
-            .map_err(fatal("reading jobs"))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(fatal("reading jobs"))
+        self.read(|c| {
+            let mut st = c.prepare(&sql).map_err(fatal("reading jobs"))?;
+            let rows = st
+                .query_map(params![since_us.unwrap_or(i64::MIN), until_us.unwrap_or(i64::MAX)], job_from_row)
+                .map_err(fatal("reading jobs"))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(fatal("reading jobs"))
+        })
     }
 
     fn status(&mut self) -> Result<Status, DbError> {
+        self.read(Sqlite::read_status)
+    }
+}
+
+impl Sqlite {
+    fn read_status(c: &Connection) -> Result<Status, DbError> {
         let what = "reading the status";
-        let c = &self.conn;
         let (rows, last): (i64, Option<i64>) = c
             .query_row("SELECT COUNT(*), MAX(ingested_us) FROM jobs", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(fatal(what))?;

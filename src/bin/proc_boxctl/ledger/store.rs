@@ -238,6 +238,14 @@ fn redact(url: &str) -> String {
     format!("{base}?{}", query.join("&"))
 }
 
+/// Opens an existing database to read it: SQLite read-only (see [`super::sqlite::Sqlite::open_read`]).
+pub fn open_read(url: &DbUrl) -> Result<Box<dyn Store>, DbError> {
+    match url {
+        DbUrl::Sqlite(p) => Ok(Box::new(super::sqlite::Sqlite::open_read(p)?)),
+        DbUrl::Postgres(_) => open(url),
+    }
+}
+
 /// Opens (and creates or migrates) the database.
 pub fn open(url: &DbUrl) -> Result<Box<dyn Store>, DbError> {
     match url {
