@@ -64,25 +64,61 @@ impl Key {
     }
 
     /// TEXT of an envelope whose MAC is right, compared in constant time.
-    fn verify(&self, domain: &[u8], raw: &[u8]) -> Result<String, String> {
+    fn verify(&self, domain: &[u8], raw: &[u8]) -> Result<String, Unverified> {
         let (text, mac) = envelope(raw)?;
-        let mac = hex::decode(mac).map_err(|_| "\"mac\" is not hex".to_owned())?;
-        self.mac(domain, &text).verify_slice(&mac).map_err(|_| "wrong MAC".to_owned())?;
+        let mac = hex::decode(mac).map_err(|_| Unverified::MacNotHex)?;
+        self.mac(domain, &text).verify_slice(&mac).map_err(|_| Unverified::WrongMac)?;
         Ok(text)
     }
 }
 
+/// Why an envelope did not verify.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unverified {
+    #[error("not {{\"signed\": TEXT, \"mac\": HEX}} and nothing else")]
+    Shape,
+    #[error("unsigned")]
+    Unsigned,
+    #[error("\"mac\" is not hex")]
+    MacNotHex,
+    #[error("wrong MAC")]
+    WrongMac,
+}
+
+/// Why a box with a key refused a command. Only [`Refusal::Unverified`] and the malformed
+/// ones come before the MAC passed; the rest are a genuine sender's mistakes (a clock, a target).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}: this box takes only commands signed with its control key")]
+    Unverified(Unverified),
+    #[error("the signed text is not a JSON object")]
+    NotAnObject,
+    #[error("\"nonce\" must be 16 to 64 of A-Z a-z 0-9 _ -")]
+    BadNonce,
+    #[error("\"to\" (the target) is missing")]
+    NoTarget,
+    #[error("signed for another target ({0})")]
+    OtherTarget(String),
+    #[error("\"ts\" (Unix seconds, an integer) is missing")]
+    NoTimestamp,
+    #[error("stale: its timestamp is {0}s from the box's clock (at most {max}s)", max = WINDOW.as_secs())]
+    Stale(u64),
+    #[error("this nonce was already used: a replayed command")]
+    Replayed,
+    #[error("more than {MAX_SEEN} commands within {window}s", window = 2 * WINDOW.as_secs())]
+    Flood,
+}
+
 /// `{"signed": TEXT, "mac": HEX}` and nothing else.
-fn envelope(raw: &[u8]) -> Result<(String, String), String> {
-    const SHAPE: &str = "not {\"signed\": TEXT, \"mac\": HEX} and nothing else";
+fn envelope(raw: &[u8]) -> Result<(String, String), Unverified> {
     let map = match serde_json::from_slice::<Value>(raw) {
         Ok(Value::Object(map)) => map,
-        _ => return Err(SHAPE.into()),
+        _ => return Err(Unverified::Shape),
     };
     match (map.len(), field(&map, "signed"), field(&map, "mac")) {
         (2, Some(Value::String(text)), Some(Value::String(mac))) => Ok((text.clone(), mac.clone())),
-        (_, None, None) => Err("unsigned".into()),
-        _ => Err(SHAPE.into()),
+        (_, None, None) => Err(Unverified::Unsigned),
+        _ => Err(Unverified::Shape),
     }
 }
 
@@ -159,7 +195,7 @@ pub fn seal_reply(key: &Key, text: &str) -> String {
 /// The reply a client sent `nonce` with may trust: right MAC, and `re` is that nonce. Returns
 /// the reply object, `re` included.
 pub fn open_reply(key: &Key, raw: &[u8], nonce: &str) -> Result<Value, String> {
-    let text = key.verify(REPLY_DOMAIN, raw)?;
+    let text = key.verify(REPLY_DOMAIN, raw).map_err(|e| e.to_string())?;
     let reply: Value = serde_json::from_str(&text).map_err(|e| format!("signed text is not JSON: {e}"))?;
     match reply.as_object().and_then(|m| field(m, "re")) {
         Some(Value::String(re)) if re == nonce => Ok(reply),
@@ -179,7 +215,7 @@ pub struct Opened {
 /// is never echoed, so no one gets a signed answer for a nonce of their choosing.
 #[derive(Debug, PartialEq)]
 pub struct Refused {
-    pub reason: String,
+    pub reason: Refusal,
     pub nonce: Option<String>,
 }
 
@@ -191,17 +227,17 @@ struct Seen {
 }
 
 impl Seen {
-    fn admit(&mut self, nonce: &str, now: Instant) -> Result<(), String> {
+    fn admit(&mut self, nonce: &str, now: Instant) -> Result<(), Refusal> {
         while self.order.front().is_some_and(|(until, _)| *until <= now) {
             if let Some((_, n)) = self.order.pop_front() {
                 self.set.remove(&n);
             }
         }
         if self.set.contains(nonce) {
-            return Err("this nonce was already used: a replayed command".into());
+            return Err(Refusal::Replayed);
         }
         if self.set.len() >= MAX_SEEN {
-            return Err(format!("more than {MAX_SEEN} commands within {}s", 2 * WINDOW.as_secs()));
+            return Err(Refusal::Flood);
         }
         // A timestamp up to WINDOW ahead stays acceptable for up to 2 × WINDOW from now.
         self.order.push_back((now + 2 * WINDOW, nonce.to_owned()));
@@ -232,39 +268,33 @@ impl Guard {
     /// MAC first (nothing unauthenticated is looked at further), then the target, the
     /// timestamp, and the nonce, which is remembered only once all else passed.
     pub fn open(&mut self, raw: &[u8], via: Via, now: SystemTime, mono: Instant) -> Result<Opened, Refused> {
-        let text = self.key.verify(COMMAND_DOMAIN, raw).map_err(|why| Refused {
-            reason: format!("{why}: this box takes only commands signed with its control key"),
-            nonce: None,
-        })?;
+        let text = self
+            .key
+            .verify(COMMAND_DOMAIN, raw)
+            .map_err(|why| Refused { reason: Refusal::Unverified(why), nonce: None })?;
         let map = match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(map)) => map,
-            _ => return Err(Refused { reason: "the signed text is not a JSON object".into(), nonce: None }),
+            _ => return Err(Refused { reason: Refusal::NotAnObject, nonce: None }),
         };
         let nonce = match field(&map, "nonce") {
             Some(Value::String(n)) if valid_nonce(n) => n.clone(),
-            _ => {
-                let reason = "\"nonce\" must be 16 to 64 of A-Z a-z 0-9 _ -".into();
-                return Err(Refused { reason, nonce: None });
-            }
+            _ => return Err(Refused { reason: Refusal::BadNonce, nonce: None }),
         };
-        let refuse = |reason: String| Refused { reason, nonce: Some(nonce.clone()) };
+        let refuse = |reason: Refusal| Refused { reason, nonce: Some(nonce.clone()) };
         let to = match field(&map, "to") {
             Some(Value::String(t)) => t.as_str(),
-            _ => return Err(refuse("\"to\" (the target) is missing".into())),
+            _ => return Err(refuse(Refusal::NoTarget)),
         };
         if !(self.targets.iter().any(|t| t == to) || (to == "socket" && via == Via::Socket)) {
-            return Err(refuse(format!("signed for another target ({to})")));
+            return Err(refuse(Refusal::OtherTarget(to.to_owned())));
         }
         let ts = match field(&map, "ts") {
             Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or_default(),
-            _ => return Err(refuse("\"ts\" (Unix seconds, an integer) is missing".into())),
+            _ => return Err(refuse(Refusal::NoTimestamp)),
         };
         let skew = unix_now(now).abs_diff(ts);
         if skew > WINDOW.as_secs() {
-            return Err(refuse(format!(
-                "stale: its timestamp is {skew}s from the box's clock (at most {}s)",
-                WINDOW.as_secs()
-            )));
+            return Err(refuse(Refusal::Stale(skew)));
         }
         self.seen.admit(&nonce, mono).map_err(refuse)?;
         Ok(Opened { text, nonce })
@@ -300,7 +330,7 @@ mod tests {
             Ok(crate::command::Command::Kill(crate::signals::Sig::KILL))
         );
         let again = g.open(env.as_bytes(), Via::Broker, now(), Instant::now()).unwrap_err();
-        assert!(again.reason.contains("replayed"), "{again:?}");
+        assert_eq!(again.reason, Refusal::Replayed);
         // A broadcast to a key the box binds.
         let (env, _) = sign_command(&key, &cmd(), &Target::Key("rc".into()), now());
         assert!(g.open(env.as_bytes(), Via::Broker, now(), Instant::now()).is_ok());
@@ -313,10 +343,16 @@ mod tests {
         let open = |g: &mut Guard, env: &str, via| g.open(env.as_bytes(), via, now(), Instant::now());
         // Wrong key, another box, another key, the socket's target over the broker.
         let (env, _) = sign_command(&Key::new(b"s3cret!"), &cmd(), &Target::Box("job-1".into()), now());
-        assert!(open(&mut g, &env, Via::Broker).unwrap_err().reason.contains("control key"));
+        let wrong = open(&mut g, &env, Via::Broker).unwrap_err().reason;
+        assert_eq!(wrong, Refusal::Unverified(Unverified::WrongMac));
+        assert!(wrong.to_string().contains("control key"));
         for to in [Target::Box("job-2".into()), Target::Key("other".into()), Target::Socket] {
             let (env, _) = sign_command(&key, &cmd(), &to, now());
-            assert!(open(&mut g, &env, Via::Broker).unwrap_err().reason.contains("another target"), "{to:?}");
+            let r = open(&mut g, &env, Via::Broker).unwrap_err().reason;
+            assert!(
+                matches!(r, Refusal::OtherTarget(_)) && r.to_string().contains("another target"),
+                "{to:?}"
+            );
         }
         let (env, _) = sign_command(&key, &cmd(), &Target::Socket, now());
         assert!(open(&mut g, &env, Via::Socket).is_ok());
@@ -324,7 +360,8 @@ mod tests {
         for t in [now() - Duration::from_secs(61), now() + Duration::from_secs(61)] {
             let (env, _) = sign_command(&key, &cmd(), &Target::Box("job-1".into()), t);
             let r = open(&mut g, &env, Via::Broker).unwrap_err();
-            assert!(r.reason.contains("stale") && r.nonce.is_some(), "{r:?}");
+            assert!(matches!(r.reason, Refusal::Stale(61..)) && r.nonce.is_some(), "{r:?}");
+            assert!(r.reason.to_string().starts_with("stale: its timestamp is 6"), "{r:?}");
         }
         // Anything changed in TEXT, or in the MAC.
         let (env, _) = sign_command(&key, &cmd(), &Target::Box("job-1".into()), now());
@@ -381,7 +418,8 @@ mod tests {
         for i in 0..MAX_SEEN {
             seen.admit(&format!("{i:016}"), t0).unwrap();
         }
-        assert!(seen.admit("x".repeat(16).as_str(), t0).unwrap_err().contains("more than"));
+        assert_eq!(seen.admit("x".repeat(16).as_str(), t0), Err(Refusal::Flood));
+        assert_eq!(Refusal::Flood.to_string(), format!("more than {MAX_SEEN} commands within 120s"));
         assert!(seen.admit(&format!("{:016}", 0), t0 + 2 * WINDOW).is_ok(), "forgotten after the window");
         assert_eq!(seen.set.len(), 1);
     }

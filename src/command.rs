@@ -1,9 +1,9 @@
 //! Control commands (the JSON language of the socket and AMQP, fixed by the public interface):
-//! bytes → [`Command`], and [`Reply`] → bytes.
+//! bytes → [`Command`], and [`Reply`] (with the box's [`Status`]) → bytes.
 //!
 //! Shared by every transport, so the socket and AMQP accept exactly the same language.
 
-use crate::signals::Sig;
+use crate::signals::{BadSignal, Sig};
 use crate::units::parse_duration;
 use serde::Serialize;
 use serde_json::Value;
@@ -14,14 +14,15 @@ use std::time::Duration;
 /// and nothing that short is a sensible record of usage.
 pub const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Refuses a sample interval below [`MIN_SAMPLE_INTERVAL`], with the reason.
-pub fn check_sample_interval(d: Duration) -> Result<Duration, String> {
+/// A sample interval below [`MIN_SAMPLE_INTERVAL`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the sample interval must be at least {}ms (got {})", MIN_SAMPLE_INTERVAL.as_millis(), humantime::format_duration(*.0))]
+pub struct IntervalTooShort(pub Duration);
+
+/// Refuses a sample interval below [`MIN_SAMPLE_INTERVAL`].
+pub fn check_sample_interval(d: Duration) -> Result<Duration, IntervalTooShort> {
     if d < MIN_SAMPLE_INTERVAL {
-        return Err(format!(
-            "the sample interval must be at least {}ms (got {})",
-            MIN_SAMPLE_INTERVAL.as_millis(),
-            humantime::format_duration(d)
-        ));
+        return Err(IntervalTooShort(d));
     }
     Ok(d)
 }
@@ -59,11 +60,47 @@ impl Command {
     }
 }
 
-/// A refused command: the reason, and the command's name when it could be read.
+/// Why a command could not be read. Each is a different mistake of the sender's, and the
+/// reply's `error` is its text.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("a command must be a JSON object")]
+    NotAnObject,
+    /// Keys match case-insensitively, so a repeated key would make the command ambiguous.
+    #[error("ambiguous: the key \"{0}\" appears more than once")]
+    AmbiguousKey(String),
+    #[error("missing \"command\"")]
+    MissingCommand,
+    #[error("\"command\" must be a string")]
+    CommandNotString,
+    #[error("unknown command '{0}'")]
+    Unknown(String),
+    #[error("\"arguments\" must be an array")]
+    ArgumentsNotArray,
+    #[error("bad argument {0}: use strings, such as [\"15\"]")]
+    BadArgument(String),
+    #[error("{0} takes no arguments")]
+    NoArguments(String),
+    #[error("{0} takes exactly one argument")]
+    OneArgument(String),
+    #[error("kill takes at most one argument")]
+    KillArguments,
+    #[error(transparent)]
+    Signal(#[from] BadSignal),
+    /// The duration's own parser says what is wrong with it.
+    #[error("{0}")]
+    Duration(String),
+    #[error(transparent)]
+    SampleInterval(#[from] IntervalTooShort),
+}
+
+/// A refused command: why, and the command's name when it could be read.
 #[derive(Debug, PartialEq)]
 pub struct Rejected {
     pub command: Option<String>,
-    pub reason: String,
+    pub error: ParseError,
 }
 
 /// Any JSON value, an object kept as its list of entries, repeated keys included (a
@@ -119,13 +156,13 @@ impl<'de> serde::Deserialize<'de> for Entries {
 pub fn parse(raw: &[u8]) -> Result<Command, Rejected> {
     match serde_json::from_slice::<Entries>(raw) {
         Ok(Entries::Object(map)) => command_of(&map),
-        Ok(Entries::Other) => Err(reject(None, "a command must be a JSON object".into())),
-        Err(e) => Err(reject(None, format!("invalid JSON: {e}"))),
+        Ok(Entries::Other) => Err(reject(None, ParseError::NotAnObject)),
+        Err(e) => Err(reject(None, ParseError::Json(e.to_string()))),
     }
 }
 
-fn reject(command: Option<&str>, reason: String) -> Rejected {
-    Rejected { command: command.map(str::to_owned), reason }
+fn reject(command: Option<&str>, error: impl Into<ParseError>) -> Rejected {
+    Rejected { command: command.map(str::to_owned), error: error.into() }
 }
 
 fn command_of(map: &[(String, Value)]) -> Result<Command, Rejected> {
@@ -133,14 +170,14 @@ fn command_of(map: &[(String, Value)]) -> Result<Command, Rejected> {
     // would make the command ambiguous: `{"command":"status","COMMAND":"timer_stop"}`.
     for (i, (k, _)) in map.iter().enumerate() {
         if map[..i].iter().any(|(other, _)| other.eq_ignore_ascii_case(k)) {
-            return Err(reject(None, format!("ambiguous: the key \"{k}\" appears more than once")));
+            return Err(reject(None, ParseError::AmbiguousKey(k.clone())));
         }
     }
     let field = |key: &str| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v);
     let name = match field("command") {
         Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(reject(None, "\"command\" must be a string".into())),
-        None => return Err(reject(None, "missing \"command\"".into())),
+        Some(_) => return Err(reject(None, ParseError::CommandNotString)),
+        None => return Err(reject(None, ParseError::MissingCommand)),
     };
     let args: Vec<String> = match field("arguments") {
         None | Some(Value::Null) => Vec::new(),
@@ -149,21 +186,21 @@ fn command_of(map: &[(String, Value)]) -> Result<Command, Rejected> {
             .map(|v| match v {
                 Value::String(s) => Ok(s.clone()),
                 Value::Number(n) if n.as_u64().is_some() => Ok(n.to_string()),
-                _ => Err(reject(Some(name), format!("bad argument {v}: use strings, such as [\"15\"]"))),
+                _ => Err(reject(Some(name), ParseError::BadArgument(v.to_string()))),
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(reject(Some(name), "\"arguments\" must be an array".into())),
+        Some(_) => return Err(reject(Some(name), ParseError::ArgumentsNotArray)),
     };
     let no_args = |cmd: Command| {
         if args.is_empty() {
             Ok(cmd)
         } else {
-            Err(reject(Some(name), format!("{name} takes no arguments")))
+            Err(reject(Some(name), ParseError::NoArguments(name.to_owned())))
         }
     };
     let one_arg = || match args.as_slice() {
         [a] => Ok(a.as_str()),
-        _ => Err(reject(Some(name), format!("{name} takes exactly one argument"))),
+        _ => Err(reject(Some(name), ParseError::OneArgument(name.to_owned()))),
     };
     match name.to_ascii_lowercase().as_str() {
         "stop" => no_args(Command::Stop),
@@ -178,14 +215,47 @@ fn command_of(map: &[(String, Value)]) -> Result<Command, Rejected> {
         "kill" => match args.as_slice() {
             [] => Ok(Command::Kill(Sig::KILL)),
             [s] => Sig::parse(s).map(Command::Kill).map_err(|e| reject(Some(name), e)),
-            _ => Err(reject(Some(name), "kill takes at most one argument".into())),
+            _ => Err(reject(Some(name), ParseError::KillArguments)),
         },
         "change_sample_rate" => {
-            let d = parse_duration(one_arg()?).map_err(|e| reject(Some(name), e))?;
+            let d = parse_duration(one_arg()?).map_err(|e| reject(Some(name), ParseError::Duration(e)))?;
             check_sample_interval(d).map(Command::ChangeSampleRate).map_err(|e| reject(Some(name), e))
         }
-        _ => Err(reject(Some(name), format!("unknown command '{name}'"))),
+        _ => Err(reject(Some(name), ParseError::Unknown(name.to_owned()))),
     }
+}
+
+/// The box's state, as `status` (and every accepted command's reply) reports it. Part of the
+/// public interface: the names and shapes of these fields are fixed. Fields are declared in
+/// the order the reply has always shown them (alphabetical).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Status {
+    pub box_id: String,
+    /// Seconds since the box started.
+    pub elapsed_seconds: f64,
+    pub main_running: bool,
+    pub pid: i32,
+    pub pids: Vec<i32>,
+    pub processes: usize,
+    pub processes_peak: usize,
+    pub processes_started: u64,
+    pub processes_started_exact: bool,
+    /// Why the box is ending the job, once it is: the summary's `reason`.
+    pub reason: Option<&'static str>,
+    /// "running" | "suspended" | "stopping".
+    pub state: &'static str,
+    pub timer: TimerStatus,
+    /// "ptrace" | "subreaper".
+    pub track: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TimerStatus {
+    pub elapsed_seconds: f64,
+    pub enabled: bool,
+    /// Null without a timeout.
+    pub remaining_seconds: Option<f64>,
+    pub timeout_seconds: Option<f64>,
 }
 
 /// The answer to one command: `{"ok", "command", "error", "state"}`.
@@ -194,7 +264,8 @@ pub struct Reply {
     pub ok: bool,
     pub command: Option<String>,
     pub error: Option<String>,
-    pub state: Value,
+    /// Null in a refusal: whoever sent a bad command learns the reason, never the box's state.
+    pub state: Option<Box<Status>>,
     /// The sample a `sample` command produced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample: Option<Value>,
@@ -207,8 +278,22 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn new(ok: bool, command: Option<String>, error: Option<String>, state: Value) -> Reply {
-        Reply { ok, command, error, state, sample: None, re: None, key: None }
+    /// An accepted command's reply, with the box's state.
+    pub fn ok(command: &str, state: Status) -> Reply {
+        Reply {
+            ok: true,
+            command: Some(command.into()),
+            error: None,
+            state: Some(Box::new(state)),
+            sample: None,
+            re: None,
+            key: None,
+        }
+    }
+
+    /// A refusal: the reason, and the command's name when it could be read; no state.
+    pub fn refused(command: Option<String>, error: String) -> Reply {
+        Reply { ok: false, command, error: Some(error), state: None, sample: None, re: None, key: None }
     }
 
     /// One line of JSON: the reply itself, or, with a key, its signed envelope.
@@ -282,13 +367,63 @@ mod tests {
             "null",
         ] {
             let e = p(bad).expect_err(bad);
-            assert!(!e.reason.is_empty(), "{bad}");
+            assert!(!e.error.to_string().is_empty(), "{bad}");
         }
         assert_eq!(
             p(r#"{"command": "kill", "arguments": ["0"]}"#).unwrap_err().command.as_deref(),
             Some("kill")
         );
-        let floor = p(r#"{"command": "change_sample_rate", "arguments": ["1ns"]}"#).unwrap_err().reason;
-        assert!(floor.contains("at least 100ms"), "{floor}");
+        let floor = p(r#"{"command": "change_sample_rate", "arguments": ["1ns"]}"#).unwrap_err().error;
+        assert!(floor.to_string().contains("at least 100ms"), "{floor}");
+        let kinds = [
+            ("not json", ParseError::Json(String::new())),
+            ("[1]", ParseError::NotAnObject),
+            (r#"{"command": "x"}"#, ParseError::Unknown("x".into())),
+            (r#"{"command": "stop", "arguments": ["1"]}"#, ParseError::NoArguments("stop".into())),
+            (r#"{"command": "kill", "arguments": ["NOPE"]}"#, ParseError::Signal(BadSignal("NOPE".into()))),
+        ];
+        for (raw, want) in kinds {
+            let got = p(raw).unwrap_err().error;
+            assert_eq!(std::mem::discriminant(&got), std::mem::discriminant(&want), "{raw}: {got}");
+        }
+    }
+
+    /// `state` is public interface: exactly these fields, in these shapes.
+    #[test]
+    fn status_fields() {
+        let status = Status {
+            box_id: "b".into(),
+            elapsed_seconds: 1.5,
+            main_running: true,
+            pid: 7,
+            pids: vec![7, 8],
+            processes: 2,
+            processes_peak: 2,
+            processes_started: 2,
+            processes_started_exact: true,
+            reason: None,
+            state: "running",
+            timer: TimerStatus {
+                elapsed_seconds: 1.0,
+                enabled: true,
+                remaining_seconds: None,
+                timeout_seconds: None,
+            },
+            track: "ptrace",
+        };
+        let line = Reply::ok("status", status).to_line();
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"ok":true,"command":"status","error":null,"state":{"box_id":"b","elapsed_seconds":1.5,"#,
+                r#""main_running":true,"pid":7,"pids":[7,8],"processes":2,"processes_peak":2,"#,
+                r#""processes_started":2,"processes_started_exact":true,"reason":null,"state":"running","#,
+                r#""timer":{"elapsed_seconds":1.0,"enabled":true,"remaining_seconds":null,"timeout_seconds":null},"#,
+                r#""track":"ptrace"}}"#,
+                "\n"
+            )
+        );
+        let refused = Reply::refused(None, "no".into()).to_line();
+        assert_eq!(refused, "{\"ok\":false,\"command\":null,\"error\":\"no\",\"state\":null}\n");
     }
 }

@@ -191,7 +191,7 @@ pub struct Config {
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
-    crate::command::check_sample_interval(parse_duration(text)?)
+    crate::command::check_sample_interval(parse_duration(text)?).map_err(|e| e.to_string())
 }
 
 fn parse_limit_size(text: &str) -> Result<u64, String> {

@@ -6,9 +6,10 @@
 
 use crate::accounting::{Accounting, OwnIo};
 use crate::auth::Via;
-use crate::command::{self, Command, Reply};
+use crate::command::{Command, Reply, Status, TimerStatus};
+use crate::control::Control;
 use crate::emitter::{Emitter, End, Live};
-use crate::policy::{Action, Policy, Reason};
+use crate::policy::{Action, Policy, Reason, Refused};
 use crate::relay::{Output, Plan};
 use crate::signals::{meaning, Meaning, Sig};
 use crate::spawn::ExecReport;
@@ -16,17 +17,17 @@ use crate::sys::pidfd;
 use crate::terminal::Terminal;
 use crate::tokens::{Source, FORK_EVENTS, OUTPUTS, SENT_FAULTS, SIGNALS, WAKER};
 use crate::tracker::{Event, ExitStatus, Mode, Tracker};
-use crate::transport::socket::{ControlSocket, Input, MAX_LINE};
+use crate::transport::socket::{ControlSocket, Input};
 use crate::transport::{Inbox, Request};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::signalfd::SignalFd;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How often the children lists are walked when no event asks for it. In subreaper mode this
 /// bounds how long a new process can go unseen; in ptrace mode it is only the backstop for
@@ -136,7 +137,7 @@ pub struct EventLoop {
     exit_rule: crate::policy::ExitRule,
     format: Option<crate::accounting::format::Format>,
     argv: Vec<String>,
-    guard: Option<crate::auth::Guard>,
+    control: Control,
     limits: crate::policy::limits::Limits,
     cgroup: Option<Arc<crate::cgroup::Cgroup>>,
 }
@@ -216,7 +217,7 @@ impl EventLoop {
             exit_rule: parts.exit_rule,
             format: parts.format,
             argv: parts.argv,
-            guard: parts.guard,
+            control: Control::new(parts.guard),
             limits: parts.limits,
             cgroup: parts.cgroup,
             signals: parts.signals,
@@ -460,15 +461,7 @@ impl EventLoop {
             Source::Waker => {
                 self.check_limits();
                 while let Ok(req) = self.requests.try_recv() {
-                    // The socket's bound on a command holds for AMQP messages too.
-                    let reply = if req.raw.len() > MAX_LINE {
-                        crate::warn!("AMQP: rejected a message longer than {MAX_LINE} bytes");
-                        let r =
-                            self.reply(false, None, Some(format!("message longer than {MAX_LINE} bytes")));
-                        self.sealed(r, None)
-                    } else {
-                        self.handle_raw(&req.raw, Via::Broker)
-                    };
+                    let reply = self.on_command(&req.raw, Via::Broker);
                     (req.respond)(reply);
                 }
             }
@@ -644,12 +637,8 @@ impl EventLoop {
     fn answer(&mut self, inputs: Vec<(Token, Input)>) {
         for (conn, input) in inputs {
             let reply = match input {
-                Input::Line(line) => self.handle_raw(&line, Via::Socket),
-                Input::TooLong => {
-                    crate::warn!("control socket: rejected a line longer than {MAX_LINE} bytes");
-                    let r = self.reply(false, None, Some(format!("line longer than {MAX_LINE} bytes")));
-                    self.sealed(r, None)
-                }
+                Input::Line(line) => self.on_command(&line, Via::Socket),
+                Input::TooLong => self.control.refuse(Control::too_long(Via::Socket)),
             };
             if let Some(socket) = self.socket.as_mut() {
                 socket.reply(conn, &reply.to_line(), self.poll.registry());
@@ -657,114 +646,70 @@ impl EventLoop {
         }
     }
 
-    /// One command from any transport: authenticate, parse, decide, act, answer.
-    fn handle_raw(&mut self, raw: &[u8], via: Via) -> Reply {
-        let Some(guard) = self.guard.as_mut() else {
-            return self.handle_command(raw);
+    /// One command from any transport: through the door, decided, carried out, answered.
+    fn on_command(&mut self, raw: &[u8], via: Via) -> Reply {
+        let admitted = match self.control.admit(raw, via) {
+            Ok(admitted) => admitted,
+            Err(rejected) => return self.control.refuse(rejected),
         };
-        match guard.open(raw, via, SystemTime::now(), Instant::now()) {
-            Ok(opened) => {
-                let reply = self.handle_command(opened.text.as_bytes());
-                self.sealed(reply, Some(opened.nonce))
-            }
-            Err(refused) => {
-                crate::warn!("refused a command: {}", refused.reason);
-                let reply = self.reply(false, None, Some(refused.reason));
-                self.sealed(reply, refused.nonce)
-            }
-        }
+        let outcome = self.run_command(&admitted.command);
+        self.control.answer(admitted, outcome)
     }
 
-    /// With a control key, the reply is signed, bound to the nonce of the command it answers.
-    fn sealed(&self, mut reply: Reply, nonce: Option<String>) -> Reply {
-        if let Some(guard) = &self.guard {
-            reply.re = nonce;
-            reply.key = Some(guard.key().clone());
-        }
-        reply
-    }
-
-    /// A command, authenticated already where the box has a key.
-    fn handle_command(&mut self, raw: &[u8]) -> Reply {
-        let cmd = match command::parse(raw) {
-            Ok(cmd) => cmd,
-            Err(mut r) => {
-                if self.guard.is_none() && crate::auth::looks_signed(raw) {
-                    r.reason =
-                        "this box has no control key (--control-token): send the command unsigned".into();
-                }
-                crate::warn!("rejected command: {}", r.reason);
-                return self.reply(false, r.command, Some(r.reason));
-            }
-        };
-        let name = Some(cmd.name().to_owned());
+    /// An admitted command: the state after it, and the sample it took.
+    fn run_command(&mut self, cmd: &Command) -> Result<(Status, Option<Value>), Refused> {
         if matches!(cmd, Command::Status) {
             self.look();
         }
         let mut sample = None;
-        let result = match cmd {
+        let actions = match cmd {
             Command::Sample => {
                 sample = Some(self.sample());
-                Ok(Vec::new())
+                Vec::new()
             }
             Command::ChangeSampleRate(d) => {
-                self.sint = d;
+                self.sint = *d;
                 if self.emitter.has_sink() {
-                    self.next_sample = Some(Instant::now() + d);
+                    self.next_sample = Some(Instant::now() + *d);
                 }
-                Ok(Vec::new())
+                Vec::new()
             }
-            _ => self.policy.command(&cmd, Instant::now()),
+            _ => self.policy.command(cmd, Instant::now())?,
         };
-        match result {
-            Ok(actions) => {
-                if !matches!(cmd, Command::Status | Command::Sample) {
-                    crate::info!("command: {}", cmd.name());
-                }
-                self.apply(actions);
-                let mut reply = self.reply(true, name, None);
-                reply.sample = sample;
-                reply
-            }
-            Err(e) => {
-                crate::warn!("command {} refused: {e}", cmd.name());
-                self.reply(false, name, Some(e))
-            }
+        if !matches!(cmd, Command::Status | Command::Sample) {
+            crate::info!("command: {}", cmd.name());
         }
-    }
-
-    /// A refusal carries no state: whoever sent a bad command (an unauthenticated one
-    /// included) learns the reason, never the box's pids, id or timer.
-    fn reply(&self, ok: bool, command: Option<String>, error: Option<String>) -> Reply {
-        let state = if ok { self.state() } else { Value::Null };
-        Reply::new(ok, command, error, state)
+        self.apply(actions);
+        Ok((self.status(), sample))
     }
 
     /// The box's state as `status` reports it.
-    fn state(&self) -> Value {
-        let now = Instant::now();
+    fn status(&self) -> Status {
         let timer = self.policy.timer();
-        let elapsed = timer.elapsed(now);
-        json!({
-            "box_id": self.box_id,
-            "state": self.policy.state_name(),
-            "pid": self.tracker.main_pid(),
-            "main_running": self.main_status.is_none(),
-            "processes": self.tracker.len(),
-            "pids": self.tracker.pids(),
-            "processes_started": self.tracker.processes_started(),
-            "processes_started_exact": self.tracker.processes_started_exact(),
-            "processes_peak": self.tracker.processes_peak(),
-            "track": match self.tracker.mode() { Mode::Ptrace => "ptrace", Mode::Subreaper => "subreaper" },
-            "elapsed_seconds": self.started.elapsed().as_secs_f64(),
-            "timer": {
-                "enabled": timer.enabled(),
-                "elapsed_seconds": elapsed.as_secs_f64(),
-                "timeout_seconds": timer.limit().map(|l| l.as_secs_f64()),
-                "remaining_seconds": timer.limit().map(|l| l.saturating_sub(elapsed).as_secs_f64()),
+        let elapsed = timer.elapsed(Instant::now());
+        Status {
+            box_id: self.box_id.clone(),
+            state: self.policy.state_name(),
+            pid: self.tracker.main_pid(),
+            main_running: self.main_status.is_none(),
+            processes: self.tracker.len(),
+            pids: self.tracker.pids(),
+            processes_started: self.tracker.processes_started(),
+            processes_started_exact: self.tracker.processes_started_exact(),
+            processes_peak: self.tracker.processes_peak(),
+            track: match self.tracker.mode() {
+                Mode::Ptrace => "ptrace",
+                Mode::Subreaper => "subreaper",
             },
-            "reason": self.policy.reason().map(Reason::as_str),
-        })
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            timer: TimerStatus {
+                enabled: timer.enabled(),
+                elapsed_seconds: elapsed.as_secs_f64(),
+                timeout_seconds: timer.limit().map(|l| l.as_secs_f64()),
+                remaining_seconds: timer.limit().map(|l| l.saturating_sub(elapsed).as_secs_f64()),
+            },
+            reason: self.policy.reason().map(Reason::as_str),
+        }
     }
 
     fn apply(&mut self, actions: Vec<Action>) {

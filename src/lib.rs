@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cgroup;
 pub mod command;
 pub mod config;
+pub mod control;
 pub mod emitter;
 pub mod event_loop;
 pub mod fault;

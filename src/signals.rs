@@ -30,14 +30,9 @@ impl Sig {
     }
 
     /// Parses `9`, `-9` (the `kill -9` spelling), `KILL`, `SIGKILL`, case-insensitively.
-    pub fn parse(text: &str) -> Result<Sig, String> {
+    pub fn parse(text: &str) -> Result<Sig, BadSignal> {
         let t = text.trim();
-        let bad = || {
-            format!(
-                "invalid signal '{text}' (use a number from 1 to {} or a name such as TERM, KILL, USR1)",
-                libc::SIGRTMAX()
-            )
-        };
+        let bad = || BadSignal(text.to_owned());
         let body = t.strip_prefix('-').unwrap_or(t);
         if body.starts_with(['-', '+']) {
             return Err(bad());
@@ -50,6 +45,11 @@ impl Sig {
         Signal::from_str(&name).map(|s| Sig(s as i32)).map_err(|_| bad())
     }
 }
+
+/// A signal name or number that is no signal; shows what was written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid signal '{0}' (use a number from 1 to {max} or a name such as TERM, KILL, USR1)", max = libc::SIGRTMAX())]
+pub struct BadSignal(pub String);
 
 impl fmt::Display for Sig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

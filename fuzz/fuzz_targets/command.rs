@@ -7,11 +7,11 @@ use std::time::{Instant, SystemTime};
 
 fuzz_target!(|data: &[u8]| {
     if let Err(r) = proc_box::command::parse(data) {
-        assert!(!r.reason.is_empty());
+        assert!(!r.error.to_string().is_empty());
     }
     let mut guard = Guard::new(Key::new(b"key"), "box", &["rc".into()]);
     if let Err(r) = guard.open(data, Via::Broker, SystemTime::now(), Instant::now()) {
-        assert!(!r.reason.is_empty());
+        assert!(!r.reason.to_string().is_empty());
     }
     let _ = auth::open_reply(&Key::new(b"key"), data, "0123456789abcdef");
 });

@@ -54,6 +54,13 @@ pub fn exit_code(end: MainEnd, reason: Option<Reason>, grace_expired: bool, rule
     }
 }
 
+/// A command the box refuses in its present state (it is well formed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the box is stopping; suspend refused")]
+    Stopping,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Send this signal to every process of the tree.
@@ -85,12 +92,12 @@ impl Policy {
     }
 
     /// Applies a control command; `Err` is the reason it was refused (nothing is done then).
-    pub fn command(&mut self, cmd: &Command, now: Instant) -> Result<Vec<Action>, String> {
+    pub fn command(&mut self, cmd: &Command, now: Instant) -> Result<Vec<Action>, Refused> {
         Ok(match *cmd {
             Command::Stop => self.request_stop(Reason::Stopped, now),
             Command::Suspend | Command::Kill(Sig::STOP) => {
                 if self.stopping() {
-                    return Err("the box is stopping; suspend refused".into());
+                    return Err(Refused::Stopping);
                 }
                 self.set_suspended(true, now);
                 vec![Action::Signal(Sig::STOP)]

@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::tokens::{self, Source, LISTENER, MAX_CONNS};
 
-/// A longer line is answered with an error and skipped.
-pub const MAX_LINE: usize = 64 * 1024;
+use crate::control::MAX_LINE;
 /// A client that stops reading its replies is dropped past this much pending output.
 const MAX_PENDING: usize = 1 << 20;
 /// Past this much unsent output, a client's further input waits until it reads its replies.
@@ -245,12 +244,7 @@ impl ControlSocket {
                 Ok((mut stream, _)) => {
                     if let Err(why) = peer_allowed(&stream, self.allow_job_control) {
                         crate::warn!("control socket: refused a client: {why}");
-                        let reply = crate::command::Reply::new(
-                            false,
-                            None,
-                            Some(format!("refused: {why}")),
-                            serde_json::Value::Null,
-                        );
+                        let reply = crate::command::Reply::refused(None, format!("refused: {why}"));
                         let _ = stream.write(reply.to_line().as_bytes());
                         continue;
                     }

@@ -204,3 +204,50 @@ fn many_clients_at_once() {
     ctl.ok("stop", &[]);
     assert_eq!(wait_exit(&mut child).code(), Some(143));
 }
+
+/// `status`'s state is public interface: exactly these fields, with these JSON types, on the
+/// socket as on every transport (the reply is built once for all of them).
+#[test]
+fn status_has_exactly_the_documented_fields() {
+    let s = Scene::new("status-fields");
+    let (mut child, mut ctl) = boxed(&s, &["--timeout", "1h"]);
+    let reply = ctl.raw(r#"{"command": "status"}"#);
+    let keys = |v: &Value| {
+        let mut k: Vec<String> =
+            v.as_object().unwrap_or_else(|| panic!("not an object: {v}")).keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&reply), ["command", "error", "ok", "state"]);
+    let st = &reply["state"];
+    assert_eq!(
+        keys(st),
+        [
+            "box_id",
+            "elapsed_seconds",
+            "main_running",
+            "pid",
+            "pids",
+            "processes",
+            "processes_peak",
+            "processes_started",
+            "processes_started_exact",
+            "reason",
+            "state",
+            "timer",
+            "track"
+        ]
+    );
+    assert_eq!(keys(&st["timer"]), ["elapsed_seconds", "enabled", "remaining_seconds", "timeout_seconds"]);
+    assert!(st["box_id"].is_string() && st["state"] == "running" && st["track"].is_string());
+    assert!(st["pid"].is_i64() && st["pids"].is_array() && st["main_running"] == true);
+    for n in ["processes", "processes_peak", "processes_started"] {
+        assert!(st[n].is_u64(), "{n}: {st}");
+    }
+    assert!(st["processes_started_exact"].is_boolean() && st["reason"].is_null());
+    assert!(st["elapsed_seconds"].is_f64() && st["timer"]["enabled"] == true);
+    assert_eq!(st["timer"]["timeout_seconds"], 3600.0);
+    assert!(st["timer"]["remaining_seconds"].is_f64() && st["timer"]["elapsed_seconds"].is_f64());
+    ctl.ok("kill", &["KILL"]);
+    assert_eq!(wait_exit(&mut child).code(), Some(137));
+}

@@ -154,7 +154,7 @@ fn command_json(
 ) -> Result<(String, Replies), Failed> {
     let body = json!({ "command": command, "arguments": arguments });
     let text = body.to_string();
-    proc_box::command::parse(text.as_bytes()).map_err(|r| Failed::new(status::USAGE, r.reason))?;
+    proc_box::command::parse(text.as_bytes()).map_err(|r| Failed::new(status::USAGE, r.error.to_string()))?;
     let Some(key) = common.key()? else {
         return Ok((text, Replies { key: None, seen: HashSet::new(), ignored: 0 }));
     };

@@ -23,7 +23,7 @@ pub const FRAME_MAX: u32 = 4 * 1024;
 
 /// The most one command may cost the box before it is read: its control queue refuses a
 /// longer message (the control socket's line bound).
-pub const COMMAND_MAX: u32 = crate::transport::socket::MAX_LINE as u32;
+pub const COMMAND_MAX: u32 = crate::control::MAX_LINE as u32;
 
 /// The same for `proc_boxctl`'s queues (`watch`, and the replies of `send`): far above any
 /// sample, summary or reply a box sends (a summary carries the job's argv, at most a few MiB).
