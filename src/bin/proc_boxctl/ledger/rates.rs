@@ -50,17 +50,21 @@ struct CardFile {
     currency: String,
     #[serde(default = "two")]
     decimals: u32,
-    cpu_hour: toml::Value,
-    gib_hour: toml::Value,
+    cpu_hour: Num,
+    gib_hour: Num,
     #[serde(default)]
-    job: Option<toml::Value>,
+    job: Option<Num>,
     #[serde(default)]
-    minimum: Option<toml::Value>,
+    minimum: Option<Num>,
     #[serde(default)]
     host: Vec<HostFile>,
     #[serde(default)]
     change: Vec<ChangeFile>,
 }
+
+/// A number in the card, with where it was written: a float is read from its own text, so
+/// that a price of more digits than a float holds is still exact.
+type Num = toml::Spanned<toml::Value>;
 
 fn two() -> u32 {
     2
@@ -70,17 +74,17 @@ fn two() -> u32 {
 #[serde(deny_unknown_fields)]
 struct HostFile {
     pattern: String,
-    multiplier: toml::Value,
+    multiplier: Num,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChangeFile {
     from: toml::Value,
-    cpu_hour: Option<toml::Value>,
-    gib_hour: Option<toml::Value>,
-    job: Option<toml::Value>,
-    minimum: Option<toml::Value>,
+    cpu_hour: Option<Num>,
+    gib_hour: Option<Num>,
+    job: Option<Num>,
+    minimum: Option<Num>,
 }
 
 /// A decimal written as text, exactly, in billionths: `0.031` → 31_000_000.
@@ -111,12 +115,19 @@ pub fn parse_decimal(s: &str) -> Result<Nanos, String> {
     Ok(if neg { -v } else { v })
 }
 
-/// A TOML price: an integer, a float read as the decimal it was written as, or a string.
-fn price(v: &toml::Value, what: &str) -> Result<Nanos, String> {
-    let n = match v {
+/// A TOML price: an integer, a float read as the decimal it was written as (its own text in
+/// `card`), or a string.
+fn price(v: &Num, card: &str, what: &str) -> Result<Nanos, String> {
+    let n = match v.get_ref() {
         toml::Value::Integer(i) => parse_decimal(&i.to_string()),
-        // Rust prints the shortest decimal that reads back as the same float: what was written.
-        toml::Value::Float(f) if f.is_finite() => parse_decimal(&format!("{f}")),
+        toml::Value::Float(f) if f.is_finite() => {
+            // The text as written (`1_000.000_000_001`), else, for an exponent form, the
+            // shortest decimal that reads back as the same float.
+            let written = card.get(v.span()).map(|t| t.replace('_', ""));
+            written
+                .map_or_else(|| parse_decimal(&format!("{f}")), |t| parse_decimal(&t))
+                .or_else(|_| parse_decimal(&format!("{f}")))
+        }
         toml::Value::String(s) => parse_decimal(s),
         _ => Err("not a number".into()),
     }
@@ -155,12 +166,12 @@ impl RateCard {
         if f.decimals > 9 {
             return Err("'decimals' is at most 9".into());
         }
-        let zero = toml::Value::Integer(0);
+        let zero = Num::new(0..0, toml::Value::Integer(0));
         let base = Prices {
-            cpu_hour: price(&f.cpu_hour, "cpu_hour")?,
-            gib_hour: price(&f.gib_hour, "gib_hour")?,
-            job: price(f.job.as_ref().unwrap_or(&zero), "job")?,
-            minimum: price(f.minimum.as_ref().unwrap_or(&zero), "minimum")?,
+            cpu_hour: price(&f.cpu_hour, text, "cpu_hour")?,
+            gib_hour: price(&f.gib_hour, text, "gib_hour")?,
+            job: price(f.job.as_ref().unwrap_or(&zero), text, "job")?,
+            minimum: price(f.minimum.as_ref().unwrap_or(&zero), text, "minimum")?,
         };
         let mut changes = BTreeMap::new();
         for c in &f.change {
@@ -172,9 +183,9 @@ impl RateCard {
         let mut periods = vec![(i64::MIN, base)];
         for (from, c) in changes {
             let mut p = periods.last().map(|(_, p)| p.clone()).unwrap_or_default();
-            let set = |slot: &mut Nanos, v: &Option<toml::Value>, what| -> Result<(), String> {
+            let set = |slot: &mut Nanos, v: &Option<Num>, what| -> Result<(), String> {
                 if let Some(v) = v {
-                    *slot = price(v, what)?;
+                    *slot = price(v, text, what)?;
                 }
                 Ok(())
             };
@@ -188,7 +199,10 @@ impl RateCard {
             .host
             .iter()
             .map(|h| {
-                Ok(Multiplier { pattern: h.pattern.clone(), factor: price(&h.multiplier, "multiplier")? })
+                Ok(Multiplier {
+                    pattern: h.pattern.clone(),
+                    factor: price(&h.multiplier, text, "multiplier")?,
+                })
             })
             .collect::<Result<_, String>>()?;
         Ok(RateCard { currency: f.currency.trim().to_owned(), decimals: f.decimals, periods, multipliers })
@@ -310,6 +324,24 @@ mod tests {
         let card = RateCard::parse("currency = \"EUR\"\ncpu_hour = 1.015\ngib_hour = 0\n").unwrap();
         assert_eq!(card.format(card.cost(&job(3600, 0, 0, "h", 0)).unwrap()), "1.02");
         assert_eq!(format!("{:.2}", 1.015f64 * 1.0), "1.01");
+    }
+
+    /// 123456789.123456789 has 18 significant digits: as a float it reads 123456789.12345679.
+    /// The card's own text is read instead, so the price is exact with or without quotes.
+    #[test]
+    fn a_price_of_more_digits_than_a_float_holds_is_exact() {
+        for written in ["123456789.123456789", "123_456_789.123_456_789", "\"123456789.123456789\""] {
+            let card = RateCard::parse(&format!(
+                "currency = \"EUR\"\ndecimals = 9\ncpu_hour = {written}\ngib_hour = 0\n"
+            ))
+            .unwrap();
+            assert_eq!(card.periods[0].1.cpu_hour, 123_456_789_123_456_789, "{written}");
+            assert_eq!(card.format(card.cost(&job(3600, 0, 0, "h", 0)).unwrap()), "123456789.123456789");
+        }
+        // An exponent form is read as the float it is.
+        let card = RateCard::parse("currency = \"EUR\"\ncpu_hour = 1.5e-3\ngib_hour = 0\n").unwrap();
+        assert_eq!(card.periods[0].1.cpu_hour, 1_500_000);
+        assert_eq!(format!("{}", 123456789.123456789f64), "123456789.12345679");
     }
 
     #[test]
