@@ -341,7 +341,7 @@ mod tests {
         // An exponent form is read as the float it is.
         let card = RateCard::parse("currency = \"EUR\"\ncpu_hour = 1.5e-3\ngib_hour = 0\n").unwrap();
         assert_eq!(card.periods[0].1.cpu_hour, 1_500_000);
-        assert_eq!(format!("{}", 123456789.123456789f64), "123456789.12345679");
+        assert_eq!(format!("{}", "123456789.123456789".parse::<f64>().unwrap()), "123456789.12345679");
     }
 
     #[test]
