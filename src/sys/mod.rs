@@ -11,3 +11,4 @@
 
 pub mod pidfd;
 pub mod procfs;
+pub mod wait;

@@ -1,12 +1,69 @@
-//! pidfds: the only way a signal leaves the box.
+//! pidfds: how a signal reaches a member of the box. (The others: [`kill_pinned`], only for a
+//! pid that cannot be recycled when no descriptor is left, and `cgroup.kill` for a whole
+//! cgroup.)
 //!
-//! Raw syscalls through `libc` rather than the `pidfd` crate: that crate brings its own reactor
-//! thread, and here the mio loop must own every fd. A pidfd pins the process: a signal sent
-//! through it can never reach a recycled PID, and it turns readable when the process exits.
+//! Not the `pidfd` crate: it brings its own reactor thread, and here the mio loop must own
+//! every fd. A pidfd pins the process: a signal sent through it can never reach a recycled PID,
+//! and it turns readable when the process exits.
+//!
+//! `pidfd_open` and the readiness check go through rustix. Sending stays a raw syscall:
+//! rustix's `Signal` may not carry the real-time signals glibc reserves (32, 33), which the
+//! job may be sent like any other, nor signal 0, the liveness check.
 
 use crate::signals::Sig;
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+/// `pidfd_send_signal(fd, sig, NULL, 0)` for any signal number, 0 included.
+fn send(fd: BorrowedFd, sig: i32) -> io::Result<()> {
+    // SAFETY: a valid pidfd, a plain signal number, a null siginfo (the kernel fills it like
+    // kill(2)), and flags 0: no memory is passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// kill(2) of one positive pid, for a process that cannot be recycled before proc_box waits
+/// for it (its own unreaped child, a tracee), when no descriptor is left for a pidfd.
+pub fn kill_pinned(pid: i32, sig: Sig) -> io::Result<()> {
+    if pid <= 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: kill(2) takes two integers; `pid` is positive, so it names one process, never a
+    // group or every process.
+    match unsafe { libc::kill(pid, sig.raw()) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Whether `pid` leads its thread group: `tgkill(pid, pid, 0)` succeeds only for a leader,
+/// and sends nothing.
+pub fn leads_thread_group(pid: i32) -> bool {
+    // SAFETY: three integers; signal 0 sends nothing.
+    pid > 0 && unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, 0) } == 0
+}
+
+/// Whether `fd` is readable now (a pidfd: its process exited), without waiting.
+pub fn readable_now(fd: BorrowedFd) -> bool {
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+        && fds[0].revents().intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
+}
 
 #[derive(Debug)]
 pub struct PidFd {
@@ -19,16 +76,10 @@ impl PidFd {
     /// tracee, or a process verified against its parent's pidfd (see `Tracker::open_listed`).
     /// Fails with EINVAL for a thread that is not a thread-group leader.
     pub fn open(pid: i32) -> io::Result<PidFd> {
-        if pid <= 0 {
+        let Some(id) = Pid::from_raw(pid).filter(|_| pid > 0) else {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is passed.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just returned this fd to us, and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        };
+        let fd = pidfd_open(id, PidfdFlags::empty())?;
         Ok(PidFd { fd, pid })
     }
 
@@ -42,44 +93,24 @@ impl PidFd {
 
     /// Sends `sig`; ESRCH means the process has exited (it may still be a zombie).
     pub fn signal(&self, sig: Sig) -> io::Result<()> {
-        // SAFETY: a valid pidfd, a signal number in range, a null siginfo (the kernel fills it
-        // like kill(2)), and flags 0.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.fd.as_raw_fd(),
-                sig.raw(),
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        send(self.fd.as_fd(), sig.raw())
     }
 
     /// Whether the process still exists, as a zombie included: false once it is released
     /// (reaped, by whoever). Signal 0 checks without sending.
     pub fn alive(&self) -> bool {
-        // SAFETY: a valid pidfd, signal 0 (nothing is sent), a null siginfo, flags 0.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.fd.as_raw_fd(),
-                0,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+        match send(self.fd.as_fd(), 0) {
+            Ok(()) => true,
+            Err(e) => e.raw_os_error() != Some(libc::ESRCH),
+        }
     }
 
     /// The real parent's pid, from `PIDFD_GET_INFO` (Linux 6.13): no `/proc` entry of the
     /// process is touched. Errors with ENOTTY on older kernels.
     pub fn parent_pid(&self) -> io::Result<i32> {
-        /// `struct pidfd_info`, version 0 (64 bytes), of `linux/pidfd.h`.
+        /// `struct pidfd_info` of `linux/pidfd.h`, version 1 (`PIDFD_INFO_SIZE_VER1`, 72 bytes,
+        /// Linux 6.15). Older kernels take any size from version 0 (64 bytes) up, fill what
+        /// they know and zero the rest.
         #[repr(C)]
         #[derive(Default)]
         struct PidfdInfo {
@@ -93,12 +124,14 @@ impl PidFd {
             coredump_mask: u32,
             spare: u32,
         }
+        const SIZE: usize = std::mem::size_of::<PidfdInfo>();
+        const _: () = assert!(SIZE == 72, "struct pidfd_info, version 1, is 72 bytes");
         const PIDFD_INFO_PID: u64 = 1;
-        // _IOWR(0xFF, 11, struct pidfd_info)
-        const PIDFD_GET_INFO: libc::c_ulong = (3 << 30) | (64 << 16) | (0xFF << 8) | 11;
+        // _IOWR(0xFF, 11, struct pidfd_info): the size in the request is the struct's.
+        const PIDFD_GET_INFO: libc::c_ulong = (3 << 30) | ((SIZE as libc::c_ulong) << 16) | (0xFF << 8) | 11;
         let mut info = PidfdInfo { mask: PIDFD_INFO_PID, ..Default::default() };
-        // SAFETY: the kernel writes at most size_of::<PidfdInfo>() (64, the size encoded in the
-        // request) bytes into `info`, which we own.
+        // SAFETY: the kernel writes at most the size encoded in the request, size_of::<PidfdInfo>()
+        // (72, asserted above) bytes, into `info`, which we own.
         let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), PIDFD_GET_INFO, &mut info) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
@@ -111,10 +144,7 @@ impl PidFd {
 
     /// True once the process has exited (zombie or reaped).
     pub fn exited(&self) -> bool {
-        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd on the stack, zero timeout.
-        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
-        rc > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+        readable_now(self.fd.as_fd())
     }
 }
 

@@ -8,18 +8,18 @@
 //!   is empty, whatever was or was not discovered.
 //!
 //! A member leaves the tree when its pidfd turns readable (it exited). Only this module waits
-//! on children, and only `pidfd.rs` sends signals.
+//! on children (through `sys::wait`), and signals leave through `sys::pidfd`.
 
 pub mod connector;
 pub mod guard;
 pub mod ptrace;
-pub mod wait;
 
 use crate::signals::Sig;
-use crate::sys::pidfd::PidFd;
+use crate::sys::pidfd::{self, PidFd};
 use crate::sys::procfs::{
     io_of_pid, listed_children, open_stat, parent_of, reap_stat, reap_stat_at, threads, IoSum, ReapStat,
 };
+use crate::sys::wait::{self, Change, Peeked};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use nix::errno::Errno;
@@ -28,7 +28,6 @@ use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
-use wait::{Change, Peeked};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -146,13 +145,7 @@ impl Member {
             // opened now is the right one; with no descriptor to spare, so is the pid itself.
             None => match PidFd::open(pid) {
                 Ok(fd) => fd.signal(sig),
-                Err(e) if out_of_fds(&e) && pid > 0 => {
-                    // SAFETY: kill(2) of one positive, pinned pid.
-                    match unsafe { libc::kill(pid, sig.raw()) } {
-                        0 => Ok(()),
-                        _ => Err(std::io::Error::last_os_error()),
-                    }
-                }
+                Err(e) if out_of_fds(&e) => pidfd::kill_pinned(pid, sig),
                 Err(e) => Err(e),
             },
         }
@@ -216,23 +209,13 @@ fn fd_limit() -> u64 {
 /// Whether a descriptor can be spent on a member without eating into [`FD_RESERVE`]: the
 /// lowest free descriptor number is about how many are in use.
 fn room_for_fd() -> bool {
-    // SAFETY: dup of stdin's slot number only probes the lowest free fd; closed at once.
-    let probe = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
-    if probe < 0 {
-        return false;
-    }
-    // SAFETY: closing the descriptor just made.
-    unsafe { libc::close(probe) };
-    (probe as u64).saturating_add(FD_RESERVE) < fd_limit()
+    // A duplicate of stdin only probes the lowest free number; it is closed when dropped.
+    let Ok(probe) = rustix::io::fcntl_dupfd_cloexec(std::io::stdin().as_fd(), 0) else { return false };
+    (probe.as_raw_fd() as u64).saturating_add(FD_RESERVE) < fd_limit()
 }
 
 fn nofile_limit() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit with a valid pointer to a local struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
-    }
-    lim.rlim_cur
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
 impl Tracker {
@@ -564,8 +547,7 @@ impl Tracker {
         if self.members.contains_key(&pid) {
             return;
         }
-        // SAFETY: signal 0 sends nothing; it only asks whether `pid` leads its own group.
-        if unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, 0) } == 0 {
+        if pidfd::leads_thread_group(pid) {
             self.insert(pid, None, registry);
         }
     }

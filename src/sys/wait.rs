@@ -2,7 +2,9 @@
 //!
 //! nix's `WaitStatus` refuses signal numbers it has no name for (32–64, which glibc itself
 //! sends between threads), and a tracee whose stop is never consumed hangs the job for good.
-//! Here every status decodes; only the kernel's own errors stop a drain.
+//! rustix's `waitid` decodes any number but does not give the pid of a `P_ALL` wait, and
+//! neither crate has `wait4`, the one call that returns a reaped child's rusage. Here every
+//! status decodes; only the kernel's own errors stop a drain.
 
 use nix::errno::Errno;
 use std::time::Duration;
