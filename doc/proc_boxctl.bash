@@ -718,7 +718,7 @@ _proc_boxctl() {
             return 0
             ;;
         proc_boxctl__subcmd__report)
-            opts="-h --db --since --until --by --rates --format --uri --exchange --rkey --skey --cacert --help -db -since -until -by -rates -format -uri -exchange -rkey -skey -cacert -help"
+            opts="-h --db --since --until --by --rates --format --every --uri --exchange --rkey --skey --cacert --help -db -since -until -by -rates -format -every -uri -exchange -rkey -skey -cacert -help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -745,6 +745,10 @@ _proc_boxctl() {
                     return 0
                     ;;
                 --format)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --every)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

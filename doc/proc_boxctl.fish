@@ -127,7 +127,8 @@ complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l since
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l until -d 'jobs that ended before T (same forms)' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l by -d 'group by: user, account, partition, host, day, week, month, reason, exit, label:NAME (comma-separated)' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l rates -d 'a TOML rate card: adds the cost column' -r -F
-complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l format -d 'table, csv or json' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l format -d 'table, csv, json, or html (one self-contained page: totals, charts, top jobs)' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l every -d 'html: the chart over time by day, week or month [default: day up to 45 days, week up to a year, else month]' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l uri -d 'AMQP URI(s), comma-separated nodes of one cluster' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l exchange -d 'topic exchange the boxes use' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand report" -l rkey -d 'control routing key(s) the boxes bind; the first is used' -r

@@ -202,7 +202,8 @@ _arguments "${_arguments_options[@]}" : \
 '--until=[jobs that ended before T (same forms)]:T:_default' \
 '--by=[group by\: user, account, partition, host, day, week, month, reason, exit, label\:NAME (comma-separated)]:KEY[,KEY...]:_default' \
 '--rates=[a TOML rate card\: adds the cost column]:FILE:_files' \
-'--format=[table, csv or json]:FORMAT:_default' \
+'--format=[table, csv, json, or html (one self-contained page\: totals, charts, top jobs)]:FORMAT:_default' \
+'--every=[html\: the chart over time by day, week or month \[default\: day up to 45 days, week up to a year, else month\]]:PERIOD:_default' \
 '--uri=[AMQP URI(s), comma-separated nodes of one cluster]:URI:_default' \
 '--exchange=[topic exchange the boxes use]:EXCHANGE:_default' \
 '--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \

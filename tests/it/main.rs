@@ -17,5 +17,6 @@ mod ledger;
 mod limits;
 mod plot;
 mod ptrace;
+mod report_html;
 mod signals;
 mod terminal;

@@ -2,6 +2,7 @@
 //! import`), and the bill out of it (`report`, `jobs`).
 
 mod consume;
+pub mod html;
 pub mod ingest;
 mod postgres;
 mod rates;
@@ -130,9 +131,12 @@ pub struct ReportArgs {
     /// a TOML rate card: adds the cost column
     #[arg(long, value_name = "FILE", env = "PBOX_RATES")]
     rates: Option<PathBuf>,
-    /// table, csv or json
+    /// table, csv, json, or html (one self-contained page: totals, charts, top jobs)
     #[arg(long, default_value = "table")]
     format: Format,
+    /// html: the chart over time by day, week or month [default: day up to 45 days, week up to a year, else month]
+    #[arg(long, value_name = "PERIOD")]
+    every: Option<html::Every>,
 }
 
 #[derive(Debug, Args)]
@@ -260,7 +264,20 @@ pub fn report(a: ReportArgs) -> Result<u8, Failed> {
     let (since, until) = period(&a.period)?;
     let jobs = a.db.open_existing()?.jobs(since, until).map_err(db_failed)?;
     let r = report::build(&jobs, &keys, card.as_ref()).map_err(|e| Failed::new(status::REFUSED, e))?;
-    out(&report::render(&r, card.as_ref(), a.format, since, until))?;
+    let text = if a.format == Format::Html {
+        html::render(&html::Input {
+            report: &r,
+            jobs: &jobs,
+            card: card.as_ref(),
+            since,
+            until,
+            every: a.every.unwrap_or_else(|| html::Every::auto(&jobs)),
+            spark: &|_| None,
+        })
+    } else {
+        report::render(&r, card.as_ref(), a.format, since, until)
+    };
+    out(&text)?;
     // The bill stands for every other job; the ones left out are named, and the status says so.
     for why in &r.unpriced {
         crate::eprintln_safe(&format!("proc_boxctl: not priced: {why}"));

@@ -239,7 +239,7 @@ impl Sums {
     }
 
     /// The figures as shown, hours and GiB with six decimals (`prec`).
-    fn cells(&self, card: Option<&RateCard>, prec: usize) -> Vec<String> {
+    pub fn cells(&self, card: Option<&RateCard>, prec: usize) -> Vec<String> {
         let wall_h = self.wall_us as f64 / HOUR_US;
         let cpu_h = self.cpu_us as f64 / HOUR_US;
         let eff = if self.wall_us > 0 { self.cpu_us as f64 / self.wall_us as f64 } else { 0.0 };
@@ -280,6 +280,8 @@ pub enum Format {
     Table,
     Csv,
     Json,
+    /// One self-contained page (`html.rs`).
+    Html,
 }
 
 impl std::str::FromStr for Format {
@@ -289,7 +291,8 @@ impl std::str::FromStr for Format {
             "table" => Ok(Format::Table),
             "csv" => Ok(Format::Csv),
             "json" => Ok(Format::Json),
-            _ => Err(format!("'{s}': formats are table, csv, json")),
+            "html" => Ok(Format::Html),
+            _ => Err(format!("'{s}': formats are table, csv, json, html")),
         }
     }
 }
@@ -326,7 +329,7 @@ pub fn build(jobs: &[Job], keys: &[Key], card: Option<&RateCard>) -> Result<Repo
     Ok(Report { keys: keys.to_vec(), groups, total, unpriced })
 }
 
-fn time_text(us: Option<i64>) -> String {
+pub fn time_text(us: Option<i64>) -> String {
     match us {
         Some(us) if us >= 0 => humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_micros(us as u64),
@@ -338,7 +341,7 @@ fn time_text(us: Option<i64>) -> String {
 
 /// Rows of the report in order: each group, a subtotal after each first-key group when
 /// grouping by more than one key, and the total. `(kind, key values, sums)`.
-fn rows(r: &Report) -> Vec<(&'static str, Vec<String>, Sums)> {
+pub fn rows(r: &Report) -> Vec<(&'static str, Vec<String>, Sums)> {
     let mut out = Vec::new();
     let n = r.keys.len();
     let mut current: Option<(String, Sums)> = None;
@@ -420,7 +423,7 @@ pub fn render(
             }
             String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
         }
-        Format::Table => {
+        Format::Table | Format::Html => {
             let mut out = String::new();
             let line = "-".repeat(80);
             let by = r.keys.iter().map(Key::name).collect::<Vec<_>>().join(", ");
