@@ -13,6 +13,7 @@ use proc_box::transport::amqp::Amqp;
 use proc_box::transport::sinks::{StatsFile, SummaryFile};
 use proc_box::transport::socket::ControlSocket;
 use proc_box::{debug, error, spawn};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 use std::time::SystemTime;
@@ -90,29 +91,19 @@ fn start(config: &Config) -> Result<i32, String> {
     let sent_faults = proc_box::fault::install().map_err(|e| format!("fault handler: {e}"))?;
     // The cgroup and its watcher come before proc_box is a subreaper, so the watcher (double
     // forked) is never proc_box's child nor part of the tree.
-    // An explicit ptrace mode with no memory ceiling to set has no use for a cgroup.
+    // ptrace mode with no memory ceiling to set has no use for a cgroup. With `--track auto`
+    // the mode is known only once the child is seized, and ptrace is the usual outcome: the
+    // cgroup is then made only if the seize fails (`late_cgroup`), before the child may fork.
+    use proc_box::cgroup::Policy as CgPolicy;
+    use proc_box::config::Track;
+    let late = config.track == Track::Auto && config.cgroup == CgPolicy::Auto && limits.memory.is_none();
     let policy = match config.cgroup {
-        proc_box::cgroup::Policy::Auto
-            if config.track == proc_box::config::Track::Ptrace && limits.memory.is_none() =>
-        {
-            proc_box::cgroup::Policy::Off
-        }
+        CgPolicy::Auto if late || (config.track == Track::Ptrace && limits.memory.is_none()) => CgPolicy::Off,
         p => p,
     };
     let cgroup = proc_box::cgroup::Cgroup::create(policy)?.map(std::sync::Arc::new);
-    // As pid 1 of a pid namespace, proc_box would adopt its own watcher, and its death kills
-    // every process of the namespace anyway, the watcher included: there is none to start.
-    // A group left by a SIGKILL is swept by the next box.
-    let pid1 = std::process::id() == 1;
-    if let Some(cg) = cgroup.as_ref().filter(|_| !pid1) {
-        if let Err(e) = proc_box::cgroup::watcher::start(cg) {
-            cg.remove();
-            return Err(format!("cannot start the cgroup watcher: {e}"));
-        }
-        debug!(
-            "cgroup: {}",
-            cg.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-        );
+    if let Some(cg) = &cgroup {
+        watch_cgroup(cg)?;
     }
     if let (Some(cg), Some(ceiling)) = (&cgroup, limits.memory_ceiling()) {
         limits.memory_in_cgroup = cg.set_memory_max(ceiling);
@@ -164,7 +155,15 @@ fn start(config: &Config) -> Result<i32, String> {
             .ok(),
     };
     stop_requested(&signals)?;
-    let main = spawn::spawn(&config.command, &box_id, config.track, &setup)?;
+    let mut made_late = None;
+    let mut before_go = |mode, pid| {
+        if late && mode == proc_box::tracker::Mode::Subreaper {
+            made_late = late_cgroup(pid)?;
+        }
+        Ok(())
+    };
+    let main = spawn::spawn(&config.command, &box_id, config.track, &setup, &mut before_go)?;
+    let cgroup = cgroup.or(made_late);
     // ptrace mode left the cgroup unused: remove it now (the watcher then finds nothing to do).
     let cgroup = match cgroup {
         Some(cg) if main.mode == proc_box::tracker::Mode::Ptrace && !setup.cgroup_in_ptrace => {
@@ -224,6 +223,47 @@ fn start(config: &Config) -> Result<i32, String> {
         cg.remove();
     }
     Ok(outcome.exit_code(config.exit_rule()))
+}
+
+/// Starts the watcher that removes the cgroup (and kills what is in it) if proc_box dies. As
+/// pid 1 of a pid namespace, proc_box would adopt its own watcher, and its death kills every
+/// process of the namespace anyway, the watcher included: there is none to start. A group
+/// left by a SIGKILL is swept by the next box.
+fn watch_cgroup(cg: &proc_box::cgroup::Cgroup) -> Result<(), String> {
+    if std::process::id() == 1 {
+        return Ok(());
+    }
+    if let Err(e) = proc_box::cgroup::watcher::start(cg) {
+        cg.remove();
+        return Err(format!("cannot start the cgroup watcher: {e}"));
+    }
+    debug!("cgroup: {}", cg.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(())
+}
+
+/// `--track auto` fell back to subreaper mode: the cgroup that mode uses where it can, made
+/// now, with the child (not yet allowed to exec) moved into it by pid. proc_box is already a
+/// subreaper, so it stops being one while the watcher's middle process exits (the watcher
+/// must not be reparented to it); no process of the job can be orphaned meanwhile, because the
+/// child has not started.
+fn late_cgroup(child: i32) -> Result<Option<std::sync::Arc<proc_box::cgroup::Cgroup>>, String> {
+    let Some(cg) = proc_box::cgroup::Cgroup::create(proc_box::cgroup::Policy::Auto)? else {
+        return Ok(None);
+    };
+    nix::sys::prctl::set_child_subreaper(false).map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
+    let watched = watch_cgroup(&cg);
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
+    watched?;
+    let moved = cg.join_fds().and_then(|fds| {
+        fds.into_iter().try_for_each(|fd| std::fs::File::from(fd).write_all(format!("{child}\n").as_bytes()))
+    });
+    if let Err(e) = moved {
+        // Auto: a cgroup is a help, not a need; the walks still hold the tree.
+        cg.remove();
+        proc_box::warn!("cannot move the job into the box's cgroup ({e}); tracking without it");
+        return Ok(None);
+    }
+    Ok(Some(std::sync::Arc::new(cg)))
 }
 
 /// Before the job starts, SIGINT, SIGTERM and SIGQUIT end proc_box with status 125; any other

@@ -217,7 +217,15 @@ pub struct ChildSetup {
 }
 
 /// Forks and execs `argv` as set up by `setup`.
-pub fn spawn(argv: &[OsString], box_id: &str, track: Track, setup: &ChildSetup) -> Result<Spawned, String> {
+/// `before_go` runs once the tracking mode is known and before the child may exec: the last
+/// moment to act on the child (move it into a cgroup) before it can fork.
+pub fn spawn(
+    argv: &[OsString],
+    box_id: &str,
+    track: Track,
+    setup: &ChildSetup,
+    before_go: &mut dyn FnMut(Mode, i32) -> Result<(), String>,
+) -> Result<Spawned, String> {
     if argv.is_empty() {
         return Err("no command to run".into());
     }
@@ -284,6 +292,10 @@ pub fn spawn(argv: &[OsString], box_id: &str, track: Track, setup: &ChildSetup) 
                     }
                 },
             };
+            if let Err(e) = before_go(mode, child.as_raw()) {
+                abandon(child, Some(&pidfd), go_w);
+                return Err(e);
+            }
             let go = if mode == Mode::Ptrace { GO_PTRACE } else { GO_SUBREAPER };
             if let Err(e) = nix::unistd::write(&go_w, &[go]) {
                 abandon(child, Some(&pidfd), go_w);

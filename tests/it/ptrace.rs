@@ -41,6 +41,14 @@ fn auto_mode_falls_back_to_subreaper_with_one_warning() {
     }
     let mut ctl = Control::connect(&s.socket());
     assert_eq!(ctl.status()["track"], "subreaper");
+    // The cgroup subreaper mode uses, made only now that the mode is known: the job is in it,
+    // and so is what it forked.
+    if nix::unistd::geteuid().is_root() {
+        for n in ["main", "grand1"] {
+            let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", s.pid(n))).unwrap();
+            assert!(cg.contains("/proc_box."), "{n} is not in the box's cgroup: {cg}");
+        }
+    }
     wait_for("every process to be listed", || (ctl.status()["processes"] == 5).then_some(()));
     ctl.ok("stop", &[]);
     let out = child.stderr.take().unwrap();
@@ -62,4 +70,40 @@ fn jobs_that_use_ptrace_need_subreaper_mode() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ptrace: ok\n");
     let out = s.command(&["sh", "-c", "echo $PROC_BOX_TRACK"]).run();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ptrace\n", "the job can tell how it is boxed");
+}
+
+/// `--track auto` where ptrace works (the usual case) makes no cgroup and starts no watcher:
+/// ptrace mode does not use them, and they cost start-up time. strace, watching proc_box
+/// itself, sees every directory it makes.
+#[test]
+fn auto_mode_makes_no_cgroup_when_ptrace_works() {
+    let s = Scene::new("auto-nocg");
+    let log = s.dir.join("strace.log");
+    let out = Command::new("strace")
+        .args(["-qq", "-e", "trace=mkdir,mkdirat", "-o"])
+        .arg(&log)
+        .arg(proc_box())
+        .args(["--", "true"])
+        .env("BOXTEST_MARKER", &s.marker)
+        .stdin(Stdio::null())
+        .output()
+        .expect("strace");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(!calls.contains("proc_box."), "ptrace mode made a cgroup: {calls}");
+    // The same, in subreaper mode: the check sees a cgroup when one is made (as root).
+    let out = Command::new("strace")
+        .args(["-qq", "-e", "trace=mkdir,mkdirat", "-o"])
+        .arg(&log)
+        .arg(proc_box())
+        .args(["--track", "subreaper", "--", "true"])
+        .env("BOXTEST_MARKER", &s.marker)
+        .stdin(Stdio::null())
+        .output()
+        .expect("strace");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    if nix::unistd::geteuid().is_root() {
+        let calls = std::fs::read_to_string(&log).unwrap();
+        assert!(calls.contains("proc_box."), "subreaper mode made no cgroup: {calls}");
+    }
 }
