@@ -10,8 +10,13 @@
 //! kill(2) are not faults: the handler passes them to the loop through a pipe, to be forwarded.
 
 use crate::sys::procfs::{parse_reap_stat, read_pid};
+use rustix::fs::{Mode, OFlags, RawDir};
+use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+use rustix::thread::Timespec;
 use std::cell::UnsafeCell;
+use std::ffi::CStr;
 use std::io::Write;
+use std::mem::MaybeUninit;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -23,15 +28,19 @@ static PIPE: AtomicI32 = AtomicI32::new(-1);
 /// stack (8 KiB), where these would overflow it. Used by the first faulting thread only.
 struct Scratch {
     stack: [i32; 4096],
-    ents: [u8; 4096],
+    ents: [MaybeUninit<u8>; 4096],
     kids: [u8; 16384],
     stat: [u8; 1024],
 }
 struct Shared(UnsafeCell<Scratch>);
 // SAFETY: only the thread that wins `BUSY` ever touches it.
 unsafe impl Sync for Shared {}
-static SCRATCH: Shared =
-    Shared(UnsafeCell::new(Scratch { stack: [0; 4096], ents: [0; 4096], kids: [0; 16384], stat: [0; 1024] }));
+static SCRATCH: Shared = Shared(UnsafeCell::new(Scratch {
+    stack: [0; 4096],
+    ents: [MaybeUninit::uninit(); 4096],
+    kids: [0; 16384],
+    stat: [0; 1024],
+}));
 static BUSY: AtomicBool = AtomicBool::new(false);
 
 /// Installs the handler; returns the read end of the pipe that carries sent signals.
@@ -77,8 +86,7 @@ pub fn unblock_faults() {
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
     let (code, sender) = unsafe { ((*info).si_code, (*info).si_pid()) };
-    // SAFETY: getpid is async-signal-safe.
-    let me = unsafe { libc::getpid() };
+    let me = rustix::process::getpid().as_raw_pid();
     // si_code > 0: the kernel raised it (a fault). abort() raises SIGABRT on itself.
     if code <= 0 && sender != me {
         let byte = sig as u8;
@@ -111,9 +119,9 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
 /// the children of a killed process are reparented to proc_box (the subreaper) as they die.
 /// Gives up after about 2 s.
 ///
-/// # Safety
-/// Async-signal-safe: the static scratch buffers, raw syscalls.
-unsafe fn kill_tree(me: i32, scratch: &mut Scratch) {
+/// Async-signal-safe: the static scratch buffers, and rustix's system calls, which are made
+/// directly (no libc, no `errno`, no allocation).
+fn kill_tree(me: i32, scratch: &mut Scratch) {
     let Scratch { stack, ents, kids, stat } = scratch;
     for _ in 0..200 {
         let mut live = 0;
@@ -122,38 +130,32 @@ unsafe fn kill_tree(me: i32, scratch: &mut Scratch) {
         while n > 0 {
             n -= 1;
             let parent = stack[n];
-            // SAFETY: see the function's contract.
-            unsafe {
-                each_child(parent, ents, kids, &mut |child| {
-                    let (state, ppid) = state_and_ppid(child, stat);
-                    if state == Some(b'Z') {
-                        return;
+            each_child(parent, ents, kids, &mut |child| {
+                let (state, ppid) = state_and_ppid(child, stat);
+                if state == Some(b'Z') {
+                    return;
+                }
+                let Some(Ok(fd)) = Pid::from_raw(child).map(|pid| pidfd_open(pid, PidfdFlags::empty()))
+                else {
+                    return;
+                };
+                // Still the child we listed (its pid cannot be reused while the pidfd is
+                // open, and its parent is still `parent`, or us): kill it.
+                let (_, ppid_now) = state_and_ppid(child, stat);
+                if ppid.is_some() && ppid_now == ppid && (ppid == Some(parent) || ppid == Some(me)) {
+                    let _ = pidfd_send_signal(&fd, Signal::KILL);
+                    live += 1;
+                    if n < stack.len() {
+                        stack[n] = child;
+                        n += 1;
                     }
-                    let fd = libc::syscall(libc::SYS_pidfd_open, child, 0) as i32;
-                    if fd < 0 {
-                        return;
-                    }
-                    // Still the child we listed (its pid cannot be reused while the pidfd
-                    // is open, and its parent is still `parent`, or us): kill it.
-                    let (_, ppid_now) = state_and_ppid(child, stat);
-                    if ppid.is_some() && ppid_now == ppid && (ppid == Some(parent) || ppid == Some(me)) {
-                        libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, 0usize, 0);
-                        live += 1;
-                        if n < stack.len() {
-                            stack[n] = child;
-                            n += 1;
-                        }
-                    }
-                    libc::close(fd);
-                });
-            }
+                }
+            });
         }
         if live == 0 {
             return;
         }
-        let ts = libc::timespec { tv_sec: 0, tv_nsec: 10_000_000 };
-        // SAFETY: nanosleep with a valid timespec.
-        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+        let _ = rustix::thread::nanosleep(&Timespec { tv_sec: 0, tv_nsec: 10_000_000 });
     }
 }
 
@@ -166,46 +168,29 @@ fn state_and_ppid(pid: i32, buf: &mut [u8]) -> (Option<u8>, Option<i32>) {
     }
 }
 
-/// Calls `f` with every child of every thread of `pid`.
-///
-/// # Safety
-/// Async-signal-safe as long as `f` is; `ents` and `kids` are the caller's scratch.
-unsafe fn each_child(pid: i32, ents: &mut [u8], kids: &mut [u8], f: &mut dyn FnMut(i32)) {
+/// Calls `f` with every child of every thread of `pid`. Async-signal-safe as long as `f` is:
+/// the directory is read with rustix's `RawDir` (`getdents64` into the caller's scratch, no
+/// allocation).
+fn each_child(pid: i32, ents: &mut [MaybeUninit<u8>], kids: &mut [u8], f: &mut dyn FnMut(i32)) {
     let mut dir = [0u8; 32];
     if write!(&mut dir[..], "/proc/{pid}/task\0").is_err() {
         return;
     }
-    // SAFETY: a NUL-terminated path; the fd is closed below.
-    let dfd =
-        unsafe { libc::open(dir.as_ptr().cast(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-    if dfd < 0 {
-        return;
-    }
-    loop {
-        // SAFETY: getdents64 into the caller's scratch, of the length given.
-        let n = unsafe { libc::syscall(libc::SYS_getdents64, dfd, ents.as_mut_ptr(), ents.len()) };
-        if n <= 0 {
-            break;
-        }
-        let mut off = 0usize;
-        while off + 19 < n as usize {
-            // struct linux_dirent64: ino u64, off i64, reclen u16, type u8, name[].
-            let reclen = u16::from_ne_bytes([ents[off + 16], ents[off + 17]]) as usize;
-            let name = ents.get(off + 19..off + reclen).unwrap_or_default();
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            if let Some(tid) = std::str::from_utf8(name).ok().and_then(|t| t.parse::<i32>().ok()) {
-                let mut task = [0u8; 32];
-                let mut w = &mut task[..];
-                if write!(w, "task/{tid}/children").is_ok() {
-                    let len = 32 - w.len();
-                    let name = std::str::from_utf8(&task[..len]).unwrap_or_default();
-                    let list = read_pid(pid, name, kids).unwrap_or_default();
-                    list.split_ascii_whitespace().filter_map(|c| c.parse().ok()).for_each(&mut *f);
-                }
-            }
-            off += reclen.max(1);
+    let Ok(dir) = CStr::from_bytes_until_nul(&dir) else { return };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(dfd) = rustix::fs::open(dir, flags, Mode::empty()) else { return };
+    let mut entries = RawDir::new(&dfd, ents);
+    while let Some(Ok(entry)) = entries.next() {
+        let Some(tid) = entry.file_name().to_str().ok().and_then(|t| t.parse::<i32>().ok()) else {
+            continue; // "." and ".."
+        };
+        let mut task = [0u8; 32];
+        let mut w = &mut task[..];
+        if write!(w, "task/{tid}/children").is_ok() {
+            let len = 32 - w.len();
+            let name = std::str::from_utf8(&task[..len]).unwrap_or_default();
+            let list = read_pid(pid, name, kids).unwrap_or_default();
+            list.split_ascii_whitespace().filter_map(|c| c.parse().ok()).for_each(&mut *f);
         }
     }
-    // SAFETY: closing the directory opened above, once.
-    unsafe { libc::close(dfd) };
 }

@@ -74,11 +74,10 @@ pub fn reset_for_box() {
 }
 
 /// In the forked child, just before exec: gives back every disposition proc_box changed.
-/// Only async-signal-safe calls.
-///
-/// # Safety
-/// Call only in the child between fork and exec.
-pub unsafe fn restore_in_child(ignored: u64) {
+/// Only async-signal-safe calls. Meant for the child between fork and exec, where it changes
+/// nothing of proc_box's own; setting SIG_IGN or SIG_DFL breaks no memory-safety rule, so the
+/// function is safe.
+pub fn restore_in_child(ignored: u64) {
     // An atomic load: async-signal-safe.
     let ignored_at_start = self::ignored();
     for sig in 1..=64 {

@@ -341,11 +341,9 @@ struct Exec<'a> {
 }
 
 /// Tells the parent which step failed, and exits: 125 for a setup step (proc_box failed, the
-/// job never ran), 126 or 127 for the exec.
-///
-/// # Safety
-/// Only in the child between fork and exec.
-unsafe fn fail(report: RawFd, what: Failure, errno: i32) -> ! {
+/// job never ran), 126 or 127 for the exec. For the child between fork and exec (`_exit`, no
+/// destructor or atexit handler runs); it writes only from its own stack, so it is safe.
+fn fail(report: RawFd, what: Failure, errno: i32) -> ! {
     let (kind, detail) = what.to_raw();
     let mut record = [0u8; 12];
     record[..4].copy_from_slice(&kind.to_ne_bytes());

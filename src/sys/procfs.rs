@@ -11,7 +11,11 @@
 //! the `procfs` crate cost 1.5 to 2 times as much here (see the README's benchmarks).
 
 use procfs::process::Process;
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use std::ffi::CStr;
 use std::io::{Read, Write};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 /// Storage-level and character-level I/O, as `/proc/PID/io` counts it.
@@ -51,41 +55,33 @@ pub fn read_pid<'a>(pid: i32, name: &str, buf: &'a mut [u8]) -> Option<&'a str> 
     let mut path = [0u8; 64];
     let mut w = &mut path[..];
     write!(w, "/proc/{pid}/{name}\0").ok()?;
-    let path = std::ffi::CStr::from_bytes_until_nul(&path).ok()?;
+    let path = CStr::from_bytes_until_nul(&path).ok()?;
     read_pid_file(path, buf)
 }
 
-/// Reads a small /proc file whole into `buf`: open, read, close; usable before `main`.
-pub fn read_pid_file<'a>(path: &std::ffi::CStr, buf: &'a mut [u8]) -> Option<&'a str> {
-    // SAFETY: `path` is NUL-terminated; open returns a new fd or -1.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return None;
-    }
+/// Reads a small /proc file whole into `buf`: open, read, close; usable before `main` and in
+/// the fault handler: rustix makes the system calls directly, with no allocation and no
+/// `errno`, so this is async-signal-safe.
+pub fn read_pid_file<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a str> {
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
     let mut len = 0;
-    let ok = loop {
-        // SAFETY: reading into the unfilled tail of `buf`, which we own.
-        let n = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
-        match n {
-            0 => break true,
+    loop {
+        let room = buf.len() - len;
+        match rustix::io::read(&fd, &mut buf[len..]) {
+            Ok(0) => break,
             // proc's seq files hand over a whole record per read: a short read is the end,
             // which saves a syscall on the exit path.
-            n if n > 0 && (n as usize) < buf.len() - len => {
-                len += n as usize;
-                break true;
+            Ok(n) if n < room => {
+                len += n;
+                break;
             }
-            n if n > 0 => len += n as usize,
-            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
-            _ => break false,
+            Ok(n) => len += n,
+            Err(Errno::INTR) => {}
+            Err(_) => return None,
         }
         if len == buf.len() {
-            break false;
+            return None;
         }
-    };
-    // SAFETY: closing the fd opened above, once.
-    unsafe { libc::close(fd) };
-    if !ok {
-        return None;
     }
     std::str::from_utf8(&buf[..len]).ok()
 }
@@ -126,24 +122,15 @@ pub fn parse_reap_stat(text: &str) -> Option<ReapStat> {
 }
 
 /// `stat` re-read through a kept fd: one `pread`, for a parent met at every exit of its children.
-pub fn reap_stat_at(fd: std::os::fd::BorrowedFd) -> Option<ReapStat> {
+pub fn reap_stat_at(fd: BorrowedFd) -> Option<ReapStat> {
     let mut buf = [0u8; 1024];
-    // SAFETY: reading into a local buffer from an fd the caller keeps open.
-    let n =
-        unsafe { libc::pread(std::os::fd::AsRawFd::as_raw_fd(&fd), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n <= 0 {
-        return None;
-    }
-    parse_reap_stat(std::str::from_utf8(&buf[..n as usize]).ok()?)
+    let n = rustix::io::pread(fd, &mut buf[..], 0).ok().filter(|&n| n > 0)?;
+    parse_reap_stat(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
 /// Opens `/proc/PID/stat` to keep; only for a pid that is pinned.
-pub fn open_stat(pid: i32) -> Option<std::os::fd::OwnedFd> {
-    let path = std::ffi::CString::new(format!("/proc/{pid}/stat")).ok()?;
-    // SAFETY: a NUL-terminated path; open returns a new fd or -1.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    // SAFETY: a fresh fd owned by nothing else.
-    (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+pub fn open_stat(pid: i32) -> Option<OwnedFd> {
+    rustix::fs::open(format!("/proc/{pid}/stat"), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()
 }
 
 pub fn io_of_pid(pid: i32) -> Option<IoSum> {
