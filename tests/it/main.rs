@@ -8,6 +8,7 @@ mod accounting;
 mod amqp;
 mod auth;
 mod broker_restart;
+mod browser;
 mod cgroup;
 mod cli;
 mod control;
