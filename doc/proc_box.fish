@@ -8,7 +8,7 @@ false\t''"
 complete -c proc_box -l kill-status -d 'on --timeout, exit 137 instead of 124 when SIGKILL had to follow after --grace (as `timeout -k`)' -r -f -a "true\t''
 false\t''"
 complete -c proc_box -l stdoutlimit -d 'stdout byte limit: graceful stop at the limit, SIGKILL at twice it' -r
-complete -c proc_box -l memory-limit -d 'limit on the PSS of the whole tree: graceful stop at the limit, SIGKILL at once past a tenth more (at least 16 MiB more)' -r
+complete -c proc_box -l memory-limit -d 'limit on the PSS of the whole tree, plus the shared memory (memfds, /dev/shm files) it holds open: graceful stop at the limit, SIGKILL at once past a tenth more (at least 16 MiB more)' -r
 complete -c proc_box -l cpu-limit -d 'limit on the CPU time of the whole tree, exited and auto-reaped descendants included' -r
 complete -c proc_box -l pids-limit -d 'limit on the live processes of the tree; in ptrace mode a fork past it dies before it runs' -r
 complete -c proc_box -l rlimit -d 'a per-process limit set in the job before exec: nofile, core, as, fsize, nproc, stack, cpu (NAME=VALUE or NAME=SOFT:HARD; repeatable, or comma-separated in PBOX_RLIMIT)' -r

@@ -23,7 +23,7 @@ wait\:"wait for the whole tree to exit by itself"))' \
 '--preserve-status=[on --timeout, exit with the command'\''s status (128+N) instead of 124]::PRESERVE_STATUS:(true false)' \
 '--kill-status=[on --timeout, exit 137 instead of 124 when SIGKILL had to follow after --grace (as \`timeout -k\`)]::KILL_STATUS:(true false)' \
 '--stdoutlimit=[stdout byte limit\: graceful stop at the limit, SIGKILL at twice it]:SIZE:_default' \
-'--memory-limit=[limit on the PSS of the whole tree\: graceful stop at the limit, SIGKILL at once past a tenth more (at least 16 MiB more)]:SIZE:_default' \
+'--memory-limit=[limit on the PSS of the whole tree, plus the shared memory (memfds, /dev/shm files) it holds open\: graceful stop at the limit, SIGKILL at once past a tenth more (at least 16 MiB more)]:SIZE:_default' \
 '--cpu-limit=[limit on the CPU time of the whole tree, exited and auto-reaped descendants included]:DURATION:_default' \
 '--pids-limit=[limit on the live processes of the tree; in ptrace mode a fork past it dies before it runs]:N:_default' \
 '*--rlimit=[a per-process limit set in the job before exec\: nofile, core, as, fsize, nproc, stack, cpu (NAME=VALUE or NAME=SOFT\:HARD; repeatable, or comma-separated in PBOX_RLIMIT)]:NAME=VALUE:_default' \

@@ -80,8 +80,9 @@ pub struct Config {
     /// a limit asked for is an error where nothing can enforce it.
     #[arg(skip)]
     pub stdoutlimit_set: bool,
-    /// limit on the PSS of the whole tree: graceful stop at the limit, SIGKILL at once past
-    /// a tenth more (at least 16 MiB more)
+    /// limit on the PSS of the whole tree, plus the shared memory (memfds, /dev/shm files) it
+    /// holds open: graceful stop at the limit, SIGKILL at once past a tenth more (at least 16
+    /// MiB more)
     #[arg(long = "memory-limit", env = "PBOX_MEMORY_LIMIT", value_parser = parse_limit_size, value_name = "SIZE")]
     pub memory_limit: Option<u64>,
     /// limit on the CPU time of the whole tree, exited and auto-reaped descendants included

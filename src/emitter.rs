@@ -160,6 +160,8 @@ impl Emitter {
             cpu_system_seconds: totals.cpu_system.as_secs_f64(),
             peak_rss_bytes: self.accounting.peak_rss(),
             peak_pss_bytes: self.accounting.peak_pss(),
+            peak_shmem_fd_bytes: self.accounting.peak_shmem_fd(),
+            peak_memory_bytes: self.accounting.peak_memory(),
             max_process_rss_bytes: self.accounting.max_process_rss(tracker),
             processes_started: tracker.processes_started(),
             processes_started_exact: tracker.processes_started_exact(),

@@ -32,7 +32,7 @@ pub const LETTERS: [(char, &str); 7] = [
 ];
 
 /// The summary's top-level fields a `%{…}` may name.
-pub const FIELDS: [&str; 32] = [
+pub const FIELDS: [&str; 34] = [
     "type",
     "schema",
     "message_id",
@@ -49,6 +49,8 @@ pub const FIELDS: [&str; 32] = [
     "cpu_system_seconds",
     "peak_rss_bytes",
     "peak_pss_bytes",
+    "peak_shmem_fd_bytes",
+    "peak_memory_bytes",
     "max_process_rss_bytes",
     "processes_started",
     "processes_started_exact",

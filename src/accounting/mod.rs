@@ -18,6 +18,7 @@
 pub mod format;
 pub mod origin;
 pub mod report;
+pub mod shmem;
 
 use crate::sys::procfs;
 pub use crate::sys::procfs::IoSum;
@@ -44,6 +45,8 @@ pub struct Totals {
     pub swap_bytes: u64,
     pub threads: u64,
     pub open_files: u64,
+    /// Shmem files (memfds, tmpfs) the tree holds open, each file once.
+    pub shmem_fd_bytes: u64,
 }
 
 /// PSS is re-read at least this often (in monitor ticks) even when nothing in the tree moved:
@@ -61,6 +64,8 @@ struct CachedPss {
     tick: u64,
     pss: u64,
     swap: u64,
+    /// The shmem part of `pss` (`Pss_Shmem`).
+    shmem: u64,
 }
 
 /// PSS by member. PSS is not a per-process figure: a process's share of a page falls when
@@ -83,9 +88,9 @@ impl PssCache {
             && keys.iter().all(|(pid, _, key)| self.entries.get(pid).is_some_and(|c| c.key == *key))
     }
 
-    /// PSS and swap of every listed member, re-read where the cache cannot be trusted (all of
-    /// them when `force`). Also says whether any was re-read.
-    fn read(&mut self, keys: &[Keyed], tick: u64, page: u64, force: bool) -> (Vec<(u64, u64)>, bool) {
+    /// PSS, swap and shmem PSS of every listed member, re-read where the cache cannot be
+    /// trusted (all of them when `force`). Also says whether any was re-read.
+    fn read(&mut self, keys: &[Keyed], tick: u64, page: u64, force: bool) -> (Vec<Figures>, bool) {
         let all = force || !self.still(keys);
         if all {
             self.entries.retain(|pid, _| keys.iter().any(|(p, _, _)| p == pid));
@@ -95,18 +100,21 @@ impl PssCache {
         let figures = keys
             .iter()
             .map(|&(pid, proc, key)| match self.entries.get(&pid) {
-                Some(c) if !all && tick - c.tick < PSS_REFRESH => (c.pss, c.swap),
+                Some(c) if !all && tick - c.tick < PSS_REFRESH => (c.pss, c.swap, c.shmem),
                 _ => {
                     reread = true;
-                    let (pss, swap) = procfs::pss(proc).unwrap_or((key.0 * page, 0));
-                    self.entries.insert(pid, CachedPss { key, tick, pss, swap });
-                    (pss, swap)
+                    let (pss, swap, shmem) = procfs::pss(proc).unwrap_or((key.0 * page, 0, 0));
+                    self.entries.insert(pid, CachedPss { key, tick, pss, swap, shmem });
+                    (pss, swap, shmem)
                 }
             })
             .collect();
         (figures, reread)
     }
 }
+
+/// One member's PSS, swap and shmem PSS.
+type Figures = (u64, u64, u64);
 
 /// A member, its `/proc` entry and its [`PssKey`].
 type Keyed<'a> = (i32, &'a Process, PssKey);
@@ -127,7 +135,7 @@ const PSS_RETRIES: usize = 2;
 /// moved, no member mapped or dropped a page during the read and the sum is a true snapshot.
 /// If some did, the read is repeated ([`PSS_RETRIES`] times at most), and the smallest sum
 /// stands in.
-fn tree_pss(cache: &mut PssCache, mut keys: Vec<Keyed>, tick: u64, page: u64) -> (Vec<(u64, u64)>, u64) {
+fn tree_pss(cache: &mut PssCache, mut keys: Vec<Keyed>, tick: u64, page: u64) -> (Vec<Figures>, u64) {
     let (mut figures, reread) = cache.read(&keys, tick, page, false);
     let mut sum: u64 = figures.iter().map(|f| f.0).sum();
     if !reread {
@@ -181,6 +189,10 @@ pub struct Accounting {
     peak_rss: u64,
     peak_pss: u64,
     pss_cache: PssCache,
+    fd_shmem: shmem::FdShmem,
+    shmem_fd: u64,
+    peak_shmem_fd: u64,
+    peak_memory: u64,
     tick: u64,
     seen: HashMap<i32, Seen>,
     prev_cpu: (Instant, f64),
@@ -206,6 +218,10 @@ impl Accounting {
             peak_rss: 0,
             peak_pss: 0,
             pss_cache: PssCache::default(),
+            fd_shmem: Default::default(),
+            shmem_fd: 0,
+            peak_shmem_fd: 0,
+            peak_memory: 0,
             tick: 0,
             seen: HashMap::new(),
             prev_cpu: (now, 0.0),
@@ -272,7 +288,8 @@ impl Accounting {
     /// The fast monitor tick: tree RSS and PSS for the peaks. It reads each member's `stat`;
     /// PSS (`smaps_rollup`, costly) is re-read only when something in the tree moved (see
     /// [`PssCache`]), and at least every [`PSS_REFRESH`] ticks.
-    /// Returns the tree's PSS now.
+    /// Returns the tree's memory now, as `--memory-limit` counts it: PSS, plus the shmem held
+    /// through descriptors that PSS cannot have counted (see [`shmem`]).
     pub fn monitor(&mut self, tracker: &Tracker) -> u64 {
         self.tick += 1;
         let mut rss = 0;
@@ -287,12 +304,36 @@ impl Accounting {
         if self.mode == Mode::Subreaper {
             self.remember_all(&stats, tracker.self_pid());
         }
-        let (_, pss) = tree_pss(&mut self.pss_cache, keys, self.tick, self.page);
+        let (figures, pss) = tree_pss(&mut self.pss_cache, keys, self.tick, self.page);
+        let memory = self.memory(tracker, pss, &figures);
         self.peak_rss = self.peak_rss.max(rss);
         self.peak_pss = self.peak_pss.max(pss);
         // Narrows what an own thread can do unseen before it exits.
         self.reaped_io();
-        pss
+        memory
+    }
+
+    /// PSS plus the shmem files the tree holds open beyond what it maps: mapped pages of those
+    /// files are in PSS already (its `Pss_Shmem` part), so only the rest is added. Keeps the
+    /// peaks of both.
+    fn memory(&mut self, tracker: &Tracker, pss: u64, figures: &[Figures]) -> u64 {
+        let held = self.fd_shmem.held(tracker.processes());
+        let mapped: u64 = figures.iter().map(|f| f.2).sum();
+        let memory = pss.saturating_add(held.saturating_sub(mapped));
+        self.shmem_fd = held;
+        self.peak_shmem_fd = self.peak_shmem_fd.max(held);
+        self.peak_memory = self.peak_memory.max(memory);
+        memory
+    }
+
+    /// The most shmem (memfds, tmpfs files) the tree held open at once, each file once.
+    pub fn peak_shmem_fd(&self) -> u64 {
+        self.peak_shmem_fd
+    }
+
+    /// The highest memory figure `--memory-limit` was checked against.
+    pub fn peak_memory(&self) -> u64 {
+        self.peak_memory.max(self.peak_pss)
     }
 
     /// The tree's CPU time so far, exited and auto-reaped descendants included: what
@@ -377,6 +418,8 @@ impl Accounting {
         let (figures, pss) = tree_pss(&mut self.pss_cache, keys, self.tick, self.page);
         t.swap_bytes = figures.iter().map(|f| f.1).sum();
         t.pss_bytes = Some(pss);
+        self.memory(tracker, pss, &figures);
+        t.shmem_fd_bytes = self.shmem_fd;
         t.cpu_user += self.ticks(live_user);
         t.cpu_system += self.ticks(live_system);
         if let Some((user, system)) = self.cgroup_cpu(t.cpu_user + t.cpu_system) {

@@ -84,6 +84,8 @@ pub struct Sample {
     pub pss_bytes: Option<u64>,
     pub vms_bytes: u64,
     pub swap_bytes: u64,
+    /// Shmem files (memfds, tmpfs) the tree holds open, each file once.
+    pub shmem_fd_bytes: u64,
     pub io_read_bytes: u64,
     pub io_write_bytes: u64,
     pub io_rchar: u64,
@@ -176,6 +178,7 @@ impl Sample {
             pss_bytes: t.pss_bytes,
             vms_bytes: t.vms_bytes,
             swap_bytes: t.swap_bytes,
+            shmem_fd_bytes: t.shmem_fd_bytes,
             io_read_bytes: t.io.read_bytes,
             io_write_bytes: t.io.write_bytes,
             io_rchar: t.io.rchar,
@@ -210,6 +213,11 @@ pub struct Summary {
     pub cpu_system_seconds: f64,
     pub peak_rss_bytes: u64,
     pub peak_pss_bytes: u64,
+    /// The most shmem (memfds, tmpfs files) the tree held open at once, each file once: memory
+    /// no PSS shows unless mapped.
+    pub peak_shmem_fd_bytes: u64,
+    /// The highest figure `--memory-limit` counts: PSS plus the held shmem it does not map.
+    pub peak_memory_bytes: u64,
     pub max_process_rss_bytes: u64,
     pub processes_started: u64,
     /// False where only the walks counted (subreaper mode without the events connector).

@@ -65,9 +65,17 @@ impl Limits {
         let entry = |limit: Value, by: &str| json!({ "limit": limit, "enforced_by": by });
         if let Some(b) = self.memory {
             let by = if self.memory_in_cgroup { "monitor+cgroup" } else { "monitor" };
+            // What each enforcer counts: the monitor, the tree's PSS and the shmem files it
+            // holds open (memfds, tmpfs); the cgroup, every page charged to it, page cache and
+            // tmpfs files no process holds any more included.
+            let mut sees = vec!["pss", "shmem_fds"];
+            if self.memory_in_cgroup {
+                sees.push("cgroup_charge");
+            }
             m.insert(
                 "memory_bytes".into(),
-                json!({ "limit": b, "kill_above": b.saturating_add(memory_margin(b)), "enforced_by": by }),
+                json!({ "limit": b, "kill_above": b.saturating_add(memory_margin(b)), "enforced_by": by,
+                        "sees": sees }),
             );
         }
         if let Some(c) = self.cpu {

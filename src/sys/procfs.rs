@@ -220,21 +220,78 @@ pub fn parse_io(text: &str) -> Option<IoSum> {
     Some(io)
 }
 
-/// PSS and swapped-out bytes from `smaps_rollup`. PSS divides each shared page among the
-/// processes mapping it, so the sum over a tree counts shared memory once.
-pub fn pss(p: &Process) -> Option<(u64, u64)> {
+/// PSS, swapped-out bytes and the shmem part of PSS (`Pss_Shmem`, Linux 5.8; 0 before) from
+/// `smaps_rollup`. PSS divides each shared page among the processes mapping it, so the sum
+/// over a tree counts shared memory once.
+pub fn pss(p: &Process) -> Option<(u64, u64, u64)> {
     let mut buf = [0u8; 4096];
     parse_pss(read(p, "smaps_rollup", &mut buf)?)
 }
 
-pub fn parse_pss(text: &str) -> Option<(u64, u64)> {
+pub fn parse_pss(text: &str) -> Option<(u64, u64, u64)> {
     let kb = |key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map(|v| v * 1024)
     };
-    Some((kb("Pss:")?, kb("Swap:").unwrap_or(0)))
+    Some((kb("Pss:")?, kb("Swap:").unwrap_or(0), kb("Pss_Shmem:").unwrap_or(0)))
+}
+
+/// One file as `stat` sees it: which file, and the bytes it has allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub bytes: u64,
+    pub regular: bool,
+}
+
+/// A process's `/proc/PID/fd`, opened through the tracker's handle (never a recycled pid).
+/// Its entries are magic links: `stat` through one follows it to the open file itself.
+pub struct FdDir(nix::dir::Dir);
+
+impl FdDir {
+    pub fn open(p: &Process) -> Option<FdDir> {
+        let f = p.open_relative("fd").ok()?;
+        nix::dir::Dir::from_fd(std::os::fd::OwnedFd::from(f)).ok().map(FdDir)
+    }
+
+    /// The descriptor numbers open now.
+    pub fn list(&mut self) -> Vec<i32> {
+        self.0.iter().filter_map(|e| e.ok()?.file_name().to_str().ok()?.parse().ok()).collect()
+    }
+
+    /// The file open at descriptor `fd`: allocated bytes are `st_blocks` × 512, so a sparse
+    /// file counts only what it holds.
+    pub fn stat(&self, fd: i32) -> Option<FileId> {
+        let st =
+            nix::sys::stat::fstatat(&self.0, fd.to_string().as_str(), nix::fcntl::AtFlags::empty()).ok()?;
+        Some(FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            bytes: (st.st_blocks.max(0) as u64).saturating_mul(512),
+            regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        })
+    }
+
+    /// Whether the file at descriptor `fd` lives on a filesystem whose pages are memory:
+    /// tmpfs (`/dev/shm`, memfds, shared anonymous memory), hugetlbfs, ramfs.
+    pub fn in_memory_fs(&self, fd: i32) -> bool {
+        use nix::sys::statfs::{fstatfs, FsType, HUGETLBFS_MAGIC, TMPFS_MAGIC};
+        /// `linux/magic.h`; libc has no name for it.
+        const RAMFS_MAGIC: libc::c_long = 0x8584_58f6;
+        let flags = nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC;
+        let Ok(file) =
+            nix::fcntl::openat(&self.0, fd.to_string().as_str(), flags, nix::sys::stat::Mode::empty())
+        else {
+            return false;
+        };
+        fstatfs(&file).is_ok_and(|s| {
+            let t = s.filesystem_type();
+            t == TMPFS_MAGIC || t == HUGETLBFS_MAGIC || t == FsType(RAMFS_MAGIC)
+        })
+    }
 }
 
 pub fn open_files(p: &Process) -> u64 {
@@ -311,6 +368,8 @@ mod tests {
         let io = "rchar: 10\nwchar: 20\nsyscr: 1\nsyscw: 2\nread_bytes: 4096\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n";
         assert_eq!(parse_io(io), Some(IoSum { read_bytes: 4096, write_bytes: 8192, rchar: 10, wchar: 20 }));
         let rollup = "00400000-7ffd [rollup]\nRss:                1000 kB\nPss:                 250 kB\nPss_Anon:  1 kB\nSwap:                  4 kB\n";
-        assert_eq!(parse_pss(rollup), Some((250 * 1024, 4 * 1024)));
+        assert_eq!(parse_pss(rollup), Some((250 * 1024, 4 * 1024, 0)));
+        let rollup = "Pss:   300 kB\nPss_Shmem:   100 kB\n";
+        assert_eq!(parse_pss(rollup), Some((300 * 1024, 0, 100 * 1024)));
     }
 }

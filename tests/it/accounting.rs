@@ -582,6 +582,7 @@ fn stats_file_has_samples_then_the_summary() {
             "pss_bytes",
             "vms_bytes",
             "swap_bytes",
+            "shmem_fd_bytes",
             "io_read_bytes",
             "io_write_bytes",
             "io_rchar",

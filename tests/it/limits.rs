@@ -237,3 +237,84 @@ fn a_stdout_flood_is_stopped_at_the_limit(mode: &str, cg: &str) {
     scene.assert_no_survivors();
 }
 each_setup!(a_stdout_flood_is_stopped_at_the_limit);
+
+/// Shared memory held through a descriptor and never mapped (a memfd, a `/dev/shm` file) is
+/// in no process's PSS. Without a cgroup, as root and as `nobody`, in both tracking modes, it
+/// still counts against `--memory-limit`; a mapped one is counted once, not twice.
+#[test]
+fn shmem_held_through_descriptors_counts_against_the_memory_limit() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let hog = fixture("shmhog");
+    let hog = hog.to_str().unwrap();
+    // SAFETY: geteuid cannot fail.
+    let users: &[Option<u32>] = if unsafe { libc::geteuid() } == 0 { &[None, Some(65534)] } else { &[None] };
+    let held_mib = |scene: &Scene| -> u64 {
+        std::fs::read_to_string(scene.dir.join("shmhog.mib")).unwrap_or_default().trim().parse().unwrap_or(0)
+    };
+    for &uid in users {
+        for mode in MODES {
+            for kind in ["memfd", "shm", "mapped"] {
+                let scene = Scene::new(&format!("shmem-{mode}-{kind}"));
+                std::fs::set_permissions(&scene.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+                let summary = scene.dir.join("summary.json");
+                let shm_file = format!("/dev/shm/{}", scene.marker);
+                let limit = if kind == "mapped" { "200M" } else { "100M" };
+                let mut args = vec![
+                    "--track",
+                    mode,
+                    "--cgroup",
+                    "off",
+                    "--grace",
+                    "2s",
+                    "--memory-limit",
+                    limit,
+                    "--summary-file",
+                    summary.to_str().unwrap(),
+                    "--",
+                    hog,
+                    kind,
+                ];
+                match kind {
+                    "memfd" => args.extend(["1000", "400"]),
+                    "shm" => args.extend([shm_file.as_str(), "1000", "400"]),
+                    _ => args.push("150"),
+                }
+                let mut cmd = scene.command(&args);
+                if let Some(uid) = uid {
+                    cmd.uid(uid).gid(uid).env("XDG_STATE_HOME", &scene.dir);
+                }
+                let out = cmd.run();
+                let _ = std::fs::remove_file(&shm_file);
+                let err = String::from_utf8_lossy(&out.stderr);
+                let s = read_json(&summary);
+                let what = format!("{kind}, {mode}, uid {uid:?}: {s}\n{err}");
+                let shmem = s["peak_shmem_fd_bytes"].as_u64().unwrap();
+                let memory = s["peak_memory_bytes"].as_u64().unwrap();
+                if kind == "mapped" {
+                    // 150 MiB, mapped: in PSS and held open, counted once, under the limit.
+                    assert_eq!(out.status.code(), Some(0), "{what}");
+                    assert_eq!(s["reason"], "exited", "{what}");
+                    assert_eq!(held_mib(&scene), 150, "{what}");
+                    assert!((150 * MIB..151 * MIB).contains(&shmem), "{what}");
+                    assert!((150 * MIB..170 * MIB).contains(&memory), "{what}");
+                } else {
+                    // Stopped near 100 MiB of the 1000 it would hold: the margin (16 MiB) plus
+                    // what 400 MiB/s adds in one 100 ms tick, and slack for a loaded machine.
+                    assert_eq!(s["reason"], "limit_memory", "{what}");
+                    assert!(matches!(out.status.code(), Some(143) | Some(137)), "{what}");
+                    let got = held_mib(&scene);
+                    assert!((100..300).contains(&got), "held {got} MiB: {what}");
+                    assert!(shmem >= 100 * MIB && shmem <= (got + 1) * MIB, "{what}");
+                    assert!(s["peak_pss_bytes"].as_u64().unwrap() < 50 * MIB, "PSS cannot see it: {what}");
+                }
+                assert_eq!(
+                    s["limits"]["memory_bytes"]["sees"],
+                    serde_json::json!(["pss", "shmem_fds"]),
+                    "{what}"
+                );
+                scene.assert_no_survivors();
+            }
+        }
+    }
+}
