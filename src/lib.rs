@@ -18,6 +18,7 @@ pub mod inherited;
 pub mod manual;
 pub mod policy;
 pub mod relay;
+pub mod schedule;
 pub mod signals;
 pub mod spawn;
 pub mod stack;

@@ -1,7 +1,7 @@
 use nix::sys::signal::SigmaskHow;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use proc_box::accounting::report::Identity;
-use proc_box::config::{Config, Invocation, OnMainExit, ParseOutcome};
+use proc_box::config::{Config, Invocation, ParseOutcome};
 use proc_box::event_loop::{EmitterParts, EventLoop, Parts};
 use proc_box::log::{self, Level};
 use proc_box::policy::Policy;
@@ -182,7 +182,6 @@ fn start(config: &Config) -> Result<i32, String> {
         terminal,
         box_id: box_id.clone(),
         command_name: argv[0].clone(),
-        kill_leftovers: config.on_main_exit == OnMainExit::Kill,
         emitter: EmitterParts {
             identity: Identity {
                 box_id,

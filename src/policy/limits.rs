@@ -57,6 +57,12 @@ impl Limits {
         (live > self.pids?).then_some((Reason::LimitPids, false))
     }
 
+    /// The cgroup's OOM killer acted on the hard ceiling (the limit plus its margin): that was
+    /// the memory limit, passed hard. Only where the ceiling is the cgroup's.
+    pub fn oom(&self, oom_kills: u64) -> Passed {
+        (self.memory_in_cgroup && oom_kills > 0).then_some((Reason::LimitMemory, true))
+    }
+
     /// The summary's `limits` object: every limit set, with what enforces it. `pids_by` names
     /// what caps the process count: `ptrace` (a fork past it dies at its birth stop), `events`
     /// (the process events connector: killed at its fork event) or `monitor` (at a tick).
