@@ -5,6 +5,7 @@
 
 use super::Reason;
 use crate::units::{parse_duration, parse_size};
+use rustix::process::Resource;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
@@ -113,14 +114,14 @@ pub struct Rlimit {
 }
 
 /// The resources `--rlimit` takes, and how their values are written.
-const RESOURCES: &[(&str, i32, Unit)] = &[
-    ("nofile", libc::RLIMIT_NOFILE as i32, Unit::Count),
-    ("core", libc::RLIMIT_CORE as i32, Unit::Size),
-    ("as", libc::RLIMIT_AS as i32, Unit::Size),
-    ("fsize", libc::RLIMIT_FSIZE as i32, Unit::Size),
-    ("nproc", libc::RLIMIT_NPROC as i32, Unit::Count),
-    ("stack", libc::RLIMIT_STACK as i32, Unit::Size),
-    ("cpu", libc::RLIMIT_CPU as i32, Unit::Seconds),
+const RESOURCES: &[(&str, Resource, Unit)] = &[
+    ("nofile", Resource::Nofile, Unit::Count),
+    ("core", Resource::Core, Unit::Size),
+    ("as", Resource::As, Unit::Size),
+    ("fsize", Resource::Fsize, Unit::Size),
+    ("nproc", Resource::Nproc, Unit::Count),
+    ("stack", Resource::Stack, Unit::Size),
+    ("cpu", Resource::Cpu, Unit::Seconds),
 ];
 
 #[derive(Clone, Copy)]
@@ -167,7 +168,7 @@ impl Rlimit {
         if soft.is_none() && hard.is_some() {
             return Err(format!("{name}: an unlimited soft limit needs an unlimited hard limit"));
         }
-        Ok(Rlimit { name, resource, soft, hard })
+        Ok(Rlimit { name, resource: resource as i32, soft, hard })
     }
 
     pub fn as_libc(&self) -> libc::rlimit {
@@ -180,20 +181,15 @@ impl Rlimit {
     /// Refuses, before the job starts, a hard limit above proc_box's own when proc_box may
     /// not raise it (only CAP_SYS_RESOURCE may): the job would otherwise run unlimited.
     pub fn check_allowed(&self) -> Result<(), String> {
-        let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit writes one struct we own.
-        if unsafe { libc::getrlimit(self.resource as _, &mut cur) } != 0 {
-            return Err(format!("--rlimit {}: {}", self.name, std::io::Error::last_os_error()));
-        }
+        let Some(&(_, resource, _)) = RESOURCES.iter().find(|r| r.1 as i32 == self.resource) else {
+            return Err(format!("--rlimit {}: unknown resource", self.name));
+        };
+        // None: unlimited.
+        let max = rustix::process::getrlimit(resource).maximum;
         let want = self.as_libc().rlim_max;
-        // SAFETY: geteuid cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
-        if want > cur.rlim_max && !root {
-            let have = if cur.rlim_max == libc::RLIM_INFINITY {
-                "unlimited".into()
-            } else {
-                cur.rlim_max.to_string()
-            };
+        let root = rustix::process::geteuid().is_root();
+        if want > max.unwrap_or(libc::RLIM_INFINITY) && !root {
+            let have = max.map_or("unlimited".into(), |m| m.to_string());
             return Err(format!(
                 "--rlimit {}: cannot raise the hard limit above {have} without privilege",
                 self.name

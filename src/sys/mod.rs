@@ -9,6 +9,7 @@
 //! allocate), in the fault handler (`fault.rs`), and for signal numbers 32–64, which nix's
 //! `Signal` cannot hold (`tracker/ptrace.rs`, `tracker/wait.rs`).
 
+pub mod fd;
 pub mod pidfd;
 pub mod procfs;
 pub mod wait;

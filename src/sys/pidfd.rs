@@ -11,7 +11,6 @@
 //! job may be sent like any other, nor signal 0, the liveness check.
 
 use crate::signals::Sig;
-use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -55,14 +54,6 @@ pub fn kill_pinned(pid: i32, sig: Sig) -> io::Result<()> {
 pub fn leads_thread_group(pid: i32) -> bool {
     // SAFETY: three integers; signal 0 sends nothing.
     pid > 0 && unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, 0) } == 0
-}
-
-/// Whether `fd` is readable now (a pidfd: its process exited), without waiting.
-pub fn readable_now(fd: BorrowedFd) -> bool {
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
-    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
-        && fds[0].revents().intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
 }
 
 #[derive(Debug)]
@@ -144,7 +135,7 @@ impl PidFd {
 
     /// True once the process has exited (zombie or reaped).
     pub fn exited(&self) -> bool {
-        readable_now(self.fd.as_fd())
+        super::fd::readable_now(&self.fd)
     }
 }
 

@@ -6,11 +6,13 @@
 //! The events are the whole machine's: on a busy node proc_box wakes for every fork, which is
 //! why ptrace mode (exact without it) does not use it.
 
+use rustix::io::Errno;
+use rustix::net::netlink::SocketAddrNetlink;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 use std::collections::HashSet;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-const NETLINK_CONNECTOR: i32 = 11;
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
@@ -40,21 +42,20 @@ pub struct Connector {
 
 /// The kernel answers the subscription at once (while `send` runs) with an acknowledgement
 /// carrying an error code: a refused subscription must not pass for an empty event stream.
-fn confirm(fd: RawFd) -> io::Result<()> {
+fn confirm(fd: BorrowedFd) -> io::Result<()> {
     let mut buf = [0u8; 8192];
     loop {
-        // SAFETY: recv into a local buffer of the length given.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::ENOBUFS) {
-                continue;
+        let n = match rustix::net::recv(fd, &mut buf[..], RecvFlags::DONTWAIT) {
+            Ok((n, _)) => n,
+            Err(Errno::INTR | Errno::NOBUFS) => continue,
+            Err(e) => {
+                let e = io::Error::from(e);
+                return Err(io::Error::other(format!(
+                    "the process events subscription was not acknowledged ({e})"
+                )));
             }
-            return Err(io::Error::other(format!(
-                "the process events subscription was not acknowledged ({e})"
-            )));
-        }
-        let m = &buf[..n as usize];
+        };
+        let m = &buf[..n];
         if u32_at(m, EVENT) == Some(PROC_EVENT_NONE) {
             return match u32_at(m, DATA) {
                 Some(0) => Ok(()),
@@ -72,41 +73,16 @@ fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
 impl Connector {
     /// Subscribes to process events. Fails without CAP_NET_ADMIN (EPERM).
     pub fn open() -> io::Result<Connector> {
-        // SAFETY: socket(2) with constant arguments; the result is checked.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                NETLINK_CONNECTOR,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a descriptor we just opened and own alone.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_nl is plain data; all-zero is valid before the fields are set.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        addr.nl_groups = CN_IDX_PROC;
-        let len = std::mem::size_of::<libc::sockaddr_nl>() as u32;
-        // SAFETY: bind with a valid sockaddr_nl of the size given.
-        if unsafe { libc::bind(raw, (&addr as *const libc::sockaddr_nl).cast(), len) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::DGRAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            Some(rustix::net::netlink::CONNECTOR),
+        )?;
+        rustix::net::bind(&fd, &SocketAddrNetlink::new(0, CN_IDX_PROC))?;
         // Room for a fork storm between two turns of the loop; SO_RCVBUFFORCE needs privilege,
         // which this socket already required.
-        let size: libc::c_int = 8 << 20;
-        // SAFETY: setsockopt with a pointer to a local int of the size given.
-        unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as u32,
-            );
-        }
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, 8 << 20);
         let mut msg = [0u8; EVENT + 4];
         msg[0..4].copy_from_slice(&((EVENT + 4) as u32).to_ne_bytes());
         msg[4..6].copy_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes());
@@ -115,11 +91,8 @@ impl Connector {
         msg[20..24].copy_from_slice(&CN_VAL_PROC.to_ne_bytes());
         msg[32..34].copy_from_slice(&4u16.to_ne_bytes());
         msg[EVENT..EVENT + 4].copy_from_slice(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
-        // SAFETY: send of a local buffer of the length given.
-        if unsafe { libc::send(raw, msg.as_ptr().cast(), msg.len(), 0) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        confirm(raw)?;
+        rustix::net::send(&fd, &msg, SendFlags::empty())?;
+        confirm(fd.as_fd())?;
         Ok(Connector { fd, lineage: HashSet::new(), forked: 0, peak: 0, lost: false, newborns: None })
     }
 
@@ -159,24 +132,20 @@ impl Connector {
     pub fn drain(&mut self) {
         let mut buf = [0u8; 8192];
         loop {
-            // SAFETY: recv into a local buffer of the length given.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                match io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::ENOBUFS) => {
-                        if !self.lost {
-                            crate::warn!(
-                                "process events were lost (a fork storm); processes_started is a lower bound"
-                            );
-                        }
-                        self.lost = true;
-                        continue;
+            let n = match rustix::net::recv(&self.fd, &mut buf[..], RecvFlags::empty()) {
+                Ok((n, _)) => n,
+                Err(Errno::INTR) => continue,
+                Err(Errno::NOBUFS) => {
+                    if !self.lost {
+                        crate::warn!(
+                            "process events were lost (a fork storm); processes_started is a lower bound"
+                        );
                     }
-                    _ => return, // EAGAIN: nothing more queued
+                    self.lost = true;
+                    continue;
                 }
-            }
-            let n = n as usize;
+                Err(_) => return, // EAGAIN: nothing more queued
+            };
             let mut at = 0;
             // One datagram may carry several netlink messages.
             while at + DATA <= n {

@@ -8,9 +8,11 @@
 //! * The summary replaces a regular file atomically; a FIFO or a device is written in place.
 //!   The box waits at most [`FINAL_WAIT`] for a sink to take it.
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -42,9 +44,9 @@ fn open_in_place(path: &Path, what: &str, pause: Pause) -> Result<File, String> 
         match opened {
             Ok(file) => {
                 // The writer thread blocks on it, never the loop: make it blocking again.
-                let fd = file.as_raw_fd();
-                // SAFETY: F_GETFL/F_SETFL on an fd we own.
-                unsafe { libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) & !libc::O_NONBLOCK) };
+                if let Ok(flags) = rustix::fs::fcntl_getfl(&file) {
+                    let _ = rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK);
+                }
                 return Ok(file);
             }
             // ENXIO is "no reader" for a FIFO only (a Unix socket path says it too, for good).
@@ -92,8 +94,7 @@ fn check_symlink(path: &Path) -> Result<(), String> {
     };
     // Sticky or world-writable: a directory where others may plant links.
     let shared = dir.mode() & 0o1000 != 0 || dir.mode() & 0o002 != 0;
-    // SAFETY: geteuid has no failure mode.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if shared && link.uid() != me && link.uid() != dir.uid() {
         return Err(format!(
             "{} is a symlink owned by another user (uid {}) in a shared directory; not following it",
@@ -273,8 +274,7 @@ impl SummaryFile {
         let dirfd = OwnedFd::from(dirfd);
         let probe =
             create_temp(&dirfd, &name).map_err(|e| format!("{what} {shown}: cannot write there: {e}"))?;
-        // SAFETY: removing the probe we just created, by name, relative to the directory fd.
-        unsafe { libc::unlinkat(dirfd.as_raw_fd(), probe.1.as_ptr(), 0) };
+        let _ = rustix::fs::unlinkat(&dirfd, probe.1.as_c_str(), AtFlags::empty());
         Ok(SummaryFile::Replace(path.to_owned(), dirfd, name))
     }
 
@@ -317,16 +317,11 @@ fn create_temp(dir: &OwnedFd, name: &std::ffi::CStr) -> io::Result<(File, std::f
         let hex: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
         let tmp = std::ffi::CString::new(format!(".{}.{hex}.tmp", name.to_string_lossy()))
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: a NUL-terminated name relative to an open directory fd.
-        let fd = unsafe { libc::openat(dir.as_raw_fd(), tmp.as_ptr(), flags, 0o666 as libc::c_uint) };
-        if fd >= 0 {
-            // SAFETY: a fresh fd owned by nothing else.
-            return Ok((unsafe { File::from_raw_fd(fd) }, tmp));
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(e);
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat(dir, tmp.as_c_str(), flags, Mode::from_raw_mode(0o666)) {
+            Ok(fd) => return Ok((File::from(fd), tmp)),
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Err(io::Error::from_raw_os_error(libc::EEXIST))
@@ -340,16 +335,11 @@ fn replace(dir: &OwnedFd, name: &std::ffi::CStr, json: &str) -> io::Result<()> {
         f.write_all(json.as_bytes())?;
         f.write_all(b"\n")?;
         f.sync_all()?;
-        // SAFETY: two NUL-terminated names relative to the same open directory fd.
-        let rc = unsafe { libc::renameat(dir.as_raw_fd(), tmp.as_ptr(), dir.as_raw_fd(), name.as_ptr()) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::fs::renameat(dir, tmp.as_c_str(), dir, name)?;
         Ok(())
     })();
     if result.is_err() {
-        // SAFETY: removing our own temporary file by name, relative to the directory fd.
-        unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
+        let _ = rustix::fs::unlinkat(dir, tmp.as_c_str(), AtFlags::empty());
     }
     result
 }

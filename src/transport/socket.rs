@@ -9,11 +9,11 @@
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::sys::fd::{peer_credentials, readable_now};
 use crate::tokens::{self, Source, LISTENER, MAX_CONNS};
 
 use crate::control::MAX_LINE;
@@ -276,9 +276,7 @@ impl ControlSocket {
     }
 
     fn listener_has_pending(&self) -> bool {
-        let mut pfd = libc::pollfd { fd: self.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd on the stack, zero timeout.
-        unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+        readable_now(&self.listener)
     }
 
     fn oldest_idle(&self) -> Option<usize> {
@@ -329,24 +327,10 @@ impl ControlSocket {
 /// Who may control the box: root or proc_box's own user (`SO_PEERCRED`), and never a process
 /// of the box's own tree (a job must not stop its own timer) unless `--allow-job-control`.
 fn peer_allowed(stream: &UnixStream, allow_job_control: bool) -> Result<(), &'static str> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: SO_PEERCRED writes one ucred into the local of the size given.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
+    let Ok(cred) = peer_credentials(stream) else {
         return Err("its credentials cannot be read");
-    }
-    // SAFETY: geteuid has no failure mode.
-    let me = unsafe { libc::geteuid() };
-    if cred.uid != 0 && cred.uid != me {
+    };
+    if cred.uid != 0 && cred.uid != rustix::process::geteuid().as_raw() {
         return Err("another user (only root and the box's own user may control it)");
     }
     if !allow_job_control && in_own_tree(cred.pid) {
@@ -381,9 +365,7 @@ impl Conn {
         if self.unanswered != 0 || !self.out.is_empty() || !self.inbuf.is_empty() || self.more {
             return false;
         }
-        let mut pfd = libc::pollfd { fd: self.stream.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd on the stack, zero timeout.
-        unsafe { libc::poll(&mut pfd, 1, 0) == 0 }
+        !readable_now(&self.stream)
     }
 
     /// The next complete line of the input, enforcing [`MAX_LINE`].

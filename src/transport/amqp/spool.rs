@@ -96,8 +96,7 @@ pub fn default_dir() -> PathBuf {
     match std::env::var_os("XDG_STATE_HOME").filter(|v| Path::new(v).is_absolute()) {
         Some(state) => Path::new(&state).join("proc_box/spool"),
         None => {
-            // SAFETY: getuid has no preconditions and cannot fail.
-            let uid = unsafe { libc::getuid() };
+            let uid = rustix::process::getuid().as_raw();
             PathBuf::from(format!("/var/tmp/proc_box-{uid}/spool"))
         }
     }
@@ -211,8 +210,7 @@ impl Spool {
     /// writable by others; a directory on the way that another user owns (root excepted) or
     /// may rename entries in (writable by others without the sticky bit).
     pub fn open(path: &Path, create: bool) -> io::Result<Option<Spool>> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         let refuse = |at: &Path, why: &str| {
             Err(io::Error::other(format!("{}: {why}; {} not used as a spool", at.display(), path.display())))
         };
