@@ -24,13 +24,7 @@ pub enum Track {
     Subreaper,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OnMainExit {
-    /// end every leftover process: the stop signal, then SIGKILL after --grace
-    Kill,
-    /// wait for the whole tree to exit by itself
-    Wait,
-}
+pub use crate::policy::OnMainExit;
 
 /// Bool options take `--debug`, `--debug=false`, `-debug=true` (Go never takes a separate word).
 macro_rules! bool_opt {

@@ -1,7 +1,8 @@
 //! proc_box: run a command in a box that holds its whole process tree.
 //!
 //! Data flows one way: kernel events → [`tracker`] (what the tree is) → [`policy`] (what to do)
-//! → actions carried out by the [`event_loop`]; the [`transport`]s feed commands in.
+//! → actions carried out by the [`event_loop`]; the [`transport`]s feed commands in, through
+//! the [`control`] door.
 
 #[macro_use]
 pub mod log;

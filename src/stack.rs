@@ -19,7 +19,10 @@
 //!   measured for parsing and for dropping, tables and arrays, in this build's profile
 //!   ([`PER_BYTE`]), plus what the thread uses before the parse. [`AMQP`] adds half again.
 
-use crate::transport::amqp::link::FRAME_MAX;
+/// Frame size asked of the broker, AMQP's minimum; larger messages are split. It also sizes
+/// lapin's receive buffer (32 frames), which bounds the largest frame it can parse and so the
+/// stack that parsing needs: a URI's own `frame_max` is overridden (`transport::amqp::link`).
+pub const FRAME_MAX: u32 = 4 * 1024;
 
 /// Frames lapin's receive buffer holds (its `FRAMES_STORAGE`): the largest frame it can ever
 /// parse is this many `frame_max`.

@@ -10,13 +10,21 @@ pub mod stop;
 pub mod timer;
 
 use crate::command::Command;
-use crate::config::OnMainExit;
 use crate::signals::{meaning, Meaning, Sig};
 use limits::Limits;
 use std::time::{Duration, Instant};
 use stop::StopMachine;
 pub use stop::{Phase, Reason};
 use timer::Timer;
+
+/// What happens to leftover descendants when the main process exits (`--on-main-exit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnMainExit {
+    /// end every leftover process: the stop signal, then SIGKILL after --grace
+    Kill,
+    /// wait for the whole tree to exit by itself
+    Wait,
+}
 
 /// How the box's end maps to proc_box's exit status (the contract's table, plus options).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

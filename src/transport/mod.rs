@@ -1,6 +1,6 @@
 //! Who can talk to the box. Transports turn bytes into command lines and replies back into
-//! bytes; they never touch the tree. Parsing and acting are the event loop's job, through
-//! `command::parse` and the policy.
+//! bytes; they never touch the tree. Every command then passes one door, [`crate::control`]
+//! (bound, token check, parse), whichever transport brought it; the policy decides.
 
 pub mod amqp;
 pub mod sinks;

@@ -16,10 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Bound on every network step (connect, declare, bind, consume): `connect` can hang.
 pub const STEP: Duration = Duration::from_secs(10);
 
-/// Frame size asked of the broker, AMQP's minimum; larger messages are split. It also sizes
-/// lapin's receive buffer (32 frames), which bounds the largest frame it can parse and so the
-/// stack that parsing needs (see [`crate::stack`]): a URI's own `frame_max` is overridden.
-pub const FRAME_MAX: u32 = 4 * 1024;
+/// Frame size asked of the broker (defined with the stack bound it sets: see [`crate::stack`]).
+pub use crate::stack::FRAME_MAX;
 
 /// The most one command may cost the box before it is read: its control queue refuses a
 /// longer message (the control socket's line bound).
