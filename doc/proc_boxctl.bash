@@ -546,7 +546,7 @@ _proc_boxctl() {
             return 0
             ;;
         proc_boxctl__subcmd__ledger__subcmd__import)
-            opts="-h --db --uri --exchange --rkey --skey --cacert --help -db -uri -exchange -rkey -skey -cacert -help"
+            opts="-h --db --samples --uri --exchange --rkey --skey --cacert --help -db -samples -uri -exchange -rkey -skey -cacert -help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -584,7 +584,7 @@ _proc_boxctl() {
             return 0
             ;;
         proc_boxctl__subcmd__ledger__subcmd__run)
-            opts="-h --db --queue --batch --uri --exchange --rkey --skey --cacert --help -db -queue -batch -uri -exchange -rkey -skey -cacert -help"
+            opts="-h --db --queue --batch --samples --uri --exchange --rkey --skey --cacert --help -db -queue -batch -samples -uri -exchange -rkey -skey -cacert -help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -672,12 +672,20 @@ _proc_boxctl() {
             return 0
             ;;
         proc_boxctl__subcmd__plot)
-            opts="-o -h --output --format --uri --exchange --rkey --skey --cacert --help -output -format -uri -exchange -rkey -skey -cacert -help"
+            opts="-o -h --box --db --output --format --uri --exchange --rkey --skey --cacert --help -box -db -output -format -uri -exchange -rkey -skey -cacert -help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --box)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

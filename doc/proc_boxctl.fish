@@ -102,6 +102,7 @@ complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fi
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -l rkey -d 'control routing key(s) the boxes bind; the first is used' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -l skey -d 'prefix of the boxes\' emission key' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -l cacert -d 'PEM file of extra CA certificates for amqps://' -r -F
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -l samples -d 'also keep the samples, thinned to at most 500 points per job (plus 100 state changes), for plot --db and the HTML report'
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from run" -s h -l help -d 'Print help'
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -l db -d 'the ledger database: sqlite:PATH, a path, or postgres://USER@HOST/DB [default: /var/lib/proc_box/ledger.sqlite for root, else $XDG_STATE_HOME/proc_box/ledger.sqlite]' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -l uri -d 'AMQP URI(s), comma-separated nodes of one cluster' -r
@@ -109,6 +110,7 @@ complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fi
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -l rkey -d 'control routing key(s) the boxes bind; the first is used' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -l skey -d 'prefix of the boxes\' emission key' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -l cacert -d 'PEM file of extra CA certificates for amqps://' -r -F
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -l samples -d 'also keep the stats files\' samples, thinned as ledger run --samples does'
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help'
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from status" -l db -d 'the ledger database: sqlite:PATH, a path, or postgres://USER@HOST/DB [default: /var/lib/proc_box/ledger.sqlite for root, else $XDG_STATE_HOME/proc_box/ledger.sqlite]' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand ledger; and __fish_seen_subcommand_from status" -l format -d 'table or json' -r
@@ -150,6 +152,8 @@ complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l rkey -d
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l skey -d 'prefix of the boxes\' emission key' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -l cacert -d 'PEM file of extra CA certificates for amqps://' -r -F
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand jobs" -s h -l help -d 'Print help'
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand plot" -l box -d 'draw this box (its latest job, or its latest samples if still running) from the ledger\'s samples (ledger run --samples) and summary' -r
+complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand plot" -l db -d 'the ledger database: sqlite:PATH, a path, or postgres://USER@HOST/DB [default: /var/lib/proc_box/ledger.sqlite for root, else $XDG_STATE_HOME/proc_box/ledger.sqlite]' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand plot" -s o -l output -d 'where to write the picture (\'-\' or unset: standard output)' -r -F
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand plot" -l format -d 'svg (png is not built in: it would need a font rasteriser; convert the SVG with a browser or rsvg-convert)' -r
 complete -c proc_boxctl -n "__fish_proc_boxctl_using_subcommand plot" -l uri -d 'AMQP URI(s), comma-separated nodes of one cluster' -r

@@ -129,6 +129,7 @@ _arguments "${_arguments_options[@]}" : \
 '--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
 '--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
 '--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'--samples[also keep the samples, thinned to at most 500 points per job (plus 100 state changes), for plot --db and the HTML report]' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0
@@ -141,6 +142,7 @@ _arguments "${_arguments_options[@]}" : \
 '--rkey=[control routing key(s) the boxes bind; the first is used]:RKEY:_default' \
 '--skey=[prefix of the boxes'\'' emission key]:SKEY:_default' \
 '--cacert=[PEM file of extra CA certificates for amqps\://]:PATH:_files' \
+'--samples[also keep the stats files'\'' samples, thinned as ledger run --samples does]' \
 '-h[Print help]' \
 '--help[Print help]' \
 '*::paths -- summary files, stats files (their summary line) or spool directories:_files' \
@@ -235,6 +237,8 @@ _arguments "${_arguments_options[@]}" : \
 ;;
 (plot)
 _arguments "${_arguments_options[@]}" : \
+'--box=[draw this box (its latest job, or its latest samples if still running) from the ledger'\''s samples (ledger run --samples) and summary]:ID:_default' \
+'--db=[the ledger database\: sqlite\:PATH, a path, or postgres\://USER@HOST/DB \[default\: /var/lib/proc_box/ledger.sqlite for root, else \$XDG_STATE_HOME/proc_box/ledger.sqlite\]]:URL:_default' \
 '-o+[where to write the picture ('\''-'\'' or unset\: standard output)]:FILE:_files' \
 '--output=[where to write the picture ('\''-'\'' or unset\: standard output)]:FILE:_files' \
 '--format=[svg (png is not built in\: it would need a font rasteriser; convert the SVG with a browser or rsvg-convert)]:FORMAT:_default' \

@@ -412,7 +412,7 @@ fn arithmetic(db: &str, scene: &Scene) {
 fn sqlite_report_arithmetic_and_exact_money() {
     let scene = Scene::new("ledger-sum");
     arithmetic(&sqlite(&scene), &scene);
-    assert_eq!(status(&sqlite(&scene))["schema_version"], 1);
+    assert_eq!(status(&sqlite(&scene))["schema_version"], 2);
 }
 
 #[test]
@@ -423,7 +423,7 @@ fn postgres_report_arithmetic_and_exact_money() {
     // Re-importing into PostgreSQL is a no-op too.
     let o = run(&["ledger", "import", "--db", &pg.url(5432), scene.dir.join("hand.jsonl").to_str().unwrap()]);
     assert!(stdout(&o).starts_with("0 new, 5 already stored"), "{}", stdout(&o));
-    assert_eq!(status(&pg.url(5432))["schema_version"], 1);
+    assert_eq!(status(&pg.url(5432))["schema_version"], 2);
 }
 
 #[test]

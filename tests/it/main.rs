@@ -15,6 +15,7 @@ mod control;
 mod escape;
 mod hardening;
 mod ledger;
+mod ledger_samples;
 mod limits;
 mod plot;
 mod ptrace;

@@ -11,7 +11,7 @@
 //!   and the broker keeps the rest. A broker connection that fails is rebuilt from scratch.
 
 use super::ingest::{self, Parsed};
-use super::store::{now_us, DbError, DbUrl, DeadLetter, Inserted, Job, Store, CONFLICT};
+use super::store::{now_us, DbError, DbUrl, DeadLetter, Inserted, Job, SampleRow, Store, CONFLICT};
 use crate::{status, BrokerArgs, Failed};
 use futures_lite::future::or;
 use futures_lite::StreamExt;
@@ -35,6 +35,8 @@ pub struct Options {
     pub batch: usize,
     /// How long to wait for more messages to fill a batch.
     pub linger: Duration,
+    /// Keep samples too (thinned per run), for the charts.
+    pub samples: bool,
 }
 
 #[derive(Default)]
@@ -43,6 +45,7 @@ struct Counts {
     duplicates: u64,
     dead: u64,
     skipped: u64,
+    samples: u64,
 }
 
 fn log(line: &str) {
@@ -189,13 +192,25 @@ struct Dead {
 /// One delivery, sorted.
 enum Item {
     Store(u64, Box<Job>),
+    /// A sample, with `--samples`: never dead-lettered (samples are transient; a bad one is
+    /// skipped).
+    Sample(u64, Box<SampleRow>),
     Dead(Box<Dead>),
     Skip(u64),
 }
 
-fn sort(d: lapin::message::Delivery) -> Item {
+fn sort(d: lapin::message::Delivery, samples: bool) -> Item {
     let tag = d.delivery_tag;
     if let Some(kind) = d.properties.kind() {
+        if kind.as_str() == "sample" && samples {
+            return match serde_json::from_slice::<serde_json::Value>(&d.data)
+                .ok()
+                .and_then(|v| ingest::sample_row(&v))
+            {
+                Some(r) => Item::Sample(tag, Box::new(r)),
+                None => Item::Skip(tag),
+            };
+        }
         if kind.as_str() != "summary" {
             return Item::Skip(tag);
         }
@@ -204,7 +219,8 @@ fn sort(d: lapin::message::Delivery) -> Item {
         std::str::from_utf8(&d.data).map_err(|_| "not UTF-8".to_owned()).and_then(ingest::parse_text);
     match parsed {
         Ok(Parsed::Job(j)) => Item::Store(tag, j),
-        Ok(Parsed::Other) => Item::Skip(tag),
+        Ok(Parsed::Sample(r)) if samples => Item::Sample(tag, r),
+        Ok(Parsed::Sample(_) | Parsed::Other) => Item::Skip(tag),
         Err(why) => Item::Dead(Box::new(Dead { tag: Some(tag), props: d.properties, data: d.data, why })),
     }
 }
@@ -269,7 +285,7 @@ async fn session_inner(
                 None => {}
             }
         };
-        let mut batch = vec![sort(first)];
+        let mut batch = vec![sort(first, opts.samples)];
         let deadline = Instant::now() + opts.linger;
         while batch.len() < opts.batch {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -279,7 +295,7 @@ async fn session_inner(
             })
             .await;
             match next {
-                Some(Some(Ok(d))) => batch.push(sort(d)),
+                Some(Some(Ok(d))) => batch.push(sort(d, opts.samples)),
                 Some(Some(Err(e))) => return Err(Failure::from_lapin(&e)),
                 Some(None) => break,
                 None => return Err(Failure::Transient("the consumer was cancelled".into())),
@@ -289,8 +305,8 @@ async fn session_inner(
         if last_report.elapsed() > Duration::from_secs(60) {
             last_report = Instant::now();
             log(&format!(
-                "{} stored, {} already stored, {} dead-lettered, {} not summaries",
-                counts.new, counts.duplicates, counts.dead, counts.skipped
+                "{} stored, {} already stored, {} dead-lettered, {} not summaries, {} samples kept",
+                counts.new, counts.duplicates, counts.dead, counts.skipped, counts.samples
             ));
         }
     }
@@ -309,7 +325,7 @@ async fn handle(
     let Some(last_tag) = batch
         .iter()
         .map(|i| match i {
-            Item::Store(t, _) | Item::Skip(t) => *t,
+            Item::Store(t, _) | Item::Sample(t, _) | Item::Skip(t) => *t,
             Item::Dead(d) => d.tag.unwrap_or(0),
         })
         .max()
@@ -317,12 +333,22 @@ async fn handle(
         return Ok(());
     };
     let mut jobs = Vec::new();
+    let mut samples = Vec::new();
     let mut dead = Vec::new();
     for item in batch {
         match item {
             Item::Store(_, j) => jobs.push(*j),
+            Item::Sample(_, r) => samples.push(*r),
             Item::Dead(d) => dead.push(*d),
             Item::Skip(_) => counts.skipped += 1,
+        }
+    }
+    // Samples first, so that a job's summary never lands before its last samples; a batch of
+    // samples the database refuses for good is logged and let go (they only draw a chart).
+    if !samples.is_empty() {
+        match retry(|| store.insert_samples(&samples)).await {
+            Ok(n) => counts.samples += n as u64,
+            Err(m) => log(&format!("{} samples not kept: {m}", samples.len())),
         }
     }
     // Rows the database itself refuses (one at a time, to find them) join the dead letters.

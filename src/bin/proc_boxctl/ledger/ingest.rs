@@ -5,7 +5,7 @@
 //! time, the wall time or the CPU figures is refused with the reason, never stored with a
 //! guess. Fields added to the summary after schema 1 (`owner`, `scheduler`) are optional.
 
-use super::store::{Job, Store};
+use super::store::{Job, SampleRow, Store};
 use serde_json::Value;
 use std::path::Path;
 
@@ -15,8 +15,39 @@ pub const SCHEMAS: [i64; 1] = [1];
 /// What a JSON object turned out to be.
 pub enum Parsed {
     Job(Box<Job>),
-    /// Not a summary (a sample): nothing to store, nothing wrong.
+    /// A sample: stored only with `--samples`.
+    Sample(Box<SampleRow>),
+    /// Not a summary (a sample without the figures a chart needs): nothing to store, nothing wrong.
     Other,
+}
+
+/// A sample line to what the ledger keeps of it; `None` when it lacks what a chart needs.
+pub fn sample_row(v: &Value) -> Option<SampleRow> {
+    let id = v.get("message_id")?.as_str()?;
+    let run = &id[..id.rfind("-sample-")?];
+    let us = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_f64)
+            .filter(|s| s.is_finite() && (0.0..1e12).contains(s))
+            .map(|s| (s * 1e6).round() as i64)
+    };
+    let n = |k: &str| v.get(k).and_then(Value::as_u64).and_then(|n| i64::try_from(n).ok());
+    Some(SampleRow {
+        run: run.to_owned(),
+        box_id: v.get("box_id")?.as_str()?.to_owned(),
+        host: v.get("hostname")?.as_str()?.to_owned(),
+        seq: n("seq")?,
+        time_us: us("time_unix")?,
+        elapsed_us: us("elapsed_seconds"),
+        state: v.get("state").and_then(Value::as_str).unwrap_or("running").to_owned(),
+        processes: n("processes").unwrap_or(0),
+        processes_started: n("processes_started").unwrap_or(0),
+        cpu_us: us("cpu_user_seconds")?.checked_add(us("cpu_system_seconds")?)?,
+        rss_bytes: n("rss_bytes").unwrap_or(0),
+        pss_bytes: n("pss_bytes"),
+        io_read_bytes: n("io_read_bytes").unwrap_or(0),
+        io_write_bytes: n("io_write_bytes").unwrap_or(0),
+    })
 }
 
 /// Seconds (a JSON number) to whole microseconds, rounded to the nearest.
@@ -84,7 +115,7 @@ pub fn parse(v: &Value, raw: &str) -> Result<Parsed, String> {
     let Some(obj) = v.as_object() else { return Err("not a JSON object".into()) };
     match obj.get("type").and_then(Value::as_str) {
         Some("summary") => {}
-        Some("sample") => return Ok(Parsed::Other),
+        Some("sample") => return Ok(sample_row(v).map_or(Parsed::Other, |r| Parsed::Sample(Box::new(r)))),
         Some(t) => return Err(format!("unknown message type '{t}'")),
         None => return Err("'type' is missing".into()),
     }
@@ -142,6 +173,9 @@ pub struct Totals {
     pub stored: usize,
     pub rejected: usize,
     pub skipped: usize,
+    /// With `--samples`: samples read, and stored (after thinning; none twice).
+    pub samples_read: usize,
+    pub samples_stored: usize,
 }
 
 /// One line of a file (1-based) and what it held.
@@ -233,6 +267,7 @@ fn tally(
 pub fn import(
     store: &mut dyn Store,
     paths: &[std::path::PathBuf],
+    samples: bool,
     complain: &mut dyn FnMut(String),
 ) -> Result<Totals, super::store::DbError> {
     const BATCH: usize = 1000;
@@ -291,14 +326,27 @@ pub fn import(
                     t.rejected += 1;
                 }
                 Ok(items) => {
+                    let mut rows = Vec::new();
                     for (line, item) in items {
                         match item {
                             Ok(Parsed::Job(j)) => batch.push((*j, format!("{}:{line}", file.display()))),
-                            Ok(Parsed::Other) => t.skipped += 1,
+                            Ok(Parsed::Sample(r)) if samples => rows.push(*r),
+                            Ok(Parsed::Sample(_) | Parsed::Other) => t.skipped += 1,
                             Err(e) => {
                                 complain(format!("{}:{line}: {e}", file.display()));
                                 t.rejected += 1;
                             }
+                        }
+                    }
+                    t.samples_read += rows.len();
+                    if !rows.is_empty() {
+                        match store.insert_samples(&rows) {
+                            Ok(n) => t.samples_stored += n,
+                            Err(super::store::DbError::Fatal(e)) => complain(format!(
+                                "{}: its samples: the database refused them: {e}",
+                                file.display()
+                            )),
+                            Err(e) => return Err(e),
                         }
                     }
                 }
@@ -351,6 +399,14 @@ mod tests {
             assert!(e.contains(why), "{field}: {e}");
         }
         assert!(matches!(parse(&serde_json::json!({"type": "sample"}), ""), Ok(Parsed::Other)));
+        let sample = serde_json::json!({"type": "sample", "message_id": "h-1-ab-sample-7", "box_id": "b",
+            "hostname": "h", "seq": 7, "time_unix": 1.5, "cpu_user_seconds": 0.25, "cpu_system_seconds": 0.5,
+            "state": "suspended", "pss_bytes": null, "rss_bytes": 10});
+        let Ok(Parsed::Sample(r)) = parse(&sample, "") else { panic!("not a sample") };
+        assert_eq!(
+            (r.run.as_str(), r.seq, r.time_us, r.cpu_us, r.pss_bytes, r.rss_bytes),
+            ("h-1-ab", 7, 1_500_000, 750_000, None, 10)
+        );
         assert!(parse_text("{nope").err().unwrap().contains("bad JSON"));
     }
 

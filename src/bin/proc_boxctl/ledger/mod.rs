@@ -8,7 +8,7 @@ mod postgres;
 mod rates;
 mod report;
 mod sqlite;
-mod store;
+pub mod store;
 
 use crate::{eprintln_safe, status, BrokerArgs, Failed};
 use clap::{Args, Subcommand};
@@ -38,7 +38,7 @@ impl DbArgs {
 
     /// For the commands that only read (`status`, `report`, `jobs`): a SQLite file that is not
     /// there is an error, not a new empty ledger whose bill of nothing looks like a real one.
-    fn open_existing(&self) -> Result<Box<dyn store::Store>, Failed> {
+    pub fn open_existing(&self) -> Result<Box<dyn store::Store>, Failed> {
         let url = self.url()?;
         if let DbUrl::Sqlite(path) = &url {
             if !path.exists() {
@@ -55,7 +55,7 @@ impl DbArgs {
     }
 }
 
-fn db_failed(e: DbError) -> Failed {
+pub fn db_failed(e: DbError) -> Failed {
     match e {
         DbError::Unavailable(m) => Failed::new(status::UNREACHABLE, m),
         DbError::Fatal(m) => Failed::new(status::REFUSED, m),
@@ -88,6 +88,9 @@ struct RunArgs {
     /// summaries committed per transaction (at most)
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=10000))]
     batch: u16,
+    /// also keep the samples, thinned to at most 500 points per job (plus 100 state changes), for plot --db and the HTML report
+    #[arg(long)]
+    samples: bool,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +100,9 @@ struct ImportArgs {
     /// summary files, stats files (their summary line) or spool directories
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// also keep the stats files' samples, thinned as ledger run --samples does
+    #[arg(long)]
+    samples: bool,
 }
 
 #[derive(Debug, Args)]
@@ -192,16 +198,22 @@ pub fn ledger(broker: &BrokerArgs, a: LedgerArgs) -> Result<u8, Failed> {
                 queue: r.queue,
                 batch: usize::from(r.batch),
                 linger: std::time::Duration::from_millis(100),
+                samples: r.samples,
             },
         ),
         LedgerAction::Import(i) => {
             let mut store = i.db.open()?;
-            let t = ingest::import(store.as_mut(), &i.paths, &mut |m| {
+            let t = ingest::import(store.as_mut(), &i.paths, i.samples, &mut |m| {
                 eprintln_safe(&format!("proc_boxctl: {m}"))
             })
             .map_err(db_failed)?;
+            let samples = if i.samples {
+                format!(", {} samples read, {} stored after thinning", t.samples_read, t.samples_stored)
+            } else {
+                String::new()
+            };
             out(&format!(
-                "{} new, {} already stored, {} rejected, {} samples skipped\n",
+                "{} new, {} already stored, {} rejected, {} samples skipped{samples}\n",
                 t.new, t.stored, t.rejected, t.skipped
             ))?;
             Ok(if t.rejected > 0 { status::REFUSED } else { status::OK })
@@ -262,8 +274,10 @@ pub fn report(a: ReportArgs) -> Result<u8, Failed> {
         None => None,
     };
     let (since, until) = period(&a.period)?;
-    let jobs = a.db.open_existing()?.jobs(since, until).map_err(db_failed)?;
+    let mut store = a.db.open_existing()?;
+    let jobs = store.jobs(since, until).map_err(db_failed)?;
     let r = report::build(&jobs, &keys, card.as_ref()).map_err(|e| Failed::new(status::REFUSED, e))?;
+    let store = std::cell::RefCell::new(store);
     let text = if a.format == Format::Html {
         html::render(&html::Input {
             report: &r,
@@ -272,7 +286,15 @@ pub fn report(a: ReportArgs) -> Result<u8, Failed> {
             since,
             until,
             every: a.every.unwrap_or_else(|| html::Every::auto(&jobs)),
-            spark: &|_| None,
+            spark: &|j| {
+                let run = crate::plot::run_of(&j.message_id)?;
+                let (stride, rows) = store.borrow_mut().samples(&run).ok()?;
+                if rows.is_empty() {
+                    return None;
+                }
+                let job = crate::plot::from_rows(stride, &rows, Some(crate::plot::end_of(j)));
+                Some(crate::plot::svg::spark(&crate::plot::series::chart(&job)))
+            },
         })
     } else {
         report::render(&r, card.as_ref(), a.format, since, until)

@@ -4,8 +4,8 @@
 //! idempotent and migrations run under an advisory lock.
 
 use super::store::{
-    current_version, same_summary, DbError, DeadLetter, Inserted, Job, Status, Store, COLUMNS, MIGRATIONS,
-    READ_COLUMNS,
+    current_version, keep, same_summary, DbError, DeadLetter, Found, Inserted, Job, SampleRow, Status, Store,
+    COLUMNS, MAX_SAMPLES, MIGRATIONS, READ_COLUMNS, SAMPLE_COLUMNS,
 };
 use postgres::{Client, Config, NoTls};
 use std::time::Duration;
@@ -263,4 +263,136 @@ impl Store for Postgres {
             })
         })
     }
+
+    fn insert_samples(&mut self, samples: &[SampleRow]) -> Result<usize, DbError> {
+        self.with("storing samples", |c| {
+            let mut tx = c.transaction()?;
+            let ins = tx.prepare(&format!(
+                "INSERT INTO samples ({SAMPLE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                 $12, $13, $14, $15) ON CONFLICT (run, seq) DO NOTHING"
+            ))?;
+            let mut stored = 0;
+            // Per run: (stride, last seq, last state, events kept, the sample before in this batch).
+            let mut runs: Runs = Default::default();
+            for r in samples {
+                if !runs.contains_key(&r.run) {
+                    let known = tx.query_opt("SELECT stride, last_seq, last_state FROM sample_runs WHERE run = $1", &[&r.run])?;
+                    let events: i64 =
+                        tx.query_one("SELECT COUNT(*) FROM samples WHERE run = $1 AND event = 1", &[&r.run])?.get(0);
+                    let (stride, last, state) =
+                        known.map_or((1, 0, None), |x| (x.get(0), x.get(1), Some(x.get::<_, String>(2))));
+                    runs.insert(r.run.clone(), (stride, last, state, events, None));
+                }
+                let Some(run) = runs.get_mut(&r.run) else { continue };
+                // The state before this sample: the batch's previous sample of the run, else the
+                // last one stored, if either came before it (samples may come again, or late).
+                let before = run.4.as_ref().filter(|(s, _)| *s < r.seq).map(|(_, st)| st.as_str());
+                let before = before.or(run.2.as_deref().filter(|_| run.1 < r.seq));
+                let (store, event) = keep(r.seq, run.0, before, &r.state, run.3);
+                run.4 = Some((r.seq, r.state.clone()));
+                if store {
+                    let n = tx.execute(
+                        &ins,
+                        &[
+                            &r.run,
+                            &r.box_id,
+                            &r.host,
+                            &r.seq,
+                            &r.time_us,
+                            &r.elapsed_us,
+                            &r.state,
+                            &r.processes,
+                            &r.processes_started,
+                            &r.cpu_us,
+                            &r.rss_bytes,
+                            &r.pss_bytes,
+                            &r.io_read_bytes,
+                            &r.io_write_bytes,
+                            &i64::from(event),
+                        ],
+                    )? as usize;
+                    stored += n;
+                    run.3 += if event { n as i64 } else { 0 };
+                }
+                if r.seq > run.1 {
+                    run.1 = r.seq;
+                    run.2 = Some(r.state.clone());
+                }
+            }
+            for (name, (mut stride, last, state, _, _)) in runs {
+                loop {
+                    let count: i64 =
+                        tx.query_one("SELECT COUNT(*) FROM samples WHERE run = $1 AND event = 0", &[&name])?.get(0);
+                    if count <= MAX_SAMPLES {
+                        break;
+                    }
+                    stride *= 2;
+                    tx.execute(
+                        "DELETE FROM samples WHERE run = $1 AND event = 0 AND seq > 1 AND seq % $2 <> 0",
+                        &[&name, &stride],
+                    )?;
+                }
+                tx.execute(
+                    "INSERT INTO sample_runs (run, stride, last_seq, last_state) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (run) DO UPDATE SET stride = excluded.stride, last_seq = excluded.last_seq, \
+                     last_state = excluded.last_state",
+                    &[&name, &stride, &last, &state.unwrap_or_default()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(stored)
+        })
+    }
+
+    fn samples(&mut self, run: &str) -> Result<(i64, Vec<SampleRow>), DbError> {
+        self.with("reading samples", |c| {
+            let stride: Option<i64> =
+                c.query_opt("SELECT stride FROM sample_runs WHERE run = $1", &[&run])?.map(|x| x.get(0));
+            let rows = c.query(
+                &format!("SELECT {SAMPLE_COLUMNS} FROM samples WHERE run = $1 ORDER BY seq"),
+                &[&run],
+            )?;
+            let rows = rows
+                .iter()
+                .map(|x| SampleRow {
+                    run: x.get(0),
+                    box_id: x.get(1),
+                    host: x.get(2),
+                    seq: x.get(3),
+                    time_us: x.get(4),
+                    elapsed_us: x.get(5),
+                    state: x.get(6),
+                    processes: x.get(7),
+                    processes_started: x.get(8),
+                    cpu_us: x.get(9),
+                    rss_bytes: x.get(10),
+                    pss_bytes: x.get(11),
+                    io_read_bytes: x.get(12),
+                    io_write_bytes: x.get(13),
+                })
+                .collect();
+            Ok((stride.unwrap_or(1), rows))
+        })
+    }
+
+    fn find_box(&mut self, id: &str) -> Result<Option<Found>, DbError> {
+        let cols = COLUMNS.trim_end_matches(", ingested_us");
+        self.with("finding the box", |c| {
+            let sql = format!(
+                "SELECT {cols} FROM jobs WHERE box_id = $1 OR message_id = $1 ORDER BY ended_us DESC LIMIT 1"
+            );
+            if let Some(r) = c.query_opt(&sql, &[&id])? {
+                return Ok(Some(Found::Job(Box::new(job_from_row(&r)))));
+            }
+            let run = c.query_opt(
+                "SELECT run FROM samples WHERE box_id = $1 ORDER BY time_us DESC LIMIT 1",
+                &[&id],
+            )?;
+            Ok(run.map(|r| Found::Running { run: r.get(0) }))
+        })
+    }
 }
+
+/// Per run while storing samples: (stride, last seq stored, its state, events kept, the
+/// previous sample of the batch).
+type Runs = std::collections::BTreeMap<String, (i64, i64, Option<String>, i64, Option<(i64, String)>)>;

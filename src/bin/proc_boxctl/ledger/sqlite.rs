@@ -2,8 +2,8 @@
 //! writes, with a long busy timeout so that two writers wait for each other instead of failing.
 
 use super::store::{
-    current_version, same_summary, DbError, DeadLetter, Inserted, Job, Status, Store, COLUMNS, MIGRATIONS,
-    READ_COLUMNS,
+    current_version, keep, same_summary, DbError, DeadLetter, Found, Inserted, Job, SampleRow, Status, Store,
+    COLUMNS, MAX_SAMPLES, MIGRATIONS, READ_COLUMNS, SAMPLE_COLUMNS,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -313,6 +313,164 @@ impl Store for Sqlite {
     fn status(&mut self) -> Result<Status, DbError> {
         self.read(Sqlite::read_status)
     }
+
+    fn insert_samples(&mut self, samples: &[SampleRow]) -> Result<usize, DbError> {
+        let what = "storing samples";
+        let f = fatal(what);
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&f)?;
+        let mut stored = 0;
+        {
+            // Per run: (stride, last seq, last state, events kept, the sample before in this batch).
+            let mut runs: Runs = Default::default();
+            let mut ins = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO samples ({SAMPLE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+                     ?12, ?13, ?14, ?15) ON CONFLICT (run, seq) DO NOTHING"
+                ))
+                .map_err(&f)?;
+            for r in samples {
+                if !runs.contains_key(&r.run) {
+                    let known: Option<(i64, i64, String)> = tx
+                        .query_row(
+                            "SELECT stride, last_seq, last_state FROM sample_runs WHERE run = ?1",
+                            [&r.run],
+                            |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)),
+                        )
+                        .optional()
+                        .map_err(&f)?;
+                    let events: i64 = tx
+                        .query_row(
+                            "SELECT COUNT(*) FROM samples WHERE run = ?1 AND event = 1",
+                            [&r.run],
+                            |x| x.get(0),
+                        )
+                        .map_err(&f)?;
+                    let (stride, last, state) = known.map_or((1, 0, None), |(a, b, c)| (a, b, Some(c)));
+                    runs.insert(r.run.clone(), (stride, last, state, events, None));
+                }
+                let Some(run) = runs.get_mut(&r.run) else { continue };
+                // The state before this sample: the batch's previous sample of the run, else the
+                // last one stored, if either came before it (samples may come again, or late).
+                let before = run.4.as_ref().filter(|(s, _)| *s < r.seq).map(|(_, st)| st.as_str());
+                let before = before.or(run.2.as_deref().filter(|_| run.1 < r.seq));
+                let (store, event) = keep(r.seq, run.0, before, &r.state, run.3);
+                run.4 = Some((r.seq, r.state.clone()));
+                if store {
+                    let n = ins
+                        .execute(params![
+                            r.run,
+                            r.box_id,
+                            r.host,
+                            r.seq,
+                            r.time_us,
+                            r.elapsed_us,
+                            r.state,
+                            r.processes,
+                            r.processes_started,
+                            r.cpu_us,
+                            r.rss_bytes,
+                            r.pss_bytes,
+                            r.io_read_bytes,
+                            r.io_write_bytes,
+                            i64::from(event)
+                        ])
+                        .map_err(&f)?;
+                    stored += n;
+                    run.3 += if event { n as i64 } else { 0 };
+                }
+                if r.seq > run.1 {
+                    run.1 = r.seq;
+                    run.2 = Some(r.state.clone());
+                }
+            }
+            for (name, (mut stride, last, state, _, _)) in runs {
+                let count = |tx: &rusqlite::Transaction| -> Result<i64, DbError> {
+                    tx.query_row("SELECT COUNT(*) FROM samples WHERE run = ?1 AND event = 0", [&name], |x| {
+                        x.get(0)
+                    })
+                    .map_err(fatal(what))
+                };
+                while count(&tx)? > MAX_SAMPLES {
+                    stride *= 2;
+                    tx.execute(
+                        "DELETE FROM samples WHERE run = ?1 AND event = 0 AND seq > 1 AND seq % ?2 <> 0",
+                        params![name, stride],
+                    )
+                    .map_err(&f)?;
+                }
+                tx.execute(
+                    "INSERT INTO sample_runs (run, stride, last_seq, last_state) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (run) DO UPDATE SET stride = excluded.stride, last_seq = excluded.last_seq, \
+                     last_state = excluded.last_state",
+                    params![name, stride, last, state.unwrap_or_default()],
+                )
+                .map_err(&f)?;
+            }
+        }
+        tx.commit().map_err(&f)?;
+        Ok(stored)
+    }
+
+    fn samples(&mut self, run: &str) -> Result<(i64, Vec<SampleRow>), DbError> {
+        self.read(|c| {
+            let f = fatal("reading samples");
+            let stride: Option<i64> = c
+                .query_row("SELECT stride FROM sample_runs WHERE run = ?1", [run], |x| x.get(0))
+                .optional()
+                .map_err(&f)?;
+            let mut st = c
+                .prepare(&format!("SELECT {SAMPLE_COLUMNS} FROM samples WHERE run = ?1 ORDER BY seq"))
+                .map_err(&f)?;
+            let rows = st
+                .query_map([run], |x| {
+                    Ok(SampleRow {
+                        run: x.get(0)?,
+                        box_id: x.get(1)?,
+                        host: x.get(2)?,
+                        seq: x.get(3)?,
+                        time_us: x.get(4)?,
+                        elapsed_us: x.get(5)?,
+                        state: x.get(6)?,
+                        processes: x.get(7)?,
+                        processes_started: x.get(8)?,
+                        cpu_us: x.get(9)?,
+                        rss_bytes: x.get(10)?,
+                        pss_bytes: x.get(11)?,
+                        io_read_bytes: x.get(12)?,
+                        io_write_bytes: x.get(13)?,
+                    })
+                })
+                .map_err(&f)?;
+            Ok((stride.unwrap_or(1), rows.collect::<Result<Vec<_>, _>>().map_err(&f)?))
+        })
+    }
+
+    fn find_box(&mut self, id: &str) -> Result<Option<Found>, DbError> {
+        let cols = COLUMNS.trim_end_matches(", ingested_us");
+        self.read(|c| {
+            let f = fatal("finding the box");
+            let job = c
+                .query_row(
+                    &format!(
+                        "SELECT {cols} FROM jobs WHERE box_id = ?1 OR message_id = ?1 ORDER BY ended_us DESC LIMIT 1"
+                    ),
+                    [id],
+                    job_from_row,
+                )
+                .optional()
+                .map_err(&f)?;
+            if let Some(j) = job {
+                return Ok(Some(Found::Job(Box::new(j))));
+            }
+            let run: Option<String> = c
+                .query_row("SELECT run FROM samples WHERE box_id = ?1 ORDER BY time_us DESC LIMIT 1", [id], |x| {
+                    x.get(0)
+                })
+                .optional()
+                .map_err(&f)?;
+            Ok(run.map(|run| Found::Running { run }))
+        })
+    }
 }
 
 impl Sqlite {
@@ -339,3 +497,7 @@ impl Sqlite {
         Ok(Status { rows, last_ingest_us: last, dead_letters: dead, last_dead, schema_version: version })
     }
 }
+
+/// Per run while storing samples: (stride, last seq stored, its state, events kept, the
+/// previous sample of the batch).
+type Runs = std::collections::BTreeMap<String, (i64, i64, Option<String>, i64, Option<(i64, String)>)>;

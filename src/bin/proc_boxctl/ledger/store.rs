@@ -108,7 +108,68 @@ pub trait Store {
     /// columns.
     fn jobs(&mut self, since_us: Option<i64>, until_us: Option<i64>) -> Result<Vec<Job>, DbError>;
     fn status(&mut self) -> Result<Status, DbError>;
+    /// Stores samples (`ledger run --samples`, `import --samples`), thinned per run so that
+    /// none keeps more than [`MAX_SAMPLES`] regular points and [`MAX_EVENTS`] state changes
+    /// (see [`keep`]). In one transaction; a sample already stored is a no-op. Returns how
+    /// many were stored.
+    fn insert_samples(&mut self, samples: &[SampleRow]) -> Result<usize, DbError>;
+    /// The stored samples of a run, by `seq`, and the run's stride.
+    fn samples(&mut self, run: &str) -> Result<(i64, Vec<SampleRow>), DbError>;
+    /// The latest job whose `box_id` (or `message_id`) is `id`, with its raw summary; else
+    /// the run with the latest samples of that box (a job still running).
+    fn find_box(&mut self, id: &str) -> Result<Option<Found>, DbError>;
 }
+
+/// What `plot --db --box` found.
+#[derive(Clone, Debug)]
+pub enum Found {
+    Job(Box<Job>),
+    Running { run: String },
+}
+
+/// Regular points kept per run (per box and start). A year of one-minute samples is 525,600;
+/// the chart needs no more than its width, and a year of jobs stays small.
+pub const MAX_SAMPLES: i64 = 500;
+/// State changes (suspend, resume, stopping) kept besides, so that thinning never hides an event.
+pub const MAX_EVENTS: i64 = 100;
+
+/// One sample as the ledger keeps it: what a chart draws, in integers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SampleRow {
+    /// The box's run: the sample's `message_id` without `-sample-N` (its summary shares it).
+    pub run: String,
+    pub box_id: String,
+    pub host: String,
+    pub seq: i64,
+    pub time_us: i64,
+    pub elapsed_us: Option<i64>,
+    pub state: String,
+    pub processes: i64,
+    pub processes_started: i64,
+    /// User + system, cumulative.
+    pub cpu_us: i64,
+    pub rss_bytes: i64,
+    pub pss_bytes: Option<i64>,
+    pub io_read_bytes: i64,
+    pub io_write_bytes: i64,
+}
+
+/// Whether a new sample is stored, given its run's stride, the state of the run's previous
+/// sample and how many state changes are kept already: the first sample, every `stride`-th by
+/// `seq`, and a change of state (up to [`MAX_EVENTS`]). Returns (store it, as an event).
+///
+/// When a run passes [`MAX_SAMPLES`] regular points the stride doubles and the regular points
+/// off the new stride are deleted, so a run holds between half and all of the bound, evenly
+/// spread, however long it ran. The counters are cumulative, so the CPU and I/O between two
+/// kept samples are still exact averages; what the momentary figures did between them is lost.
+pub fn keep(seq: i64, stride: i64, previous_state: Option<&str>, state: &str, events: i64) -> (bool, bool) {
+    let event = previous_state.is_some_and(|p| p != state) && events < MAX_EVENTS;
+    (seq <= 1 || seq % stride.max(1) == 0 || event, event)
+}
+
+/// The columns of `samples` in insert order.
+pub const SAMPLE_COLUMNS: &str = "run, box_id, host, seq, time_us, elapsed_us, state, processes, \
+     processes_started, cpu_us, rss_bytes, pss_bytes, io_read_bytes, io_write_bytes, event";
 
 /// The columns of `jobs` in insert order (`ingested_us` last).
 pub const COLUMNS: &str = "message_id, ended_at, ended_us, box_id, host, owner_uid, owner_user, \
@@ -122,8 +183,9 @@ pub const READ_COLUMNS: &str = "message_id, ended_at, ended_us, box_id, host, ow
 
 /// The schema, one migration per version, each a list of statements valid in both SQLite and
 /// PostgreSQL. Append a version to change it; never edit a released one.
-pub const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE jobs (
+pub const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE jobs (
         message_id TEXT PRIMARY KEY,
         ended_at TEXT NOT NULL,
         ended_us BIGINT NOT NULL,
@@ -148,14 +210,43 @@ pub const MIGRATIONS: &[&[&str]] = &[&[
         raw TEXT NOT NULL,
         ingested_us BIGINT NOT NULL
     )",
-    "CREATE INDEX jobs_ended_us ON jobs (ended_us)",
-    "CREATE INDEX jobs_ingested_us ON jobs (ingested_us)",
-    "CREATE TABLE dead_letters (
+        "CREATE INDEX jobs_ended_us ON jobs (ended_us)",
+        "CREATE INDEX jobs_ingested_us ON jobs (ingested_us)",
+        "CREATE TABLE dead_letters (
         message_id TEXT,
         reason TEXT NOT NULL,
         at_us BIGINT NOT NULL
     )",
-]];
+    ],
+    &[
+        // Version 2: samples for the charts (`ledger run --samples`), thinned per run.
+        "CREATE TABLE samples (
+        run TEXT NOT NULL,
+        box_id TEXT NOT NULL,
+        host TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        time_us BIGINT NOT NULL,
+        elapsed_us BIGINT,
+        state TEXT NOT NULL,
+        processes BIGINT NOT NULL,
+        processes_started BIGINT NOT NULL,
+        cpu_us BIGINT NOT NULL,
+        rss_bytes BIGINT NOT NULL,
+        pss_bytes BIGINT,
+        io_read_bytes BIGINT NOT NULL,
+        io_write_bytes BIGINT NOT NULL,
+        event BIGINT NOT NULL,
+        PRIMARY KEY (run, seq)
+    )",
+        "CREATE INDEX samples_box ON samples (box_id, time_us)",
+        "CREATE TABLE sample_runs (
+        run TEXT PRIMARY KEY,
+        stride BIGINT NOT NULL,
+        last_seq BIGINT NOT NULL,
+        last_state TEXT NOT NULL
+    )",
+    ],
+];
 
 /// The schema version this build writes.
 pub fn current_version() -> i64 {

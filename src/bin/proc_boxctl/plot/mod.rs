@@ -8,15 +8,23 @@
 pub mod series;
 pub mod svg;
 
+use crate::ledger::store::{Found, Job as Row, SampleRow};
 use crate::{status, Failed};
 use clap::Args;
+use series::{End, Job, Point};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct PlotArgs {
     /// a --stats-file output: samples, one JSON object per line, then the summary
-    #[arg(value_name = "STATS")]
+    #[arg(value_name = "STATS", required_unless_present = "box_id", conflicts_with = "box_id")]
     stats: Option<PathBuf>,
+    /// draw this box (its latest job, or its latest samples if still running) from the ledger's
+    /// samples (ledger run --samples) and summary
+    #[arg(long = "box", value_name = "ID")]
+    box_id: Option<String>,
+    #[command(flatten)]
+    db: crate::ledger::DbArgs,
     /// where to write the picture ('-' or unset: standard output)
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
@@ -37,8 +45,15 @@ pub fn plot(a: PlotArgs) -> Result<u8, Failed> {
         }
         f => return Err(Failed::new(status::USAGE, format!("--format '{f}': the format is svg"))),
     }
+    if let Some(id) = &a.box_id {
+        let job = from_db(&a.db, id)?;
+        return write(&a.output, &svg::render(&series::chart(&job)));
+    }
     let Some(path) = &a.stats else {
-        return Err(Failed::new(status::USAGE, "plot needs a stats file (proc_box --stats-file)"));
+        return Err(Failed::new(
+            status::USAGE,
+            "plot needs a stats file (proc_box --stats-file) or --box ID",
+        ));
     };
     let bytes = crate::ledger::ingest::read_regular(path)
         .map_err(|e| Failed::new(status::REFUSED, format!("{}: {e}", path.display())))?;
@@ -60,4 +75,92 @@ fn write(output: &Option<PathBuf>, text: &str) -> Result<u8, Failed> {
         }
         _ => crate::ledger::out(text).map(|_| status::OK),
     }
+}
+
+/// The run a summary belongs to: its `message_id` without `-summary-N`.
+pub fn run_of(message_id: &str) -> Option<String> {
+    message_id.rfind("-summary-").map(|i| message_id[..i].to_owned())
+}
+
+/// What a stored job's columns say of its end (enough for a small chart).
+pub fn end_of(j: &Row) -> End {
+    let ended = j.ended_us as f64 / 1e6;
+    End {
+        started: Some(ended - j.wall_us as f64 / 1e6),
+        ended: Some(ended),
+        wall: Some(j.wall_us as f64 / 1e6),
+        exit_code: Some(j.exit_code),
+        exit_text: format!("status {}", j.exit_code),
+        reason: j.reason.clone(),
+        cpu: Some((j.cpu_user_us + j.cpu_sys_us) as f64 / 1e6),
+        read: Some(j.io_read_bytes as f64),
+        write: Some(j.io_write_bytes as f64),
+        peak_pss: Some(j.peak_pss_bytes as f64).filter(|p| *p > 0.0),
+        ..End::default()
+    }
+}
+
+/// A chart's job from the ledger's samples.
+pub fn from_rows(stride: i64, rows: &[SampleRow], end: Option<End>) -> Job {
+    let first = rows.first();
+    Job {
+        box_id: first.map(|r| r.box_id.clone()).unwrap_or_default(),
+        host: first.map(|r| r.host.clone()).unwrap_or_default(),
+        samples: rows
+            .iter()
+            .map(|r| Point {
+                seq: u64::try_from(r.seq).ok(),
+                t: r.time_us as f64 / 1e6,
+                elapsed: r.elapsed_us.map(|e| e as f64 / 1e6),
+                state: r.state.clone(),
+                processes: r.processes as f64,
+                started: r.processes_started as f64,
+                cpu: r.cpu_us as f64 / 1e6,
+                rss: r.rss_bytes as f64,
+                pss: r.pss_bytes.map(|p| p as f64),
+                read: r.io_read_bytes as f64,
+                write: r.io_write_bytes as f64,
+            })
+            .collect(),
+        end,
+        notes: Vec::new(),
+        stride: u64::try_from(stride).unwrap_or(1).max(1),
+    }
+}
+
+/// `plot --box ID`: the box's latest job and its samples, from the ledger.
+fn from_db(db: &crate::ledger::DbArgs, id: &str) -> Result<Job, Failed> {
+    let mut store = db.open_existing()?;
+    let found = store.find_box(id).map_err(crate::ledger::db_failed)?;
+    let (run, job) = match found {
+        None => {
+            return Err(Failed::new(
+                status::REFUSED,
+                format!("no job and no samples of box '{}' in the ledger", svg::esc(id)),
+            ))
+        }
+        Some(Found::Running { run }) => (run, None),
+        Some(Found::Job(j)) => (run_of(&j.message_id).unwrap_or_default(), Some(j)),
+    };
+    let (stride, rows) = store.samples(&run).map_err(crate::ledger::db_failed)?;
+    let end = job.as_ref().map(|j| {
+        serde_json::from_str::<serde_json::Value>(&j.raw)
+            .map(|v| End::from_json(&v))
+            .unwrap_or_else(|_| end_of(j))
+    });
+    let mut out = from_rows(stride, &rows, end);
+    if let Some(j) = &job {
+        out.box_id = j.box_id.clone();
+        out.host = j.host.clone();
+    }
+    if rows.is_empty() && job.is_some() {
+        out.notes.push("the ledger kept no samples of this job (ledger run --samples keeps them)".into());
+    }
+    if stride > 1 {
+        out.notes.push(format!(
+            "the ledger kept every {stride}th sample (at most {} per job, and the state changes)",
+            crate::ledger::store::MAX_SAMPLES
+        ));
+    }
+    Ok(out)
 }

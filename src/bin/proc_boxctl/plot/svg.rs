@@ -365,6 +365,39 @@ fn panel(s: &mut String, c: &Chart, p: &Panel, y_top: f64, x: &dyn Fn(f64) -> f6
     s.push_str("</g>");
 }
 
+/// A small chart of CPU cores over the job (160 × 36), for a row of a table.
+pub fn spark(c: &Chart) -> String {
+    let (w, h) = (160.0, 36.0);
+    let series = c.panels.first().and_then(|p| p.series.first());
+    let top =
+        series.map(|s| s.segments.iter().flatten().map(|q| q.1).fold(0.0, f64::max)).unwrap_or(0.0).max(0.01);
+    let x = |t: f64| 1.0 + (t / c.t_end).clamp(0.0, 1.0) * (w - 2.0);
+    let y = |v: f64| h - 2.0 - (v / top).clamp(0.0, 1.0) * (h - 4.0);
+    let mut s = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" class="spark" viewBox="0 0 {w} {h}" width="{w}" height="{h}"><title>{}</title><rect x="0" y="0" width="{w}" height="{h}" fill="#f8f9fa" stroke="#ccc"/>"##,
+        esc(&format!("CPU cores over {}; at most {top:.2}", seconds_text(c.t_end)))
+    );
+    for b in c.bands.iter().filter(|b| b.kind == BandKind::Suspended) {
+        let _ = write!(
+            s,
+            r##"<rect x="{}" y="0" width="{}" height="{h}" fill="#9ca3af" fill-opacity="0.4"/>"##,
+            px(x(b.t0)),
+            px((x(b.t1) - x(b.t0)).max(1.0))
+        );
+    }
+    for seg in series.map(|s| s.segments.as_slice()).unwrap_or_default() {
+        let pts: Vec<String> = seg.iter().map(|(t, v)| format!("{},{}", px(x(*t)), px(y(*v)))).collect();
+        let _ = write!(
+            s,
+            r#"<polyline fill="none" stroke="{}" stroke-width="1.5" points="{}"/>"#,
+            COLOURS[0],
+            pts.join(" ")
+        );
+    }
+    s += "</svg>";
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
