@@ -86,23 +86,21 @@ pub fn own_stderr_with<T>(read: impl Fn() -> T) -> (u64, T) {
 
 /// Writes all of `bytes` to `fd`, ignoring errors (a closed stdout must not panic `--help`).
 pub fn write_fd(fd: i32, mut bytes: &[u8]) {
+    let Some(out) = crate::sys::fd::standard(fd) else { return };
     while !bytes.is_empty() {
         let len = bytes.len() as u64;
         if fd == 2 {
             OWN_STDERR_PENDING.fetch_add(len, Ordering::SeqCst);
         }
-        // SAFETY: write(2) from a valid slice.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        let n = rustix::io::write(out, bytes);
         if fd == 2 {
-            OWN_STDERR.fetch_add(n.max(0) as u64, Ordering::SeqCst);
+            OWN_STDERR.fetch_add(*n.as_ref().unwrap_or(&0) as u64, Ordering::SeqCst);
             OWN_STDERR_PENDING.fetch_sub(len, Ordering::SeqCst);
         }
-        if n > 0 {
-            bytes = &bytes[n as usize..];
-        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        } else {
-            return;
+        match n {
+            Ok(n) if n > 0 => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            _ => return,
         }
     }
 }
@@ -179,9 +177,11 @@ pub fn flush(timeout: Duration) {
     if dropped > 0 {
         // Non-blocking, best effort: stderr may be the very thing that is stuck.
         let line = format!("proc_box: {dropped} message(s) not written: stderr was full or closed\n");
-        // SAFETY: poll on fd 2 with a zero timeout.
-        let mut pfd = libc::pollfd { fd: 2, events: libc::POLLOUT, revents: 0 };
-        if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 && pfd.revents & libc::POLLOUT != 0 {
+        let writable = crate::sys::fd::standard(2).is_some_and(|e| {
+            crate::sys::fd::poll_one(e, crate::sys::fd::PollFlags::OUT, None)
+                .contains(crate::sys::fd::PollFlags::OUT)
+        });
+        if writable {
             write_stderr(line.as_bytes());
         }
     }

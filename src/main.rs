@@ -280,22 +280,18 @@ fn stop_requested(signals: &SignalFd) -> Result<(), String> {
 
 /// Waits up to `d` before the job starts, ending early (as an error) on a stop request.
 fn pause_unless_stopped(signals: &SignalFd, d: std::time::Duration) -> Result<(), String> {
-    let mut pfd = libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd on the stack.
-    unsafe { libc::poll(&mut pfd, 1, d.as_millis().min(i32::MAX as u128) as i32) };
+    proc_box::sys::fd::poll_one(signals, proc_box::sys::fd::PollFlags::IN, Some(d));
     stop_requested(signals)
 }
 
 /// Every process of the tree costs proc_box a pidfd and a /proc handle: lift the soft
 /// RLIMIT_NOFILE to the hard one. Returns the original, which the job gets back.
 fn raise_nofile() -> Option<libc::rlimit> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return None;
-        }
-        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-        (libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0).then_some(lim)
-    }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let raised = Rlimit { current: lim.maximum, maximum: lim.maximum };
+    setrlimit(Resource::Nofile, raised).ok()?;
+    // As the child's setrlimit takes it back: RLIM_INFINITY for unlimited.
+    let raw = |v: Option<u64>| v.unwrap_or(libc::RLIM_INFINITY);
+    Some(libc::rlimit { rlim_cur: raw(lim.current), rlim_max: raw(lim.maximum) })
 }

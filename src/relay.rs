@@ -9,8 +9,11 @@
 //!   the count is reported as null.
 
 use crate::accounting::{IoSum, OwnIo};
+use crate::sys::fd::{poll_one, standard, PollFlags};
 use mio::Waker;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use rustix::io::Errno;
+use rustix::pipe::{splice, SpliceFlags};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +25,7 @@ const CHUNK: usize = 1 << 20;
 
 /// A pipe set up before the fork; its thread starts after it.
 pub struct Pending {
-    target: RawFd,
+    target: BorrowedFd<'static>,
     read: OwnedFd,
 }
 
@@ -64,8 +67,7 @@ fn same_open_file(a: RawFd, b: RawFd) -> bool {
 
 /// Whether the job writes to `target` (1 or 2) directly, uncounted: a terminal, or closed.
 pub fn passed_through(target: RawFd) -> bool {
-    // SAFETY: probing fds 1 and 2 of our own process, which stay open for its life.
-    let fd = unsafe { BorrowedFd::borrow_raw(target) };
+    let Some(fd) = standard(target) else { return false };
     fcntl(fd, FcntlArg::F_GETFD).is_err() || nix::unistd::isatty(fd).unwrap_or(false)
 }
 
@@ -74,6 +76,7 @@ pub fn plan(target: RawFd) -> io::Result<Plan> {
     if passed_through(target) {
         return Ok(Plan::Direct);
     }
+    let target = standard(target).ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
     if let Some(count) = FileCount::new(target) {
         return Ok(Plan::File(count));
     }
@@ -108,33 +111,28 @@ impl Plan {
 /// the offset jumps to the end at each write, so the count starts from the size at start;
 /// bytes appended by writers outside the box meanwhile are counted too.
 pub struct FileCount {
-    fd: RawFd,
+    fd: BorrowedFd<'static>,
     start: u64,
     /// proc_box's own stderr writes at start, when this is the file its fd 2 writes to.
     own_start: Option<u64>,
 }
 
 impl FileCount {
-    fn new(fd: RawFd) -> Option<FileCount> {
-        // SAFETY: fd 1 or 2, open for proc_box's life.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        let st = nix::sys::stat::fstat(borrowed).ok()?;
+    fn new(fd: BorrowedFd<'static>) -> Option<FileCount> {
+        let st = nix::sys::stat::fstat(fd).ok()?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return None;
         }
         let offset = Self::offset(fd)?;
-        let append = fcntl(borrowed, FcntlArg::F_GETFL).is_ok_and(|f| f & libc::O_APPEND != 0);
+        let append = fcntl(fd, FcntlArg::F_GETFL).is_ok_and(|f| f & libc::O_APPEND != 0);
         let start = if append { offset.max(st.st_size as u64) } else { offset };
-        // SAFETY: fd 2, open for proc_box's life.
-        let err = nix::sys::stat::fstat(unsafe { BorrowedFd::borrow_raw(2) }).ok();
+        let err = standard(2).and_then(|e| nix::sys::stat::fstat(e).ok());
         let shares_stderr = err.is_some_and(|e| (e.st_dev, e.st_ino) == (st.st_dev, st.st_ino));
         Some(FileCount { fd, start, own_start: shares_stderr.then(|| crate::log::own_stderr_with(|| ()).0) })
     }
 
-    fn offset(fd: RawFd) -> Option<u64> {
-        // SAFETY: lseek on an open fd; SEEK_CUR with 0 only reads the offset.
-        let off = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
-        (off >= 0).then_some(off as u64)
+    fn offset(fd: BorrowedFd) -> Option<u64> {
+        rustix::fs::seek(fd, rustix::fs::SeekFrom::Current(0)).ok()
     }
 
     pub fn bytes(&self) -> u64 {
@@ -171,7 +169,7 @@ impl Pending {
             move || {
                 let result = pump(&self, &counter, &waker, &wake_at, cap.unwrap_or(u64::MAX));
                 if let Err(e) = result {
-                    crate::debug!("relay to fd {} ended: {e}", self.target);
+                    crate::debug!("relay to fd {} ended: {e}", self.target.as_raw_fd());
                 }
                 // This thread's I/O is about to be folded into /proc/self/io: report it first.
                 let tid = nix::unistd::gettid().as_raw();
@@ -207,27 +205,16 @@ fn pump(p: &Pending, counter: &AtomicU64, waker: &Waker, wake_at: &[u64], cap: u
         if room == 0 {
             return discard(p);
         }
-        // SAFETY: both fds are open; null offsets mean "current position".
-        let n = unsafe {
-            libc::splice(
-                p.read.as_raw_fd(),
-                std::ptr::null_mut(),
-                p.target,
-                std::ptr::null_mut(),
-                CHUNK.min(usize::try_from(room).unwrap_or(usize::MAX)),
-                libc::SPLICE_F_MOVE,
-            )
-        };
-        match n {
-            0 => return Ok(()),
-            n if n > 0 => account(n as usize),
-            _ => match io::Error::last_os_error() {
-                e if e.kind() == io::ErrorKind::Interrupted => {}
-                e if e.raw_os_error() == Some(libc::EAGAIN) => wait_writable(p.target),
-                // The target cannot take spliced data (some character devices): copy instead.
-                e if e.raw_os_error() == Some(libc::EINVAL) => return copy(p, &mut account),
-                e => return Err(e),
-            },
+        // No offsets: both ends move from their current position.
+        let len = CHUNK.min(usize::try_from(room).unwrap_or(usize::MAX));
+        match splice(&p.read, None, p.target, None, len, SpliceFlags::MOVE) {
+            Ok(0) => return Ok(()),
+            Ok(n) => account(n),
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => wait_writable(p.target),
+            // The target cannot take spliced data (some character devices): copy instead.
+            Err(Errno::INVAL) => return copy(p, &mut account),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -255,9 +242,7 @@ fn copy(p: &Pending, account: &mut dyn FnMut(usize)) -> io::Result<()> {
         };
         let mut off = 0;
         while off < n {
-            // SAFETY: the target fd stays open for proc_box's life.
-            let target = unsafe { BorrowedFd::borrow_raw(p.target) };
-            match nix::unistd::write(target, &buf[off..n]) {
+            match nix::unistd::write(p.target, &buf[off..n]) {
                 Ok(w) => off += w,
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(nix::errno::Errno::EAGAIN) => wait_writable(p.target),
@@ -269,10 +254,8 @@ fn copy(p: &Pending, account: &mut dyn FnMut(usize)) -> io::Result<()> {
 }
 
 /// The target was left non-blocking by whoever opened it: wait until it takes more.
-fn wait_writable(fd: RawFd) {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
-    // SAFETY: one valid pollfd on the stack.
-    unsafe { libc::poll(&mut pfd, 1, 1000) };
+fn wait_writable(fd: BorrowedFd) {
+    poll_one(fd, PollFlags::OUT, Some(std::time::Duration::from_secs(1)));
 }
 
 /// A relay whose thread starts only once the job writes: a job that prints nothing (the
@@ -340,10 +323,8 @@ impl LazyRelay {
     /// byte and is closed at both ends needs no thread.
     pub fn finish(&mut self, registry: &mio::Registry, deadline: Instant) -> bool {
         if let LazyState::Idle(p) = &self.state {
-            let mut pfd = libc::pollfd { fd: p.read.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd on the stack, zero timeout.
-            let ready = unsafe { libc::poll(&mut pfd, 1, 0) } > 0;
-            if ready && pfd.revents & libc::POLLIN == 0 && pfd.revents & libc::POLLHUP != 0 {
+            let revents = poll_one(&p.read, PollFlags::IN, None);
+            if !revents.contains(PollFlags::IN) && revents.contains(PollFlags::HUP) {
                 return true; // every writer is gone and nothing was written
             }
             self.start(registry);

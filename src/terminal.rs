@@ -4,8 +4,9 @@
 //! hit proc_box instead of the job. proc_box takes the terminal back when the job is suspended
 //! (Ctrl-Z) and at exit.
 
+use crate::sys::fd::standard;
 use nix::unistd::{getpgrp, isatty, tcgetpgrp, tcsetpgrp, Pid};
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::RawFd;
 
 pub struct Terminal {
     fd: RawFd,
@@ -18,7 +19,7 @@ impl Terminal {
     /// A box started in the background leaves the terminal alone.
     pub fn detect() -> Option<Terminal> {
         let fd = 0;
-        let stdin = borrow(fd);
+        let stdin = standard(fd)?;
         if !isatty(stdin).unwrap_or(false) {
             return None;
         }
@@ -38,16 +39,15 @@ impl Terminal {
     /// while proc_box itself is in the background).
     pub fn give_to_job(&self) {
         if let Some(pgrp) = self.job_pgrp {
-            let _ = tcsetpgrp(borrow(self.fd), pgrp);
+            if let Some(tty) = standard(self.fd) {
+                let _ = tcsetpgrp(tty, pgrp);
+            }
         }
     }
 
     pub fn take_back(&self) {
-        let _ = tcsetpgrp(borrow(self.fd), self.own_pgrp);
+        if let Some(tty) = standard(self.fd) {
+            let _ = tcsetpgrp(tty, self.own_pgrp);
+        }
     }
-}
-
-fn borrow(fd: RawFd) -> BorrowedFd<'static> {
-    // SAFETY: fd 0 stays open for the life of proc_box.
-    unsafe { BorrowedFd::borrow_raw(fd) }
 }

@@ -1,16 +1,38 @@
-//! Calls on any descriptor: readiness without waiting, and a Unix socket's peer.
+//! Calls on any descriptor: the standard ones, readiness, and a Unix socket's peer.
 
-use rustix::event::{poll, PollFd, PollFlags};
+pub use rustix::event::PollFlags;
+use rustix::event::{poll, PollFd};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::Duration;
+
+/// Standard input, output or error (0, 1 or 2) as a borrowed descriptor; `None` for any other
+/// number.
+pub fn standard(fd: RawFd) -> Option<BorrowedFd<'static>> {
+    // SAFETY: the Rust runtime keeps 0, 1 and 2 open for the life of the process: it opens
+    // /dev/null on any of them found closed before main, and proc_box never closes them.
+    (0..=2).contains(&fd).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// Polls one descriptor for `events`, for at most `timeout` (`None`: no wait). Returns what
+/// it reported (empty on a timeout, or an error such as EINTR).
+pub fn poll_one(fd: impl AsFd, events: PollFlags, timeout: Option<Duration>) -> PollFlags {
+    let mut fds = [PollFd::new(&fd, events)];
+    let timeout = timeout.unwrap_or_default();
+    let timeout = rustix::time::Timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    match poll(&mut fds, Some(&timeout)) {
+        Ok(n) if n > 0 => fds[0].revents(),
+        _ => PollFlags::empty(),
+    }
+}
 
 /// Whether `fd` is readable now (input waiting, a hang-up, an error; for a pidfd: its process
 /// exited), without waiting.
 pub fn readable_now(fd: impl AsFd) -> bool {
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
-    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
-        && fds[0].revents().intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
+    poll_one(fd, PollFlags::IN, None).intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
 }
 
 /// The peer of a connected Unix socket (`SO_PEERCRED`): pid, uid and gid.
