@@ -307,7 +307,11 @@ fn over_time(h: &mut String, i: &Input) {
         return;
     }
     let (w, ht, left, bottom, top) = (960.0, 300.0, 78.0, 40.0, 12.0);
-    let max = buckets.values().map(|v| v.iter().sum::<i128>()).max().unwrap_or(0).max(1);
+    let max = buckets.values().map(|v| v.iter().sum::<i128>()).max().unwrap_or(0);
+    if max == 0 {
+        let _ = writeln!(h, "<p class=\"note\">Every value is 0 in this period (after rounding): no bar to draw.</p></section>");
+        return;
+    }
     let to_f = |v: i128| match i.card {
         Some(c) => v as f64 / 10f64.powi(c.decimals as i32),
         None => v as f64 / HOUR_US,
@@ -319,7 +323,7 @@ fn over_time(h: &mut String, i: &Input) {
     let y = |v: f64| top + plot_h - v / vmax * plot_h;
     let n = buckets.len() as f64;
     let slot = (w - left - 10.0) / n;
-    let bar = (slot * 0.7).max(1.0);
+    let bar = (slot * 0.7).clamp(1.0, 60.0);
     let _ = write!(
         h,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {ht}\" width=\"{w}\" height=\"{ht}\" font-size=\"12\" font-family=\"DejaVu Sans, Arial, sans-serif\" role=\"img\"><title>{}</title>",

@@ -600,7 +600,8 @@ pub fn chart(job: &Job) -> Chart {
     }
     match end {
         Some(e) => {
-            let fired = !stop_seen && e.reason != "exited" && !e.reason.is_empty();
+            // The reason, when it was not the job's own exit: a timeout, a limit, a stop.
+            let fired = e.reason != "exited" && !e.reason.is_empty();
             let label = format!(
                 "end: {}{}",
                 if fired { format!("{} · ", e.reason) } else { String::new() },
@@ -766,6 +767,20 @@ mod tests {
         assert!(c.marks.iter().any(|m| m.kind == MarkKind::Reset));
         assert!(c.notes.iter().any(|n| n.contains("seq 4-6 missing")), "{:?}", c.notes);
         assert_eq!(c.panels[0].series[0].segments.len(), 2);
+    }
+
+    #[test]
+    fn the_stop_and_the_end_say_why() {
+        let summary = r#"{"type":"summary","message_id":"h-1-a-summary-0","box_id":"b","hostname":"h","argv":["sleep","9"],"started_at":"1970-01-01T00:16:40Z","ended_at":"1970-01-01T00:16:44Z","wall_seconds":4,"exit_code":124,"exit":{"kind":"signaled","code":null,"signal":15},"reason":"timeout","cpu_user_seconds":1,"cpu_system_seconds":0}"#;
+        let text = [sample(1, 1001.0, 0.5, "running"), sample(2, 1002.0, 1.0, "stopping"), summary.into()]
+            .join("\n");
+        let c = chart(&read_stats(&text));
+        let stop = c.marks.iter().find(|m| m.kind == MarkKind::Stop).unwrap();
+        assert_eq!((stop.t, stop.label.as_str()), (2.0, "stop signal (timeout)"));
+        let end = c.marks.iter().find(|m| m.kind == MarkKind::End).unwrap();
+        assert_eq!((end.t, end.label.as_str()), (4.0, "end: timeout · exit 124"));
+        assert!(c.subtitle.contains("exit 124 (killed by signal 15, timeout)"), "{}", c.subtitle);
+        assert_eq!(c.title, "sleep 9");
     }
 
     #[test]
