@@ -135,7 +135,10 @@ fn kill_tree(me: i32, scratch: &mut Scratch) {
                 if state == Some(b'Z') {
                     return;
                 }
-                let Some(Ok(fd)) = Pid::from_raw(child).map(|pid| pidfd_open(pid, PidfdFlags::empty()))
+                let Some(Ok(fd)) = (child > 0)
+                    .then(|| Pid::from_raw(child))
+                    .flatten()
+                    .map(|pid| pidfd_open(pid, PidfdFlags::empty()))
                 else {
                     return;
                 };
@@ -192,5 +195,22 @@ fn each_child(pid: i32, ents: &mut [MaybeUninit<u8>], kids: &mut [u8], f: &mut d
             let list = read_pid(pid, name, kids).unwrap_or_default();
             list.split_ascii_whitespace().filter_map(|c| c.parse().ok()).for_each(&mut *f);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The handler's allocation-free walk (rustix's RawDir over /proc/PID/task) finds a child.
+    #[test]
+    fn each_child_lists_a_child_of_ours() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let (mut ents, mut kids) = ([MaybeUninit::uninit(); 4096], [0u8; 16384]);
+        let mut found = Vec::new();
+        each_child(std::process::id() as i32, &mut ents, &mut kids, &mut |pid| found.push(pid));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&(child.id() as i32)), "{found:?}");
     }
 }

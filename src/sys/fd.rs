@@ -57,3 +57,30 @@ pub fn peer_credentials(socket: impl AsFd) -> io::Result<libc::ucred> {
     }
     Ok(cred)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_descriptors_only() {
+        assert!((0..=2).all(|fd| standard(fd).is_some()));
+        assert!(standard(3).is_none() && standard(-1).is_none());
+    }
+
+    #[test]
+    fn poll_one_reports_what_the_pipe_has() {
+        // Close-on-exec: a child spawned by a test beside this one must not hold the write end.
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        assert!(!readable_now(&r));
+        assert!(poll_one(&w, PollFlags::OUT, None).contains(PollFlags::OUT));
+        rustix::io::write(&w, b"x").unwrap();
+        assert!(readable_now(&r));
+        drop(w);
+        let mut buf = [0u8; 1];
+        rustix::io::read(&r, &mut buf).unwrap();
+        // Drained, every writer gone: a hang-up, and nothing to read.
+        let got = poll_one(&r, PollFlags::IN, Some(Duration::from_millis(1)));
+        assert!(got.contains(PollFlags::HUP) && !got.contains(PollFlags::IN));
+    }
+}

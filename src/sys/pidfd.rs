@@ -67,7 +67,8 @@ impl PidFd {
     /// tracee, or a process verified against its parent's pidfd (see `Tracker::open_listed`).
     /// Fails with EINVAL for a thread that is not a thread-group leader.
     pub fn open(pid: i32) -> io::Result<PidFd> {
-        let Some(id) = Pid::from_raw(pid).filter(|_| pid > 0) else {
+        // Checked first: rustix's Pid::from_raw asserts that it is not negative.
+        let Some(id) = (pid > 0).then(|| Pid::from_raw(pid)).flatten() else {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         };
         let fd = pidfd_open(id, PidfdFlags::empty())?;
@@ -148,4 +149,22 @@ impl AsRawFd for PidFd {
 /// Stops proc_box itself (terminal job control), through a pidfd like every other signal.
 pub fn signal_self(sig: Sig) -> io::Result<()> {
     PidFd::open(std::process::id() as i32)?.signal(sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PIDFD_GET_INFO with the 72-byte struct: the kernel (6.13 and later) answers with the
+    /// real parent, the one getppid gives.
+    #[test]
+    fn parent_pid_from_pidfd_info() {
+        let me = PidFd::open(std::process::id() as i32).unwrap();
+        match me.parent_pid() {
+            Ok(ppid) => assert_eq!(ppid, rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get())),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOTTY), "only an old kernel may refuse"),
+        }
+        assert!(me.alive() && !me.exited());
+        assert!(PidFd::open(0).is_err() && PidFd::open(-1).is_err());
+    }
 }
