@@ -158,6 +158,8 @@ impl Emitter {
             reason: end.reason,
             cpu_user_seconds: totals.cpu_user.as_secs_f64(),
             cpu_system_seconds: totals.cpu_system.as_secs_f64(),
+            cpu_exact: self.accounting.cpu_exactness().0,
+            cpu_inexact_reason: self.accounting.cpu_exactness().1,
             peak_rss_bytes: self.accounting.peak_rss(),
             peak_pss_bytes: self.accounting.peak_pss(),
             peak_shmem_fd_bytes: self.accounting.peak_shmem_fd(),

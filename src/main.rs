@@ -154,6 +154,14 @@ fn start(config: &Config) -> Result<i32, String> {
             })
             .ok(),
     };
+    // Subreaper mode bills auto-reaped children from the kernel's exit records where it may
+    // (CAP_NET_ADMIN); registered before the job starts, so none of its exits is missed.
+    let taskstats = match config.track {
+        proc_box::config::Track::Ptrace => None,
+        _ => proc_box::accounting::taskstats::Taskstats::open()
+            .map_err(|e| debug!("no taskstats exit records ({e}): auto-reaped children are estimated"))
+            .ok(),
+    };
     stop_requested(&signals)?;
     let mut made_late = None;
     let mut before_go = |mode, pid| {
@@ -206,6 +214,7 @@ fn start(config: &Config) -> Result<i32, String> {
         limits,
         cgroup: cgroup.clone(),
         connector,
+        taskstats,
     })
     .map_err(|e| format!("event loop: {e}"))?;
     if let Some(settings) = amqp {

@@ -32,7 +32,7 @@ pub const LETTERS: [(char, &str); 7] = [
 ];
 
 /// The summary's top-level fields a `%{…}` may name.
-pub const FIELDS: [&str; 34] = [
+pub const FIELDS: [&str; 36] = [
     "type",
     "schema",
     "message_id",
@@ -47,6 +47,8 @@ pub const FIELDS: [&str; 34] = [
     "reason",
     "cpu_user_seconds",
     "cpu_system_seconds",
+    "cpu_exact",
+    "cpu_inexact_reason",
     "peak_rss_bytes",
     "peak_pss_bytes",
     "peak_shmem_fd_bytes",

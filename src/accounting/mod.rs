@@ -19,6 +19,7 @@ pub mod format;
 pub mod origin;
 pub mod report;
 pub mod shmem;
+pub mod taskstats;
 
 use crate::sys::procfs;
 pub use crate::sys::procfs::IoSum;
@@ -190,6 +191,14 @@ pub struct Accounting {
     peak_pss: u64,
     pss_cache: PssCache,
     fd_shmem: shmem::FdShmem,
+    /// Subreaper mode as root: the kernel's exit records, for exact auto-reaped children.
+    taskstats: Option<taskstats::Taskstats>,
+    /// Members whose exit record was billed as auto-reaped, until they depart.
+    billed_exits: std::collections::HashSet<i32>,
+    /// An exit record without delay accounting was billed from tick-sampled times.
+    exit_cpu_inexact: bool,
+    /// Members that ignored SIGCHLD at the last tick (subreaper mode).
+    ignoring: std::collections::HashSet<i32>,
     shmem_fd: u64,
     peak_shmem_fd: u64,
     peak_memory: u64,
@@ -219,6 +228,10 @@ impl Accounting {
             peak_pss: 0,
             pss_cache: PssCache::default(),
             fd_shmem: Default::default(),
+            taskstats: None,
+            billed_exits: Default::default(),
+            exit_cpu_inexact: false,
+            ignoring: Default::default(),
             shmem_fd: 0,
             peak_shmem_fd: 0,
             peak_memory: 0,
@@ -269,15 +282,105 @@ impl Accounting {
         if self.pss_cache.entries.remove(&pid).is_some() {
             self.pss_cache.departed = true;
         }
+        // Its exit record is queued by now (the kernel sends it before it notifies the parent).
+        self.exit_records(tracker);
+        let billed = self.billed_exits.remove(&pid);
         let Some(seen) = self.seen.remove(&pid) else { return };
-        if self.mode != Mode::Subreaper || seen.ppid == tracker.self_pid() {
+        if self.mode != Mode::Subreaper || seen.ppid == tracker.self_pid() || billed {
             return;
+        }
+        if self.taskstats.as_ref().is_some_and(|t| !t.lost) {
+            return; // no record billed it: it was not auto-reaped
         }
         if tracker.process(seen.ppid).is_some_and(procfs::ignores_sigchld) {
             self.lost_user += self.ticks(seen.user_ticks);
             self.lost_system += self.ticks(seen.system_ticks);
             self.lost_io.add(seen.io);
             self.lost_maxrss = self.lost_maxrss.max(seen.rss);
+        }
+    }
+
+    /// Subreaper mode: reads the kernel's exit records (as root) to bill them.
+    pub fn set_taskstats(&mut self, t: Option<taskstats::Taskstats>) {
+        self.taskstats = t.filter(|_| self.mode == Mode::Subreaper);
+    }
+
+    /// Bills, from the kernel's exit records, every process of the tree that a parent ignoring
+    /// SIGCHLD had auto-reaped: its exact CPU (to the kernel's tick) and I/O, which no rusage
+    /// will ever hold. A process whose parent reaps it is left to that parent's counters.
+    fn exit_records(&mut self, tracker: &Tracker) {
+        let Some(ts) = self.taskstats.as_mut() else { return };
+        let self_pid = tracker.self_pid();
+        // A parent that left since the last read still counts (seen at a tick, not yet gone
+        // from `seen`): its child exited before it did.
+        let seen = &self.seen;
+        let exits = ts.drain(|ppid| ppid != self_pid && (tracker.holds(ppid) || seen.contains_key(&ppid)));
+        for e in exits {
+            // The parent's disposition now, or as the last tick saw it if it is gone.
+            let auto = match crate::sys::procfs::reap_stat(e.ppid) {
+                Some(p) if !matches!(p.state, 'Z' | 'X') => p.sigignore & (1 << (libc::SIGCHLD - 1)) != 0,
+                _ => self.ignoring.contains(&e.ppid),
+            };
+            if !auto {
+                continue;
+            }
+            let (mut user, mut system, exact) = e.cpu();
+            if !exact {
+                // Tick-sampled times can fall short of what the last monitor tick read (the
+                // kernel's adjusted figures): the larger stands in.
+                if let Some(seen) = self.seen.get(&e.tgid) {
+                    let (su, ss) = (self.ticks(seen.user_ticks), self.ticks(seen.system_ticks));
+                    if su + ss > user + system {
+                        (user, system) = (su, ss);
+                    }
+                }
+                self.exit_cpu_inexact = true;
+            }
+            crate::debug!(
+                "pid {} was auto-reaped: billed {user:?} user, {system:?} system from its exit record",
+                e.tgid
+            );
+            self.lost_user += user;
+            self.lost_system += system;
+            self.lost_io.add(e.io);
+            self.lost_maxrss = self.lost_maxrss.max(e.maxrss);
+            if tracker.process(e.tgid).is_some() {
+                self.billed_exits.insert(e.tgid); // it departs later: not billed twice
+            } else {
+                self.seen.remove(&e.tgid);
+            }
+        }
+    }
+
+    /// Whether the summary's CPU is exact, and if not, why.
+    pub fn cpu_exactness(&self) -> (bool, Option<&'static str>) {
+        if self.mode == Mode::Ptrace || self.cgroup.as_ref().is_some_and(|c| c.cpu().is_some()) {
+            return (true, None);
+        }
+        match &self.taskstats {
+            Some(t) if !t.lost && !self.exit_cpu_inexact => (
+                false,
+                Some(
+                    "subreaper mode without a cgroup: children auto-reaped by a parent that ignores SIGCHLD \
+                     are billed exactly from the kernel's exit records, but those of an SA_NOCLDWAIT \
+                     parent are not billed",
+                ),
+            ),
+            Some(t) if !t.lost => (
+                false,
+                Some(
+                    "subreaper mode without a cgroup, and without delay accounting (kernel.task_delayacct): \
+                     children auto-reaped by their parent are billed from tick-sampled exit records",
+                ),
+            ),
+            Some(_) => (false, Some("subreaper mode without a cgroup, and exit records were lost")),
+            None => (
+                false,
+                Some(
+                    "subreaper mode without a cgroup or the kernel's exit records (taskstats, root): \
+                     children auto-reaped by their parent are billed from their last monitor tick",
+                ),
+            ),
         }
     }
 
@@ -292,6 +395,7 @@ impl Accounting {
     /// through descriptors that PSS cannot have counted (see [`shmem`]).
     pub fn monitor(&mut self, tracker: &Tracker) -> u64 {
         self.tick += 1;
+        self.exit_records(tracker);
         let mut rss = 0;
         let mut keys = Vec::with_capacity(tracker.len());
         let mut stats = Vec::with_capacity(tracker.len());
@@ -361,6 +465,7 @@ impl Accounting {
         let ignoring: std::collections::HashSet<i32> =
             stats.iter().filter(|(_, _, s)| s.ignores_sigchld).map(|(pid, _, _)| *pid).collect();
         let members: std::collections::HashSet<i32> = stats.iter().map(|(pid, _, _)| *pid).collect();
+        self.ignoring.clone_from(&ignoring);
         for (pid, proc, stat) in stats {
             let parent = stat.ppid;
             let may_vanish = parent != self_pid && (ignoring.contains(&parent) || !members.contains(&parent));
@@ -388,6 +493,7 @@ impl Accounting {
 
     /// Everything a sample reports about the tree now.
     pub fn totals(&mut self, tracker: &Tracker) -> Totals {
+        self.exit_records(tracker);
         let (user, system) = children_rusage();
         // proc_box's guard is reaped by proc_box, but is no part of the job.
         let guard = tracker.guard_usage();

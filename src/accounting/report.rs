@@ -211,6 +211,10 @@ pub struct Summary {
     pub reason: &'static str,
     pub cpu_user_seconds: f64,
     pub cpu_system_seconds: f64,
+    /// Whether the CPU (and I/O) figures are exact for every process, whoever reaped it.
+    pub cpu_exact: bool,
+    /// Why not, where they are not.
+    pub cpu_inexact_reason: Option<&'static str>,
     pub peak_rss_bytes: u64,
     pub peak_pss_bytes: u64,
     /// The most shmem (memfds, tmpfs files) the tree held open at once, each file once: memory

@@ -55,6 +55,8 @@ pub struct Parts {
     pub cgroup: Option<Arc<crate::cgroup::Cgroup>>,
     /// Fork events, subscribed to before the job started (subreaper mode).
     pub connector: Option<crate::tracker::connector::Connector>,
+    /// The kernel's exit records, registered for before the job started (subreaper mode).
+    pub taskstats: Option<crate::accounting::taskstats::Taskstats>,
 }
 
 /// What the loop needs to build its emitter once the tracking mode is known.
@@ -108,6 +110,7 @@ impl EventLoop {
         crate::debug!("limits: {limits_text}");
         let mut accounting = Accounting::new(mode, now, ep.own_io.clone());
         accounting.set_cgroup(parts.cgroup.clone());
+        accounting.set_taskstats(parts.taskstats);
         let emitter = Emitter::new(accounting, ep.identity, ep.stats, ep.summary_file);
         let limit = parts.stdout_limit;
         let [out, err] = parts.outputs;

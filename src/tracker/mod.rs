@@ -532,6 +532,12 @@ impl Tracker {
         self.members.iter().filter_map(|(&pid, m)| m.proc(pid).map(|p| (pid, p)))
     }
 
+    /// Whether `pid` is a live process of the tree: a member, or (subreaper mode with the
+    /// events connector) a descendant whose fork was seen.
+    pub fn holds(&self, pid: i32) -> bool {
+        self.members.contains_key(&pid) || self.connector.as_ref().is_some_and(|c| c.in_lineage(pid))
+    }
+
     /// One live member's `/proc` entry.
     pub fn process(&self, pid: i32) -> Option<&Process> {
         self.members.get(&pid)?.proc(pid)

@@ -70,6 +70,10 @@ fn assert_close(what: &str, got: f64, truth: f64) {
 /// Runs `burn SHAPE N MS` in the box and checks the summary's CPU against the cgroups' counters
 /// and against the work done.
 fn cpu_case(track: &str, shape: &str, n: u32, ms: u32) {
+    cpu_case_with(track, shape, n, ms, &[]);
+}
+
+fn cpu_case_with(track: &str, shape: &str, n: u32, ms: u32, extra: &[&str]) -> Value {
     // Declared first, dropped last: the scene's processes are killed before the cgroups go.
     let cg = Cgroups::new(&format!("proc_box-test-{shape}-{track}-{}", std::process::id()));
     let s = Scene::new(&format!("cpu-{shape}-{track}"));
@@ -77,14 +81,15 @@ fn cpu_case(track: &str, shape: &str, n: u32, ms: u32) {
     let burn = fixture("burn");
     let cg_exec = fixture("cg_exec");
     let mut args: Vec<String> =
-        ["--track", track, "--summary-file", summary.to_str().unwrap(), "--", cg_exec.to_str().unwrap()]
-            .map(String::from)
-            .to_vec();
+        ["--track", track, "--summary-file", summary.to_str().unwrap()].map(String::from).to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.extend(["--".into(), cg_exec.display().to_string()]);
     args.extend(cg.dirs());
     args.extend(["--".into(), burn.display().to_string(), shape.into(), n.to_string(), ms.to_string()]);
     let out = s.command(&args.iter().map(String::as_str).collect::<Vec<_>>()).run();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let got = cpu_ms(&read_json(&summary));
+    let summary = read_json(&summary);
+    let got = cpu_ms(&summary);
     let threads = if shape == "ignthreads" { 2 } else { 1 };
     let work = f64::from(n * ms * threads);
     assert!(got >= work - 20.0, "{shape}/{track}: summary {got:.1} ms < work done {work} ms");
@@ -96,6 +101,27 @@ fn cpu_case(track: &str, shape: &str, n: u32, ms: u32) {
         assert_close(&format!("{shape}/{track} vs cgroup v2 cpu.stat"), got, v2);
     }
     s.assert_no_survivors();
+    summary
+}
+
+/// Subreaper mode with `--cgroup off`: as root, children auto-reaped by a SIGCHLD-ignoring
+/// parent are billed from the kernel's exit records (taskstats), exactly, against the test's
+/// own cgroup around the job; the summary says which setup is exact and why not.
+#[test]
+fn auto_reaped_children_in_subreaper_mode_without_a_cgroup_are_billed_from_exit_records() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: taskstats needs CAP_NET_ADMIN");
+        return;
+    }
+    for (shape, n, ms) in [("ignchld", 3, 500), ("ignthreads", 2, 200)] {
+        let s = cpu_case_with("subreaper", shape, n, ms, &["--cgroup", "off"]);
+        assert_eq!(s["cpu_exact"], false, "{s}");
+        let why = s["cpu_inexact_reason"].as_str().unwrap();
+        assert!(why.contains("exit records"), "{why}");
+    }
+    let s = cpu_case_with("ptrace", "children", 1, 50, &[]);
+    assert_eq!((s["cpu_exact"].as_bool(), s["cpu_inexact_reason"].is_null()), (Some(true), true), "{s}");
 }
 
 macro_rules! cpu_cases {
