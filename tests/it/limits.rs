@@ -300,11 +300,14 @@ fn shmem_held_through_descriptors_counts_against_the_memory_limit() {
                     assert!((150 * MIB..170 * MIB).contains(&memory), "{what}");
                 } else {
                     // Stopped near 100 MiB of the 1000 it would hold: the margin (16 MiB) plus
-                    // what 400 MiB/s adds in one 100 ms tick, and slack for a loaded machine.
+                    // what 400 MiB/s adds in one 100 ms tick, and slack for a loaded machine
+                    // (a tick late by most of a second).
                     assert_eq!(s["reason"], "limit_memory", "{what}");
                     assert!(matches!(out.status.code(), Some(143) | Some(137)), "{what}");
+                    // The fixture reports a step after writing it: a kill in between leaves
+                    // its report one short.
                     let got = held_mib(&scene);
-                    assert!((100..300).contains(&got), "held {got} MiB: {what}");
+                    assert!((99..400).contains(&got), "held {got} MiB: {what}");
                     assert!(shmem >= 100 * MIB && shmem <= (got + 1) * MIB, "{what}");
                     assert!(s["peak_pss_bytes"].as_u64().unwrap() < 50 * MIB, "PSS cannot see it: {what}");
                 }
