@@ -308,8 +308,9 @@ fn shmem_held_through_descriptors_counts_against_the_memory_limit() {
                     // its report one short.
                     let got = held_mib(&scene);
                     assert!((99..400).contains(&got), "held {got} MiB: {what}");
-                    // Allocated bytes, which a huge page (tmpfs huge=) rounds up by 2 MiB.
-                    assert!(shmem >= 100 * MIB && shmem <= (got + 4) * MIB, "held {got} MiB: {what}");
+                    // The limit counts PSS (a MiB or two of the hog's own) beside the held
+                    // shmem, so the stop can come a little below 100 MiB held.
+                    assert!(shmem >= 95 * MIB && shmem <= (got + 1) * MIB, "held {got} MiB: {what}");
                     assert!(s["peak_pss_bytes"].as_u64().unwrap() < 50 * MIB, "PSS cannot see it: {what}");
                 }
                 assert_eq!(
