@@ -140,6 +140,12 @@ impl PidFd {
     }
 }
 
+impl AsFd for PidFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl AsRawFd for PidFd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

@@ -15,9 +15,18 @@
 //! rusage and I/O, folded into proc_box's own by its reaping, are taken out again). Once no
 //! held process is left, proc_box closes the socket and the guard exits.
 
+use crate::sys::fd::{poll_one, readable_now, PollFlags};
 use crate::sys::pidfd::PidFd;
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use rustix::io::Errno;
+use rustix::net::{
+    recvmsg, sendmsg, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+use rustix::process::{pidfd_send_signal, Signal};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// The hidden first argument that makes proc_box a guard.
 pub const ARG: &str = "--internal-pidfd-guard";
@@ -37,16 +46,8 @@ impl Guard {
     /// meanwhile still works) in a session of its own, with no stdio, no environment and no
     /// descriptor but its end of the socket.
     pub fn start() -> io::Result<Guard> {
-        let mut pair = [0; 2];
-        // SAFETY: socketpair writes two descriptors into the array we own.
-        if unsafe {
-            libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, pair.as_mut_ptr())
-        } != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: both descriptors were just made and nothing else owns them.
-        let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        let (ours, theirs) =
+            rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
         let exe = c"/proc/self/exe";
         let fd_arg = std::ffi::CString::new(SOCKET_FD.to_string()).map_err(io::Error::other)?;
         let arg = std::ffi::CString::new(ARG).map_err(io::Error::other)?;
@@ -95,44 +96,19 @@ impl Guard {
     /// queue: a proc_box killed right after still has it killed.
     pub fn hold(&self, fd: &PidFd) -> io::Result<()> {
         let Some(sock) = &self.sock else { return Err(io::Error::from_raw_os_error(libc::EPIPE)) };
-        let raw = fd.as_raw_fd();
-        let mut byte = 0u8;
-        let mut iov = libc::iovec { iov_base: (&mut byte as *mut u8).cast(), iov_len: 1 };
-        // Room for one descriptor's control message, aligned as cmsghdr needs.
-        let mut space = [0u64; 4];
-        // SAFETY: CMSG_SPACE is arithmetic.
-        let len = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-        debug_assert!(len <= std::mem::size_of_val(&space));
-        // SAFETY: msghdr is plain data; all-zero is valid before the fields are set.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = space.as_mut_ptr().cast();
-        msg.msg_controllen = len as _;
-        // SAFETY: the control buffer holds one cmsghdr with room for one fd (len above), which
-        // CMSG_FIRSTHDR returns and CMSG_DATA points into.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), raw);
-        }
+        let fds = [fd.as_fd()];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         for _ in 0..2 {
-            // SAFETY: msg and everything it points to live across the call.
-            let rc =
-                unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
-            if rc >= 0 {
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EAGAIN) {
-                return Err(e);
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            control.push(SendAncillaryMessage::ScmRights(&fds));
+            let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+            match sendmsg(sock, &[IoSlice::new(&[0])], &mut control, flags) {
+                Ok(_) => return Ok(()),
+                Err(Errno::AGAIN) => {}
+                Err(e) => return Err(e.into()),
             }
             // The guard is behind (it reads as fast as it can): wait for room, briefly.
-            let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-            // SAFETY: one valid pollfd on the stack.
-            unsafe { libc::poll(&mut pfd, 1, 1000) };
+            poll_one(sock, PollFlags::OUT, Some(Duration::from_secs(1)));
         }
         Err(io::Error::from_raw_os_error(libc::EAGAIN))
     }
@@ -146,14 +122,13 @@ impl Guard {
 /// The guard's life: collect pidfds until proc_box's end of the socket closes, then end every
 /// process still held.
 pub fn run(args: &[std::ffi::OsString]) -> i32 {
-    let Some(sock) = args.first().and_then(|a| a.to_str()?.parse::<RawFd>().ok()) else { return 2 };
-    // SAFETY: closing descriptor ranges of our own; stdio and the socket are kept.
-    unsafe {
-        if sock > 3 {
-            libc::syscall(libc::SYS_close_range, 3, sock - 1, 0);
-        }
-        libc::syscall(libc::SYS_close_range, sock + 1, u32::MAX, 0);
+    // The socket is always at SOCKET_FD; the argument says so, and is checked.
+    if args.first().and_then(|a| a.to_str()?.parse::<RawFd>().ok()) != Some(SOCKET_FD) {
+        return 2;
     }
+    // SAFETY: closing every descriptor above the socket, just after exec: nothing in this
+    // process owns one yet. Stdio and the socket are kept.
+    unsafe { libc::syscall(libc::SYS_close_range, SOCKET_FD + 1, u32::MAX, 0) };
     for sig in [
         libc::SIGINT,
         libc::SIGQUIT,
@@ -166,10 +141,13 @@ pub fn run(args: &[std::ffi::OsString]) -> i32 {
         // SAFETY: setting a signal to SIG_IGN.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
+    // SAFETY: descriptor 3 is the socket `Guard::start` placed there across exec (checked just
+    // above), and nothing else in this process owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(SOCKET_FD) };
     let mut held: Vec<OwnedFd> = Vec::new();
     let mut pruned_at = 16;
     loop {
-        match receive(sock) {
+        match receive(sock.as_fd()) {
             Ok(Some(fds)) => held.extend(fds),
             Ok(None) => break, // proc_box closed its end, or died
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -178,7 +156,7 @@ pub fn run(args: &[std::ffi::OsString]) -> i32 {
         // Forget the ones that exited, now and then: the list stays about as long as the
         // number held alive.
         if held.len() >= pruned_at {
-            held.retain(|fd| !exited(fd.as_raw_fd()));
+            held.retain(|fd| !readable_now(fd));
             pruned_at = (held.len() * 2).max(16);
         }
     }
@@ -187,57 +165,22 @@ pub fn run(args: &[std::ffi::OsString]) -> i32 {
 }
 
 /// One message's descriptors; `None` at end-of-file.
-fn receive(sock: RawFd) -> io::Result<Option<Vec<OwnedFd>>> {
-    let mut byte = 0u8;
-    let mut iov = libc::iovec { iov_base: (&mut byte as *mut u8).cast(), iov_len: 1 };
-    let mut space = [0u64; 16];
-    // SAFETY: msghdr is plain data; all-zero is valid before the fields are set.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = space.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&space) as _;
-    // SAFETY: msg and its buffers live across the call.
-    let rc = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if rc == 0 {
+fn receive(sock: BorrowedFd) -> io::Result<Option<Vec<OwnedFd>>> {
+    let mut byte = [0u8];
+    // Room for the descriptors of several messages, should the kernel merge them.
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(16))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = recvmsg(sock, &mut [IoSliceMut::new(&mut byte)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
+    if got.bytes == 0 {
         return Ok(None);
     }
     let mut fds = Vec::new();
-    // SAFETY: the kernel filled msg_control with msg_controllen bytes of well-formed cmsghdrs,
-    // which the CMSG_* macros walk; SCM_RIGHTS data is an array of descriptors now ours.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg);
-                let n =
-                    ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
-                for i in 0..n {
-                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                    fds.push(OwnedFd::from_raw_fd(fd));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = message {
+            fds.extend(rights);
         }
     }
     Ok(Some(fds))
-}
-
-fn exited(fd: RawFd) -> bool {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd on the stack, zero timeout.
-    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
-    rc > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
-}
-
-fn send(fd: RawFd, sig: i32) -> bool {
-    // SAFETY: a pidfd we own, a signal number, a null siginfo and flags 0.
-    unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, fd, sig, std::ptr::null::<libc::siginfo_t>(), 0) == 0
-    }
 }
 
 /// The pid a pidfd refers to, from `/proc/self/fdinfo` (the guard's own pid namespace).
@@ -253,15 +196,15 @@ fn pid_of(fd: RawFd) -> Option<i32> {
 fn end_all(held: Vec<OwnedFd>) {
     let mut known: Vec<(i32, OwnedFd)> = held
         .into_iter()
-        .filter(|fd| !exited(fd.as_raw_fd()))
+        .filter(|fd| !readable_now(fd))
         .filter_map(|fd| Some((pid_of(fd.as_raw_fd())?, fd)))
         .collect();
     for _ in 0..64 {
         for (_, fd) in &known {
-            send(fd.as_raw_fd(), libc::SIGSTOP);
+            let _ = pidfd_send_signal(fd, Signal::STOP);
         }
         let mut fresh = Vec::new();
-        for (pid, _) in known.iter().filter(|(_, fd)| !exited(fd.as_raw_fd())) {
+        for (pid, _) in known.iter().filter(|(_, fd)| !readable_now(fd)) {
             let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
             for task in tasks.flatten() {
                 let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
@@ -271,8 +214,8 @@ fn end_all(held: Vec<OwnedFd>) {
                     }
                     let Ok(fd) = PidFd::open(child) else { continue };
                     let parent = crate::sys::procfs::parent_of(child);
-                    let ours = parent
-                        .is_some_and(|pp| known.iter().any(|(p, f)| *p == pp && !exited(f.as_raw_fd())));
+                    let ours =
+                        parent.is_some_and(|pp| known.iter().any(|(p, f)| *p == pp && !readable_now(f)));
                     if ours && !fd.exited() {
                         fresh.push((child, fd.into_fd()));
                     }
@@ -285,6 +228,6 @@ fn end_all(held: Vec<OwnedFd>) {
         known.extend(fresh);
     }
     for (_, fd) in &known {
-        send(fd.as_raw_fd(), libc::SIGKILL);
+        let _ = pidfd_send_signal(fd, Signal::KILL);
     }
 }
