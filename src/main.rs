@@ -144,27 +144,30 @@ fn start(config: &Config) -> Result<i32, String> {
         cgroup: cgroup_fds.iter().map(|f| f.as_raw_fd()).collect(),
         cgroup_in_ptrace: config.cgroup == proc_box::cgroup::Policy::Required || limits.memory_in_cgroup,
     };
-    // Subreaper mode counts processes exactly from the kernel's fork events where it may
-    // (CAP_NET_ADMIN); subscribed before the job starts, so none of its forks is missed.
-    let connector = match config.track {
-        proc_box::config::Track::Ptrace => None,
-        _ => proc_box::tracker::connector::Connector::open()
+    // Subreaper mode counts processes exactly from the kernel's fork events, and bills
+    // auto-reaped children from the kernel's exit records, where it may (CAP_NET_ADMIN). Both
+    // are subscribed to before the job may fork: at once for `--track subreaper`; for
+    // `--track auto` only once ptrace was refused, so the default ptrace mode pays nothing.
+    let (mut connector, mut taskstats) = (None, None);
+    let subscribe = |connector: &mut Option<_>, taskstats: &mut Option<_>| {
+        *connector = proc_box::tracker::connector::Connector::open()
             .map_err(|e| {
                 debug!("no process events connector ({e}): processes_started counts what the walks see")
             })
-            .ok(),
-    };
-    // Subreaper mode bills auto-reaped children from the kernel's exit records where it may
-    // (CAP_NET_ADMIN); registered before the job starts, so none of its exits is missed.
-    let taskstats = match config.track {
-        proc_box::config::Track::Ptrace => None,
-        _ => proc_box::accounting::taskstats::Taskstats::open()
+            .ok();
+        *taskstats = proc_box::accounting::taskstats::Taskstats::open()
             .map_err(|e| debug!("no taskstats exit records ({e}): auto-reaped children are estimated"))
-            .ok(),
+            .ok();
     };
+    if config.track == Track::Subreaper {
+        subscribe(&mut connector, &mut taskstats);
+    }
     stop_requested(&signals)?;
     let mut made_late = None;
     let mut before_go = |mode, pid| {
+        if mode == proc_box::tracker::Mode::Subreaper && config.track == Track::Auto {
+            subscribe(&mut connector, &mut taskstats);
+        }
         if late && mode == proc_box::tracker::Mode::Subreaper {
             made_late = late_cgroup(pid)?;
         }
