@@ -264,9 +264,9 @@ pub fn spawn(
             drop(go_r);
             drop(report_w);
             let _ = nix::unistd::setpgid(child, child);
-            if let Some(fd) = terminal {
-                // Both sides set it, so neither order of the race matters.
-                let _ = nix::unistd::tcsetpgrp(unsafe_borrow(fd), child);
+            // Both sides set it, so neither order of the race matters.
+            if let Some(tty) = terminal.and_then(crate::sys::fd::standard) {
+                let _ = nix::unistd::tcsetpgrp(tty, child);
             }
             // Our child and not yet reaped, so this pidfd is certainly the right process.
             let pidfd = match PidFd::open(child.as_raw()) {
@@ -324,11 +324,6 @@ fn abandon(child: nix::unistd::Pid, pidfd: Option<&PidFd>, go: std::os::fd::Owne
             Err(_) => return,
         }
     }
-}
-
-fn unsafe_borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: `fd` is the terminal, proc_box's stdin, open for the whole run.
-    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
 
 /// What the child executes, prepared before the fork.

@@ -39,13 +39,9 @@ pub(super) fn signals(fd: &SignalFd, self_pid: i32) -> Vec<(i32, u32)> {
 pub(super) fn sent_faults(pipe: &OwnedFd) -> Vec<(i32, u32)> {
     let mut got = Vec::new();
     let mut sigs = [0u8; 64];
-    loop {
-        // SAFETY: reading into a local buffer from the non-blocking pipe we own.
-        let n = unsafe { libc::read(pipe.as_raw_fd(), sigs.as_mut_ptr().cast(), sigs.len()) };
-        if n <= 0 {
-            break;
-        }
-        got.extend(sigs[..n as usize].iter().map(|&sig| (i32::from(sig), u32::MAX)));
+    // Until the non-blocking pipe is empty (EAGAIN), or fails.
+    while let Ok(n @ 1..) = rustix::io::read(pipe, &mut sigs[..]) {
+        got.extend(sigs[..n].iter().map(|&sig| (i32::from(sig), u32::MAX)));
     }
     got
 }
