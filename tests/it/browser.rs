@@ -84,6 +84,21 @@ fn screenshot(scene: &Scene, page: &Path, name: &str, size: &str) -> (f64, usize
     (inked as f64 / pixels.len() as f64, colours.len())
 }
 
+/// The test's own page (the report has no script): the report in a frame as wide as a page,
+/// and the right edge of each of its tables and charts, written into the DOM.
+const A4_FRAME: &str = r#"<!DOCTYPE html><html><body style="margin:0">
+<iframe id="r" src="report.html" style="width:WIDTHpx;height:3000px;border:0"></iframe>
+<script>
+document.getElementById('r').addEventListener('load', function () {
+  var d = this.contentDocument, out = [];
+  var w = d.documentElement.clientWidth;
+  d.querySelectorAll('table, svg').forEach(function (t, i) {
+    out.push((t.id || t.tagName + i) + ':' + Math.ceil(t.getBoundingClientRect().right) + '/' + w);
+  });
+  document.body.setAttribute('data-fit', out.join(' '));
+});
+</script></body></html>"#;
+
 #[test]
 fn chromium_draws_the_report_and_the_chart_and_runs_no_label() {
     let scene = Scene::new("browser");
@@ -115,6 +130,25 @@ fn chromium_draws_the_report_and_the_chart_and_runs_no_label() {
     }
     let cost = csv_total(&csv).into_iter().find(|(k, _)| k == "cost_EUR").unwrap().1;
     assert!(total.contains(&format!(">{cost}</td>")), "the total cost {cost} shows: {total}");
+
+    // On paper: A4 inside the page's 12 mm margins is 703 px wide (letter: 725). The print
+    // layout applies at that width on a screen too, so there no table or chart may pass the
+    // right edge: nothing is cut.
+    let frame = scene.dir.join("a4.html");
+    std::fs::write(&frame, A4_FRAME.replace("WIDTH", "703")).unwrap();
+    let dom = chromium(
+        &scene,
+        &frame,
+        &["--dump-dom", "--virtual-time-budget=3000", "--allow-file-access-from-files"],
+    );
+    let fit = dom.split("data-fit=\"").nth(1).expect("the measure ran").split('"').next().unwrap();
+    assert!(fit.split_whitespace().count() >= 5, "{fit}");
+    for item in fit.split_whitespace() {
+        let (name, rest) = item.split_once(':').unwrap();
+        let (right, width) = rest.split_once('/').unwrap();
+        let (right, width): (f64, f64) = (right.parse().unwrap(), width.parse().unwrap());
+        assert!(right <= width, "{name} passes the page's edge: {right} > {width} ({fit})");
+    }
 
     let (inked, colours) = screenshot(&scene, &page, "report.png", "1200,2400");
     assert!(

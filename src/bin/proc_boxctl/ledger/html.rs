@@ -107,9 +107,19 @@ ul.legend li { overflow-wrap: anywhere; }
 svg { max-width: 100%; height: auto; }
 td svg { width: 160px; height: 36px; }
 @page { margin: 12mm; }
-@media print {
+/* A page (A4 is 186 mm = 703 px wide inside 12 mm margins, letter 725 px) and a narrow screen
+   get the same compact layout, so what fits a narrow window fits the paper. */
+@media print, (max-width: 760px) {
   body { margin: 0; max-width: none; padding: 0; font-size: 8.5pt; }
-  h2 { font-size: 11pt; break-after: avoid; }
+  h1 { font-size: 14pt; }
+  h2 { font-size: 11pt; }
+  th, td { padding: 2px 3px; }
+  th.key, td.key { min-width: 3.5em; }
+  ul.legend { columns: 2; }
+  td svg { width: 96px; height: 22px; }
+}
+@media print {
+  h2 { break-after: avoid; }
   thead { display: table-header-group; }
   tr { break-inside: avoid; }
   section.chart { break-inside: avoid; }
@@ -417,7 +427,7 @@ fn top_jobs(h: &mut String, i: &Input) {
         let eff = if j.wall_us > 0 { cpu / j.wall_us as f64 } else { 0.0 };
         let _ = write!(
             h,
-            "<tr><td>{}</td><td class=\"key\">{}</td><td class=\"key\">{}</td><td class=\"key\">{}</td><td class=\"key nowrap\">{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td class=\"key nowrap\">{}</td><td>{}</td>",
+            "<tr><td>{}</td><td class=\"key\">{}</td><td class=\"key\">{}</td><td class=\"key\">{}</td><td class=\"key\">{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td class=\"key nowrap\">{}</td><td>{}</td>",
             n + 1,
             esc(&cut(&j.box_id, 40)),
             esc(&cut(&report::user(j).unwrap_or_else(|| "-".into()), 30)),
