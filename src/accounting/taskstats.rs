@@ -14,10 +14,14 @@
 //! (8 MiB) and are read on the monitor tick, at each departure and at the end. Only records
 //! whose parent is in the tree are kept.
 
+use crate::sys::fd::{poll_one, PollFlags};
 use crate::sys::procfs::IoSum;
+use rustix::io::Errno;
+use rustix::net::netlink::SocketAddrNetlink;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 const GENL_ID_CTRL: u16 = 0x10;
@@ -133,27 +137,17 @@ fn request(family: u16, cmd: u8, version: u8, attr: u16, value: &[u8], flags: u1
     m
 }
 
-fn send(fd: RawFd, m: &[u8]) -> io::Result<()> {
-    // SAFETY: send of a local buffer of the length given.
-    if unsafe { libc::send(fd, m.as_ptr().cast(), m.len(), 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+fn send(fd: BorrowedFd, m: &[u8]) -> io::Result<()> {
+    rustix::net::send(fd, m, SendFlags::empty())?;
     Ok(())
 }
 
 /// Waits (at most a second) for the answer to a request: its first message.
-fn answer(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd on the stack.
-    if unsafe { libc::poll(&mut pfd, 1, 1000) } <= 0 {
+fn answer(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<usize> {
+    if poll_one(fd, PollFlags::IN, Some(Duration::from_secs(1))).is_empty() {
         return Err(io::Error::from(io::ErrorKind::TimedOut));
     }
-    // SAFETY: recv into a buffer of the length given.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    Ok(rustix::net::recv(fd, buf, RecvFlags::empty())?.0)
 }
 
 /// The error code of an `NLMSG_ERROR` message (0 is an acknowledgement), if it is one.
@@ -165,38 +159,20 @@ impl Taskstats {
     /// Registers for the exit records of every CPU. Fails without CAP_NET_ADMIN, outside the
     /// initial user and pid namespaces, or where the kernel has no taskstats.
     pub fn open() -> io::Result<Taskstats> {
-        // SAFETY: socket(2) with constant arguments; the result is checked.
-        let raw = unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_GENERIC)
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a descriptor we just opened and own alone.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_nl is plain data; all-zero (nl_pid 0: the kernel picks one) is valid.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        let len = std::mem::size_of::<libc::sockaddr_nl>() as u32;
-        // SAFETY: bind with a valid sockaddr_nl of the size given.
-        if unsafe { libc::bind(raw, (&addr as *const libc::sockaddr_nl).cast(), len) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let size: libc::c_int = 8 << 20;
-        // SAFETY: setsockopt with a pointer to a local int of the size given (privileged, as
-        // the registration itself is).
-        unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as u32,
-            );
-        }
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            SocketFlags::CLOEXEC,
+            Some(rustix::net::netlink::GENERIC),
+        )?;
+        // nl_pid 0: the kernel picks one.
+        rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 0))?;
+        // Privileged, as the registration itself is.
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, 8 << 20);
+        let sock = fd.as_fd();
         let mut buf = vec![0u8; 8192];
-        send(raw, &request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1, CTRL_ATTR_FAMILY_NAME, b"TASKSTATS", 0))?;
-        let n = answer(raw, &mut buf)?;
+        send(sock, &request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1, CTRL_ATTR_FAMILY_NAME, b"TASKSTATS", 0))?;
+        let n = answer(sock, &mut buf)?;
         let m = &buf[..n];
         if let Some(e) = nl_error(m).filter(|&e| e != 0) {
             return Err(io::Error::from_raw_os_error(e));
@@ -208,7 +184,7 @@ impl Taskstats {
         let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
         let ack = libc::NLM_F_ACK as u16;
         send(
-            raw,
+            sock,
             &request(
                 family,
                 TASKSTATS_CMD_GET,
@@ -220,7 +196,7 @@ impl Taskstats {
         )?;
         // The acknowledgement, or the reason for a refusal: never take a refusal for silence.
         loop {
-            let n = answer(raw, &mut buf)?;
+            let n = answer(sock, &mut buf)?;
             match nl_error(&buf[..n]) {
                 Some(0) => break,
                 Some(e) => return Err(io::Error::from_raw_os_error(e)),
@@ -228,10 +204,8 @@ impl Taskstats {
             }
         }
         // From now on the socket is drained without blocking.
-        // SAFETY: fcntl on our own descriptor.
-        unsafe {
-            let flags = libc::fcntl(raw, libc::F_GETFL);
-            libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        if let Ok(flags) = rustix::fs::fcntl_getfl(&fd) {
+            let _ = rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK);
         }
         Ok(Taskstats { fd, family, partial: HashMap::new(), lost: false })
     }
@@ -242,25 +216,19 @@ impl Taskstats {
         let mut done = Vec::new();
         let mut buf = vec![0u8; 64 << 10];
         loop {
-            // SAFETY: recv into a buffer of the length given.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                match io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::ENOBUFS) => {
-                        if !self.lost {
-                            crate::warn!(
-                                "taskstats exit records were lost; auto-reaped children are estimated"
-                            );
-                        }
-                        self.lost = true;
-                        self.partial.clear();
-                        continue;
+            let n = match rustix::net::recv(&self.fd, &mut buf[..], RecvFlags::empty()) {
+                Ok((n, _)) => n,
+                Err(Errno::INTR) => continue,
+                Err(Errno::NOBUFS) => {
+                    if !self.lost {
+                        crate::warn!("taskstats exit records were lost; auto-reaped children are estimated");
                     }
-                    _ => break, // EAGAIN: nothing more queued
+                    self.lost = true;
+                    self.partial.clear();
+                    continue;
                 }
-            }
-            let n = n as usize;
+                Err(_) => break, // EAGAIN: nothing more queued
+            };
             let mut at = 0;
             while at + NLMSG_HDR <= n {
                 let Some(len) = u32_at(&buf[..n], at).map(|l| l as usize) else { break };
