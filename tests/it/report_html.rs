@@ -175,3 +175,27 @@ fn an_empty_period_still_makes_a_page() {
     roxmltree::Document::parse_with_options(&html, opts).unwrap();
     assert!(html.contains("No jobs in the period."));
 }
+
+#[test]
+fn every_sets_the_buckets_of_the_chart_over_time() {
+    let scene = Scene::new("html-every");
+    let (db, _) = ledger(&scene);
+    let html = |every: &str| {
+        let o = ctl()
+            .args(["report", "--db", &db, "--by", "account", "--format", "html", "--every", every])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let week = html("week");
+    assert!(week.contains("CPU hours per account by week"), "{week}");
+    // Days 1 to 21 of November 2026: ISO weeks 44 to 47.
+    for w in ["2026-W44", "2026-W45", "2026-W46", "2026-W47"] {
+        assert!(week.contains(&format!(">{w}</text>")), "{w}");
+    }
+    assert!(!week.contains(">2026-W48</text>"));
+    assert!(html("month").contains(">2026-11</text>"));
+    let o = ctl().args(["report", "--db", &db, "--format", "html", "--every", "hour"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

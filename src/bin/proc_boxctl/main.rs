@@ -145,6 +145,14 @@ const MANUAL: &[Section] = &[
                 "proc_boxctl plot job.stats.jsonl -o job.svg",
                 "Draws one job from its --stats-file: CPU cores, PSS and RSS, I/O rates, processes, and its events.",
             ),
+            (
+                "proc_boxctl plot --db postgres://ledger@db1/acct --box job-42 -o job.svg",
+                "Draws job-42 from the samples the ledger kept (ledger run --samples) and its summary.",
+            ),
+            (
+                "proc_boxctl report --since lastmonth --by account --rates rates.toml --format html > bill.html",
+                "Last month's bill as one self-contained page: totals, cost per account by day, top jobs, CPU efficiency.",
+            ),
         ],
     },
     Section {

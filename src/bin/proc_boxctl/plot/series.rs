@@ -42,7 +42,8 @@ impl Point {
         let cpu = f("cpu_user_seconds")? + f("cpu_system_seconds")?;
         Some(Point {
             seq: v.get("seq").and_then(Value::as_u64),
-            t: f("time_unix")?,
+            // A time outside 1970..5138 is not a sample's: it would stretch the axis without end.
+            t: f("time_unix").filter(|t| (0.0..1e11).contains(t))?,
             elapsed: f("elapsed_seconds"),
             state: v.get("state").and_then(Value::as_str).unwrap_or("running").to_owned(),
             processes: f("processes").unwrap_or(0.0),
@@ -406,7 +407,7 @@ pub fn chart(job: &Job) -> Chart {
         .or_else(|| first.map(|p| p.t));
     let rel = |t: f64| t - start.unwrap_or(t);
     let t_last = samples.last().map(|p| rel(p.t)).unwrap_or(0.0);
-    let t_end = end.and_then(|e| e.ended.map(rel).or(e.wall)).unwrap_or(t_last).max(t_last).max(1e-3);
+    let t_end = end.and_then(|e| e.ended.map(rel).or(e.wall)).unwrap_or(t_last).max(t_last).clamp(1e-3, 1e11);
 
     let mut marks = Vec::new();
     let mut bands = Vec::new();
