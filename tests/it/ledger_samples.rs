@@ -122,6 +122,31 @@ fn kept_within_bounds(db: &str, scene: &Scene) {
     assert!(svg.contains("box long"));
 }
 
+/// A box still running (no summary yet) whose samples 8 to 11 were lost on the way (a broker
+/// outage: samples are transient) is drawn from what the ledger has, and says both.
+#[test]
+fn a_running_box_with_lost_samples_draws_and_says_so() {
+    let scene = Scene::new("samples-running");
+    let db = format!("sqlite:{}", scene.dir.join("l.sqlite").display());
+    let text: String = std::fs::read_to_string(long_job(&scene.dir))
+        .unwrap()
+        .lines()
+        .take(20)
+        .filter(|l| !(8..=11).any(|s| l.contains(&format!("\"seq\":{s},"))))
+        .map(|l| l.replace("node1-42-abc", "node2-7-def").replace("\"long\"", "\"running-box\"") + "\n")
+        .collect();
+    let file = scene.dir.join("running.jsonl");
+    std::fs::write(&file, text).unwrap();
+    let out = import(&db, &file);
+    assert!(out.contains("0 new") && out.contains("16 samples read, 16 stored"), "{out}");
+    let svg = plot_box(&db, "running-box", &scene.dir.join("r.svg")).expect("plot --box of a running box");
+    assert!(svg.contains("no summary line") && svg.contains("seq 8-11 missing"), "{svg}");
+    assert!(svg.contains("class=\"band gap\""));
+    let o = ctl().args(["plot", "--db", &db, "--box", "nobody"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no job and no samples of box 'nobody'"));
+}
+
 #[test]
 fn samples_are_thinned_within_the_bound_in_sqlite() {
     let scene = Scene::new("samples-sqlite");
