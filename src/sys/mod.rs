@@ -4,10 +4,11 @@
 //! accounting (how much it used) both read through here, so neither imports the other's
 //! readers, and the module graph has no cycle.
 //!
-//! Raw `libc` stays elsewhere only where a safe wrapper cannot be used: between fork and exec
-//! (`spawn.rs`, `inherited.rs`, `cgroup::join_in_child`: async-signal-safe, nothing may
-//! allocate), in the fault handler (`fault.rs`), and for signal numbers 32–64, which nix's
-//! `Signal` cannot hold (`tracker/ptrace.rs`, `tracker/wait.rs`).
+//! Raw `libc` stays outside only where no wrapper fits: between fork and exec (`spawn.rs`,
+//! `inherited.rs`, the cgroup watcher and the guard: async-signal-safe, nothing may allocate),
+//! in the fault handler (`fault.rs`), and for signal numbers 32–64, which neither rustix's nor
+//! nix's signal type may carry (`tracker/ptrace.rs`, `signals.rs`, the signalfd read). The
+//! README's "unsafe" section lists every remaining block.
 
 pub mod fd;
 pub mod pidfd;
