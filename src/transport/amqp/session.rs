@@ -142,6 +142,15 @@ pub(super) async fn run(
 
 /// Acknowledges a delivery. One from a connection since lost cannot be, and needs not be: its
 /// exclusive queue went with that connection.
+/// How a session on a live connection ended early. Only one that was serving earns a fast
+/// retry: one that fails in its set-up each time must back off like a refused connect.
+enum Lost {
+    /// In setting up: the publish channel, or control's queue and bindings.
+    InSetUp(Failure),
+    /// While serving.
+    Serving(Failure),
+}
+
 async fn ack(acker: &lapin::Acker) {
     if !acker.usable() {
         return;
@@ -176,9 +185,8 @@ impl Task {
             let failure = match attempt {
                 Ok((conn, uri)) => {
                     let first = backoff.failures == 0 && !told;
-                    let mut served = false;
-                    let result = self.serve(&conn, &uri, first, &mut served).await;
-                    if let Err(f) = &result {
+                    let result = self.serve(&conn, &uri, first).await;
+                    if let Err(Lost::InSetUp(f) | Lost::Serving(f)) = &result {
                         let why =
                             format!("the session with {} failed: {}", link::describe(&uri), f.message());
                         self.shared.set_connecting(false, Some(why));
@@ -191,14 +199,14 @@ impl Task {
                         Ok(()) => return, // the summary went out: the task is done
                         // Only a session that was set up and serving earns a fast retry: one
                         // that fails in its set-up each time must back off like a refused connect.
-                        Err(f) if served && !matches!(f, Failure::Config(_)) => {
+                        Err(Lost::Serving(f)) if !matches!(f, Failure::Config(_)) => {
                             backoff.failures = 0;
                             let node = link::describe(&uri);
                             crate::warn!("AMQP: lost the broker at {node}: {}; reconnecting", f.message());
                             told = true;
                             f
                         }
-                        Err(f) => f,
+                        Err(Lost::InSetUp(f) | Lost::Serving(f)) => f,
                     }
                 }
                 Err(f) => f,
@@ -277,18 +285,11 @@ impl Task {
     }
 
     /// One session on a live connection. `Ok` once the summary is delivered or refused for
-    /// good; `Err` when the connection failed and must be rebuilt. `served` tells whether it
-    /// got as far as serving.
-    async fn serve(
-        &mut self,
-        conn: &Connection,
-        uri: &lapin::uri::AMQPUri,
-        first: bool,
-        served: &mut bool,
-    ) -> Result<(), Failure> {
+    /// good; `Err` when the connection failed and must be rebuilt, saying how far it got.
+    async fn serve(&mut self, conn: &Connection, uri: &lapin::uri::AMQPUri, first: bool) -> Result<(), Lost> {
         let node = link::describe(uri);
         let events = conn.events_listener();
-        let publish = link::confirm_channel(conn).await?;
+        let publish = link::confirm_channel(conn).await.map_err(Lost::InSetUp)?;
         self.shared.set_connected(true);
         let how = if first { "connected to" } else { "reconnected to" };
         if first {
@@ -314,13 +315,13 @@ impl Task {
             }
             std::future::pending().await
         };
-        let result = or(self.serve_loop(conn, publish, events, &stop, &ready, served), spool).await;
+        let result = or(self.serve_loop(conn, publish, events, &stop, &ready), spool).await;
         self.spool_sent = sent.get();
         result
     }
 
-    /// `served` says whether the session was serving when it failed: not if it failed in
-    /// setting up control.
+    /// The session serving: samples, control, the summary. A failure to set up control (its
+    /// queue and bindings) is [`Lost::InSetUp`]; every other one is [`Lost::Serving`].
     async fn serve_loop(
         &mut self,
         conn: &Connection,
@@ -328,17 +329,15 @@ impl Task {
         events: impl futures_lite::Stream<Item = Event>,
         stop: &Cell<bool>,
         control_ready: &flume::Sender<()>,
-        served: &mut bool,
-    ) -> Result<(), Failure> {
-        *served = true;
+    ) -> Result<(), Lost> {
         let mut events = std::pin::pin!(events);
         // Set up once the job has lived a moment; a job that ends first never needs it.
         let mut control: Option<link::PrivateQueue> = None;
         loop {
-            self.publish_samples(&publish).await?;
+            self.publish_samples(&publish).await.map_err(Lost::Serving)?;
             if self.summary.is_some() {
                 stop.set(true);
-                return self.publish_summary(&publish).await;
+                return self.publish_summary(&publish).await.map_err(Lost::Serving);
             }
             let handled = self.replies.1.clone();
             let (consumer, due) = match control.as_mut() {
@@ -387,15 +386,15 @@ impl Task {
                         link::COMMAND_MAX,
                     )
                     .await
-                    .inspect_err(|_| *served = false)?; // a set-up step failed
+                    .map_err(Lost::InSetUp)?;
                     control = Some(q);
                     let _ = control_ready.try_send(());
                     crate::debug!("AMQP: control keys bound: {}", s.bind_keys.join(", "));
                 }
-                Wake::Delivery(Some(Ok(d))) => self.on_delivery(*d).await?,
-                Wake::Delivery(Some(Err(e))) => return Err(Failure::from_lapin(&e)),
+                Wake::Delivery(Some(Ok(d))) => self.on_delivery(*d).await.map_err(Lost::Serving)?,
+                Wake::Delivery(Some(Err(e))) => return Err(Lost::Serving(Failure::from_lapin(&e))),
                 Wake::Delivery(None) => {
-                    return Err(Failure::Transient("the broker cancelled the consumer".into()))
+                    return Err(Lost::Serving(Failure::Transient("the broker cancelled the consumer".into())))
                 }
                 Wake::Handled(Some(h)) => {
                     ack(&h.acker).await;
@@ -403,7 +402,7 @@ impl Task {
                         // A command taken by an earlier session may be answered before this
                         // one has its control channel.
                         let ch = control.as_ref().map_or(&publish, |q| &q.channel);
-                        self.send_reply(ch, reply, &to, corr).await?;
+                        self.send_reply(ch, reply, &to, corr).await.map_err(Lost::Serving)?;
                     }
                 }
                 Wake::Handled(None) | Wake::Sample => {}
@@ -413,7 +412,7 @@ impl Task {
                 Wake::Event(Some(Event::Error(e))) => {
                     let control_up = control.as_ref().is_none_or(|q| q.channel.status().connected());
                     if !(control_up && publish.status().connected()) {
-                        return Err(Failure::from_lapin(&e));
+                        return Err(Lost::Serving(Failure::from_lapin(&e)));
                     }
                     crate::debug!("AMQP: {e}");
                 }
@@ -421,7 +420,9 @@ impl Task {
                     crate::warn!("AMQP: the broker blocks publishing: {why}; samples are kept meanwhile")
                 }
                 Wake::Event(Some(_)) => {}
-                Wake::Event(None) => return Err(Failure::Transient("the connection closed".into())),
+                Wake::Event(None) => {
+                    return Err(Lost::Serving(Failure::Transient("the connection closed".into())))
+                }
             }
         }
     }
