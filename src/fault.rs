@@ -120,7 +120,8 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
 /// Gives up after about 2 s.
 ///
 /// Async-signal-safe: the static scratch buffers, and rustix's system calls, which are made
-/// directly (no libc, no `errno`, no allocation).
+/// directly, with no allocation and no lock (the descriptors it opens are closed by
+/// `OwnedFd`, with close(2), which is async-signal-safe too).
 fn kill_tree(me: i32, scratch: &mut Scratch) {
     let Scratch { stack, ents, kids, stat } = scratch;
     for _ in 0..200 {

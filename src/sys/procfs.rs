@@ -60,8 +60,8 @@ pub fn read_pid<'a>(pid: i32, name: &str, buf: &'a mut [u8]) -> Option<&'a str> 
 }
 
 /// Reads a small /proc file whole into `buf`: open, read, close; usable before `main` and in
-/// the fault handler: rustix makes the system calls directly, with no allocation and no
-/// `errno`, so this is async-signal-safe.
+/// the fault handler: rustix makes the system calls directly, with no allocation and no lock,
+/// and the descriptor is closed with close(2), so this is async-signal-safe.
 pub fn read_pid_file<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a str> {
     let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
     let mut len = 0;
