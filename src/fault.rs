@@ -89,9 +89,16 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
     let me = rustix::process::getpid().as_raw_pid();
     // si_code > 0: the kernel raised it (a fault). abort() raises SIGABRT on itself.
     if code <= 0 && sender != me {
-        let byte = sig as u8;
-        // SAFETY: write(2) of one byte from the stack; a full pipe drops the signal, never blocks.
-        unsafe { libc::write(PIPE.load(Ordering::Relaxed), (&byte as *const u8).cast(), 1) };
+        let fd = PIPE.load(Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: the pipe's write end is stored before the handler is installed and never
+            // closed.
+            let pipe = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            // Through rustix, which does not touch errno: this handler returns, and the code
+            // it interrupted must find errno as it left it. A full pipe drops the signal
+            // (non-blocking), never blocks.
+            let _ = rustix::io::write(pipe, &[sig as u8]);
+        }
         return;
     }
     // SAFETY: async-signal-safe syscalls only, then death by the same signal.
