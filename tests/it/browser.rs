@@ -91,7 +91,7 @@ const A4_FRAME: &str = r#"<!DOCTYPE html><html><body style="margin:0">
 <script>
 document.getElementById('r').addEventListener('load', function () {
   var d = this.contentDocument, out = [];
-  var w = d.documentElement.clientWidth;
+  var w = this.clientWidth;
   d.querySelectorAll('table, svg').forEach(function (t, i) {
     out.push((t.id || t.tagName + i) + ':' + Math.ceil(t.getBoundingClientRect().right) + '/' + w);
   });
@@ -177,6 +177,17 @@ fn chromium_draws_the_report_and_the_chart_and_runs_no_label() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let dom = chromium(&scene, &svg, &["--dump-dom"]);
     assert!(dom.contains("data-panel=\"cpu\"") && dom.contains("CPU (cores)"), "{dom}");
+    // As wide as an A4 page: the chart scales down rather than being cut.
+    let frame = scene.dir.join("a4-svg.html");
+    std::fs::write(&frame, A4_FRAME.replace("WIDTH", "703").replace("report.html", "job.svg")).unwrap();
+    let dom = chromium(
+        &scene,
+        &frame,
+        &["--dump-dom", "--virtual-time-budget=3000", "--allow-file-access-from-files"],
+    );
+    let fit = dom.split("data-fit=\"").nth(1).expect("the measure ran").split('"').next().unwrap();
+    let (right, width) = fit.split_once(':').unwrap().1.split_once('/').unwrap();
+    assert!(right.parse::<f64>().unwrap() <= width.parse::<f64>().unwrap(), "the chart is cut on A4: {fit}");
     let (inked, colours) = screenshot(&scene, &svg, "plot.png", "1200,950");
     assert!(
         inked > 0.03 && colours >= 4,

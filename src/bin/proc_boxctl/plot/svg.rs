@@ -137,6 +137,9 @@ pub fn render(c: &Chart) -> String {
         h = px(height)
     );
     let _ = write!(s, "<title>{}</title>", esc(&format!("{} - {}", cut(&c.title, 200), c.subtitle)));
+    // On paper (or a window narrower than the chart) it scales to the width it is given,
+    // instead of being cut at 1200 px.
+    s += "<style>@media print, (max-width: 1199px) { svg { width: 100%; height: auto; } }</style>";
     s += r##"<defs><pattern id="gap" width="8" height="8" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="8" stroke="#999" stroke-width="2"/></pattern></defs>"##;
     let _ = write!(s, r##"<rect x="0" y="0" width="{}" height="{}" fill="#fff"/>"##, WIDTH, px(height));
     let _ = write!(
