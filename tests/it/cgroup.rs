@@ -62,7 +62,9 @@ fn a_sigkilled_proc_box_leaves_no_process_and_no_cgroup(mode: &str) {
         return;
     }
     let scene = Scene::new(&format!("cg-kill-{mode}"));
-    let script = "cat /proc/self/cgroup > $FIX_DIR/cgroup; setsid sleep 1000 & sleep 1000";
+    // Written whole, then renamed: the test reads it while the job runs.
+    let script = "cat /proc/self/cgroup > $FIX_DIR/cg.tmp && mv $FIX_DIR/cg.tmp $FIX_DIR/cgroup; \
+                  setsid sleep 1000 & sleep 1000";
     let mut child = scene
         .command(&["--track", mode, "--cgroup", "required", "--", "sh", "-c", script])
         .stdout(Stdio::null())
