@@ -174,8 +174,9 @@ pub struct Tracker {
     /// The box's cgroup: in subreaper mode, its member list is the exact tree.
     cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
     connector: Option<connector::Connector>,
-    /// ptrace mode: members that could not be seized, whose pidfds the guard holds.
-    unseized: HashSet<i32>,
+    /// Members whose pidfds the guard holds: in ptrace mode those that could not be seized; in
+    /// subreaper mode without a cgroup, every member.
+    guarded: HashSet<i32>,
     guard: Option<guard::Guard>,
     /// Guards started and not yet reaped (a closed one is on its way out): never members.
     guard_pids: HashSet<i32>,
@@ -238,7 +239,7 @@ impl Tracker {
             over_limit: false,
             cgroup: None,
             connector: None,
-            unseized: HashSet::new(),
+            guarded: HashSet::new(),
             guard: None,
             guard_pids: HashSet::new(),
             guard_usage: GuardUsage::default(),
@@ -397,10 +398,62 @@ impl Tracker {
         match held {
             Some(Ok(())) => {
                 crate::debug!("pid {pid} cannot be traced: its pidfd is with the guard");
-                self.unseized.insert(pid);
+                self.guarded.insert(pid);
             }
             Some(Err(e)) => crate::warn!("cannot hand pid {pid} to the pidfd guard: {e}"),
             None => {}
+        }
+    }
+
+    /// Subreaper mode without a cgroup: nothing else would end the tree if proc_box died, so
+    /// every member's pidfd goes to the guard, at the walk that finds it. (A process forked
+    /// since the last walk is not held, but the guard finds it in its parent's children list
+    /// if that parent is held and still alive.)
+    fn guard_members(&mut self) {
+        if self.mode != Mode::Subreaper || self.cgroup.is_some() || self.self_pid == 1 {
+            return;
+        }
+        let fresh: Vec<i32> = self
+            .members
+            .iter()
+            .filter(|(p, m)| !self.guarded.contains(p) && m.watch.is_some())
+            .map(|(p, _)| *p)
+            .collect();
+        if fresh.is_empty() || !self.ensure_guard() {
+            return;
+        }
+        for pid in fresh {
+            let Some((fd, _)) = self.members.get(&pid).and_then(|m| m.watch.as_ref()) else { continue };
+            match self.guard.as_ref().map(|g| g.hold(fd)) {
+                Some(Ok(())) => {
+                    self.guarded.insert(pid);
+                }
+                Some(Err(e)) => {
+                    crate::warn_once!("cannot hand processes to the pidfd guard: {e}");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Starts the guard if none runs; false if it cannot be started.
+    fn ensure_guard(&mut self) -> bool {
+        if self.guard.is_some() {
+            return true;
+        }
+        match guard::Guard::start() {
+            Ok(g) => {
+                self.guard_pids.insert(g.pid());
+                self.guard = Some(g);
+                true
+            }
+            Err(e) => {
+                crate::warn_once!(
+                    "cannot start the pidfd guard: {e}; the tree would survive a SIGKILL of proc_box"
+                );
+                false
+            }
         }
     }
 
@@ -420,14 +473,14 @@ impl Tracker {
         self.guard = None;
         crate::warn!("the pidfd guard (pid {pid}) died; starting another");
         let held: Vec<(i32, PidFd)> = self
-            .unseized
+            .guarded
             .iter()
             .filter_map(|&p| {
                 let (fd, _) = self.members.get(&p)?.watch.as_ref()?;
                 Some((p, PidFd::open(p).ok().filter(|_| !fd.exited())?))
             })
             .collect();
-        self.unseized.clear();
+        self.guarded.clear();
         for (p, fd) in held {
             self.hand_to_guard(p, &fd);
         }
@@ -503,7 +556,7 @@ impl Tracker {
     }
 
     fn remove(&mut self, pid: i32, registry: &Registry) {
-        if self.unseized.remove(&pid) && self.unseized.is_empty() {
+        if self.guarded.remove(&pid) && self.guarded.is_empty() {
             if let Some(mut g) = self.guard.take() {
                 g.close(); // nothing it holds is alive: it exits, and is reaped like a child
             }
@@ -795,6 +848,7 @@ impl Tracker {
             }
         }
         self.scan_cgroup(registry);
+        self.guard_members();
         (self.started - before) as usize
     }
 

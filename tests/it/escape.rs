@@ -259,3 +259,42 @@ fn sigkill_of_proc_box_takes_unseizable_escapees_with_it() {
         eprintln!("{how} as uid {uid:?}: nothing survived");
     }
 }
+
+/// Subreaper mode without a cgroup has no EXITKILL and no cgroup watcher: the pidfd guard holds
+/// every member, so a SIGKILL of proc_box still takes the tree with it (setsid and double-fork
+/// escapes included), as root and as `nobody`.
+#[test]
+fn sigkill_of_proc_box_in_subreaper_mode_without_a_cgroup_takes_the_tree_with_it() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid cannot fail.
+    let users: &[Option<u32>] = if unsafe { libc::geteuid() } == 0 { &[None, Some(65534)] } else { &[None] };
+    for &uid in users {
+        for case in [
+            Case { name: "fork_tree", workers: &["child0", "child1", "grand0", "grand1"], stop_code: 0 },
+            Case { name: "daemon", workers: &["daemon"], stop_code: 0 },
+        ] {
+            let scene = Scene::new("sigkill-subreaper");
+            std::fs::set_permissions(&scene.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let sock = scene.socket().display().to_string();
+            let mut args = vec!["--track", "subreaper", "--cgroup", "off", "--control-socket", &sock, "--"];
+            let job = job(&case, "stay");
+            args.extend(job.iter().map(String::as_str));
+            let mut cmd = scene.command(&args);
+            if let Some(uid) = uid {
+                cmd.uid(uid).gid(uid).env("XDG_STATE_HOME", &scene.dir);
+            }
+            let mut child = cmd.spawn().unwrap();
+            let pids: Vec<i32> = case.workers.iter().chain(&["main"]).map(|n| scene.pid(n)).collect();
+            let mut ctl = Control::connect(&scene.socket());
+            wait_for("every process to be listed", || {
+                let listed = status_pids(&ctl.status());
+                pids.iter().all(|p| listed.contains(p)).then_some(())
+            });
+            child.kill().unwrap(); // SIGKILL: proc_box gets no chance to clean up
+            child.wait().unwrap();
+            scene.wait_no_survivors();
+            eprintln!("{} as uid {uid:?}: nothing survived", case.name);
+        }
+    }
+}
