@@ -88,6 +88,12 @@ fn start(config: &Config) -> Result<i32, String> {
         handled_signals().thread_swap_mask(SigmaskHow::SIG_BLOCK).map_err(|e| format!("sigprocmask: {e}"))?;
     let signals = SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {e}"))?;
+    // Before the job starts, only the stop requests are read, through a signalfd of their own
+    // (a read takes only the signals of its descriptor's mask): every other signal stays
+    // pending for the loop. The control socket exists by then, and a SIGHUP sent once it does
+    // must still give its sample.
+    let stops = SignalFd::with_flags(&stop_signals(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))?;
     let sent_faults = proc_box::fault::install().map_err(|e| format!("fault handler: {e}"))?;
     // The cgroup and its watcher come before proc_box is a subreaper, so the watcher (double
     // forked) is never proc_box's child nor part of the tree.
@@ -125,7 +131,7 @@ fn start(config: &Config) -> Result<i32, String> {
         .as_deref()
         .map(|p| ControlSocket::bind(p, config.allow_job_control))
         .transpose()?;
-    let mut pause = |d| pause_unless_stopped(&signals, d);
+    let mut pause = |d| pause_unless_stopped(&stops, d);
     let stats = config.stats_file.as_deref().map(|p| StatsFile::open(p, &mut pause)).transpose()?;
     let summary_file = config.summary_file.as_deref().map(|p| SummaryFile::new(p, &mut pause)).transpose()?;
     let terminal = Terminal::detect();
@@ -162,7 +168,7 @@ fn start(config: &Config) -> Result<i32, String> {
     if config.track == Track::Subreaper {
         subscribe(&mut connector, &mut taskstats);
     }
-    stop_requested(&signals)?;
+    stop_requested(&stops)?;
     let mut made_late = None;
     let mut before_go = |mode, pid| {
         if mode == proc_box::tracker::Mode::Subreaper && config.track == Track::Auto {
@@ -277,8 +283,14 @@ fn late_cgroup(child: i32) -> Result<Option<std::sync::Arc<proc_box::cgroup::Cgr
     Ok(Some(std::sync::Arc::new(cg)))
 }
 
-/// Before the job starts, SIGINT, SIGTERM and SIGQUIT end proc_box with status 125; any other
-/// signal has nothing to act on yet and is dropped.
+/// The stop requests: SIGINT, SIGTERM and SIGQUIT.
+fn stop_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::Signal;
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGQUIT].into_iter().collect()
+}
+
+/// Before the job starts, SIGINT, SIGTERM and SIGQUIT end proc_box with status 125. `signals`
+/// reads only those: any other signal stays pending, and the loop acts on it once the job runs.
 fn stop_requested(signals: &SignalFd) -> Result<(), String> {
     while let Ok(Some(info)) = signals.read_signal() {
         let sig = info.ssi_signo as i32;

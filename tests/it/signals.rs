@@ -205,6 +205,41 @@ fn a_fifo_sink_gets_its_lines_once_a_reader_comes() {
     assert_eq!(last["type"], "summary");
 }
 
+/// The control socket exists before the job starts (here while the stats FIFO waits for its
+/// reader): a SIGHUP sent then must still give its sample once the job runs, not be dropped.
+#[test]
+fn a_sighup_before_the_job_starts_gives_its_sample_once_it_runs() {
+    let s = Scene::new("fifo-hup");
+    let fifo = s.dir.join("stats.fifo");
+    mkfifo(&fifo);
+    let sock = s.socket().display().to_string();
+    let args = ["--control-socket", &sock, "--stats-file", fifo.to_str().unwrap(), "--sint", "1h"];
+    let mut child = s.command(&args).args(["--", "sleep", "1000"]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    wait_for("the message that it waits for a reader", || {
+        let mut buf = [0u8; 256];
+        let n = std::io::Read::read(&mut err, &mut buf).unwrap_or(0);
+        seen.extend_from_slice(&buf[..n]);
+        String::from_utf8_lossy(&seen).contains("waiting up to").then_some(())
+    });
+    assert!(s.socket().exists(), "the socket is there before the job starts");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).unwrap();
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || std::fs::read_to_string(fifo).unwrap()
+    });
+    let mut ctl = Control::connect(&s.socket());
+    ctl.ok("stop", &[]);
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+    let text = reader.join().unwrap();
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["sample", "summary"], "{text}");
+}
+
 #[test]
 fn a_fifo_sink_that_never_gets_a_reader_is_refused_with_125() {
     let s = Scene::new("fifo-none");
