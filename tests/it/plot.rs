@@ -301,3 +301,55 @@ fn png_is_refused_with_the_way_to_get_one() {
     let o = ctl().args(["plot", "/nonexistent/x.jsonl"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `plot` of a hostile file, with a deadline: past it the child is killed and the test fails.
+fn plot_within(stats: &Path, out: &Path, secs: u64) -> String {
+    let mut child = ctl().arg("plot").arg(stats).arg("-o").arg(out).stderr(Stdio::piped()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("plot {} did not finish within {secs} s", stats.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(st.success(), "plot {}: {err}", stats.display());
+    let svg = std::fs::read_to_string(out).unwrap();
+    roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("the SVG is not XML: {e}"));
+    svg
+}
+
+/// A made-up sample line (the fields a `--stats-file` sample has), with `extra` merged in.
+fn fake_sample(seq: u64, t: f64, extra: Value) -> String {
+    let mut v = serde_json::json!({
+        "type": "sample", "message_id": format!("h-1-a-sample-{seq}"), "box_id": "b", "hostname": "h",
+        "seq": seq, "time_unix": t, "elapsed_seconds": t - 1000.0, "state": "running", "processes": 2,
+        "processes_started": 3, "cpu_user_seconds": seq as f64 * 0.5, "cpu_system_seconds": 0,
+        "rss_bytes": 100, "pss_bytes": 50, "io_read_bytes": 0, "io_write_bytes": 0
+    });
+    if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+        m.extend(e);
+    }
+    v.to_string()
+}
+
+#[test]
+fn values_near_the_largest_float_draw_without_looping() {
+    // A memory or process count near f64::MAX rounded the panel's top up to infinity, and the
+    // grid loop (v += step while v <= top) never ended.
+    let scene = Scene::new("plot-huge");
+    for key in ["rss_bytes", "processes", "io_write_bytes"] {
+        let path = scene.dir.join(format!("{key}.jsonl"));
+        let text: Vec<String> = (1..=2)
+            .map(|i| fake_sample(i, 1000.0 + i as f64, serde_json::json!({ key: 1.7e308 * i as f64 / 2.0 })))
+            .collect();
+        std::fs::write(&path, text.join("\n") + "\n").unwrap();
+        plot_within(&path, &scene.dir.join(format!("{key}.svg")), 20);
+    }
+}

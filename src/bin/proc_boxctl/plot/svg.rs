@@ -197,9 +197,9 @@ pub fn render(c: &Chart) -> String {
 
     // The time axis, under the last panel.
     let step = time_step(c.t_end);
-    let mut t = 0.0;
     s += r#"<g class="axis-x">"#;
-    while t <= c.t_end * 1.0001 {
+    let ticks = ((c.t_end / step) * 1.0001).floor().clamp(0.0, 40.0) as usize;
+    for t in (0..=ticks).map(|i| i as f64 * step) {
         let label = if step < 1.0 { format!("{t:.1} s") } else { seconds_text(t) };
         let _ = write!(
             s,
@@ -208,7 +208,6 @@ pub fn render(c: &Chart) -> String {
             px(axis_y + 18.0),
             esc(&label)
         );
-        t += step;
     }
     let start =
         c.start.map(|u| format!(" after the start ({} UTC)", super::series::utc_text(u))).unwrap_or_default();
@@ -247,7 +246,10 @@ fn panel(s: &mut String, c: &Chart, p: &Panel, y_top: f64, x: &dyn Fn(f64) -> f6
         .flat_map(|s| s.segments.iter().flatten().map(|q| q.1))
         .chain(p.levels.iter().map(|l| l.value))
         .filter(|v| v.is_finite())
-        .fold(0.0, f64::max);
+        .fold(0.0, f64::max)
+        // A hostile 1e308 would round the top up to infinity, and the grid below would never
+        // reach it; no real counter comes near this.
+        .min(f64::MAX / 16.0);
     let step = match p.unit {
         Unit::Count => nice_step(top_value.max(1.0), 4.0).max(1.0),
         Unit::Cores => nice_step(top_value.max(0.1), 4.0),
@@ -308,8 +310,10 @@ fn panel(s: &mut String, c: &Chart, p: &Panel, y_top: f64, x: &dyn Fn(f64) -> f6
         px(x(c.t_end) - LEFT)
     );
     // Grid and value labels.
-    let mut v = 0.0;
-    while v <= vmax * 1.0001 {
+    // Counted, not summed up to vmax: a step lost in the rounding of a huge value can never
+    // loop for ever.
+    let lines = ((vmax / step) * 1.0001).floor().clamp(0.0, 20.0) as usize;
+    for v in (0..=lines).map(|i| i as f64 * step) {
         let yy = px(y(v));
         let _ = write!(
             s,
@@ -319,7 +323,6 @@ fn panel(s: &mut String, c: &Chart, p: &Panel, y_top: f64, x: &dyn Fn(f64) -> f6
             px(y(v) + 4.0),
             esc(&value_text(v, p.unit, step))
         );
-        v += step;
     }
     for l in &p.levels {
         let yy = px(y(l.value));
