@@ -353,3 +353,19 @@ fn values_near_the_largest_float_draw_without_looping() {
         plot_within(&path, &scene.dir.join(format!("{key}.svg")), 20);
     }
 }
+
+#[test]
+fn a_file_of_many_runs_draws_in_linear_time() {
+    // Every line a run of its own (a hostile or corrupt file): each line looked its run up by a
+    // scan of every run before it, so 200 000 lines took minutes.
+    let scene = Scene::new("plot-runs");
+    let path = scene.dir.join("runs.jsonl");
+    let text: Vec<String> = (0..200_000u64)
+        .map(|i| {
+            fake_sample(1, 1000.0 + i as f64, serde_json::json!({ "message_id": format!("r{i}-sample-1") }))
+        })
+        .collect();
+    std::fs::write(&path, text.join("\n") + "\n").unwrap();
+    let svg = plot_within(&path, &scene.dir.join("runs.svg"), 60);
+    assert!(texts(&svg).contains("the file holds 200000 runs"));
+}

@@ -141,10 +141,12 @@ pub fn run_key(v: &Value) -> Option<String> {
 /// once holds several runs; the last is drawn and the others are named.
 pub fn read_stats(text: &str) -> Job {
     struct Run {
-        key: String,
         job: Job,
     }
     let mut runs: Vec<Run> = Vec::new();
+    // Run key to index in `runs`: a file where every line names another run must not cost a
+    // scan of all the runs before it per line.
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let (mut bad, mut first_bad) = (0usize, None);
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -161,11 +163,11 @@ pub fn read_stats(text: &str) -> Job {
         };
         let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
         let key = run_key(&v).unwrap_or_else(|| format!("{}\u{0}{}", s("box_id"), s("hostname")));
-        let idx = match runs.iter().position(|r| r.key == key) {
-            Some(i) => i,
+        let idx = match index.get(&key) {
+            Some(i) => *i,
             None => {
+                index.insert(key, runs.len());
                 runs.push(Run {
-                    key,
                     job: Job { box_id: s("box_id"), host: s("hostname"), stride: 1, ..Job::default() },
                 });
                 runs.len() - 1
