@@ -369,3 +369,37 @@ fn a_file_of_many_runs_draws_in_linear_time() {
     let svg = plot_within(&path, &scene.dir.join("runs.svg"), 60);
     assert!(texts(&svg).contains("the file holds 200000 runs"));
 }
+
+#[test]
+fn a_file_of_nothing_but_events_stays_bounded() {
+    // Every sample a counter reset (seq and counters going back), or a state change: each was
+    // kept by the thinning, marked and noted, so the SVG grew with the file and laying out the
+    // labels took quadratic time.
+    let scene = Scene::new("plot-events");
+    let n = 20_000u64;
+    for (name, line) in [
+        (
+            "resets",
+            &(|i: u64| fake_sample(n - i, 1000.0 + i as f64, serde_json::json!({})))
+                as &dyn Fn(u64) -> String,
+        ),
+        ("states", &|i: u64| {
+            let state = if i.is_multiple_of(2) { "running" } else { "suspended" };
+            fake_sample(i + 1, 1000.0 + i as f64, serde_json::json!({ "state": state }))
+        }),
+    ] {
+        let path = scene.dir.join(format!("{name}.jsonl"));
+        std::fs::write(&path, (0..n).map(line).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+        let svg = plot_within(&path, &scene.dir.join(format!("{name}.svg")), 60);
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        let count = |class: &str| doc.descendants().filter(|d| d.attribute("class") == Some(class)).count();
+        assert!(
+            count("mark") <= 60 && count("note") <= 24,
+            "{name}: {} marks, {} notes",
+            count("mark"),
+            count("note")
+        );
+        assert!(svg.len() < 8 << 20, "{name}: {} bytes", svg.len());
+        assert!(texts(&svg).contains("more event(s) not marked"), "{name}");
+    }
+}

@@ -13,6 +13,10 @@ use serde_json::Value;
 
 /// The most samples a chart draws; more are thinned to every k-th (see [`thin`]).
 pub const MAX_POINTS: usize = 2000;
+/// The most event marks (suspend, resume, reset...) and notes a chart draws: a file where
+/// every sample is an event would otherwise stack labels without end.
+pub const MAX_MARKS: usize = 60;
+pub const MAX_NOTES: usize = 24;
 
 /// One sample, reduced to what a chart draws.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -215,15 +219,16 @@ pub fn thin(samples: &[Point], max: usize) -> (Vec<Point>, usize) {
     }
     let k = samples.len().div_ceil(max.max(2) - 1);
     let mut out = Vec::with_capacity(max + 16);
+    // Events are kept up to `max` of them, so that a file of nothing but events stays bounded.
+    let mut events = 0;
     for (i, p) in samples.iter().enumerate() {
         let prev = i.checked_sub(1).map(|j| &samples[j]);
         let next = samples.get(i + 1);
         let event = |a: &Point, b: &Point| a.state != b.state || reset(a, b);
-        let keep = i % k == 0
-            || i + 1 == samples.len()
-            || prev.is_some_and(|a| event(a, p))
-            || next.is_some_and(|b| event(p, b));
+        let is_event = prev.is_some_and(|a| event(a, p)) || next.is_some_and(|b| event(p, b));
+        let keep = i % k == 0 || i + 1 == samples.len() || (is_event && events < max);
         if keep {
+            events += usize::from(is_event);
             out.push(p.clone());
         }
     }
@@ -658,6 +663,23 @@ pub fn chart(job: &Job) -> Chart {
         }
         None => sub.push("exit unknown".into()),
     }
+
+    let mut unmarked = None;
+    if marks.len() > MAX_MARKS {
+        // The first events, and always the end.
+        let end = marks.iter().position(|m| m.kind == MarkKind::End).map(|i| marks.remove(i));
+        let more = marks.len() + 1 - MAX_MARKS;
+        marks.truncate(MAX_MARKS - 1);
+        marks.extend(end);
+        unmarked = Some(format!("{more} more event(s) not marked: only the first {} are", MAX_MARKS - 1));
+    }
+    let room = MAX_NOTES - usize::from(unmarked.is_some());
+    if notes.len() > room {
+        let more = notes.len() + 1 - room;
+        notes.truncate(room - 1);
+        notes.push(format!("and {more} more note(s) like these"));
+    }
+    notes.extend(unmarked);
 
     Chart {
         title,
