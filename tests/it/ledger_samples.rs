@@ -285,3 +285,30 @@ fn a_real_box_over_the_broker_is_kept_and_drawn_from_the_ledger() {
         assert!((p.0 - q.0).abs() < 0.01 && (p.1 - q.1).abs() < 0.01, "{p:?} vs {q:?}");
     }
 }
+
+/// A hostile publisher's samples with a megabyte of text each (state, box id, host): the count
+/// per run is bounded, so without a bound on their text a few hundred rows would still fill
+/// the database. They are skipped; a normal sample of the same file is kept.
+#[test]
+fn samples_with_huge_text_are_not_stored() {
+    let scene = Scene::new("samples-huge-text");
+    let db = format!("sqlite:{}", scene.dir.join("l.sqlite").display());
+    let big = "x".repeat(1 << 20);
+    let line = |seq: u64, field: &str, value: &str| {
+        let mut v = serde_json::json!({"type": "sample", "message_id": format!("h-1-big-sample-{seq}"),
+            "box_id": "big", "hostname": "h", "seq": seq, "time_unix": 1000.0 + seq as f64,
+            "state": "running", "cpu_user_seconds": 0.1, "cpu_system_seconds": 0});
+        v[field] = value.into();
+        v.to_string() + "\n"
+    };
+    let mut text = line(1, "state", "running");
+    for seq in 2..40 {
+        text += &line(seq, ["state", "box_id", "hostname"][seq as usize % 3], &big);
+    }
+    let file = scene.dir.join("big.jsonl");
+    std::fs::write(&file, text).unwrap();
+    let out = import(&db, &file);
+    assert!(out.contains(" samples read, 1 stored"), "{out}");
+    let size = std::fs::metadata(scene.dir.join("l.sqlite")).unwrap().len();
+    assert!(size < 1 << 20, "the ledger grew to {size} bytes");
+}

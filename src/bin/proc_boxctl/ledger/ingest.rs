@@ -21,10 +21,20 @@ pub enum Parsed {
     Other,
 }
 
-/// A sample line to what the ledger keeps of it; `None` when it lacks what a chart needs.
+/// The longest run, box id, host name or state a stored sample may have. The ledger bounds a
+/// run's samples by count; without this a publisher could still fill the database with a few
+/// hundred rows of a megabyte each (a real state is a word, a real id far shorter).
+pub const MAX_SAMPLE_TEXT: usize = 1024;
+
+/// A sample line to what the ledger keeps of it; `None` when it lacks what a chart needs, or a
+/// text field is longer than [`MAX_SAMPLE_TEXT`].
 pub fn sample_row(v: &Value) -> Option<SampleRow> {
+    let text = |k: &str| v.get(k)?.as_str().filter(|s| s.len() <= MAX_SAMPLE_TEXT);
     let id = v.get("message_id")?.as_str()?;
     let run = &id[..id.rfind("-sample-")?];
+    if run.len() > MAX_SAMPLE_TEXT {
+        return None;
+    }
     let us = |k: &str| {
         v.get(k)
             .and_then(Value::as_f64)
@@ -34,12 +44,15 @@ pub fn sample_row(v: &Value) -> Option<SampleRow> {
     let n = |k: &str| v.get(k).and_then(Value::as_u64).and_then(|n| i64::try_from(n).ok());
     Some(SampleRow {
         run: run.to_owned(),
-        box_id: v.get("box_id")?.as_str()?.to_owned(),
-        host: v.get("hostname")?.as_str()?.to_owned(),
+        box_id: text("box_id")?.to_owned(),
+        host: text("hostname")?.to_owned(),
         seq: n("seq")?,
         time_us: us("time_unix")?,
         elapsed_us: us("elapsed_seconds"),
-        state: v.get("state").and_then(Value::as_str).unwrap_or("running").to_owned(),
+        state: match v.get("state").and_then(Value::as_str) {
+            None => "running".to_owned(),
+            Some(_) => text("state")?.to_owned(),
+        },
         processes: n("processes").unwrap_or(0),
         processes_started: n("processes_started").unwrap_or(0),
         cpu_us: us("cpu_user_seconds")?.checked_add(us("cpu_system_seconds")?)?,
