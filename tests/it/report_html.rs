@@ -199,3 +199,33 @@ fn every_sets_the_buckets_of_the_chart_over_time() {
     let o = ctl().args(["report", "--db", &db, "--format", "html", "--every", "hour"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// A job's label of a megabyte: the page showed it whole in the totals (a page of 1 MB per such
+/// label, hundreds of pages in print). Cut there, whole in the CSV.
+#[test]
+fn a_label_of_a_megabyte_is_cut_on_the_page_and_whole_in_the_csv() {
+    let scene = Scene::new("html-huge-label");
+    let big = format!("<b>{}", "y".repeat(1 << 20));
+    let s = json!({"type": "summary", "schema": 1, "message_id": "huge-label-0", "box_id": "huge",
+        "hostname": "h", "ended_at": "2026-11-02T10:00:00Z", "wall_seconds": 60.0, "exit_code": 0,
+        "reason": "exited", "cpu_user_seconds": 30.0, "cpu_system_seconds": 0.0, "peak_pss_bytes": 1024,
+        "io_read_bytes": 0, "io_write_bytes": 0, "user": {"project": big}});
+    let file = scene.dir.join("jobs.jsonl");
+    std::fs::write(&file, format!("{s}\n")).unwrap();
+    let db = format!("sqlite:{}", scene.dir.join("ledger.sqlite").display());
+    let o = ctl().args(["ledger", "import", "--db", &db]).arg(&file).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = |format: &str| {
+        let o = ctl()
+            .args(["report", "--db", &db, "--since", "2026-11-01", "--until", "2026-12-01"])
+            .args(["--by", "label:project", "--format", format])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let html = run("html");
+    assert!(html.len() < 200_000, "the page is {} bytes", html.len());
+    assert!(html.contains(&format!("&lt;b&gt;{}…", "y".repeat(196))), "cut, escaped, and said to be cut");
+    assert!(run("csv").contains(&big), "the CSV keeps the value whole");
+}

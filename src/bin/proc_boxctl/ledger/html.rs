@@ -241,8 +241,10 @@ fn totals(h: &mut String, i: &Input) {
     *h += "</tr></thead><tbody>";
     for (kind, vals, s) in report::rows(r) {
         let _ = write!(h, "<tr class=\"{kind}\">");
+        // A key is cut to 200 characters: a job's label may be a megabyte, which would make the
+        // page hundreds of printed pages; the CSV report keeps it whole.
         for v in &vals {
-            let _ = write!(h, "<td class=\"key\">{}</td>", esc(v));
+            let _ = write!(h, "<td class=\"key\">{}</td>", esc(&cut(v, 200)));
         }
         // Shown with two decimals, as the table report; the six of the CSV ride along.
         let exact = s.cells(i.card, 6);
@@ -367,7 +369,7 @@ fn over_time(h: &mut String, i: &Input) {
                 "<rect class=\"bar\" x=\"{x:.1}\" y=\"{y1:.2}\" width=\"{bar:.1}\" height=\"{:.2}\" fill=\"{}\" stroke=\"#333\" stroke-width=\"0.5\"><title>{}</title></rect>",
                 (y0 - y1).max(0.0),
                 PALETTE[s.min(PALETTE.len() - 1)],
-                esc(&format!("{b} · {name}: {}", measure_text(*val, i.card)))
+                esc(&format!("{b} · {}: {}", cut(&name, 200), measure_text(*val, i.card)))
             );
             acc += f;
         }
