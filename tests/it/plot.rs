@@ -403,3 +403,54 @@ fn a_file_of_nothing_but_events_stays_bounded() {
         assert!(texts(&svg).contains("more event(s) not marked"), "{name}");
     }
 }
+
+/// The highest peak RSS (VmHWM) of a running process seen until it exits, in KiB.
+fn peak_rss_until_exit(child: &mut std::process::Child, secs: u64) -> u64 {
+    let start = std::time::Instant::now();
+    let mut peak = 0;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            if let Some(kb) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                peak = peak.max(kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            return peak;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("did not finish within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_long_file_is_read_in_bounded_memory() {
+    // The whole file was read into memory, then every sample kept until the chart thinned
+    // them: 340 MB of samples took 500 MB. Now read line by line and thinned as it goes; a line
+    // longer than 16 MiB is skipped as bad without being kept.
+    let scene = Scene::new("plot-long");
+    let path = scene.dir.join("long.jsonl");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        writeln!(f, "{{\"type\":\"sample\",\"box_id\":\"{}\"}}", "x".repeat(20 << 20)).unwrap();
+        for i in 0..200_000u64 {
+            writeln!(f, "{}", fake_sample(i + 1, 1000.0 + i as f64, serde_json::json!({}))).unwrap();
+        }
+    }
+    assert!(std::fs::metadata(&path).unwrap().len() > 60 << 20);
+    let out = scene.dir.join("long.svg");
+    let mut child = ctl().arg("plot").arg(&path).arg("-o").arg(&out).spawn().unwrap();
+    let peak = peak_rss_until_exit(&mut child, 120);
+    assert!(peak > 0 && peak < 48 << 10, "peak RSS {peak} KiB");
+    let svg = std::fs::read_to_string(&out).unwrap();
+    let t = texts(&svg);
+    assert!(t.contains("200000 samples read, every 64th kept"), "{t}");
+    assert!(t.contains("1 line that is not a sample or a summary skipped (the first is line 1)"), "{t}");
+    // Thinned, the CPU steps are still the exact average: half a core.
+    let cpu = series(&panels(&svg), "cpu", "cpu");
+    assert!(cpu.len() > 100 && cpu.iter().all(|q| (q.1 - 0.5).abs() < 0.01), "{cpu:?}");
+}

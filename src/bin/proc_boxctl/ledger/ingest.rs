@@ -198,9 +198,17 @@ type Line = (usize, Result<Parsed, String>);
 /// read: a FIFO would block the import for ever and `/dev/zero` would fill the memory.
 pub fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
+    let mut f = open_regular(path)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
+/// Opens a regular file to read; anything else (a FIFO, a directory, a device) is refused.
+pub fn open_regular(path: &Path) -> Result<std::fs::File, String> {
     use std::os::unix::fs::OpenOptionsExt;
     // Non-blocking, so that opening a FIFO with no writer returns at once, to be refused.
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
@@ -208,9 +216,7 @@ pub fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
     if !f.metadata().map_err(|e| e.to_string())?.is_file() {
         return Err("not a regular file".into());
     }
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-    Ok(bytes)
+    Ok(f)
 }
 
 /// What one file holds: a [`Line`] per summary, sample or bad line. A line that is not UTF-8

@@ -55,9 +55,9 @@ pub fn plot(a: PlotArgs) -> Result<u8, Failed> {
             "plot needs a stats file (proc_box --stats-file) or --box ID",
         ));
     };
-    let bytes = crate::ledger::ingest::read_regular(path)
-        .map_err(|e| Failed::new(status::REFUSED, format!("{}: {e}", path.display())))?;
-    let job = series::read_stats(&String::from_utf8_lossy(&bytes));
+    let failed = |e: String| Failed::new(status::REFUSED, format!("{}: {e}", path.display()));
+    let file = crate::ledger::ingest::open_regular(path).map_err(failed)?;
+    let job = series::read_stats_from(std::io::BufReader::new(file)).map_err(|e| failed(e.to_string()))?;
     write(&a.output, &svg::render(&series::chart(&job)))
 }
 

@@ -141,19 +141,109 @@ pub fn run_key(v: &Value) -> Option<String> {
     Some(id[..cut].to_owned())
 }
 
-/// Reads a `--stats-file`: samples, then the summary line. A file a box appended to more than
-/// once holds several runs; the last is drawn and the others are named.
+/// The longest line a stats file may have: a summary with a long command line is a few
+/// hundred KiB; a longer line is skipped as bad without being held in memory.
+pub const MAX_LINE: usize = 16 << 20;
+
+/// A run's samples thinned as they are read, so that memory stays bounded however long the
+/// file: every `stride`-th sample by arrival, the first and the last, and the samples on either
+/// side of a state change or a counter going back (up to [`MAX_POINTS`] of those). When the
+/// regular points pass twice [`MAX_POINTS`] the stride doubles and the points off it go, as the
+/// ledger does: the kept points stay evenly spread over the whole run.
+#[derive(Default)]
+struct Decimator {
+    stride: u64,
+    read: u64,
+    /// (arrival index, kept as an event, sample).
+    kept: Vec<(u64, bool, Point)>,
+    events: usize,
+    last: Option<(u64, Point)>,
+    last_kept: bool,
+}
+
+impl Decimator {
+    fn push(&mut self, p: Point) {
+        let i = self.read;
+        self.read += 1;
+        let stride = self.stride.max(1);
+        let event = self.last.as_ref().is_some_and(|(_, a)| a.state != p.state || reset(a, &p))
+            && self.events < MAX_POINTS;
+        if event {
+            match self.last.take() {
+                Some((j, a)) if !self.last_kept => self.kept.push((j, true, a)),
+                _ => {
+                    if let Some(k) = self.kept.last_mut() {
+                        k.1 = true;
+                    }
+                }
+            }
+            self.kept.push((i, true, p.clone()));
+            self.events += 2;
+            self.last_kept = true;
+        } else if i.is_multiple_of(stride) {
+            self.kept.push((i, false, p.clone()));
+            self.last_kept = true;
+        } else {
+            self.last_kept = false;
+        }
+        self.last = Some((i, p));
+        if self.kept.len() > 2 * MAX_POINTS + self.events {
+            self.stride = stride * 2;
+            let s = self.stride;
+            self.kept.retain(|(i, e, _)| *e || i.is_multiple_of(s));
+        }
+    }
+
+    /// The kept samples, the last read included; and the stride.
+    fn finish(mut self) -> (Vec<Point>, u64, u64) {
+        if let (Some((_, p)), false) = (self.last.take(), self.last_kept) {
+            self.kept.push((0, false, p));
+        }
+        (self.kept.into_iter().map(|k| k.2).collect(), self.read, self.stride.max(1))
+    }
+}
+
+/// Reads a `--stats-file` (see [`read_stats_from`]).
+#[cfg(test)]
 pub fn read_stats(text: &str) -> Job {
+    read_stats_from(text.as_bytes()).unwrap_or_default()
+}
+
+/// Reads a `--stats-file`: samples, then the summary line. A file a box appended to more than
+/// once holds several runs; the last is drawn and the others are named. Read line by line and
+/// thinned as it goes ([`Decimator`]): memory is bounded by the number of runs, not the size.
+pub fn read_stats_from(mut input: impl std::io::BufRead) -> std::io::Result<Job> {
+    use std::io::{BufRead, Read};
     struct Run {
         job: Job,
+        samples: Decimator,
     }
     let mut runs: Vec<Run> = Vec::new();
     // Run key to index in `runs`: a file where every line names another run must not cost a
     // scan of all the runs before it per line.
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let (mut bad, mut first_bad) = (0usize, None);
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
+    let mut buf = Vec::new();
+    for n in 0.. {
+        buf.clear();
+        let got = (&mut input).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
+        if got == 0 {
+            break;
+        }
+        if buf.len() > MAX_LINE {
+            // Too long: skip to the end of the line without keeping it.
+            while buf.last() != Some(&b'\n') {
+                buf.clear();
+                if (&mut input).take(1 << 20).read_until(b'\n', &mut buf)? == 0 {
+                    break;
+                }
+            }
+            bad += 1;
+            first_bad.get_or_insert(n + 1);
+            continue;
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let line = text.trim();
         if line.is_empty() {
             continue;
         }
@@ -173,20 +263,21 @@ pub fn read_stats(text: &str) -> Job {
                 index.insert(key, runs.len());
                 runs.push(Run {
                     job: Job { box_id: s("box_id"), host: s("hostname"), stride: 1, ..Job::default() },
+                    samples: Decimator::default(),
                 });
                 runs.len() - 1
             }
         };
-        let job = &mut runs[idx].job;
+        let run = &mut runs[idx];
         match v.get("type").and_then(Value::as_str) {
             Some("sample") => match Point::from_json(&v) {
-                Some(p) => job.samples.push(p),
+                Some(p) => run.samples.push(p),
                 None => {
                     bad += 1;
                     first_bad.get_or_insert(n + 1);
                 }
             },
-            Some("summary") => job.end = Some(End::from_json(&v)),
+            Some("summary") => run.job.end = Some(End::from_json(&v)),
             _ => {
                 bad += 1;
                 first_bad.get_or_insert(n + 1);
@@ -194,7 +285,20 @@ pub fn read_stats(text: &str) -> Job {
         }
     }
     let count = runs.len();
-    let mut job = runs.pop().map(|r| r.job).unwrap_or(Job { stride: 1, ..Job::default() });
+    let mut job = match runs.pop() {
+        Some(Run { mut job, samples }) => {
+            let (kept, read, stride) = samples.finish();
+            if stride > 1 {
+                job.notes.push(format!(
+                    "{read} samples read, every {stride}th kept (and the state changes): CPU and I/O are exact averages between them"
+                ));
+            }
+            job.samples = kept;
+            job.stride = stride;
+            job
+        }
+        None => Job { stride: 1, ..Job::default() },
+    };
     if count > 1 {
         job.notes.push(format!("the file holds {count} runs; this chart shows the last one"));
     }
@@ -206,7 +310,7 @@ pub fn read_stats(text: &str) -> Job {
             first_bad.unwrap_or(0)
         ));
     }
-    job
+    Ok(job)
 }
 
 /// Keeps at most about `max` samples: every k-th, the first and the last, and every sample where
