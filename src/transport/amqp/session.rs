@@ -337,6 +337,13 @@ impl Task {
             self.publish_samples(&publish).await.map_err(Lost::Serving)?;
             if self.summary.is_some() {
                 stop.set(true);
+                // The loop answers a command before it hands over the summary, but both may be
+                // waiting by the time this task wakes, and the summary may win the wake-up (a
+                // kill ends the job at once): answer first, or the reply is lost.
+                while let Ok(h) = self.replies.1.try_recv() {
+                    let ch = control.as_ref().map_or(&publish, |q| &q.channel);
+                    self.answer(ch, h).await.map_err(Lost::Serving)?;
+                }
                 return self.publish_summary(&publish).await.map_err(Lost::Serving);
             }
             let handled = self.replies.1.clone();
@@ -397,13 +404,10 @@ impl Task {
                     return Err(Lost::Serving(Failure::Transient("the broker cancelled the consumer".into())))
                 }
                 Wake::Handled(Some(h)) => {
-                    ack(&h.acker).await;
-                    if let Some((reply, to, corr)) = h.reply {
-                        // A command taken by an earlier session may be answered before this
-                        // one has its control channel.
-                        let ch = control.as_ref().map_or(&publish, |q| &q.channel);
-                        self.send_reply(ch, reply, &to, corr).await.map_err(Lost::Serving)?;
-                    }
+                    // A command taken by an earlier session may be answered before this one
+                    // has its control channel.
+                    let ch = control.as_ref().map_or(&publish, |q| &q.channel);
+                    self.answer(ch, h).await.map_err(Lost::Serving)?;
                 }
                 Wake::Handled(None) | Wake::Sample => {}
                 Wake::Finish(Some(f)) => self.summary = Some(f),
@@ -443,6 +447,15 @@ impl Task {
             ack(&d.acker).await; // the box is ending: nothing will act on it
         }
         Ok(())
+    }
+
+    /// Acknowledges a command the loop has acted on, and sends its reply if one was asked for.
+    async fn answer(&self, ch: &Channel, h: Handled) -> Result<(), Failure> {
+        ack(&h.acker).await;
+        match h.reply {
+            Some((reply, to, corr)) => self.send_reply(ch, reply, &to, corr).await,
+            None => Ok(()),
+        }
     }
 
     async fn send_reply(
