@@ -454,3 +454,52 @@ fn a_long_file_is_read_in_bounded_memory() {
     let cpu = series(&panels(&svg), "cpu", "cpu");
     assert!(cpu.len() > 100 && cpu.iter().all(|q| (q.1 - 0.5).abs() < 0.01), "{cpu:?}");
 }
+
+#[test]
+fn an_output_that_is_not_a_regular_file_is_written_into_never_replaced() {
+    // `-o` wrote a temp file and renamed it over the path: a FIFO (or, as root, /dev/null) was
+    // replaced by a regular file, and a symbolic link by a file of its own.
+    use std::os::unix::fs::FileTypeExt;
+    let scene = Scene::new("plot-outputs");
+    let stats = scene.dir.join("s.jsonl");
+    std::fs::write(&stats, fake_sample(1, 1001.0, serde_json::json!({})) + "\n").unwrap();
+    let fifo = scene.dir.join("fifo.svg");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+
+    // Nobody reads: a clear error at once, not a hang, and the FIFO stays.
+    let o = ctl().arg("plot").arg(&stats).arg("-o").arg(&fifo).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a FIFO that nobody reads"));
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+
+    // A reader: it gets the picture, and the FIFO stays a FIFO.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let o = wait_for("plot into the FIFO once its reader opened it", || {
+        let o = ctl().arg("plot").arg(&stats).arg("-o").arg(&fifo).output().unwrap();
+        o.status.success().then_some(o)
+    });
+    assert!(o.status.success());
+    let svg = reader.join().unwrap();
+    roxmltree::Document::parse(&svg).unwrap();
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+
+    // A symbolic link (to /dev/null here): neither followed nor replaced, refused.
+    let link = scene.dir.join("link.svg");
+    std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+    let o = ctl().arg("plot").arg(&stats).arg("-o").arg(&link).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a symbolic link: not followed and not replaced"));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    // /dev/null itself (a character device) is written into; whatever the user, it stays.
+    let o = ctl().arg("plot").arg(&stats).args(["-o", "/dev/null"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+
+    // A directory: refused, and said.
+    let o = ctl().arg("plot").arg(&stats).arg("-o").arg(&scene.dir).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is a directory"));
+}

@@ -62,9 +62,45 @@ pub fn plot(a: PlotArgs) -> Result<u8, Failed> {
 }
 
 /// Writes the picture to the file (atomically: a temp file renamed over it) or stdout.
+///
+/// Only a regular file (or a new one) is replaced. A FIFO or a character device is written
+/// into as it is: renaming over it would put a regular file in its place (`-o /dev/null` as root
+/// would break /dev/null for the whole system). A symbolic link is neither followed (a link
+/// planted in /tmp could aim root's picture at any file or disk) nor replaced: it is refused.
 fn write(output: &Option<PathBuf>, text: &str) -> Result<u8, Failed> {
+    use std::io::Write;
+    use std::os::unix::fs::FileTypeExt;
     match output {
         Some(p) if p.as_os_str() != "-" => {
+            let failed = |e: std::io::Error| Failed::new(status::REFUSED, format!("{}: {e}", p.display()));
+            let refused = |why: &str| Failed::new(status::REFUSED, format!("{}: {why}", p.display()));
+            match std::fs::symlink_metadata(p).map(|m| m.file_type()) {
+                Ok(t) if t.is_symlink() => {
+                    return Err(refused(
+                        "a symbolic link: not followed and not replaced (name its target, or -o - for standard output)",
+                    ))
+                }
+                Ok(t) if t.is_dir() => return Err(refused("is a directory")),
+                Ok(t) if t.is_fifo() || t.is_char_device() => {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    // Non-blocking to open, so that a FIFO nobody reads is an error (ENXIO),
+                    // not a hang; blocking again to write.
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+                        .open(p)
+                        .map_err(|e| match e.raw_os_error() {
+                            Some(libc::ENXIO) => refused("a FIFO that nobody reads"),
+                            _ => failed(e),
+                        })?;
+                    rustix::fs::fcntl_setfl(&f, rustix::fs::OFlags::empty())
+                        .map_err(|e| failed(e.into()))?;
+                    f.write_all(text.as_bytes()).map_err(failed)?;
+                    return Ok(status::OK);
+                }
+                Ok(t) if !t.is_file() => return Err(refused("not a regular file, a FIFO or a character device")),
+                _ => {}
+            }
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let tmp = p.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
             std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, p)).map_err(|e| {
