@@ -312,3 +312,41 @@ fn samples_with_huge_text_are_not_stored() {
     let size = std::fs::metadata(scene.dir.join("l.sqlite")).unwrap().len();
     assert!(size < 1 << 20, "the ledger grew to {size} bytes");
 }
+
+/// A box that never ends, its samples arriving in many separate batches (as `ledger run`
+/// stores them), with a suspension now and then and a forged sample of seq near i64::MAX:
+/// the run stays within its bound across batches, and a chart draws from it.
+#[test]
+fn a_box_that_never_ends_stays_within_the_bound_across_batches() {
+    let scene = Scene::new("samples-endless");
+    let db = format!("sqlite:{}", scene.dir.join("l.sqlite").display());
+    let line = |seq: u64| {
+        let state = if seq % 700 < 5 { "suspended" } else { "running" };
+        json!({"type": "sample", "message_id": format!("h-9-endless-sample-{seq}"), "box_id": "endless",
+            "hostname": "h", "seq": seq, "time_unix": 1000.0 + seq as f64, "state": state,
+            "cpu_user_seconds": seq as f64 * 0.5, "cpu_system_seconds": 0})
+        .to_string()
+            + "\n"
+    };
+    let mut seq = 1;
+    for batch in 0..12 {
+        let mut text: String = (0..1000).map(|i| line(seq + i)).collect();
+        seq += 1000;
+        if batch == 5 {
+            text += &line(i64::MAX as u64 - 1);
+        }
+        let file = scene.dir.join(format!("b{batch}.jsonl"));
+        std::fs::write(&file, text).unwrap();
+        import(&db, &file);
+    }
+    let path = scene.dir.join("l.sqlite");
+    let count = |sql: &str| -> i64 {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.query_row(sql, [], |r| r.get(0)).unwrap()
+    };
+    let regular = count("SELECT COUNT(*) FROM samples WHERE run = 'h-9-endless' AND event = 0");
+    let events = count("SELECT COUNT(*) FROM samples WHERE run = 'h-9-endless' AND event = 1");
+    assert!(regular <= 500 + 2 && events <= 100, "{regular} regular, {events} events");
+    let svg = plot_box(&db, "endless", &scene.dir.join("e.svg")).expect("plot --box of the endless box");
+    assert!(svg.contains("no summary line"));
+}
