@@ -58,9 +58,14 @@ fn a_fork_bomb_is_contained_by_the_pids_limit(mode: &str, cg: &str) {
     assert_eq!(code, Some(143), "{err}");
     let ran = std::fs::read_to_string(scene.dir.join("forkbomb.count")).unwrap().len();
     if mode == "ptrace" {
-        // Exact: a fork past the limit dies before its first instruction.
+        // Exact: a fork past the limit dies before its first instruction, and never joins.
+        // The limit is on live processes: bombs killed by the graceful stop free their slots,
+        // and one still running may fork into them before its own TERM, so more than 50 may
+        // run in all (a loaded machine stretches that window). What ran joined first, within
+        // the limit: every process that counted itself is one the box admitted.
         assert!(s["processes_peak"].as_u64().unwrap() <= 50, "{s}");
-        assert!(ran <= 50, "{ran} bomb processes ran");
+        let admitted = s["processes_started"].as_u64().unwrap() as usize;
+        assert!(ran <= admitted, "{ran} bomb processes ran, {admitted} admitted: {s}");
         assert_eq!(s["limits"]["processes"]["enforced_by"], "ptrace");
     } else {
         // As root, the process events connector: a fork past the limit gets SIGKILL at its
@@ -105,8 +110,13 @@ fn processes_past_the_limit_are_killed_as_they_fork(mode: &str, cg: &str) {
         .unwrap();
     let root = child.id() as i32;
     wait_for("the job's loop to end", || looped.exists().then_some(()));
-    // Every fork past the limit was killed: what is left alive is within it.
-    wait_for_tree("the tree to be within the limit", root, || (tree_of(root).len() - 1 <= 5).then_some(()));
+    // Every fork past the limit was killed: what is left alive is within it. Counted by the
+    // scene's marker, live ones only (proc_box itself aside): proc_box's children also hold
+    // its pidfd guard (subreaper mode without a cgroup), and the killed sleeps stay zombies
+    // until the shell reaps them; neither is alive in the tree.
+    wait_for_tree("the tree to be within the limit", root, || {
+        (scene.survivors().len().saturating_sub(1) <= 5).then_some(())
+    });
     // A stop signal sent again a second later: SIGKILL to the whole tree at once.
     let term = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(root), nix::sys::signal::Signal::SIGTERM);
     term().unwrap();
