@@ -350,3 +350,35 @@ fn a_box_that_never_ends_stays_within_the_bound_across_batches() {
     let svg = plot_box(&db, "endless", &scene.dir.join("e.svg")).expect("plot --box of the endless box");
     assert!(svg.contains("no summary line"));
 }
+
+/// `ledger import --samples` of a long stats file stored every sample of it in one transaction
+/// and thinned them only at its end (a million rows written to keep 500). Stored in chunks, the
+/// stride grows as it goes: far fewer rows are ever written, and the bound is the same.
+#[test]
+fn a_long_stats_file_is_imported_in_chunks() {
+    let scene = Scene::new("samples-chunks");
+    let db = format!("sqlite:{}", scene.dir.join("l.sqlite").display());
+    let text: String = (1..=20_000u64)
+        .map(|seq| {
+            json!({"type": "sample", "message_id": format!("h-3-chunks-sample-{seq}"), "box_id": "chunks",
+                "hostname": "h", "seq": seq, "time_unix": 1000.0 + seq as f64, "state": "running",
+                "cpu_user_seconds": seq as f64 * 0.5, "cpu_system_seconds": 0})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let file = scene.dir.join("chunks.jsonl");
+    std::fs::write(&file, text).unwrap();
+    let out = import(&db, &file);
+    let stored: usize = out
+        .split(" samples read, ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(out.contains("20000 samples read") && stored < 8000, "{out}");
+    let c = rusqlite::Connection::open(scene.dir.join("l.sqlite")).unwrap();
+    let kept: i64 =
+        c.query_row("SELECT COUNT(*) FROM samples WHERE run = 'h-3-chunks'", [], |r| r.get(0)).unwrap();
+    assert!((250..=502).contains(&kept), "{kept} kept");
+}

@@ -290,6 +290,7 @@ pub fn import(
     complain: &mut dyn FnMut(String),
 ) -> Result<Totals, super::store::DbError> {
     const BATCH: usize = 1000;
+    const SAMPLE_CHUNK: usize = 2000;
     let mut t = Totals::default();
     // Each job with where it came from (`path:line`), to name it if the database refuses it.
     let mut batch: Vec<(Job, String)> = Vec::new();
@@ -358,13 +359,19 @@ pub fn import(
                         }
                     }
                     t.samples_read += rows.len();
-                    if !rows.is_empty() {
-                        match store.insert_samples(&rows) {
+                    // In chunks, as `ledger run` stores them: a run's stride grows between
+                    // chunks, so a file of a million samples never puts a million rows into
+                    // one transaction before they are thinned.
+                    for chunk in rows.chunks(SAMPLE_CHUNK) {
+                        match store.insert_samples(chunk) {
                             Ok(n) => t.samples_stored += n,
-                            Err(super::store::DbError::Fatal(e)) => complain(format!(
-                                "{}: its samples: the database refused them: {e}",
-                                file.display()
-                            )),
+                            Err(super::store::DbError::Fatal(e)) => {
+                                complain(format!(
+                                    "{}: its samples: the database refused them: {e}",
+                                    file.display()
+                                ));
+                                break;
+                            }
                             Err(e) => return Err(e),
                         }
                     }
