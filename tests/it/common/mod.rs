@@ -138,16 +138,30 @@ impl Scene {
             let Ok(env) = std::fs::read(entry.path().join("environ")) else {
                 continue;
             };
-            if env.split(|&b| b == 0).any(|var| var == needle.as_bytes()) && state(pid) != Some('Z') {
+            // A process that is gone by the time its state is read did not survive.
+            let alive = state(pid).is_some_and(|s| s != 'Z');
+            if env.split(|&b| b == 0).any(|var| var == needle.as_bytes()) && alive {
                 found.push(pid);
             }
         }
         found
     }
 
+    /// Right after the box exited: nothing of its tree may be alive. On failure, says where
+    /// each survivor is (state, parent, tracer, stack), so a rare failure names its process.
     pub fn assert_no_survivors(&self) {
         let left = self.survivors();
-        assert!(left.is_empty(), "processes survived the box: {left:?}");
+        let dump: String = left
+            .iter()
+            .map(|&p| {
+                let ppid = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit_once(')')?.1.split_whitespace().nth(1).map(str::to_owned))
+                    .unwrap_or_default();
+                format!("parent {ppid}: {}", watchdog_dump(p))
+            })
+            .collect();
+        assert!(left.is_empty(), "processes survived the box: {left:?}\n{dump}");
     }
 
     /// For the case where the kernel ends the tree asynchronously (EXITKILL).
