@@ -1214,7 +1214,19 @@ fn a_large_spool_is_sent_in_the_background_behind_control() {
     bus.wait_for_box("long");
     let left = due();
     assert!(left > N / 2, "control waited for the spool: {left} left");
-    wait_for("the whole spool tried", || (due() == 0).then_some(()));
+    // What this proves is that every entry is tried, not how fast: 20,000 confirmed publishes
+    // and renames take longer than DEADLINE on a loaded machine. So the deadline is on
+    // progress: it fails only when no entry was tried for DEADLINE.
+    let mut left = due();
+    let mut moved = std::time::Instant::now();
+    while left > 0 {
+        assert!(moved.elapsed() < DEADLINE, "the spool stopped moving with {left} entries left");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = due();
+        if now < left {
+            (left, moved) = (now, std::time::Instant::now());
+        }
+    }
     assert_eq!(spooled(&spool_dir).len(), N, "all set aside, none lost");
     assert_eq!(bus.command(Some("long"), "stop", &[])["ok"], true);
     assert_eq!(wait_exit(&mut child).code(), Some(143));
