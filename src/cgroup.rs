@@ -406,27 +406,7 @@ pub mod watcher {
     pub fn run(args: &[std::ffi::OsString]) -> i32 {
         let Some(fd) = args.first().and_then(|a| a.to_str()?.parse::<i32>().ok()) else { return 2 };
         let dirs: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
-        // Hold nothing of the caller's but the pidfd: an inherited pipe kept open would keep
-        // its reader waiting for as long as the watcher lives.
-        // SAFETY: closing descriptor ranges of our own; the pidfd is kept.
-        unsafe {
-            if fd > 3 {
-                libc::syscall(libc::SYS_close_range, 3, fd - 1, 0);
-            }
-            libc::syscall(libc::SYS_close_range, fd + 1, u32::MAX, 0);
-        }
-        for sig in [
-            libc::SIGINT,
-            libc::SIGQUIT,
-            libc::SIGHUP,
-            libc::SIGTSTP,
-            libc::SIGTTIN,
-            libc::SIGTTOU,
-            libc::SIGPIPE,
-        ] {
-            // SAFETY: setting a signal to SIG_IGN.
-            unsafe { libc::signal(sig, libc::SIG_IGN) };
-        }
+        crate::sys::become_helper(fd);
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd; -1 waits for proc_box's end however long the job runs.
         while unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {}

@@ -14,3 +14,31 @@ pub mod fd;
 pub mod pidfd;
 pub mod procfs;
 pub mod wait;
+
+/// Called first by a helper that proc_box re-executes (the cgroup watcher, the pidfd guard):
+/// it keeps nothing of its caller's but stdio and `keep` (an inherited pipe kept open would
+/// keep its reader waiting for as long as the helper lives), and ignores the signals that a
+/// terminal or a session sends, so that a Ctrl-C or a hang-up aimed at the job never ends the
+/// helper before it has done its work.
+pub fn become_helper(keep: std::os::fd::RawFd) {
+    // SAFETY: closing descriptor ranges just after exec, when nothing in this process owns a
+    // descriptor but stdio and `keep`, which are kept.
+    unsafe {
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3, keep - 1, 0);
+        }
+        libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0);
+    }
+    for sig in [
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGHUP,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGPIPE,
+    ] {
+        // SAFETY: setting a signal's disposition to SIG_IGN.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}

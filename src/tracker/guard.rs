@@ -126,21 +126,7 @@ pub fn run(args: &[std::ffi::OsString]) -> i32 {
     if args.first().and_then(|a| a.to_str()?.parse::<RawFd>().ok()) != Some(SOCKET_FD) {
         return 2;
     }
-    // SAFETY: closing every descriptor above the socket, just after exec: nothing in this
-    // process owns one yet. Stdio and the socket are kept.
-    unsafe { libc::syscall(libc::SYS_close_range, SOCKET_FD + 1, u32::MAX, 0) };
-    for sig in [
-        libc::SIGINT,
-        libc::SIGQUIT,
-        libc::SIGHUP,
-        libc::SIGTSTP,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-        libc::SIGPIPE,
-    ] {
-        // SAFETY: setting a signal to SIG_IGN.
-        unsafe { libc::signal(sig, libc::SIG_IGN) };
-    }
+    crate::sys::become_helper(SOCKET_FD);
     // SAFETY: descriptor 3 is the socket `Guard::start` placed there across exec (checked just
     // above), and nothing else in this process owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(SOCKET_FD) };
