@@ -380,19 +380,8 @@ impl Tracker {
         if self.self_pid == 1 {
             return;
         }
-        if self.guard.is_none() {
-            match guard::Guard::start() {
-                Ok(g) => {
-                    self.guard_pids.insert(g.pid());
-                    self.guard = Some(g);
-                }
-                Err(e) => {
-                    crate::warn!(
-                        "cannot start the pidfd guard: {e}; pid {pid} would survive a SIGKILL of proc_box"
-                    );
-                    return;
-                }
-            }
+        if !self.ensure_guard() {
+            return;
         }
         let held = self.guard.as_ref().map(|g| g.hold(fd));
         match held {
@@ -450,7 +439,7 @@ impl Tracker {
             }
             Err(e) => {
                 crate::warn_once!(
-                    "cannot start the pidfd guard: {e}; the tree would survive a SIGKILL of proc_box"
+                    "cannot start the pidfd guard: {e}; what it would hold survives a SIGKILL of proc_box"
                 );
                 false
             }
