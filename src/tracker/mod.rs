@@ -105,8 +105,6 @@ struct Member {
     proc: OnceCell<Option<Process>>,
     /// Its `stat`, kept open once it is met as the parent of an exiting tracee.
     stat: OnceCell<std::os::fd::OwnedFd>,
-    /// One of its children was auto-reaped though it does not ignore SIGCHLD (`SA_NOCLDWAIT`).
-    auto_reaps: std::cell::Cell<bool>,
 }
 
 impl Member {
@@ -495,12 +493,7 @@ impl Tracker {
                 // A tracee held at its birth stop (met at its fork event, or in a children
                 // list just before): it dies before its first instruction, and never joins,
                 // so `processes_peak` stays within the limit.
-                let member = Member {
-                    watch: None,
-                    proc: OnceCell::new(),
-                    stat: OnceCell::new(),
-                    auto_reaps: Default::default(),
-                };
+                let member = Member { watch: None, proc: OnceCell::new(), stat: OnceCell::new() };
                 let _ = member.signal(pid, Sig::KILL);
                 crate::debug!("pid {pid} would pass --pids-limit: killed at birth");
                 return;
@@ -521,19 +514,9 @@ impl Tracker {
                     OnceCell::from(Process::new(pid).ok().filter(|_| !fd.exited()))
                 };
                 self.tokens.insert(token, pid);
-                Member {
-                    watch: Some((fd, token)),
-                    proc,
-                    stat: OnceCell::new(),
-                    auto_reaps: Default::default(),
-                }
+                Member { watch: Some((fd, token)), proc, stat: OnceCell::new() }
             }
-            None => Member {
-                watch: None,
-                proc: OnceCell::new(),
-                stat: OnceCell::new(),
-                auto_reaps: Default::default(),
-            },
+            None => Member { watch: None, proc: OnceCell::new(), stat: OnceCell::new() },
         };
         if let Some(sig) = if over { Some(Sig::KILL) } else { self.birth_signal } {
             let _ = member.signal(pid, sig);
@@ -713,14 +696,13 @@ impl Tracker {
     /// CPU comes from the rusage of our wait.
     ///
     /// A parent can also have its children auto-reaped with `SA_NOCLDWAIT`, which `/proc` does
-    /// not show: for a member's child that is not known to be auto-reaped, the answer is
-    /// [`Probe::Check`], settled after our wait ([`Tracker::settle`]).
+    /// not show: for a member's child, the answer is [`Probe::Check`], with the zombie's I/O,
+    /// settled after our wait ([`Tracker::settle`]).
     ///
     /// This runs at every exit of a fork-heavy job, while its parent waits. The common case
     /// (a member whose parent does not ignore SIGCHLD) costs a pidfd's `PIDFD_GET_INFO`, one
-    /// `pread` of the parent's kept `stat`, and after the wait a signal-0 check (and another
-    /// `pread` if the child is gone by then). It never touches the zombie's `/proc` entry,
-    /// whose teardown would land in the job's own CPU when its parent reaps it.
+    /// `pread` of the parent's kept `stat`, a read of the zombie's `/proc/PID/io`, and after
+    /// the wait a signal-0 check (and another `pread` if the child is gone by then).
     fn probe_auto_reap(&self, pid: i32) -> Probe {
         // The zombie is still there (we peeked without reaping), so neither its pid nor its
         // parent's can be recycled yet.
@@ -735,10 +717,11 @@ impl Tracker {
                     return Probe::None; // an exiting parent's children go to us
                 }
                 if !ignores_sigchld(&parent) {
-                    // A parent seen auto-reaping before: its child's I/O is worth reading now.
-                    let auto = self.members.get(&ppid).is_some_and(|p| p.auto_reaps.get());
-                    let io = if auto { io_of_pid(pid) } else { None };
-                    return Probe::Check { fd, ppid, reaped: parent.reaped, io };
+                    // Whether the parent uses `SA_NOCLDWAIT` is known only after our wait, when
+                    // the zombie's I/O is gone with it: it is read now, for every such child
+                    // (one `/proc/PID/io`, a cost lost in the noise of a fork-heavy job:
+                    // doc/benchmarks.md).
+                    return Probe::Check { fd, ppid, reaped: parent.reaped, io: io_of_pid(pid) };
                 }
             }
         }
@@ -772,9 +755,6 @@ impl Tracker {
                 match self.parent_stat(ppid) {
                     Some(after) if after.reaped == reaped => {}
                     _ => return Settled::Counted,
-                }
-                if let Some(parent) = self.members.get(&ppid) {
-                    parent.auto_reaps.set(true);
                 }
                 Settled::Lost(io)
             }

@@ -195,9 +195,13 @@ fn subreaper_mode_estimates_auto_reaped_children() {
 
 #[test]
 fn io_of_the_tree_including_exited_and_auto_reaped_processes() {
-    for (shape, track) in
-        [("children", "subreaper"), ("daemons", "ptrace"), ("ignchld", "ptrace"), ("threads", "ptrace")]
-    {
+    for (shape, track) in [
+        ("children", "subreaper"),
+        ("daemons", "ptrace"),
+        ("ignchld", "ptrace"),
+        ("threads", "ptrace"),
+        ("nocldwait", "ptrace"),
+    ] {
         let s = Scene::new("io");
         let summary = s.dir.join("summary.json");
         let burn = fixture("burn");
