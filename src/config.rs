@@ -437,13 +437,18 @@ impl Config {
     }
 
     /// The AMQP side, when `--uri` names a broker. A bad URI or CA file is a usage error.
+    /// Whether a broker is configured (`--uri` or its variable, not blank).
+    pub fn wants_amqp(&self) -> bool {
+        self.uri.as_deref().is_some_and(|u| !u.trim().is_empty())
+    }
+
     pub fn amqp(
         &self,
         box_id: &str,
         hostname: &str,
     ) -> Result<Option<crate::transport::amqp::Settings>, String> {
         use crate::transport::amqp::{link::Brokers, spool, Settings};
-        let Some(uri) = self.uri.as_deref().filter(|u| !u.trim().is_empty()) else {
+        let Some(uri) = self.uri.as_deref().filter(|_| self.wants_amqp()) else {
             return Ok(None);
         };
         let brokers = Brokers::parse(uri).map_err(|e| format!("--uri: {e}"))?;

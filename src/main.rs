@@ -27,13 +27,17 @@ const SETUP_FAILED: i32 = 125;
 static CAPTURE_INHERITED: extern "C" fn() = proc_box::inherited::capture;
 
 fn main() {
-    // Before any thread exists: no AMQP header, however deep, can overflow a thread's stack.
-    proc_box::stack::raise_default();
     let parsed = match Invocation::from_args(std::env::args_os().collect()) {
         Invocation::CgroupWatcher(args) => std::process::exit(proc_box::cgroup::watcher::run(&args)),
         Invocation::PidfdGuard(args) => std::process::exit(proc_box::tracker::guard::run(&args)),
         Invocation::Box(parsed) => parsed,
     };
+    // While proc_box still has one thread (parsing starts none): no AMQP header, however deep,
+    // can overflow a thread's stack. Only a box that talks to a broker pays for it (a thread
+    // started and joined, about 1 ms of start-up).
+    if parsed.as_ref().is_ok_and(|c| c.wants_amqp()) {
+        proc_box::stack::raise_default();
+    }
     let code = run(parsed);
     log::flush(std::time::Duration::from_secs(1));
     std::process::exit(code);
