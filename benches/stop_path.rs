@@ -2,9 +2,10 @@
 //! invocation (issue targets in brackets):
 //! * fork-heavy: a shell loop running `/bin/true` 1,000 times; ptrace mode [≤ 1.20× bare, and
 //!   within 3% of a minimal C tracer with the same options, `benches/min_tracer.c`], subreaper
-//!   mode [≤ 1.03×];
+//!   mode with a cgroup (the exact setup without ptrace) and without [≤ 1.03×], `tini -s` for
+//!   reference;
 //! * CPU-bound: an awk loop [≤ 1.01×];
-//! * start-up: `proc_box -- /bin/true` against `tini -s -- /bin/true` [within 0.5 ms].
+//! * start-up: `proc_box -- /bin/true` (the default setup) against `tini -s -- /bin/true` [within 0.5 ms].
 //!
 //! Whole-process timings come from hyperfine. The machine's noise is larger than some targets,
 //! so the commands of a group are interleaved: every round runs each once, back to back, and
@@ -38,6 +39,8 @@ fn main() {
     let tracer = min_tracer();
     let pb_ptrace = format!("{pb} --nowarn --track ptrace --");
     let pb_sub = format!("{pb} --nowarn --track subreaper --");
+    let pb_sub_cg = format!("{pb} --nowarn --track subreaper --cgroup required --");
+    let pb_sub_nocg = format!("{pb} --nowarn --track subreaper --cgroup off --");
 
     let fork = group(
         rounds,
@@ -46,13 +49,17 @@ fn main() {
             ("bare", format!("bash -c '{FORK_LOOP}'")),
             ("min tracer", format!("{} bash -c '{FORK_LOOP}'", tracer.display())),
             ("ptrace", format!("{pb_ptrace} bash -c '{FORK_LOOP}'")),
-            ("subreaper", format!("{pb_sub} bash -c '{FORK_LOOP}'")),
+            ("subreaper, cgroup", format!("{pb_sub_cg} bash -c '{FORK_LOOP}'")),
+            ("subreaper, no cgroup", format!("{pb_sub_nocg} bash -c '{FORK_LOOP}'")),
+            ("tini", format!("tini -s -- bash -c '{FORK_LOOP}'")),
         ],
     );
     report("fork-heavy, ptrace / bare", &fork, 2, 0, Some(1.20));
     report("fork-heavy, ptrace / min tracer", &fork, 2, 1, Some(1.03));
     report("fork-heavy, min tracer / bare", &fork, 1, 0, None);
-    report("fork-heavy, subreaper / bare", &fork, 3, 0, Some(1.03));
+    report("fork-heavy, subreaper + cgroup / bare", &fork, 3, 0, Some(1.03));
+    report("fork-heavy, subreaper --cgroup off / bare", &fork, 4, 0, Some(1.03));
+    report("fork-heavy, tini -s / bare", &fork, 5, 0, None);
     if std::env::var_os("BENCH_FORK_ONLY").is_some() {
         return;
     }
@@ -75,11 +82,13 @@ fn main() {
         &[
             ("bare", "/bin/true".into()),
             ("tini", "tini -s -- /bin/true".into()),
-            ("proc_box", format!("{pb_ptrace} /bin/true")),
+            ("proc_box", format!("{pb} -- /bin/true")),
             ("proc_box subreaper", format!("{pb_sub} /bin/true")),
         ],
     );
-    for (i, name) in [(2, "start-up, proc_box - tini"), (3, "start-up, proc_box --track subreaper - tini")] {
+    for (i, name) in
+        [(2, "start-up, proc_box (default) - tini"), (3, "start-up, proc_box --track subreaper - tini")]
+    {
         let diff = median(start.iter().map(|r| (r[i] - r[1]) * 1e3).collect());
         let verdict = if diff <= 0.5 { "ok" } else { "MISSED" };
         println!("{name:<46} {diff:+.3} ms   [target ≤ +0.5 ms: {verdict}]");
