@@ -105,6 +105,9 @@ struct Member {
     proc: OnceCell<Option<Process>>,
     /// Its `stat`, kept open once it is met as the parent of an exiting tracee.
     stat: OnceCell<std::os::fd::OwnedFd>,
+    /// Seen reaping its own children (a shell), and none auto-reaped since: its exiting
+    /// children's I/O is not read ahead ([`Tracker::probe_auto_reap`]).
+    reaps: std::cell::Cell<bool>,
 }
 
 impl Member {
@@ -493,7 +496,12 @@ impl Tracker {
                 // A tracee held at its birth stop (met at its fork event, or in a children
                 // list just before): it dies before its first instruction, and never joins,
                 // so `processes_peak` stays within the limit.
-                let member = Member { watch: None, proc: OnceCell::new(), stat: OnceCell::new() };
+                let member = Member {
+                    watch: None,
+                    proc: OnceCell::new(),
+                    stat: OnceCell::new(),
+                    reaps: Default::default(),
+                };
                 let _ = member.signal(pid, Sig::KILL);
                 crate::debug!("pid {pid} would pass --pids-limit: killed at birth");
                 return;
@@ -514,9 +522,14 @@ impl Tracker {
                     OnceCell::from(Process::new(pid).ok().filter(|_| !fd.exited()))
                 };
                 self.tokens.insert(token, pid);
-                Member { watch: Some((fd, token)), proc, stat: OnceCell::new() }
+                Member { watch: Some((fd, token)), proc, stat: OnceCell::new(), reaps: Default::default() }
             }
-            None => Member { watch: None, proc: OnceCell::new(), stat: OnceCell::new() },
+            None => Member {
+                watch: None,
+                proc: OnceCell::new(),
+                stat: OnceCell::new(),
+                reaps: Default::default(),
+            },
         };
         if let Some(sig) = if over { Some(Sig::KILL) } else { self.birth_signal } {
             let _ = member.signal(pid, sig);
@@ -718,10 +731,12 @@ impl Tracker {
                 }
                 if !ignores_sigchld(&parent) {
                     // Whether the parent uses `SA_NOCLDWAIT` is known only after our wait, when
-                    // the zombie's I/O is gone with it: it is read now, for every such child
-                    // (one `/proc/PID/io`, a cost lost in the noise of a fork-heavy job:
-                    // doc/benchmarks.md).
-                    return Probe::Check { fd, ppid, reaped: parent.reaped, io: io_of_pid(pid) };
+                    // the zombie's I/O is gone with it: it is read now, unless the parent has
+                    // been reaping its children (the shell of a fork-heavy job, where this read
+                    // cost 3%).
+                    let reaper = self.members.get(&ppid).is_some_and(|p| p.reaps.get());
+                    let io = if reaper { None } else { io_of_pid(pid) };
+                    return Probe::Check { fd, ppid, reaped: parent.reaped, io };
                 }
             }
         }
@@ -749,14 +764,29 @@ impl Tracker {
             Probe::None => Settled::Counted,
             Probe::Auto(io) => Settled::Lost(io),
             Probe::Check { fd, ppid, reaped, io } => {
-                if fd.alive() || ru.ru_minflt + ru.ru_majflt <= 0 {
+                let reaps = |yes: bool| {
+                    if let Some(p) = self.members.get(&ppid) {
+                        p.reaps.set(yes);
+                    }
+                };
+                if fd.alive() {
+                    reaps(true); // left to its parent
+                    return Settled::Counted;
+                }
+                if ru.ru_minflt + ru.ru_majflt <= 0 {
                     return Settled::Counted;
                 }
                 match self.parent_stat(ppid) {
                     Some(after) if after.reaped == reaped => {}
-                    _ => return Settled::Counted,
+                    _ => {
+                        reaps(true);
+                        return Settled::Counted;
+                    }
                 }
-                Settled::Lost(io)
+                reaps(false);
+                // Not read ahead (its parent had been reaping until now): the disk I/O the
+                // rusage of our wait carries, exact to 512 bytes; its character counts are lost.
+                Settled::Lost(io.or_else(|| Some(wait::block_io(ru))))
             }
         }
     }
