@@ -255,7 +255,9 @@ impl Config {
         if args.get(1).is_some_and(|a| a == "--generate") {
             return Err(generate(args.get(2).and_then(|a| a.to_str()).unwrap_or("")));
         }
-        let args = go_style_to_gnu(args);
+        // Built once: the command is most of what parsing costs (clap makes every option).
+        let cmd = Config::command();
+        let args = go_style_to_gnu(&cmd, args);
         let outcome = |e: clap::Error| {
             use clap::error::ErrorKind::*;
             match e.kind() {
@@ -263,7 +265,7 @@ impl Config {
                 _ => ParseOutcome::Usage(prefixed("proc_box", &both_spellings(&e.to_string()))),
             }
         };
-        let matches = Config::command().try_get_matches_from(args).map_err(outcome)?;
+        let matches = cmd.try_get_matches_from(args).map_err(outcome)?;
         let mut config = <Config as clap::FromArgMatches>::from_arg_matches(&matches).map_err(outcome)?;
         config.stdoutlimit_set =
             matches.value_source("stdoutlimit").is_some_and(|s| s != clap::parser::ValueSource::DefaultValue);
@@ -310,8 +312,7 @@ fn both_spellings(message: &str) -> String {
 
 /// Rewrites `-name[=v]` to `--name[=v]` for every long option clap knows, up to the command.
 /// Works on bytes: an argument, or an option's value, need not be UTF-8 (file names are bytes).
-fn go_style_to_gnu(args: Vec<OsString>) -> Vec<OsString> {
-    let cmd = Config::command();
+fn go_style_to_gnu(cmd: &clap::Command, args: Vec<OsString>) -> Vec<OsString> {
     let takes_value = |name: &[u8]| -> Option<bool> {
         let name = std::str::from_utf8(name).ok()?; // every option's name is ASCII
         if name == "help" || name == "version" {
