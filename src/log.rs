@@ -30,6 +30,14 @@ enum Msg {
 
 static SENDER: OnceLock<Mutex<SyncSender<Msg>>> = OnceLock::new();
 
+/// Set at the end of a box ([`write_through_at_end`]).
+static AT_END: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A line no longer than this is written straight to a stderr that polls writable, at the end
+/// ([`write_through_at_end`]): a pipe then has a free page, a terminal or a socket room for it,
+/// so the write cannot block.
+const DIRECT_MAX: usize = 512;
+
 pub fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
 }
@@ -161,7 +169,24 @@ pub fn emit(args: std::fmt::Arguments) {
     queue(line);
 }
 
+/// From now on, while no writer thread has been needed, a short line is written at once if
+/// stderr can take it without blocking: the box's last line (the summary of a short job)
+/// need not start a thread, which costs about 0.1 ms of every such job's run.
+pub fn write_through_at_end() {
+    AT_END.store(true, Ordering::Relaxed);
+}
+
 fn queue(line: String) {
+    if AT_END.load(Ordering::Relaxed) && SENDER.get().is_none() && line.len() <= DIRECT_MAX {
+        let ready = crate::sys::fd::standard(2).is_some_and(|e| {
+            crate::sys::fd::poll_one(e, crate::sys::fd::PollFlags::OUT, None)
+                .contains(crate::sys::fd::PollFlags::OUT)
+        });
+        if ready {
+            write_stderr(line.as_bytes());
+            return;
+        }
+    }
     let sent = sender()
         .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).try_send(Msg::Line(line)).is_ok())
         .unwrap_or(false);

@@ -163,6 +163,7 @@ impl EventLoop {
             },
             &mut give_up,
         );
+        crate::log::write_through_at_end();
         match &self.end.format {
             Some(f) => crate::log::emit_raw(&f.render(&serde_json::to_value(&summary).unwrap_or_default())),
             None => crate::info!("{}", summary.human_line()),
