@@ -172,6 +172,8 @@ struct Unsettled {
     since: Instant,
     pss: u64,
     memory: u64,
+    /// The most resident pages the tree had at those reads.
+    rss: u64,
 }
 
 /// What the subreaper-mode estimate remembers of a live process.
@@ -426,7 +428,7 @@ impl Accounting {
         let (figures, pss, settled) = tree_pss(&mut self.pss_cache, keys, self.tick, self.page);
         let memory = self.memory(tracker, pss, &figures);
         self.peak_rss = self.peak_rss.max(rss);
-        self.peaks(settled, pss, memory);
+        self.peaks(settled, pss, memory, rss);
         // Narrows what an own thread can do unseen before it exits.
         self.reaped_io();
         memory
@@ -444,25 +446,36 @@ impl Accounting {
         memory
     }
 
-    /// Raises the PSS and memory peaks with a tree read. A settled read always counts. An
-    /// unsettled one (members mapped shared pages while it was read, so it may pass the truth,
-    /// as sharers arriving after the owner show) is held aside while the tree keeps moving,
-    /// and dropped if a settled read follows within [`UNSETTLED_FOR_PEAKS`]; past that, or if
-    /// the job ends first, the highest of them counts (it is the best figure there is). The
+    /// Raises the PSS and memory peaks with a tree read (`rss`: the tree's resident pages).
+    ///
+    /// A settled read always counts. An unsettled one (members mapped or dropped pages while
+    /// it was read) may pass the truth, but only through shared pages whose share changed
+    /// meanwhile, as when sharers arrive after the owner: so it is held aside while the tree
+    /// keeps moving. When a settled read follows, the held ones are dropped if the tree still
+    /// holds as many resident pages (nothing was freed: the excess was shares), and counted if
+    /// it holds fewer (memory really was there and went: a job that grows and frees, or ends).
+    /// Past [`UNSETTLED_FOR_PEAKS`] of moving, or at the end of the job, they count too. The
     /// limit is checked against every read regardless.
-    fn peaks(&mut self, settled: bool, pss: u64, memory: u64) {
-        let (pss, memory) = if settled {
-            self.unsettled = None;
-            (pss, memory)
+    fn peaks(&mut self, settled: bool, pss: u64, memory: u64, rss: u64) {
+        if settled {
+            if let Some(u) = self.unsettled.take() {
+                if rss < u.rss {
+                    self.peak_pss = self.peak_pss.max(u.pss);
+                    self.peak_memory = self.peak_memory.max(u.memory);
+                }
+            }
         } else {
-            let u = self.unsettled.get_or_insert(Unsettled { since: Instant::now(), pss: 0, memory: 0 });
+            let u =
+                self.unsettled.get_or_insert(Unsettled { since: Instant::now(), pss: 0, memory: 0, rss: 0 });
             u.pss = u.pss.max(pss);
             u.memory = u.memory.max(memory);
-            if u.since.elapsed() < UNSETTLED_FOR_PEAKS {
-                return;
+            u.rss = u.rss.max(rss);
+            if u.since.elapsed() >= UNSETTLED_FOR_PEAKS {
+                self.peak_pss = self.peak_pss.max(u.pss);
+                self.peak_memory = self.peak_memory.max(u.memory);
             }
-            (u.pss, u.memory)
-        };
+            return;
+        }
         self.peak_pss = self.peak_pss.max(pss);
         self.peak_memory = self.peak_memory.max(memory);
     }
@@ -563,7 +576,7 @@ impl Accounting {
         t.swap_bytes = figures.iter().map(|f| f.1).sum();
         t.pss_bytes = Some(pss);
         let memory = self.memory(tracker, pss, &figures);
-        self.peaks(settled, pss, memory);
+        self.peaks(settled, pss, memory, t.rss_bytes);
         t.shmem_fd_bytes = self.shmem_fd;
         t.cpu_user += self.ticks(live_user);
         t.cpu_system += self.ticks(live_system);
@@ -682,21 +695,33 @@ mod tests {
     #[test]
     fn an_unsettled_read_that_a_settled_one_follows_never_raises_the_peaks() {
         let mut a = accounting();
-        a.peaks(true, 100, 100);
-        a.peaks(false, 448, 450); // sharers arriving: the sum passed the truth
-        a.peaks(true, 260, 260);
+        a.peaks(true, 100, 100, 300);
+        a.peaks(false, 448, 450, 900); // sharers arriving: the sum passed the truth
+        a.peaks(true, 260, 260, 1024); // all mapped, nothing freed
         assert_eq!((a.peak_pss(), a.peak_memory()), (260, 260));
     }
 
     #[test]
     fn unsettled_reads_count_once_the_tree_keeps_moving_or_the_job_ends() {
         let mut a = accounting();
-        a.peaks(true, 100, 100);
-        a.peaks(false, 300, 310);
+        a.peaks(true, 100, 100, 100);
+        a.peaks(false, 300, 310, 300);
         assert_eq!((a.peak_pss(), a.peak_memory()), (300, 310), "a job ending while its memory moves");
         a.unsettled.as_mut().unwrap().since -= UNSETTLED_FOR_PEAKS;
-        a.peaks(false, 200, 200);
-        a.peaks(true, 150, 150);
+        a.peaks(false, 200, 200, 300);
+        a.peaks(true, 150, 150, 400);
         assert_eq!((a.peak_pss(), a.peak_memory()), (300, 310), "unsettled for longer than the bound");
+    }
+
+    #[test]
+    fn memory_that_grew_and_was_freed_while_moving_counts() {
+        let mut a = accounting();
+        a.peaks(true, 10, 10, 10);
+        a.peaks(false, 900, 900, 950); // private growth, read while still growing
+        a.peaks(true, 11, 11, 12); // freed: the pages really were there
+        assert_eq!((a.peak_pss(), a.peak_memory()), (900, 900));
+        a.peaks(false, 500, 500, 520);
+        a.peaks(true, 0, 0, 0); // the tree is gone: the job grew until it ended
+        assert_eq!(a.peak_pss(), 900);
     }
 }

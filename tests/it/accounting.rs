@@ -836,3 +836,43 @@ fn processes_peak_counts_a_brief_overlap(track: &str) {
     s.assert_no_survivors();
 }
 each_mode!(processes_peak_counts_a_brief_overlap);
+
+/// A job whose memory moves through every read (private growth, then freed, or growth until
+/// it ends) still gets its peak PSS: the kernel's own high-water mark of the process, which
+/// it writes down itself, is the truth. A 20 ms tick sees most of a half-second growth.
+#[test]
+fn peak_pss_of_memory_that_grows_then_goes() {
+    for (what, tail) in [("freed", "del b; time.sleep(1.0)"), ("ends", "pass")] {
+        let s = Scene::new(&format!("grow-{what}"));
+        let summary = s.dir.join("summary.json");
+        let hwm = s.dir.join("hwm");
+        let script = format!(
+            "import time\nb = []\nend = time.time() + 0.5\nwhile time.time() < end:\n    b.append(bytearray(4 << 20))\n    time.sleep(0.002)\nopen({:?}, 'w').write([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n{tail}\n",
+            hwm.display()
+        );
+        let out = s
+            .command(&[
+                "--monitor",
+                "20ms",
+                "--summary-file",
+                summary.to_str().unwrap(),
+                "--",
+                "python3",
+                "-c",
+                &script,
+            ])
+            .run();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let truth = std::fs::read_to_string(&hwm).unwrap().trim().parse::<u64>().unwrap() << 10;
+        let v = read_json(&summary);
+        let peak = v["peak_pss_bytes"].as_u64().unwrap();
+        assert!(truth > 100 << 20, "{what}: the job grew to {} MiB only", truth >> 20);
+        assert!(
+            peak >= truth / 2 && peak <= truth + (8 << 20),
+            "{what}: peak PSS {} MiB, the process's high-water mark {} MiB",
+            peak >> 20,
+            truth >> 20
+        );
+        assert!(v["peak_memory_bytes"].as_u64().unwrap() >= peak, "{v}");
+    }
+}
