@@ -93,8 +93,8 @@ pub fn timeval(t: libc::timeval) -> Duration {
     Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.clamp(0, 999_999) as u32) * 1000)
 }
 
-/// The disk I/O a rusage carries: the kernel's `read_bytes`, and `write_bytes` less the
-/// cancelled writes, in 512-byte blocks. No character counts (`rchar`, `wchar`).
+/// The disk I/O a rusage carries: the kernel's `read_bytes` and `write_bytes`, in 512-byte
+/// blocks. No character counts (`rchar`, `wchar`).
 pub fn block_io(ru: &libc::rusage) -> crate::sys::procfs::IoSum {
     crate::sys::procfs::IoSum {
         read_bytes: ru.ru_inblock.max(0) as u64 * 512,

@@ -777,7 +777,8 @@ impl Tracker {
                     return Settled::Counted;
                 }
                 match self.parent_stat(ppid) {
-                    Some(after) if after.reaped == reaped => {}
+                    // A parent that died meanwhile handed the child to us: our wait counted it.
+                    Some(after) if after.reaped == reaped && !matches!(after.state, 'Z' | 'X') => {}
                     _ => {
                         reaps(true);
                         return Settled::Counted;
