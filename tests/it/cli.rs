@@ -654,3 +654,26 @@ fn proc_boxctl_takes_a_non_utf8_path() {
     assert!(err.contains("--cacert /nonexistent/ca"), "{err}");
     assert!(err.contains("No such file or directory"), "{err}");
 }
+
+/// Batch users often come from an NSS source other than `/etc/passwd` (systemd, sss, ldap): a
+/// uid with no entry anywhere must still run its job, named by number. (A static glibc
+/// `dlopen`s those sources and crashed here with SIGSEGV at start.)
+#[test]
+fn a_user_with_no_passwd_entry_can_run_a_box() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to become an unknown uid");
+        return;
+    }
+    let s = Scene::new("no-passwd");
+    let summary = s.dir.join("summary.json");
+    std::fs::set_permissions(&s.dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=54321", "--regid=54321", "--clear-groups", proc_box()])
+        .args(["--nowarn", "--summary-file", summary.to_str().unwrap(), "--", "true"])
+        .env("BOXTEST_MARKER", &s.marker)
+        .run();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = read_json(&summary);
+    assert_eq!(v["owner"]["uid"], 54321, "{v}");
+}
