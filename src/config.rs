@@ -255,7 +255,7 @@ impl Config {
         if args.get(1).is_some_and(|a| a == "--generate") {
             return Err(generate(args.get(2).and_then(|a| a.to_str()).unwrap_or("")));
         }
-        // Built once: the command is most of what parsing costs (clap makes every option).
+        // Built once, for the Go-spelling pass and the parse.
         let cmd = Config::command();
         let args = go_style_to_gnu(&cmd, args);
         let outcome = |e: clap::Error| {
@@ -437,21 +437,19 @@ impl Config {
         })
     }
 
-    /// The AMQP side, when `--uri` names a broker. A bad URI or CA file is a usage error.
     /// Whether a broker is configured (`--uri` or its variable, not blank).
     pub fn wants_amqp(&self) -> bool {
         self.uri.as_deref().is_some_and(|u| !u.trim().is_empty())
     }
 
+    /// The AMQP side, when `--uri` names a broker. A bad URI or CA file is a usage error.
     pub fn amqp(
         &self,
         box_id: &str,
         hostname: &str,
     ) -> Result<Option<crate::transport::amqp::Settings>, String> {
         use crate::transport::amqp::{link::Brokers, spool, Settings};
-        let Some(uri) = self.uri.as_deref().filter(|_| self.wants_amqp()) else {
-            return Ok(None);
-        };
+        let Some(uri) = self.uri.as_deref().filter(|_| self.wants_amqp()) else { return Ok(None) };
         let brokers = Brokers::parse(uri).map_err(|e| format!("--uri: {e}"))?;
         let bind_keys = Settings::keys(&self.rkey, box_id);
         if bind_keys.is_empty() {

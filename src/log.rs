@@ -177,15 +177,13 @@ pub fn write_through_at_end() {
 }
 
 fn queue(line: String) {
-    if AT_END.load(Ordering::Relaxed) && SENDER.get().is_none() && line.len() <= DIRECT_MAX {
-        let ready = crate::sys::fd::standard(2).is_some_and(|e| {
-            crate::sys::fd::poll_one(e, crate::sys::fd::PollFlags::OUT, None)
-                .contains(crate::sys::fd::PollFlags::OUT)
-        });
-        if ready {
-            write_stderr(line.as_bytes());
-            return;
-        }
+    if AT_END.load(Ordering::Relaxed)
+        && SENDER.get().is_none()
+        && line.len() <= DIRECT_MAX
+        && stderr_writable()
+    {
+        write_stderr(line.as_bytes());
+        return;
     }
     let sent = sender()
         .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).try_send(Msg::Line(line)).is_ok())
@@ -202,14 +200,16 @@ pub fn flush(timeout: Duration) {
     if dropped > 0 {
         // Non-blocking, best effort: stderr may be the very thing that is stuck.
         let line = format!("proc_box: {dropped} message(s) not written: stderr was full or closed\n");
-        let writable = crate::sys::fd::standard(2).is_some_and(|e| {
-            crate::sys::fd::poll_one(e, crate::sys::fd::PollFlags::OUT, None)
-                .contains(crate::sys::fd::PollFlags::OUT)
-        });
-        if writable {
+        if stderr_writable() {
             write_stderr(line.as_bytes());
         }
     }
+}
+
+/// Whether fd 2 polls writable now, without waiting.
+fn stderr_writable() -> bool {
+    use crate::sys::fd::{poll_one, standard, PollFlags};
+    standard(2).is_some_and(|e| poll_one(e, PollFlags::OUT, None).contains(PollFlags::OUT))
 }
 
 /// Messages dropped so far.

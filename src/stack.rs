@@ -55,7 +55,8 @@ pub const PLAIN: usize = 2 << 20;
 
 /// Makes [`AMQP`] the default stack of every thread spawned from now on (lapin's I/O thread
 /// and the executor's among them: their size is not ours to pass), unless `RUST_MIN_STACK`
-/// already asks for more. Call in `main` while the process has one thread, and before anything spawns one without a size.
+/// already asks for more. Call in `main` while the process has one thread, and before
+/// anything spawns a thread without a size.
 ///
 /// std reads `RUST_MIN_STACK` once, at the first spawn without an explicit size, and keeps
 /// it. So: set it, spawn one thread that does nothing, and restore the environment exactly as

@@ -95,6 +95,7 @@ enum Listed {
     ByPid,
 }
 
+#[derive(Default)]
 struct Member {
     /// A process we do not trace is pinned only by a pidfd, watched for its exit. A tracee's
     /// pid cannot be reused before proc_box waits for it, so it needs neither: it leaves the
@@ -496,12 +497,7 @@ impl Tracker {
                 // A tracee held at its birth stop (met at its fork event, or in a children
                 // list just before): it dies before its first instruction, and never joins,
                 // so `processes_peak` stays within the limit.
-                let member = Member {
-                    watch: None,
-                    proc: OnceCell::new(),
-                    stat: OnceCell::new(),
-                    reaps: Default::default(),
-                };
+                let member = Member::default();
                 let _ = member.signal(pid, Sig::KILL);
                 crate::debug!("pid {pid} would pass --pids-limit: killed at birth");
                 return;
@@ -522,14 +518,9 @@ impl Tracker {
                     OnceCell::from(Process::new(pid).ok().filter(|_| !fd.exited()))
                 };
                 self.tokens.insert(token, pid);
-                Member { watch: Some((fd, token)), proc, stat: OnceCell::new(), reaps: Default::default() }
+                Member { watch: Some((fd, token)), proc, ..Default::default() }
             }
-            None => Member {
-                watch: None,
-                proc: OnceCell::new(),
-                stat: OnceCell::new(),
-                reaps: Default::default(),
-            },
+            None => Member::default(),
         };
         if let Some(sig) = if over { Some(Sig::KILL) } else { self.birth_signal } {
             let _ = member.signal(pid, sig);
@@ -714,8 +705,9 @@ impl Tracker {
     ///
     /// This runs at every exit of a fork-heavy job, while its parent waits. The common case
     /// (a member whose parent does not ignore SIGCHLD) costs a pidfd's `PIDFD_GET_INFO`, one
-    /// `pread` of the parent's kept `stat`, a read of the zombie's `/proc/PID/io`, and after
-    /// the wait a signal-0 check (and another `pread` if the child is gone by then).
+    /// `pread` of the parent's kept `stat` (and a read of the zombie's `/proc/PID/io` unless
+    /// the parent is known to reap), and after the wait a signal-0 check (and another `pread`
+    /// if the child is gone by then).
     fn probe_auto_reap(&self, pid: i32) -> Probe {
         // The zombie is still there (we peeked without reaping), so neither its pid nor its
         // parent's can be recycled yet.
