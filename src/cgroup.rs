@@ -151,18 +151,26 @@ impl Cgroup {
         d
     }
 
-    /// `cgroup.procs` of every directory, open for the job to write itself into before exec.
-    pub fn join_fds(&self) -> io::Result<Vec<OwnedFd>> {
-        self.dirs()
-            .into_iter()
-            .map(|d| {
-                fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC)
-                    .open(d.join("cgroup.procs"))
-                    .map(OwnedFd::from)
-            })
-            .collect()
+    /// What the job needs to join the box: opened here, used between fork and exec.
+    pub fn join(&self) -> io::Result<Join> {
+        let open = |p: PathBuf, flags: i32| -> io::Result<OwnedFd> {
+            let mut o = fs::OpenOptions::new();
+            if flags & libc::O_DIRECTORY != 0 {
+                o.read(true);
+            } else {
+                o.write(true);
+            }
+            Ok(o.custom_flags(libc::O_CLOEXEC | flags).open(p)?.into())
+        };
+        let mut v1 = Vec::new();
+        for d in self.dirs().into_iter().filter(|d| Some(*d) != self.v2.as_deref()) {
+            v1.push(open(d.join("tasks"), 0)?);
+        }
+        Ok(Join {
+            dir: self.v2.as_ref().map(|d| open(d.clone(), libc::O_DIRECTORY)).transpose()?,
+            procs: self.v2.as_ref().map(|d| open(d.join("cgroup.procs"), 0)).transpose()?,
+            tasks: v1,
+        })
     }
 
     /// The processes in the box's cgroup (any one directory holds them all).
@@ -333,14 +341,38 @@ fn sweep_stale(parent: &Path) {
     }
 }
 
-/// Written by the job's process (before exec, async-signal-safe): moves it into the box.
-/// The caller keeps `fds` open (`cgroup.procs` of each hierarchy).
-pub fn join_in_child(fds: &[i32]) -> bool {
-    fds.iter().all(|&fd| {
-        // SAFETY: write(2) of a 1-byte static buffer: no memory of ours is written. An fd that
-        // is not open fails with EBADF, and the join is reported failed.
-        unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) == 1 }
-    })
+/// The box's cgroup, open for the job to join before exec. Moving a whole process
+/// (`cgroup.procs`) takes the kernel's global threadgroup lock, whose first writer waits for an
+/// RCU grace period: 5 to 11 ms of every start here. So the job is born in the v2 directory
+/// (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7), and moves itself into v1 ones through
+/// `tasks`: writing `0` there moves the writing thread alone, which needs no global lock, and
+/// the forked child has a single thread.
+pub struct Join {
+    /// The v2 directory, to be born in.
+    pub dir: Option<OwnedFd>,
+    /// Its `cgroup.procs`: for a kernel without `CLONE_INTO_CGROUP`, and for moving a child
+    /// by pid.
+    pub procs: Option<OwnedFd>,
+    /// `tasks` of each v1 directory.
+    pub tasks: Vec<OwnedFd>,
+}
+
+impl Join {
+    /// Moves the process `pid` (single-threaded, not yet started) into every directory.
+    pub fn move_pid(self, pid: i32) -> io::Result<()> {
+        use std::io::Write;
+        self.procs.into_iter().chain(self.tasks).try_for_each(|fd| write!(fs::File::from(fd), "{pid}"))
+    }
+
+    /// Called by the job's process between fork and exec (async-signal-safe): writes `0` into
+    /// every file, `cgroup.procs` only if the process was not born in the v2 directory.
+    pub fn join_in_child(&self, born_in_v2: bool) -> bool {
+        let procs = self.procs.as_ref().filter(|_| !born_in_v2);
+        procs.into_iter().chain(&self.tasks).all(|fd| {
+            // SAFETY: write(2) of a 1-byte static buffer to a descriptor this Join owns.
+            unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1 }
+        })
+    }
 }
 
 /// The watcher: a separate process (proc_box re-executed) that holds a pidfd of proc_box and,

@@ -13,8 +13,6 @@ use proc_box::transport::amqp::Amqp;
 use proc_box::transport::sinks::{StatsFile, SummaryFile};
 use proc_box::transport::socket::ControlSocket;
 use proc_box::{debug, error, spawn};
-use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 use std::time::SystemTime;
 
@@ -118,10 +116,7 @@ fn start(config: &Config) -> Result<i32, String> {
     if let (Some(cg), Some(ceiling)) = (&cgroup, limits.memory_ceiling()) {
         limits.memory_in_cgroup = cg.set_memory_max(ceiling);
     }
-    let cgroup_fds = match &cgroup {
-        Some(cg) => cg.join_fds().map_err(|e| format!("cgroup: {e}"))?,
-        None => Vec::new(),
-    };
+    let cgroup_join = cgroup.as_ref().map(|cg| cg.join()).transpose().map_err(|e| format!("cgroup: {e}"))?;
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
     let nofile = raise_nofile();
     // The control token keys the HMAC of every command and reply (never sent itself).
@@ -151,7 +146,7 @@ fn start(config: &Config) -> Result<i32, String> {
         nofile,
         ignored: proc_box::inherited::ignored_for_job(config.stop_signal.raw()),
         rlimits: limits.rlimits.iter().map(|r| (r.resource, r.as_libc())).collect(),
-        cgroup: cgroup_fds.iter().map(|f| f.as_raw_fd()).collect(),
+        cgroup: cgroup_join,
         cgroup_in_ptrace: config.cgroup == proc_box::cgroup::Policy::Required || limits.memory_in_cgroup,
     };
     // Subreaper mode counts processes exactly from the kernel's fork events, and bills
@@ -184,10 +179,12 @@ fn start(config: &Config) -> Result<i32, String> {
         Ok(())
     };
     let main = spawn::spawn(&config.command, &box_id, config.track, &setup, &mut before_go)?;
+    let cgroup_in_ptrace = setup.cgroup_in_ptrace;
+    drop(setup); // the child has its own copies of the descriptors
     let cgroup = cgroup.or(made_late);
     // ptrace mode left the cgroup unused: remove it now (the watcher then finds nothing to do).
     let cgroup = match cgroup {
-        Some(cg) if main.mode == proc_box::tracker::Mode::Ptrace && !setup.cgroup_in_ptrace => {
+        Some(cg) if main.mode == proc_box::tracker::Mode::Ptrace && !cgroup_in_ptrace => {
             cg.remove();
             None
         }
@@ -238,7 +235,6 @@ fn start(config: &Config) -> Result<i32, String> {
             Err(e) => error!("cannot start the AMQP thread: {e}; running without a broker"),
         }
     }
-    drop(cgroup_fds);
     let outcome = event_loop.run();
     if let Some(cg) = &cgroup {
         cg.remove();
@@ -275,9 +271,7 @@ fn late_cgroup(child: i32) -> Result<Option<std::sync::Arc<proc_box::cgroup::Cgr
     let watched = watch_cgroup(&cg);
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
     watched?;
-    let moved = cg.join_fds().and_then(|fds| {
-        fds.into_iter().try_for_each(|fd| std::fs::File::from(fd).write_all(format!("{child}\n").as_bytes()))
-    });
+    let moved = cg.join().and_then(|j| j.move_pid(child));
     if let Err(e) = moved {
         // Auto: a cgroup is a help, not a need; the walks still hold the tree.
         cg.remove();

@@ -16,7 +16,7 @@ use nix::sys::signal::SigSet;
 use nix::unistd::{fork, pipe2, ForkResult};
 use std::ffi::{CString, OsString};
 use std::io::Read;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 pub struct Spawned {
@@ -210,8 +210,8 @@ pub struct ChildSetup {
     pub ignored: u64,
     /// `--rlimit`s: (resource, limit), set after the restored RLIMIT_NOFILE.
     pub rlimits: Vec<(i32, libc::rlimit)>,
-    /// `cgroup.procs` of the box's cgroup directories: the job writes itself in before exec.
-    pub cgroup: Vec<RawFd>,
+    /// The box's cgroup, which the job joins before exec.
+    pub cgroup: Option<crate::cgroup::Join>,
     /// Whether the job joins them in ptrace mode too (subreaper mode always does).
     pub cgroup_in_ptrace: bool,
 }
@@ -251,14 +251,31 @@ pub fn spawn(
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let mask = *setup.mask.as_ref();
 
+    // A job certain to join the cgroup is born in its v2 directory (see `cgroup::Join`).
+    let birth_dir = setup
+        .cgroup
+        .as_ref()
+        .and_then(|j| j.dir.as_ref())
+        .filter(|_| track == Track::Subreaper || setup.cgroup_in_ptrace);
     // SAFETY: the child only makes async-signal-safe calls on memory prepared before the fork,
     // so threads that may run already (the log writer) cannot leave it a held lock to trip on.
-    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => {
-            // SAFETY: see above; this never returns.
-            unsafe {
-                child(&exec, &envps, [go_r.as_raw_fd(), go_w.as_raw_fd()], report_w.as_raw_fd(), setup, &mask)
+    // fork_into_cgroup's error means no child was made: the parent alone logs it.
+    let (forked, born_in_v2) = unsafe {
+        match birth_dir.map(|d| crate::sys::clone::fork_into_cgroup(d.as_fd())) {
+            Some(Ok(f)) => (f, true),
+            other => {
+                if let Some(Err(e)) = other {
+                    crate::debug!("clone3 into the cgroup: {e}; the job moves in after fork");
+                }
+                (fork().map_err(|e| format!("fork: {e}"))?, false)
             }
+        }
+    };
+    match forked {
+        ForkResult::Child => {
+            let fds = [go_r.as_raw_fd(), go_w.as_raw_fd()];
+            // SAFETY: see above; this never returns.
+            unsafe { child(&exec, &envps, fds, report_w.as_raw_fd(), setup, born_in_v2, &mask) }
         }
         ForkResult::Parent { child } => {
             drop(go_r);
@@ -367,6 +384,7 @@ unsafe fn child(
     [go, go_w]: [RawFd; 2],
     report: RawFd,
     setup: &ChildSetup,
+    born_in_v2: bool,
     mask: &libc::sigset_t,
 ) -> ! {
     let ChildSetup { terminal, stdio, nofile, ignored, ref rlimits, ref cgroup, cgroup_in_ptrace, .. } =
@@ -420,7 +438,8 @@ unsafe fn child(
         // Into the box's cgroup, once the tracking mode is known: subreaper mode needs it to be
         // exact; ptrace mode, exact without it, joins only when asked to (each fork of a job in
         // a child cgroup costs it a little more).
-        if (byte != GO_PTRACE || cgroup_in_ptrace) && !crate::cgroup::join_in_child(cgroup) {
+        let joins = byte != GO_PTRACE || cgroup_in_ptrace;
+        if joins && cgroup.as_ref().is_some_and(|j| !j.join_in_child(born_in_v2)) {
             fail(report, Failure::Cgroup, errno());
         }
         let envp = if byte == GO_PTRACE { &envps[0] } else { &envps[1] };

@@ -10,6 +10,7 @@
 //! nix's signal type may carry (`tracker/ptrace.rs`, `signals.rs`, the signalfd read). The
 //! README's "unsafe" section lists every remaining block.
 
+pub mod clone;
 pub mod fd;
 pub mod pidfd;
 pub mod procfs;
