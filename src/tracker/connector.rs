@@ -66,6 +66,24 @@ fn confirm(fd: BorrowedFd) -> io::Result<()> {
     }
 }
 
+/// Sends `PROC_CN_MCAST_LISTEN`, with `filter` (a mask of event kinds) if given.
+fn send_listen(fd: BorrowedFd, filter: Option<u32>) -> io::Result<()> {
+    let data = if filter.is_some() { 8 } else { 4 };
+    let mut msg = [0u8; EVENT + 8];
+    msg[0..4].copy_from_slice(&((EVENT + data) as u32).to_ne_bytes());
+    msg[4..6].copy_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes());
+    msg[12..16].copy_from_slice(&std::process::id().to_ne_bytes());
+    msg[16..20].copy_from_slice(&CN_IDX_PROC.to_ne_bytes());
+    msg[20..24].copy_from_slice(&CN_VAL_PROC.to_ne_bytes());
+    msg[32..34].copy_from_slice(&(data as u16).to_ne_bytes());
+    msg[EVENT..EVENT + 4].copy_from_slice(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
+    if let Some(f) = filter {
+        msg[EVENT + 4..EVENT + 8].copy_from_slice(&f.to_ne_bytes());
+    }
+    rustix::net::send(fd, &msg[..EVENT + data], SendFlags::empty())?;
+    Ok(())
+}
+
 fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
 }
@@ -83,16 +101,13 @@ impl Connector {
         // Room for a fork storm between two turns of the loop; SO_RCVBUFFORCE needs privilege,
         // which this socket already required.
         let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, 8 << 20);
-        let mut msg = [0u8; EVENT + 4];
-        msg[0..4].copy_from_slice(&((EVENT + 4) as u32).to_ne_bytes());
-        msg[4..6].copy_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes());
-        msg[12..16].copy_from_slice(&std::process::id().to_ne_bytes());
-        msg[16..20].copy_from_slice(&CN_IDX_PROC.to_ne_bytes());
-        msg[20..24].copy_from_slice(&CN_VAL_PROC.to_ne_bytes());
-        msg[32..34].copy_from_slice(&4u16.to_ne_bytes());
-        msg[EVENT..EVENT + 4].copy_from_slice(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
-        rustix::net::send(&fd, &msg, SendFlags::empty())?;
+        send_listen(fd.as_fd(), None)?;
         confirm(fd.as_fd())?;
+        // Then narrowed to forks and exits (Linux 6.6 takes an event filter after the
+        // operation), so an exec or a comm change is never queued for us. The kernel's answer
+        // is an event of no kind, which that filter drops: the subscription above is what is
+        // confirmed. An older kernel ignores a message of this size and keeps sending all.
+        let _ = send_listen(fd.as_fd(), Some(PROC_EVENT_FORK | PROC_EVENT_EXIT));
         Ok(Connector { fd, lineage: HashSet::new(), forked: 0, peak: 0, lost: false, newborns: None })
     }
 
