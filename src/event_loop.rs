@@ -104,11 +104,17 @@ impl EventLoop {
     fn dispatch(&mut self, token: Token, readable: bool) {
         match tokens::source(token) {
             Source::Signals => {
-                // Stopped tracees wait on us: restart them before anything else. A SIGCHLD
-                // read below reaps again, so none that arrives meanwhile is missed.
-                self.on_sigchld();
-                for (signo, sender) in wake::signals(&self.signals, self.tracker.self_pid()) {
-                    self.on_signal(signo, sender);
+                // Read first, then reap once: the signalfd is edge-triggered and empty after
+                // the read, so a SIGCHLD raised during the reap wakes the loop again, and one
+                // raised before it is what the reap serves.
+                let signals = wake::signals(&self.signals, self.tracker.self_pid());
+                if signals.iter().any(|&(signo, _)| meaning(signo) == Meaning::Child) {
+                    self.on_sigchld();
+                }
+                for (signo, sender) in signals {
+                    if meaning(signo) != Meaning::Child {
+                        self.on_signal(signo, sender);
+                    }
                 }
             }
             Source::SentFaults => {
