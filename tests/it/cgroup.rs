@@ -56,6 +56,46 @@ fn the_job_runs_in_the_box_cgroup_which_is_removed_at_the_end(mode: &str) {
 }
 each_mode!(the_job_runs_in_the_box_cgroup_which_is_removed_at_the_end);
 
+/// The job is in every hierarchy of the box before exec, v2 and v1 alike: born in the v2 group
+/// (`clone3` with `CLONE_INTO_CGROUP`) where the kernel allows it, moved in after the fork where
+/// a seccomp policy refuses `clone3` (Docker's default profile answers ENOSYS).
+fn the_job_joins_every_hierarchy_with_or_without_clone3(mode: &str) {
+    if !has_cgroups() {
+        eprintln!("skipped: needs root and a cgroup v2 hierarchy");
+        return;
+    }
+    let memory = std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(" cgroup rw,memory");
+    for refused in [false, true] {
+        let scene = Scene::new(&format!("cg-clone3-{mode}"));
+        let args = ["--debug", "--track", mode, "--cgroup", "required", "--", "sh", "-c"];
+        let job = "cat /proc/self/cgroup > $FIX_DIR/cgroup";
+        let mut cmd = if refused {
+            let mut c = std::process::Command::new(fixture("seccomp_fail"));
+            c.args([&libc::SYS_clone3.to_string(), &libc::ENOSYS.to_string(), "--", proc_box()]);
+            c.env("FIX_DIR", &scene.dir).env("BOXTEST_MARKER", &scene.marker).stdin(Stdio::null());
+            c
+        } else {
+            scene.command(&[])
+        };
+        let out = cmd.args(args).arg(job).run();
+        if out.status.code() == Some(77) {
+            eprintln!("no seccomp filter for this architecture; skipped");
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert_eq!(err.contains("clone3 into the cgroup"), refused, "which way it joined: {err}");
+        let dirs = job_cgroups(&scene);
+        let has = |root: &str| dirs.iter().any(|d| d.starts_with(root));
+        assert!(has("/sys/fs/cgroup/unified"), "refused {refused}: not in the v2 group: {dirs:?}");
+        if memory {
+            assert!(has("/sys/fs/cgroup/memory"), "refused {refused}: not in the memory group: {dirs:?}");
+        }
+        scene.assert_no_survivors();
+    }
+}
+each_mode!(the_job_joins_every_hierarchy_with_or_without_clone3);
+
 fn a_sigkilled_proc_box_leaves_no_process_and_no_cgroup(mode: &str) {
     if !has_cgroups() {
         eprintln!("skipped: needs root and a cgroup v2 hierarchy");
