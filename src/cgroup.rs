@@ -153,23 +153,15 @@ impl Cgroup {
 
     /// What the job needs to join the box: opened here, used between fork and exec.
     pub fn join(&self) -> io::Result<Join> {
-        let open = |p: PathBuf, flags: i32| -> io::Result<OwnedFd> {
-            let mut o = fs::OpenOptions::new();
-            if flags & libc::O_DIRECTORY != 0 {
-                o.read(true);
-            } else {
-                o.write(true);
-            }
-            Ok(o.custom_flags(libc::O_CLOEXEC | flags).open(p)?.into())
+        let open = |path: PathBuf, dir: bool| -> io::Result<OwnedFd> {
+            let flags = if dir { libc::O_CLOEXEC | libc::O_DIRECTORY } else { libc::O_CLOEXEC };
+            Ok(fs::OpenOptions::new().read(dir).write(!dir).custom_flags(flags).open(path)?.into())
         };
-        let mut v1 = Vec::new();
-        for d in self.dirs().into_iter().filter(|d| Some(*d) != self.v2.as_deref()) {
-            v1.push(open(d.join("tasks"), 0)?);
-        }
+        let v1 = self.dirs().into_iter().filter(|d| Some(*d) != self.v2.as_deref());
         Ok(Join {
-            dir: self.v2.as_ref().map(|d| open(d.clone(), libc::O_DIRECTORY)).transpose()?,
-            procs: self.v2.as_ref().map(|d| open(d.join("cgroup.procs"), 0)).transpose()?,
-            tasks: v1,
+            dir: self.v2.as_ref().map(|d| open(d.clone(), true)).transpose()?,
+            procs: self.v2.as_ref().map(|d| open(d.join("cgroup.procs"), false)).transpose()?,
+            tasks: v1.map(|d| open(d.join("tasks"), false)).collect::<io::Result<_>>()?,
         })
     }
 
@@ -343,7 +335,7 @@ fn sweep_stale(parent: &Path) {
 
 /// The box's cgroup, open for the job to join before exec. Moving a whole process
 /// (`cgroup.procs`) takes the kernel's global threadgroup lock, whose first writer waits for an
-/// RCU grace period: 5 to 11 ms of every start here. So the job is born in the v2 directory
+/// RCU grace period: 5 to 14 ms of every start here. So the job is born in the v2 directory
 /// (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7), and moves itself into v1 ones through
 /// `tasks`: writing `0` there moves the writing thread alone, which needs no global lock, and
 /// the forked child has a single thread.
