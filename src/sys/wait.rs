@@ -76,6 +76,16 @@ pub fn peek(flags: libc::c_int) -> Result<Option<Peeked>, Errno> {
     })
 }
 
+/// Whether `pid` is still ours to wait for, as our child or our tracee: `waitid` on it alone,
+/// consuming nothing, fails with ECHILD otherwise.
+pub fn is_ours(pid: i32) -> bool {
+    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT | libc::WNOHANG | libc::__WALL;
+    // SAFETY: a valid pointer to a local siginfo_t.
+    pid > 0 && unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) } == 0
+}
+
 /// Consumes the pending change of `pid`: its raw status and its rusage (meaningful for an exit).
 pub fn wait4(pid: i32, flags: libc::c_int) -> Result<(i32, libc::rusage), Errno> {
     let mut status = 0;

@@ -9,7 +9,7 @@
 use rustix::io::Errno;
 use rustix::net::netlink::SocketAddrNetlink;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
@@ -18,7 +18,11 @@ const CN_VAL_PROC: u32 = 1;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
 const PROC_EVENT_NONE: u32 = 0;
 const PROC_EVENT_FORK: u32 = 0x0000_0001;
+const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+/// How many exited leaders are remembered for an exec event to find: that event follows the
+/// exit within the same exec, so only the tree's exits in between come first.
+const LEADERS_GONE: usize = 64;
 /// nlmsghdr (16 bytes) + cn_msg (20 bytes): where `struct proc_event` starts.
 const EVENT: usize = 36;
 /// `what`, `cpu`, `timestamp_ns`: where the event's data starts, within `struct proc_event`.
@@ -28,6 +32,10 @@ pub struct Connector {
     fd: OwnedFd,
     /// Processes known to descend from the main process (thread-group ids).
     lineage: HashSet<i32>,
+    /// The last of them whose leader exited. A thread other than the leader that execs ends
+    /// the old leader inside the exec (an exit event for the process's own id) and takes its
+    /// id: the exec event that follows finds the process here, and it rejoins.
+    leaders_gone: VecDeque<i32>,
     /// Descendants of the main process seen forked (the main process not included).
     pub forked: u64,
     /// The most of them (the main process included) alive at once. Every fork and exit is an
@@ -103,12 +111,20 @@ impl Connector {
         let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, 8 << 20);
         send_listen(fd.as_fd(), None)?;
         confirm(fd.as_fd())?;
-        // Then narrowed to forks and exits (Linux 6.6 takes an event filter after the
-        // operation), so an exec or a comm change is never queued for us. The kernel's answer
+        // Then narrowed to forks, execs and exits (Linux 6.6 takes an event filter after the
+        // operation), so a comm or an id change is never queued for us. The kernel's answer
         // is an event of no kind, which that filter drops: the subscription above is what is
         // confirmed. An older kernel ignores a message of this size and keeps sending all.
-        let _ = send_listen(fd.as_fd(), Some(PROC_EVENT_FORK | PROC_EVENT_EXIT));
-        Ok(Connector { fd, lineage: HashSet::new(), forked: 0, peak: 0, lost: false, newborns: None })
+        let _ = send_listen(fd.as_fd(), Some(PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT));
+        Ok(Connector {
+            fd,
+            lineage: HashSet::new(),
+            leaders_gone: VecDeque::new(),
+            forked: 0,
+            peak: 0,
+            lost: false,
+            newborns: None,
+        })
     }
 
     /// The main process: its descendants are counted from here on. Events already queued are
@@ -183,10 +199,12 @@ impl Connector {
                     return;
                 };
                 // A new thread shares its creator's tgid: only new processes count.
-                if child_pid == child_tgid
-                    && self.lineage.contains(&parent_tgid)
-                    && self.lineage.insert(child_tgid)
-                {
+                if child_pid != child_tgid {
+                    return;
+                }
+                // A new process under an id that was a leader's: not the one that left.
+                self.leaders_gone.retain(|&t| t != child_tgid);
+                if self.lineage.contains(&parent_tgid) && self.lineage.insert(child_tgid) {
                     self.forked += 1;
                     self.peak = self.peak.max(self.lineage.len());
                     if let Some(n) = self.newborns.as_mut() {
@@ -194,10 +212,21 @@ impl Connector {
                     }
                 }
             }
+            Some(PROC_EVENT_EXEC) => {
+                if let Some(tgid) = field(1) {
+                    if let Some(i) = self.leaders_gone.iter().position(|&t| t == tgid) {
+                        self.leaders_gone.remove(i);
+                        self.lineage.insert(tgid);
+                    }
+                }
+            }
             Some(PROC_EVENT_EXIT) => {
                 if let (Some(pid), Some(tgid)) = (field(0), field(1)) {
-                    if pid == tgid {
-                        self.lineage.remove(&tgid);
+                    if pid == tgid && self.lineage.remove(&tgid) {
+                        if self.leaders_gone.len() == LEADERS_GONE {
+                            self.leaders_gone.pop_front();
+                        }
+                        self.leaders_gone.push_back(tgid);
                     }
                 }
             }
