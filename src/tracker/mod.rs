@@ -590,12 +590,9 @@ impl Tracker {
     /// Adopts the child of a fork event. The kernel reports the newest tracee first, so the
     /// child may have stopped, been adopted, exited and been waited for already: then it is
     /// its parent's zombie, no longer our tracee, and must not join (and count) again.
-    fn adopt_newborn(&mut self, child: i32, process: bool, registry: &Registry) {
-        if self.members.contains_key(&child) || !wait::is_ours(child) {
-            return;
-        }
-        if process || pidfd::leads_thread_group(child) {
-            self.insert(child, None, registry);
+    fn adopt_newborn(&mut self, child: i32, registry: &Registry) {
+        if !self.members.contains_key(&child) && wait::is_ours(child) {
+            self.adopt_tracee(child, registry);
         }
     }
 
@@ -643,7 +640,7 @@ impl Tracker {
                     self.adopt_tracee(pid, registry);
                     let (stop, restart) = ptrace::handle(pid, sig, event);
                     match stop {
-                        ptrace::Stop::Born { child, process } => self.adopt_newborn(child, process, registry),
+                        ptrace::Stop::Born { child } => self.adopt_newborn(child, registry),
                         ptrace::Stop::GroupStop { sig } if pid == self.main_pid && is_tty_stop(sig) => {
                             events.push(Event::MainStopped(sig))
                         }

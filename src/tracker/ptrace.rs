@@ -52,9 +52,9 @@ fn event_msg(pid: i32) -> nix::Result<i32> {
 /// What a ptrace stop told us, after the tracee was restarted.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stop {
-    /// A new task was created: a process for certain when `process` (a fork event), else a
-    /// process or a thread (a vfork or clone event).
-    Born { child: i32, process: bool },
+    /// A new task (process or thread) was created. Even a fork event's may be a thread: the
+    /// event follows the exit signal, which a legacy `clone(CLONE_THREAD | SIGCHLD)` may set.
+    Born { child: i32 },
     /// The task entered a group-stop with this signal and is now held by `PTRACE_LISTEN`.
     GroupStop { sig: i32 },
     /// Any other stop: a signal re-injected, a new task's first stop, an event we did not ask for.
@@ -96,7 +96,7 @@ pub fn handle(pid: i32, sig: i32, event: i32) -> (Stop, Restart) {
             let child = event_msg(pid);
             restart(cont(pid, 0));
             match child {
-                Ok(child) if child > 0 => Stop::Born { child, process: event == libc::PTRACE_EVENT_FORK },
+                Ok(child) if child > 0 => Stop::Born { child },
                 _ => Stop::Other,
             }
         }
