@@ -457,25 +457,25 @@ impl Accounting {
     /// Past [`UNSETTLED_FOR_PEAKS`] of moving, or at the end of the job, they count too. The
     /// limit is checked against every read regardless.
     fn peaks(&mut self, settled: bool, pss: u64, memory: u64, rss: u64) {
-        if settled {
-            if let Some(u) = self.unsettled.take() {
-                if rss < u.rss {
-                    self.peak_pss = self.peak_pss.max(u.pss);
-                    self.peak_memory = self.peak_memory.max(u.memory);
-                }
-            }
-        } else {
+        if !settled {
             let u =
                 self.unsettled.get_or_insert(Unsettled { since: Instant::now(), pss: 0, memory: 0, rss: 0 });
             u.pss = u.pss.max(pss);
             u.memory = u.memory.max(memory);
             u.rss = u.rss.max(rss);
+            let (pss, memory) = (u.pss, u.memory);
             if u.since.elapsed() >= UNSETTLED_FOR_PEAKS {
-                self.peak_pss = self.peak_pss.max(u.pss);
-                self.peak_memory = self.peak_memory.max(u.memory);
+                self.raise_peaks(pss, memory);
             }
             return;
         }
+        if let Some(u) = self.unsettled.take().filter(|u| rss < u.rss) {
+            self.raise_peaks(u.pss, u.memory);
+        }
+        self.raise_peaks(pss, memory);
+    }
+
+    fn raise_peaks(&mut self, pss: u64, memory: u64) {
         self.peak_pss = self.peak_pss.max(pss);
         self.peak_memory = self.peak_memory.max(memory);
     }

@@ -886,13 +886,8 @@ fn peak_pss_of_memory_that_grows_then_goes() {
 /// times: the first is a race.
 fn processes_started_from_threads_are_counted_once(track: &str) {
     let thread_forks = fixture("thread_forks");
-    for (args, want) in [
-        (&["storm", "300"][..], 301),
-        (&["storm", "300"], 301),
-        (&["storm", "300"], 301),
-        (&["exec"], 11),
-        (&["sigthread"], 1),
-    ] {
+    let storm = (&["storm", "300"][..], 301);
+    for (args, want) in [storm, storm, storm, (&["exec"], 11), (&["sigthread"], 1)] {
         let s = Scene::new("thread-forks");
         let summary = s.dir.join("summary.json");
         let mut cmd = vec!["--track", track, "--summary-file", summary.to_str().unwrap(), "--"];
