@@ -148,6 +148,7 @@ fn start(config: &Config) -> Result<i32, String> {
         rlimits: limits.rlimits.iter().map(|r| (r.resource, r.as_libc())).collect(),
         cgroup: cgroup_join,
         cgroup_in_ptrace: config.cgroup == proc_box::cgroup::Policy::Required || limits.memory_in_cgroup,
+        consumed_env: &config.option_env,
     };
     // Subreaper mode counts processes exactly from the kernel's fork events, and bills
     // auto-reaped children from the kernel's exit records, where it may (CAP_NET_ADMIN). Both

@@ -1,8 +1,8 @@
 //! Starting the main process: fork, pre-exec setup, ptrace seize, exec.
 //!
-//! The child waits on a pipe until the parent has seized it, so it is traced before it runs a
-//! single instruction of the job. Then it sets itself up and execs, checking every step, as
-//! tini does: a failed step comes back over a close-on-exec pipe with its errno and the child
+//! The child sets itself up, then waits on a pipe until the parent has seized it, so it is
+//! traced before it runs a single instruction of the job; the parent's seize and the child's
+//! setup overlap. Then it joins the cgroup and execs. It checks every step, as tini does: a failed step comes back over a close-on-exec pipe with its errno and the child
 //! exits 125 (proc_box failed, the job never ran); a failed exec comes back the same way, which
 //! is how proc_box tells 126 from 127. The program is looked up on `PATH` in the parent (the
 //! search allocates), so the child only calls `execve`.
@@ -26,7 +26,11 @@ pub struct Spawned {
 }
 
 /// Read end of the report pipe: EOF once the exec succeeded, or one [`Failure`] record.
-pub struct ExecReport(std::fs::File);
+///
+/// It also holds what the child was given to exec (argv, environment, pointer arrays) until
+/// the box ends. Freed right after the fork, while the child may not have exec'd yet, they cost
+/// a copy-on-write fault for every heap page the allocator wrote to: ten per start, measured.
+pub struct ExecReport(std::fs::File, #[allow(dead_code)] Box<dyn std::any::Any>);
 
 impl ExecReport {
     /// The exec's errno, if it failed. Call once the main process has exited, so the
@@ -170,10 +174,10 @@ fn executable(path: &std::path::Path) -> bool {
 
 /// The job's environment: proc_box's own, less the `PBOX_*` options it consumed, plus
 /// `PROC_BOX_ID` and `PROC_BOX_TRACK`, so a job (or a puzzled user of gdb inside it) can tell
-/// it runs boxed, and how.
-fn job_env(box_id: &str, mode: &str) -> Vec<CString> {
-    let consumed = crate::config::env_names();
-    let mut env: Vec<CString> = std::env::vars_os()
+/// it runs boxed, and how. The mode is known only once the child exists, so the variable
+/// comes in both values: the common part is built once.
+fn job_env(box_id: &str, consumed: &[String]) -> (Vec<CString>, [CString; 2]) {
+    let env: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| k != "PROC_BOX_ID" && k != "PROC_BOX_TRACK")
         .filter(|(k, _)| !consumed.iter().any(|c| k == c.as_str()))
         .filter_map(|(k, v)| {
@@ -182,14 +186,13 @@ fn job_env(box_id: &str, mode: &str) -> Vec<CString> {
             kv.extend_from_slice(v.as_bytes());
             CString::new(kv).ok()
         })
+        .chain(CString::new(format!("PROC_BOX_ID={box_id}")))
         .collect();
-    env.extend(CString::new(format!("PROC_BOX_ID={box_id}")));
-    env.extend(CString::new(format!("PROC_BOX_TRACK={mode}")));
-    env
+    (env, [c"PROC_BOX_TRACK=ptrace".to_owned(), c"PROC_BOX_TRACK=subreaper".to_owned()])
 }
 
-fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect()
+fn pointers<'a>(strings: impl IntoIterator<Item = &'a CString>) -> Vec<*const libc::c_char> {
+    strings.into_iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect()
 }
 
 /// What the go byte tells the child: which environment to exec with.
@@ -197,7 +200,7 @@ const GO_PTRACE: u8 = b'p';
 const GO_SUBREAPER: u8 = b's';
 
 /// What the job's process gets besides its argv.
-pub struct ChildSetup {
+pub struct ChildSetup<'a> {
     /// The controlling tty to hand to the job's process group.
     pub terminal: Option<RawFd>,
     /// The signal mask the job starts with (proc_box's original one).
@@ -214,6 +217,8 @@ pub struct ChildSetup {
     pub cgroup: Option<crate::cgroup::Join>,
     /// Whether the job joins them in ptrace mode too (subreaper mode always does).
     pub cgroup_in_ptrace: bool,
+    /// proc_box's own variables, left out of the job's environment.
+    pub consumed_env: &'a [String],
 }
 
 /// Forks and execs `argv` as set up by `setup`.
@@ -245,8 +250,8 @@ pub fn spawn(
     };
     let sh_ptrs = pointers(&sh_args);
     let exec = Exec { program: program.as_deref().map_err(|&e| e), argv: &ptrs, sh_argv: &sh_ptrs };
-    let envs = [job_env(box_id, "ptrace"), job_env(box_id, "subreaper")];
-    let envps = [pointers(&envs[0]), pointers(&envs[1])];
+    let (env, track_vars) = job_env(box_id, setup.consumed_env);
+    let envps = track_vars.each_ref().map(|v| pointers(env.iter().chain([v])));
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let mask = *setup.mask.as_ref();
@@ -319,8 +324,8 @@ pub fn spawn(
                 return Err(format!("cannot start the child: {e}"));
             }
             drop(go_w);
-            drop((cargs, envs, sh_args));
-            Ok(Spawned { pidfd, mode, report: ExecReport(std::fs::File::from(report_r)) })
+            let held = Box::new((program, cargs, env, track_vars, sh_args, ptrs, sh_ptrs, envps));
+            Ok(Spawned { pidfd, mode, report: ExecReport(std::fs::File::from(report_r), held) })
         }
     }
 }
@@ -387,14 +392,18 @@ unsafe fn child(
     born_in_v2: bool,
     mask: &libc::sigset_t,
 ) -> ! {
-    let ChildSetup { terminal, stdio, nofile, ignored, ref rlimits, ref cgroup, cgroup_in_ptrace, .. } =
-        *setup;
+    let ChildSetup { ref cgroup, cgroup_in_ptrace, .. } = *setup;
     // SAFETY (whole block): plain syscalls on fds and memory that stay valid until exec.
     unsafe {
         let errno = || *libc::__errno_location();
         // Our copy of the write end would keep the read below from ever seeing EOF when the
         // parent gives up.
         libc::close(go_w);
+        // Set up while the parent seizes us; a failure is told only after the go, so that
+        // the parent never mistakes the exit for a refused seize.
+        let prepared = prepare(setup);
+        // What is left depends on the tracking mode, which the go byte brings once the parent
+        // has seized us. Everything above overlapped with the parent's seize.
         let mut byte = 0u8;
         loop {
             let n = libc::read(go, (&mut byte as *mut u8).cast(), 1);
@@ -406,35 +415,9 @@ unsafe fn child(
             }
             libc::_exit(125); // the parent gave up on us
         }
-        if libc::setpgid(0, 0) != 0 {
-            fail(report, Failure::Setpgid, errno());
+        if let Err((what, errno)) = prepared {
+            fail(report, what, errno);
         }
-        if let Some(fd) = terminal {
-            // SIGTTOU is blocked, so this works from the background. A terminal that is gone
-            // (hung up, or no longer ours) is not worth failing the job for, as in tini.
-            if libc::tcsetpgrp(fd, libc::getpid()) != 0 && !matches!(errno(), libc::ENOTTY | libc::ENXIO) {
-                fail(report, Failure::Tcsetpgrp, errno());
-            }
-        }
-        for (target, fd) in [1, 2].into_iter().zip(stdio) {
-            // The copy is not close-on-exec; the original is.
-            if fd.is_some_and(|fd| libc::dup2(fd, target) < 0) {
-                fail(report, Failure::Dup2(target), errno());
-            }
-        }
-        if let Some(limit) = nofile {
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                fail(report, Failure::Rlimit(libc::RLIMIT_NOFILE as i32), errno());
-            }
-        }
-        for (resource, limit) in rlimits {
-            if libc::setrlimit(*resource as _, limit) != 0 {
-                fail(report, Failure::Rlimit(*resource), errno());
-            }
-        }
-        // The dispositions proc_box was started with (Rust's runtime ignores SIGPIPE). Only
-        // SIG_DFL and SIG_IGN on valid numbers: nothing here can fail.
-        crate::inherited::restore_in_child(ignored);
         // Into the box's cgroup, once the tracking mode is known: subreaper mode needs it to be
         // exact; ptrace mode, exact without it, joins only when asked to (each fork of a job in
         // a child cgroup costs it a little more).
@@ -459,6 +442,49 @@ unsafe fn child(
         }
         fail(report, Failure::Exec, err)
     }
+}
+
+/// The child's steps that do not depend on the tracking mode: process group, terminal, stdio,
+/// resource limits, signal dispositions. The first failure, with its errno.
+///
+/// # Safety
+/// Only in the child after fork (async-signal-safe calls on memory prepared before the fork).
+unsafe fn prepare(setup: &ChildSetup) -> Result<(), (Failure, i32)> {
+    let ChildSetup { terminal, stdio, nofile, ignored, ref rlimits, .. } = *setup;
+    // SAFETY (whole block): plain syscalls on fds and memory that stay valid until exec.
+    unsafe {
+        let errno = || *libc::__errno_location();
+        if libc::setpgid(0, 0) != 0 {
+            return Err((Failure::Setpgid, errno()));
+        }
+        if let Some(fd) = terminal {
+            // SIGTTOU is blocked, so this works from the background. A terminal that is gone
+            // (hung up, or no longer ours) is not worth failing the job for, as in tini.
+            if libc::tcsetpgrp(fd, libc::getpid()) != 0 && !matches!(errno(), libc::ENOTTY | libc::ENXIO) {
+                return Err((Failure::Tcsetpgrp, errno()));
+            }
+        }
+        for (target, fd) in [1, 2].into_iter().zip(stdio) {
+            // The copy is not close-on-exec; the original is.
+            if fd.is_some_and(|fd| libc::dup2(fd, target) < 0) {
+                return Err((Failure::Dup2(target), errno()));
+            }
+        }
+        if let Some(limit) = nofile {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err((Failure::Rlimit(libc::RLIMIT_NOFILE as i32), errno()));
+            }
+        }
+        for (resource, limit) in rlimits {
+            if libc::setrlimit(*resource as _, limit) != 0 {
+                return Err((Failure::Rlimit(*resource), errno()));
+            }
+        }
+        // The dispositions proc_box was started with (Rust's runtime ignores SIGPIPE). Only
+        // SIG_DFL and SIG_IGN on valid numbers: nothing here can fail.
+        crate::inherited::restore_in_child(ignored);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
