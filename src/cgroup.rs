@@ -355,6 +355,16 @@ impl Join {
         use std::io::Write;
         self.procs.into_iter().chain(self.tasks).try_for_each(|fd| write!(fs::File::from(fd), "{pid}"))
     }
+
+    /// Called by the job's process between fork and exec (async-signal-safe): writes `0` into
+    /// every file, `cgroup.procs` only if the process was not born in the v2 directory.
+    pub fn join_in_child(&self, born_in_v2: bool) -> bool {
+        let procs = self.procs.as_ref().filter(|_| !born_in_v2);
+        procs.into_iter().chain(&self.tasks).all(|fd| {
+            // SAFETY: write(2) of a 1-byte static buffer to a descriptor this Join owns.
+            unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1 }
+        })
+    }
 }
 
 /// The watcher: a separate process (proc_box re-executed) that holds a pidfd of proc_box and,

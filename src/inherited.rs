@@ -73,15 +73,25 @@ pub fn reset_for_box() {
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
 }
 
-/// What the job's process sets before exec, to give back every disposition proc_box changed:
-/// the signals to ignore and those to set to their default, bit N-1 for signal N. `ignored` is
-/// what the job inherits as ignored ([`ignored_for_job`]).
-pub fn for_job(ignored: u64) -> (u64, u64) {
+/// In the forked child, just before exec: gives back every disposition proc_box changed.
+/// Only async-signal-safe calls. Meant for the child between fork and exec, where it changes
+/// nothing of proc_box's own; setting SIG_IGN or SIG_DFL breaks no memory-safety rule, so the
+/// function is safe.
+pub fn restore_in_child(ignored: u64) {
+    // An atomic load: async-signal-safe.
     let ignored_at_start = self::ignored();
-    // SIGPIPE (Rust's runtime) and SIGCHLD (reset_for_box) are the only ones proc_box changes;
-    // a signal ignored at start but not for the job is still ignored here.
-    let changed = 1u64 << (libc::SIGPIPE - 1) | 1u64 << (libc::SIGCHLD - 1) | ignored_at_start;
-    (ignored, changed & !ignored)
+    for sig in 1..=64 {
+        let bit = 1 << (sig - 1);
+        let was_ignored = ignored & bit != 0;
+        // SIGPIPE (Rust's runtime) and SIGCHLD (reset_for_box) are the only ones proc_box
+        // changes; a signal ignored at start but not for the job is still ignored here.
+        let changed = sig == libc::SIGPIPE || sig == libc::SIGCHLD || ignored_at_start & bit != 0;
+        if was_ignored || changed {
+            let how = if was_ignored { libc::SIG_IGN } else { libc::SIG_DFL };
+            // SAFETY: plain disposition change; fails harmlessly for SIGKILL/SIGSTOP.
+            unsafe { libc::signal(sig, how) };
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,17 +9,15 @@
 
 use crate::config::Track;
 use crate::signals::Sig;
-use crate::sys::clone::{spawn_sharing_memory, ChildStack, Forked};
 use crate::sys::pidfd::PidFd;
 use crate::tracker::{ptrace, Mode};
 use nix::fcntl::OFlag;
 use nix::sys::signal::SigSet;
-use nix::unistd::pipe2;
+use nix::unistd::{fork, pipe2, ForkResult};
 use std::ffi::{CString, OsString};
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use syscalls::{syscall, Errno, Sysno};
 
 pub struct Spawned {
     pub pidfd: PidFd,
@@ -29,22 +27,10 @@ pub struct Spawned {
 
 /// Read end of the report pipe: EOF once the exec succeeded, or one [`Failure`] record.
 ///
-/// It also holds what the child reads before its exec (the [`Plan`], and the stack of a child
-/// that shares our memory) until the main process has exited: only then is it certain that
-/// the child no longer runs in this address space. Dropped before that (an error on the way
-/// out), they are leaked instead.
-pub struct ExecReport {
-    pipe: std::fs::File,
-    held: Option<Box<dyn std::any::Any>>,
-}
-
-impl Drop for ExecReport {
-    fn drop(&mut self) {
-        if let Some(held) = self.held.take() {
-            std::mem::forget(held);
-        }
-    }
-}
+/// It also holds what the child was given to exec (argv, environment, pointer arrays) until
+/// the box ends. Freed right after the fork, while the child may not have exec'd yet, they cost
+/// a copy-on-write fault for every heap page the allocator wrote to: ten per start, measured.
+pub struct ExecReport(std::fs::File, #[allow(dead_code)] Box<dyn std::any::Any>);
 
 impl ExecReport {
     /// The exec's errno, if it failed. Call once the main process has exited, so the
@@ -52,11 +38,10 @@ impl ExecReport {
     /// failed before the exec is logged here instead: the child exited 125 for it, and that is
     /// already the box's status.
     pub fn exec_error(&mut self) -> Option<std::io::Error> {
-        self.held = None; // the main process has exited: nothing runs on these any more
         let mut buf = [0u8; 12];
         let mut got = 0;
         while got < buf.len() {
-            match self.pipe.read(&mut buf[got..]) {
+            match self.0.read(&mut buf[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -254,6 +239,7 @@ pub fn spawn(
         .iter()
         .map(|a| CString::new(a.as_bytes()).map_err(|_| "an argument contains a NUL byte".to_string()))
         .collect::<Result<_, _>>()?;
+    let ptrs = pointers(&cargs);
     let program = resolve(&argv[0], std::env::var_os("PATH").as_deref());
     // A file that is neither a binary nor a `#!` script is run by the shell, as execvp does.
     let sh_args: Vec<CString> = match &program {
@@ -262,111 +248,91 @@ pub fn spawn(
         }
         Err(_) => Vec::new(),
     };
+    let sh_ptrs = pointers(&sh_args);
+    let exec = Exec { program: program.as_deref().map_err(|&e| e), argv: &ptrs, sh_argv: &sh_ptrs };
     let (env, track_vars) = job_env(box_id, setup.consumed_env);
+    let envps = track_vars.each_ref().map(|v| pointers(env.iter().chain([v])));
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (sig_ignore, sig_default) = crate::inherited::for_job(setup.ignored);
-    let join = setup.cgroup.as_ref();
-    let plan = Box::new(Plan {
-        argv: pointers(&cargs),
-        sh_argv: pointers(&sh_args),
-        envps: track_vars.each_ref().map(|v| pointers(env.iter().chain([v]))),
-        program,
-        _strings: (cargs, sh_args, env, track_vars),
-        go: go_r.as_raw_fd(),
-        go_w: go_w.as_raw_fd(),
-        report: report_w.as_raw_fd(),
-        terminal,
-        stdio: setup.stdio,
-        rlimits: setup
-            .nofile
-            .map(|l| (libc::RLIMIT_NOFILE as i32, l))
-            .into_iter()
-            .chain(setup.rlimits.iter().copied())
-            .collect(),
-        sig_ignore,
-        sig_default,
-        cgroup_procs: join.and_then(|j| j.procs.as_ref()).map(|fd| fd.as_raw_fd()),
-        cgroup_tasks: join.map_or(Vec::new(), |j| j.tasks.iter().map(|fd| fd.as_raw_fd()).collect()),
-        cgroup_in_ptrace: setup.cgroup_in_ptrace,
-        mask: *setup.mask.as_ref(),
-    });
+    let mask = *setup.mask.as_ref();
 
-    // A job certain to join the cgroup is born in its v2 directory (see `cgroup::Join`): a
-    // fork through clone3. Otherwise the child shares this address space until it execs, as
-    // under posix_spawn: no page tables to copy, and no copy-on-write fault for every page
-    // proc_box writes to meanwhile (about 0.2 ms of each start, against fork).
-    let birth_dir =
-        join.and_then(|j| j.dir.as_ref()).filter(|_| track == Track::Subreaper || setup.cgroup_in_ptrace);
-    let mut stack = None;
-    // SAFETY: the child makes raw system calls only, on the Plan, which is kept until the
-    // child has exec'd or exited (see `ExecReport`), and on its own stack. fork_into_cgroup's
-    // error means no child was made: the parent alone logs it.
-    let started = unsafe {
+    // A job certain to join the cgroup is born in its v2 directory (see `cgroup::Join`).
+    let birth_dir = setup
+        .cgroup
+        .as_ref()
+        .and_then(|j| j.dir.as_ref())
+        .filter(|_| track == Track::Subreaper || setup.cgroup_in_ptrace);
+    // SAFETY: the child only makes async-signal-safe calls on memory prepared before the fork,
+    // so threads that may run already (the log writer) cannot leave it a held lock to trip on.
+    // fork_into_cgroup's error means no child was made: the parent alone logs it.
+    let (forked, born_in_v2) = unsafe {
         match birth_dir.map(|d| crate::sys::clone::fork_into_cgroup(d.as_fd())) {
-            Some(Ok(Forked::Child)) => child(&plan, true),
-            Some(Ok(Forked::Parent { pid, pidfd })) => Ok((pid, pidfd)),
+            Some(Ok(f)) => (f, true),
             other => {
                 if let Some(Err(e)) = other {
-                    crate::debug!("clone3 into the cgroup: {e}; the job moves in after it starts");
+                    crate::debug!("clone3 into the cgroup: {e}; the job moves in after fork");
                 }
-                ChildStack::new().and_then(|s| {
-                    let arg = &*plan as *const Plan as *mut libc::c_void;
-                    let started = spawn_sharing_memory(child_entry, arg, &s);
-                    stack = Some(s);
-                    started
-                })
+                (fork().map_err(|e| format!("fork: {e}"))?, false)
             }
         }
     };
-    drop(go_r);
-    drop(report_w);
-    let (child, pidfd) = started.map_err(|e| format!("clone: {e}"))?;
-    let Some(pidfd) = pidfd.map(|fd| PidFd::from_clone(fd, child)) else {
-        abandon(nix::unistd::Pid::from_raw(child), None, go_w);
-        return Err("clone gave no pidfd (Linux 5.3 or later is required)".into());
-    };
-    let child = nix::unistd::Pid::from_raw(child);
-    let _ = nix::unistd::setpgid(child, child);
-    // Both sides set it, so neither order of the race matters.
-    if let Some(tty) = terminal.and_then(crate::sys::fd::standard) {
-        let _ = nix::unistd::tcsetpgrp(tty, child);
-    }
-    let mode = match track {
-        Track::Subreaper => Mode::Subreaper,
-        Track::Ptrace | Track::Auto => match ptrace::seize(child.as_raw()) {
-            Ok(()) => Mode::Ptrace,
-            Err(e) if track == Track::Ptrace => {
+    match forked {
+        ForkResult::Child => {
+            let fds = [go_r.as_raw_fd(), go_w.as_raw_fd()];
+            // SAFETY: see above; this never returns.
+            unsafe { child(&exec, &envps, fds, report_w.as_raw_fd(), setup, born_in_v2, &mask) }
+        }
+        ForkResult::Parent { child } => {
+            drop(go_r);
+            drop(report_w);
+            let _ = nix::unistd::setpgid(child, child);
+            // Both sides set it, so neither order of the race matters.
+            if let Some(tty) = terminal.and_then(crate::sys::fd::standard) {
+                let _ = nix::unistd::tcsetpgrp(tty, child);
+            }
+            // Our child and not yet reaped, so this pidfd is certainly the right process.
+            let pidfd = match PidFd::open(child.as_raw()) {
+                Ok(p) => p,
+                Err(e) => {
+                    abandon(child, None, go_w);
+                    return Err(format!("pidfd_open: {e} (Linux 5.3 or later is required)"));
+                }
+            };
+            let mode = match track {
+                Track::Subreaper => Mode::Subreaper,
+                Track::Ptrace | Track::Auto => match ptrace::seize(child.as_raw()) {
+                    Ok(()) => Mode::Ptrace,
+                    Err(e) if track == Track::Ptrace => {
+                        abandon(child, Some(&pidfd), go_w);
+                        return Err(format!(
+                            "ptrace is not permitted here ({e}): seccomp or Yama may forbid it; use --track subreaper"
+                        ));
+                    }
+                    Err(e) => {
+                        crate::warn!("ptrace is not permitted here ({e}); tracking descendants through the subreaper only");
+                        Mode::Subreaper
+                    }
+                },
+            };
+            if let Err(e) = before_go(mode, child.as_raw()) {
                 abandon(child, Some(&pidfd), go_w);
-                return Err(format!(
-                    "ptrace is not permitted here ({e}): seccomp or Yama may forbid it; use --track subreaper"
-                ));
+                return Err(e);
             }
-            Err(e) => {
-                crate::warn!(
-                    "ptrace is not permitted here ({e}); tracking descendants through the subreaper only"
-                );
-                Mode::Subreaper
+            let go = if mode == Mode::Ptrace { GO_PTRACE } else { GO_SUBREAPER };
+            if let Err(e) = nix::unistd::write(&go_w, &[go]) {
+                abandon(child, Some(&pidfd), go_w);
+                return Err(format!("cannot start the child: {e}"));
             }
-        },
-    };
-    if let Err(e) = before_go(mode, child.as_raw()) {
-        abandon(child, Some(&pidfd), go_w);
-        return Err(e);
+            drop(go_w);
+            let held = Box::new((program, cargs, env, track_vars, sh_args, ptrs, sh_ptrs, envps));
+            Ok(Spawned { pidfd, mode, report: ExecReport(std::fs::File::from(report_r), held) })
+        }
     }
-    let go = if mode == Mode::Ptrace { GO_PTRACE } else { GO_SUBREAPER };
-    if let Err(e) = nix::unistd::write(&go_w, &[go]) {
-        abandon(child, Some(&pidfd), go_w);
-        return Err(format!("cannot start the child: {e}"));
-    }
-    drop(go_w);
-    let report = ExecReport { pipe: std::fs::File::from(report_r), held: Some(Box::new((plan, stack))) };
-    Ok(Spawned { pidfd, mode, report })
 }
 
 /// Gives up on a child that has not been told to go: it must neither run the job nor outlive
-/// proc_box. Closing the go pipe is enough (the child reads EOF and exits 125); with a pidfd,
-/// the child is also killed, in case it is stopped. Then it is reaped.
+/// proc_box. Closing the go pipe is enough (the child reads EOF and exits 125), and needs no
+/// pidfd; with one, the child is also killed, in case it is stopped. Then it is reaped.
 fn abandon(child: nix::unistd::Pid, pidfd: Option<&PidFd>, go: std::os::fd::OwnedFd) {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     if let Some(p) = pidfd {
@@ -382,41 +348,18 @@ fn abandon(child: nix::unistd::Pid, pidfd: Option<&PidFd>, go: std::os::fd::Owne
     }
 }
 
-/// Everything the child reads between clone and exec, prepared before the clone: plain data
-/// and raw descriptor numbers (valid in the child's copy of the descriptor table). The child
-/// may share this address space, so nothing here is touched by the parent until the child has
-/// exec'd or exited: [`ExecReport`] keeps it until then.
-struct Plan {
+/// What the child executes, prepared before the fork.
+struct Exec<'a> {
     /// The resolved program, or the errno of the search.
-    program: Result<CString, i32>,
-    /// Null-terminated pointer arrays into the strings below.
-    argv: Vec<*const libc::c_char>,
+    program: Result<&'a std::ffi::CStr, i32>,
+    argv: &'a [*const libc::c_char],
     /// `/bin/sh PROGRAM ARGS…`, for a program the kernel cannot execute by itself (ENOEXEC).
-    sh_argv: Vec<*const libc::c_char>,
-    /// The environment for ptrace mode, then for subreaper mode.
-    envps: [Vec<*const libc::c_char>; 2],
-    /// The strings the arrays point into.
-    _strings: (Vec<CString>, Vec<CString>, Vec<CString>, [CString; 2]),
-    go: RawFd,
-    go_w: RawFd,
-    report: RawFd,
-    terminal: Option<RawFd>,
-    stdio: [Option<RawFd>; 2],
-    /// RLIMIT_NOFILE restored first, then the `--rlimit`s.
-    rlimits: Vec<(i32, libc::rlimit)>,
-    /// Dispositions to set: bit N-1 for signal N (see `inherited::for_job`).
-    sig_ignore: u64,
-    sig_default: u64,
-    /// The cgroup's `cgroup.procs` (unless born in it) and v1 `tasks` files, and whether
-    /// ptrace mode joins them too.
-    cgroup_procs: Option<RawFd>,
-    cgroup_tasks: Vec<RawFd>,
-    cgroup_in_ptrace: bool,
-    mask: libc::sigset_t,
+    sh_argv: &'a [*const libc::c_char],
 }
 
 /// Tells the parent which step failed, and exits: 125 for a setup step (proc_box failed, the
-/// job never ran), 126 or 127 for the exec. For the child before exec: raw system calls only.
+/// job never ran), 126 or 127 for the exec. For the child between fork and exec (`_exit`, no
+/// destructor or atexit handler runs); it writes only from its own stack, so it is safe.
 fn fail(report: RawFd, what: Failure, errno: i32) -> ! {
     let (kind, detail) = what.to_raw();
     let mut record = [0u8; 12];
@@ -428,139 +371,118 @@ fn fail(report: RawFd, what: Failure, errno: i32) -> ! {
         Failure::Exec => 126,
         _ => 125,
     };
-    // SAFETY: write(2) of 12 bytes from the stack (one atomic pipe write), then exit_group(2).
+    // SAFETY: write(2) of 12 bytes from the stack (one atomic pipe write), then _exit(2).
     unsafe {
-        let _ = syscall!(Sysno::write, report, record.as_ptr(), record.len());
-        exit_group(code)
+        libc::write(report, record.as_ptr().cast(), record.len());
+        libc::_exit(code)
     }
 }
 
-/// exit_group(2), raw: neither atexit handlers nor destructors run. For the child before exec.
-fn exit_group(code: i32) -> ! {
-    loop {
-        // SAFETY: exit_group takes an integer and does not return.
-        let _ = unsafe { syscall!(Sysno::exit_group, code) };
-    }
-}
-
-/// The child's entry point when it shares this address space (`clone` with `CLONE_VM`).
-extern "C" fn child_entry(plan: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `spawn` passes a pointer to a Plan that outlives the child's use of it.
-    unsafe { child(&*(plan as *const Plan), false) }
-}
-
-/// The child, from clone to exec. It may share proc_box's memory, and its thread-local storage
-/// (`errno` included), with a parent that goes on running: so it makes raw system calls only,
-/// reads only the [`Plan`], writes only its own stack, and allocates nothing.
+/// The forked child. Only async-signal-safe libc calls from here on, each one checked.
 ///
 /// # Safety
-/// Only in the new child, with a Plan whose pointer arrays are null-terminated and point to
-/// valid C strings.
-unsafe fn child(plan: &Plan, born_in_v2: bool) -> ! {
-    // SAFETY (whole block): system calls on descriptors and memory that stay valid until exec.
+/// Must be called in the child right after fork, with every pointer array null-terminated and
+/// pointing to valid C strings.
+unsafe fn child(
+    exec: &Exec,
+    envps: &[Vec<*const libc::c_char>; 2],
+    [go, go_w]: [RawFd; 2],
+    report: RawFd,
+    setup: &ChildSetup,
+    born_in_v2: bool,
+    mask: &libc::sigset_t,
+) -> ! {
+    let ChildSetup { ref cgroup, cgroup_in_ptrace, .. } = *setup;
+    // SAFETY (whole block): plain syscalls on fds and memory that stay valid until exec.
     unsafe {
+        let errno = || *libc::__errno_location();
         // Our copy of the write end would keep the read below from ever seeing EOF when the
         // parent gives up.
-        let _ = syscall!(Sysno::close, plan.go_w);
+        libc::close(go_w);
         // Set up while the parent seizes us; a failure is told only after the go, so that
         // the parent never mistakes the exit for a refused seize.
-        let prepared = prepare(plan);
+        let prepared = prepare(setup);
         // What is left depends on the tracking mode, which the go byte brings once the parent
-        // has seized us.
+        // has seized us. Everything above overlapped with the parent's seize.
         let mut byte = 0u8;
         loop {
-            match syscall!(Sysno::read, plan.go, &mut byte as *mut u8, 1) {
-                Ok(1) => break,
-                Err(Errno::EINTR) => continue,
-                _ => exit_group(125), // the parent gave up on us
+            let n = libc::read(go, (&mut byte as *mut u8).cast(), 1);
+            if n == 1 {
+                break;
             }
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            libc::_exit(125); // the parent gave up on us
         }
         if let Err((what, errno)) = prepared {
-            fail(plan.report, what, errno);
+            fail(report, what, errno);
         }
         // Into the box's cgroup, once the tracking mode is known: subreaper mode needs it to be
         // exact; ptrace mode, exact without it, joins only when asked to (each fork of a job in
-        // a child cgroup costs it a little more). Writing `0` moves the writer.
-        if byte != GO_PTRACE || plan.cgroup_in_ptrace {
-            let procs = plan.cgroup_procs.filter(|_| !born_in_v2);
-            for fd in procs.iter().chain(&plan.cgroup_tasks) {
-                if let Err(e) = syscall!(Sysno::write, *fd, b"0".as_ptr(), 1) {
-                    fail(plan.report, Failure::Cgroup, e.into_raw());
-                }
-            }
+        // a child cgroup costs it a little more).
+        let joins = byte != GO_PTRACE || cgroup_in_ptrace;
+        if joins && cgroup.as_ref().is_some_and(|j| !j.join_in_child(born_in_v2)) {
+            fail(report, Failure::Cgroup, errno());
         }
-        let envp = &plan.envps[usize::from(byte != GO_PTRACE)];
-        let program = match &plan.program {
+        let envp = if byte == GO_PTRACE { &envps[0] } else { &envps[1] };
+        let program = match exec.program {
             Ok(p) => p,
-            Err(e) => fail(plan.report, Failure::Exec, *e),
+            Err(e) => fail(report, Failure::Exec, e),
         };
-        // The kernel's sigset is the first 64 bits of glibc's.
-        if let Err(e) = syscall!(Sysno::rt_sigprocmask, libc::SIG_SETMASK, &plan.mask as *const _, 0, 8) {
-            fail(plan.report, Failure::Sigmask, e.into_raw());
+        // pthread_sigmask returns its error rather than setting errno.
+        let rc = libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
+        if rc != 0 {
+            fail(report, Failure::Sigmask, rc);
         }
-        let err = match syscall!(Sysno::execve, program.as_ptr(), plan.argv.as_ptr(), envp.as_ptr()) {
-            Err(Errno::ENOEXEC) => {
-                let _ = syscall!(Sysno::execve, plan.sh_argv[0], plan.sh_argv.as_ptr(), envp.as_ptr());
-                libc::ENOEXEC
-            }
-            Err(e) => e.into_raw(),
-            Ok(_) => 0, // execve does not return on success
-        };
-        fail(plan.report, Failure::Exec, err)
+        libc::execve(program.as_ptr(), exec.argv.as_ptr(), envp.as_ptr());
+        let err = errno();
+        if err == libc::ENOEXEC {
+            libc::execve(exec.sh_argv[0], exec.sh_argv.as_ptr(), envp.as_ptr());
+        }
+        fail(report, Failure::Exec, err)
     }
 }
 
 /// The child's steps that do not depend on the tracking mode: process group, terminal, stdio,
-/// resource limits, signal dispositions. The first failure, with its errno. For the child
-/// before exec (raw system calls only, as [`child`] says).
-fn prepare(plan: &Plan) -> Result<(), (Failure, i32)> {
-    let step = |r: Result<usize, Errno>, what: Failure| r.map(drop).map_err(|e| (what, e.into_raw()));
-    // SAFETY (whole block): system calls on integers, descriptors and the child's own stack.
+/// resource limits, signal dispositions. The first failure, with its errno.
+///
+/// # Safety
+/// Only in the child after fork (async-signal-safe calls on memory prepared before the fork).
+unsafe fn prepare(setup: &ChildSetup) -> Result<(), (Failure, i32)> {
+    let ChildSetup { terminal, stdio, nofile, ignored, ref rlimits, .. } = *setup;
+    // SAFETY (whole block): plain syscalls on fds and memory that stay valid until exec.
     unsafe {
-        step(syscall!(Sysno::setpgid, 0, 0), Failure::Setpgid)?;
-        if let Some(fd) = plan.terminal {
+        let errno = || *libc::__errno_location();
+        if libc::setpgid(0, 0) != 0 {
+            return Err((Failure::Setpgid, errno()));
+        }
+        if let Some(fd) = terminal {
             // SIGTTOU is blocked, so this works from the background. A terminal that is gone
             // (hung up, or no longer ours) is not worth failing the job for, as in tini.
-            let me = syscall!(Sysno::getpid).unwrap_or(0) as libc::pid_t;
-            match syscall!(Sysno::ioctl, fd, libc::TIOCSPGRP, &me as *const libc::pid_t) {
-                Ok(_) | Err(Errno::ENOTTY | Errno::ENXIO) => {}
-                Err(e) => return Err((Failure::Tcsetpgrp, e.into_raw())),
+            if libc::tcsetpgrp(fd, libc::getpid()) != 0 && !matches!(errno(), libc::ENOTTY | libc::ENXIO) {
+                return Err((Failure::Tcsetpgrp, errno()));
             }
         }
-        for (target, fd) in [1, 2].into_iter().zip(plan.stdio) {
-            let Some(fd) = fd else { continue };
-            // The copy is not close-on-exec; the original is (if it is the target already,
-            // only its flag is cleared).
-            let r = if fd == target {
-                syscall!(Sysno::fcntl, fd, libc::F_SETFD, 0)
-            } else {
-                syscall!(Sysno::dup3, fd, target, 0)
-            };
-            step(r, Failure::Dup2(target))?;
+        for (target, fd) in [1, 2].into_iter().zip(stdio) {
+            // The copy is not close-on-exec; the original is.
+            if fd.is_some_and(|fd| libc::dup2(fd, target) < 0) {
+                return Err((Failure::Dup2(target), errno()));
+            }
         }
-        for (resource, limit) in &plan.rlimits {
-            // prlimit64's struct is two u64s on every architecture (rlim_t is narrower on some).
-            #[allow(clippy::unnecessary_cast)]
-            let limit = [limit.rlim_cur as u64, limit.rlim_max as u64];
-            let r = syscall!(Sysno::prlimit64, 0, *resource, limit.as_ptr(), 0);
-            step(r, Failure::Rlimit(*resource))?;
+        if let Some(limit) = nofile {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err((Failure::Rlimit(libc::RLIMIT_NOFILE as i32), errno()));
+            }
+        }
+        for (resource, limit) in rlimits {
+            if libc::setrlimit(*resource as _, limit) != 0 {
+                return Err((Failure::Rlimit(*resource), errno()));
+            }
         }
         // The dispositions proc_box was started with (Rust's runtime ignores SIGPIPE). Only
-        // SIG_DFL and SIG_IGN: the kernel's sigaction is the handler, then flags, restorer (on
-        // architectures that have one) and mask, all zero here.
-        for sig in 1..=64 {
-            let bit = 1u64 << (sig - 1);
-            let handler = if plan.sig_ignore & bit != 0 {
-                libc::SIG_IGN
-            } else if plan.sig_default & bit != 0 {
-                libc::SIG_DFL
-            } else {
-                continue;
-            };
-            let action: [usize; 4] = [handler, 0, 0, 0];
-            // Fails harmlessly for SIGKILL and SIGSTOP.
-            let _ = syscall!(Sysno::rt_sigaction, sig, action.as_ptr(), 0, 8);
-        }
+        // SIG_DFL and SIG_IGN on valid numbers: nothing here can fail.
+        crate::inherited::restore_in_child(ignored);
     }
     Ok(())
 }

@@ -75,11 +75,6 @@ impl PidFd {
         Ok(PidFd { fd, pid })
     }
 
-    /// The pidfd the kernel made with our child (`CLONE_PIDFD`).
-    pub fn from_clone(fd: OwnedFd, pid: i32) -> PidFd {
-        PidFd { fd, pid }
-    }
-
     pub fn pid(&self) -> i32 {
         self.pid
     }
