@@ -55,7 +55,9 @@ fn main() {
         ],
     );
     report("fork-heavy, ptrace / bare", &fork, 2, 0, Some(1.20));
-    report("fork-heavy, ptrace / min tracer", &fork, 2, 1, Some(1.03));
+    // 1.03 before every process's own CPU and I/O was made exact whoever reaps it (issue 15
+    // allows that exactness 5% over the minimal tracer, which reads nothing).
+    report("fork-heavy, ptrace / min tracer", &fork, 2, 1, Some(1.05));
     report("fork-heavy, min tracer / bare", &fork, 1, 0, None);
     report("fork-heavy, subreaper + cgroup / bare", &fork, 3, 0, Some(1.03));
     report("fork-heavy, subreaper --cgroup off / bare", &fork, 4, 0, Some(1.03));
