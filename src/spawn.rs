@@ -321,7 +321,10 @@ pub fn spawn(
             let go = if mode == Mode::Ptrace { GO_PTRACE } else { GO_SUBREAPER };
             if let Err(e) = nix::unistd::write(&go_w, &[go]) {
                 abandon(child, Some(&pidfd), go_w);
-                return Err(format!("cannot start the child: {e}"));
+                return Err(match e {
+                    nix::errno::Errno::EPIPE => "the job's process was killed before it could exec".into(),
+                    e => format!("cannot start the child: {e}"),
+                });
             }
             drop(go_w);
             let held = Box::new((program, cargs, env, track_vars, sh_args, ptrs, sh_ptrs, envps));
