@@ -907,35 +907,3 @@ fn processes_started_from_threads_are_counted_once(track: &str) {
     }
 }
 each_mode!(processes_started_from_threads_are_counted_once);
-
-/// The main process's `max_process_rss_bytes` is its own peak, not proc_box's. The kernel
-/// folds the address space a process had before its exec into its high-water mark: a forked
-/// child's copy holds only proc_box's anonymous pages (about 1 MiB), but a child cloned with
-/// `CLONE_VM`, as under `posix_spawn`, holds all of proc_box (about 4 MiB), so that cheaper
-/// start (0.2 ms) was withdrawn. A job of about 2.4 MiB tells them apart. The kernel's exit
-/// figure comes from approximate per-CPU counters, so it may differ from `VmHWM` by a few
-/// dozen pages.
-fn the_main_processs_peak_rss_is_its_own(track: &str) {
-    let s = Scene::new("rss-own");
-    let summary = s.dir.join("summary.json");
-    let probe = fixture("rss_peak");
-    let cmd = [
-        "--track",
-        track,
-        "--summary-file",
-        summary.to_str().unwrap(),
-        "--",
-        probe.to_str().unwrap(),
-        "1024",
-    ];
-    let out = s.command(&cmd).run();
-    assert_eq!(out.status.code(), Some(0), "{track}: {}", String::from_utf8_lossy(&out.stderr));
-    let hwm_kib: u64 =
-        String::from_utf8_lossy(&out.stdout).trim().trim_end_matches("kB").trim().parse().unwrap();
-    let v = read_json(&summary);
-    let reported = v["max_process_rss_bytes"].as_u64().unwrap();
-    let reported_kib = reported >> 10;
-    assert!(reported_kib.abs_diff(hwm_kib) <= 256, "{track}: the job's own VmHWM is {hwm_kib} KiB: {v}");
-    s.assert_no_survivors();
-}
-each_mode!(the_main_processs_peak_rss_is_its_own);
