@@ -2,9 +2,10 @@
 //!
 //! The child sets itself up, then waits on a pipe until the parent has seized it, so it is
 //! traced before it runs a single instruction of the job; the parent's seize and the child's
-//! setup overlap. Then it joins the cgroup and execs. It checks every step, as tini does: a failed step comes back over a close-on-exec pipe with its errno and the child
-//! exits 125 (proc_box failed, the job never ran); a failed exec comes back the same way, which
-//! is how proc_box tells 126 from 127. The program is looked up on `PATH` in the parent (the
+//! setup overlap. Then it joins the cgroup and execs. It checks every step, as tini does: a
+//! failed step comes back over a close-on-exec pipe with its errno and the child exits 125
+//! (proc_box failed, the job never ran); a failed exec comes back the same way, which is how
+//! proc_box tells 126 from 127. The program is looked up on `PATH` in the parent (the
 //! search allocates), so the child only calls `execve`.
 
 use crate::config::Track;
