@@ -31,7 +31,10 @@ pub struct Spawned {
 /// It also holds what the child was given to exec (argv, environment, pointer arrays) until
 /// the box ends. Freed right after the fork, while the child may not have exec'd yet, they cost
 /// a copy-on-write fault for every heap page the allocator wrote to: ten per start, measured.
-pub struct ExecReport(std::fs::File, #[allow(dead_code)] Box<dyn std::any::Any>);
+pub struct ExecReport {
+    pipe: std::fs::File,
+    _exec_data: Box<dyn std::any::Any>,
+}
 
 impl ExecReport {
     /// The exec's errno, if it failed. Call once the main process has exited, so the
@@ -42,7 +45,7 @@ impl ExecReport {
         let mut buf = [0u8; 12];
         let mut got = 0;
         while got < buf.len() {
-            match self.0.read(&mut buf[got..]) {
+            match self.pipe.read(&mut buf[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -329,7 +332,8 @@ pub fn spawn(
             }
             drop(go_w);
             let held = Box::new((program, cargs, env, track_vars, sh_args, ptrs, sh_ptrs, envps));
-            Ok(Spawned { pidfd, mode, report: ExecReport(std::fs::File::from(report_r), held) })
+            let report = ExecReport { pipe: std::fs::File::from(report_r), _exec_data: held };
+            Ok(Spawned { pidfd, mode, report })
         }
     }
 }
@@ -449,11 +453,9 @@ unsafe fn child(
 }
 
 /// The child's steps that do not depend on the tracking mode: process group, terminal, stdio,
-/// resource limits, signal dispositions. The first failure, with its errno.
-///
-/// # Safety
-/// Only in the child after fork (async-signal-safe calls on memory prepared before the fork).
-unsafe fn prepare(setup: &ChildSetup) -> Result<(), (Failure, i32)> {
+/// resource limits, signal dispositions. The first failure, with its errno. For the child
+/// between fork and exec: async-signal-safe calls only, on memory prepared before the fork.
+fn prepare(setup: &ChildSetup) -> Result<(), (Failure, i32)> {
     let ChildSetup { terminal, stdio, nofile, ignored, ref rlimits, .. } = *setup;
     // SAFETY (whole block): plain syscalls on fds and memory that stay valid until exec.
     unsafe {
