@@ -65,7 +65,7 @@ fn sample_cost(n: usize) {
     tracker.scan(poll.registry());
     assert!(tracker.len() >= n, "tracked {} of {n}", tracker.len());
     let mut acct = Accounting::new(Mode::Subreaper, Instant::now(), Default::default());
-    acct.totals(&tracker); // warm the PSS cache, as the monitor tick keeps it warm
+    acct.totals(&mut tracker); // warm the PSS cache, as the monitor tick keeps it warm
     let time = |f: &mut dyn FnMut()| {
         median(
             (0..15)
@@ -78,10 +78,10 @@ fn sample_cost(n: usize) {
         )
     };
     let sample = time(&mut || {
-        acct.totals(&tracker);
+        acct.totals(&mut tracker);
     });
     let monitor = time(&mut || {
-        acct.monitor(&tracker);
+        acct.monitor(&mut tracker);
     });
     let pids = tracker.pids();
     let bare = time(&mut || {
@@ -122,7 +122,7 @@ fn still_tree_cost(n: usize, mode: Mode) {
     let mut tracker = Tracker::new(Mode::Subreaper, main, poll.registry());
     tracker.scan(poll.registry());
     let mut acct = Accounting::new(mode, Instant::now(), Default::default());
-    acct.monitor(&tracker);
+    acct.monitor(&mut tracker);
     let cpu = |f: &mut dyn FnMut()| {
         median(
             (0..31)
@@ -135,13 +135,13 @@ fn still_tree_cost(n: usize, mode: Mode) {
         )
     };
     let mut warm = 0;
-    let tick = cpu(&mut || warm = acct.monitor(&tracker));
+    let tick = cpu(&mut || warm = acct.monitor(&mut tracker));
     let sample = cpu(&mut || {
-        acct.totals(&tracker);
+        acct.totals(&mut tracker);
     });
     let mut fresh = 0;
     let moved = cpu(&mut || {
-        fresh = Accounting::new(mode, Instant::now(), Default::default()).monitor(&tracker);
+        fresh = Accounting::new(mode, Instant::now(), Default::default()).monitor(&mut tracker);
     });
     println!(
         "{} still processes, {mode:?} mode: monitor tick {:.3} ms CPU, sample {:.3} ms CPU; after a move (all PSS read) {:.3} ms; \

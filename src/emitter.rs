@@ -82,7 +82,7 @@ impl Emitter {
     }
 
     /// Builds a sample, writes it to the sinks, and returns it (for a `sample` reply).
-    pub fn sample(&mut self, tracker: &Tracker, live: Live) -> serde_json::Value {
+    pub fn sample(&mut self, tracker: &mut Tracker, live: Live) -> serde_json::Value {
         let now = Instant::now();
         let mut totals = self.accounting.totals(tracker);
         let (mut started, mut stdout_bytes, mut stderr_bytes) =
@@ -127,7 +127,7 @@ impl Emitter {
     /// The summary: built once everything has been reaped, so its CPU and I/O are the
     /// kernel's final totals. Written to every sink; also returned. `give_up` is asked, while
     /// waiting for the broker, whether to stop waiting.
-    pub fn finish(&mut self, tracker: &Tracker, end: End, give_up: &mut dyn FnMut() -> bool) -> Summary {
+    pub fn finish(&mut self, tracker: &mut Tracker, end: End, give_up: &mut dyn FnMut() -> bool) -> Summary {
         let start = Instant::now();
         let deadline = start + FINAL_WAIT;
         // Samples still queued count as emitted only once they are written.
@@ -158,8 +158,8 @@ impl Emitter {
             reason: end.reason,
             cpu_user_seconds: totals.cpu_user.as_secs_f64(),
             cpu_system_seconds: totals.cpu_system.as_secs_f64(),
-            cpu_exact: self.accounting.cpu_exactness().0,
-            cpu_inexact_reason: self.accounting.cpu_exactness().1,
+            cpu_exact: self.accounting.cpu_exactness(tracker).0,
+            cpu_inexact_reason: self.accounting.cpu_exactness(tracker).1,
             peak_rss_bytes: self.accounting.peak_rss(),
             peak_pss_bytes: self.accounting.peak_pss(),
             peak_shmem_fd_bytes: self.accounting.peak_shmem_fd(),

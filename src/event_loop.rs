@@ -149,7 +149,7 @@ impl EventLoop {
             }
             Source::Pidfd => {
                 if let Some(pid) = self.tracker.pidfd_ready(token, self.poll.registry()) {
-                    self.emitter.accounting.departed(pid, &self.tracker);
+                    self.emitter.accounting.departed(pid, &mut self.tracker);
                 }
             }
         }
@@ -167,7 +167,7 @@ impl EventLoop {
             self.tracker.scan(self.poll.registry());
         }
         if due.monitor {
-            let pss = self.emitter.accounting.monitor(&self.tracker);
+            let pss = self.emitter.accounting.monitor(&mut self.tracker);
             let limits = self.policy.limits();
             let cpu = limits.cpu.map(|_| self.emitter.accounting.cpu_now(&self.tracker));
             let reading = Reading { pss, cpu, live: self.tracker.len(), oom_kills: self.oom_kills() };
@@ -217,7 +217,7 @@ impl EventLoop {
                     self.apply(actions);
                 }
                 Event::AutoReaped(r) => self.emitter.accounting.auto_reaped(&r),
-                Event::Left(pid) => self.emitter.accounting.departed(pid, &self.tracker),
+                Event::Left(pid) => self.emitter.accounting.departed(pid, &mut self.tracker),
             }
         }
     }
@@ -273,6 +273,6 @@ impl EventLoop {
             stdout_bytes: self.outputs[0].bytes(),
             stderr_bytes: self.outputs[1].bytes(),
         };
-        self.emitter.sample(&self.tracker, live)
+        self.emitter.sample(&mut self.tracker, live)
     }
 }

@@ -9,11 +9,17 @@
 //! * **live**: its own `utime`/`stime` and `/proc/PID/io`;
 //! * **auto-reaped** (its parent ignores SIGCHLD): no rusage ever includes it. In ptrace mode
 //!   the tracker catches it at its exit (the exact rusage of our wait, and its I/O read from
-//!   the zombie); in subreaper mode the last figures seen on the monitor tick stand in.
+//!   the zombie); in subreaper mode its exit record (as root), or the last figures seen on the
+//!   monitor tick.
 //!
 //! So: tree total = RUSAGE_CHILDREN(self) + Σ auto-reaped + Σ live (own + reaped children).
 //! At the end nothing is live, and the summary is the kernel's exact totals. A zombie not yet
 //! reaped by its parent is briefly in no bucket: samples may dip by its share for that moment.
+//!
+//! Subreaper mode as root has a second sum, with no buckets: the exit records of every process
+//! of the tree, plus the live members' own times ([`Recorded`]). It holds what the buckets
+//! cannot see: the children of an `SA_NOCLDWAIT` parent (a flag `/proc` does not show). Each
+//! sum can only miss something, never count it twice, so the fuller one stands.
 
 pub mod format;
 pub mod origin;
@@ -186,6 +192,37 @@ struct Seen {
     rss: u64,
 }
 
+/// The sum of the exit records of every process of the tree (subreaper mode as root). Each
+/// process sends one, whoever reaps it or if nobody does (an `SA_NOCLDWAIT` parent's child,
+/// which nothing else reveals without ptrace), so once the job is over the sum is the tree's
+/// whole CPU, exact to the nanosecond, and its I/O to the KiB (the records are rounded down).
+#[derive(Default)]
+struct Recorded {
+    user: Duration,
+    system: Duration,
+    io: IoSum,
+    /// A record came without the scheduler's runtime (no delay accounting): tick-sampled.
+    inexact: bool,
+    /// Recorded processes the tracker may still list (a zombie before its departure).
+    pids: std::collections::HashSet<i32>,
+}
+
+impl Recorded {
+    /// The CPU (user, system) of the records so far plus the own times of the live members not
+    /// yet recorded (not their `cutime`: their reaped children are in the records).
+    fn cpu_with(
+        &self,
+        live: &[(i32, procfs::Stat)],
+        ticks: impl Fn(u64) -> Duration,
+    ) -> (Duration, Duration) {
+        live.iter()
+            .filter(|(pid, _)| !self.pids.contains(pid))
+            .fold((self.user, self.system), |(u, s), (_, st)| {
+                (u + ticks(st.own_user_ticks), s + ticks(st.own_system_ticks))
+            })
+    }
+}
+
 pub struct Accounting {
     mode: Mode,
     tick_secs: f64,
@@ -211,8 +248,8 @@ pub struct Accounting {
     taskstats: Option<taskstats::Taskstats>,
     /// Members whose exit record was billed as auto-reaped, until they depart.
     billed_exits: std::collections::HashSet<i32>,
-    /// An exit record without delay accounting was billed from tick-sampled times.
-    exit_cpu_inexact: bool,
+    /// Every process of the tree whose exit record came, however it was reaped.
+    recorded: Recorded,
     /// Members that ignored SIGCHLD at the last tick (subreaper mode).
     ignoring: std::collections::HashSet<i32>,
     shmem_fd: u64,
@@ -247,7 +284,7 @@ impl Accounting {
             fd_shmem: Default::default(),
             taskstats: None,
             billed_exits: Default::default(),
-            exit_cpu_inexact: false,
+            recorded: Recorded::default(),
             ignoring: Default::default(),
             shmem_fd: 0,
             peak_shmem_fd: 0,
@@ -295,12 +332,13 @@ impl Accounting {
 
     /// A member left the tree. In subreaper mode, if its parent ignores SIGCHLD it was
     /// auto-reaped and nobody will account it: keep what the last tick saw of it.
-    pub fn departed(&mut self, pid: i32, tracker: &Tracker) {
+    pub fn departed(&mut self, pid: i32, tracker: &mut Tracker) {
         if self.pss_cache.entries.remove(&pid).is_some() {
             self.pss_cache.departed = true;
         }
         // Its exit record is queued by now (the kernel sends it before it notifies the parent).
         self.exit_records(tracker);
+        self.recorded.pids.remove(&pid);
         let billed = self.billed_exits.remove(&pid);
         let Some(seen) = self.seen.remove(&pid) else { return };
         if self.mode != Mode::Subreaper || seen.ppid == tracker.self_pid() || billed {
@@ -322,17 +360,33 @@ impl Accounting {
         self.taskstats = t.filter(|_| self.mode == Mode::Subreaper);
     }
 
-    /// Bills, from the kernel's exit records, every process of the tree that a parent ignoring
-    /// SIGCHLD had auto-reaped: its exact CPU (to the kernel's tick) and I/O, which no rusage
-    /// will ever hold. A process whose parent reaps it is left to that parent's counters.
-    fn exit_records(&mut self, tracker: &Tracker) {
+    /// Reads the kernel's exit records: every process of the tree is added to [`Recorded`],
+    /// and one that a parent ignoring SIGCHLD had auto-reaped is billed at once, for the
+    /// samples' per-bucket sum (no rusage will ever hold it). A process whose parent reaps it
+    /// is left to that parent's counters there.
+    fn exit_records(&mut self, tracker: &mut Tracker) {
         let Some(ts) = self.taskstats.as_mut() else { return };
+        let tasks = tracker.read_exit_records(|| ts.read());
         let self_pid = tracker.self_pid();
-        // A parent that left since the last read still counts (seen at a tick, not yet gone
-        // from `seen`): its child exited before it did.
+        // Without the fork events, only a record whose parent is known: a live member, or one
+        // seen at a tick and not yet gone from `seen` (its child exited before it did).
         let seen = &self.seen;
-        let exits = ts.drain(|ppid| ppid != self_pid && (tracker.holds(ppid) || seen.contains_key(&ppid)));
+        let exits = ts.sum(tasks, |tgid, ppid| {
+            tracker.descends(tgid) || (ppid != self_pid && (tracker.holds(ppid) || seen.contains_key(&ppid)))
+        });
         for e in exits {
+            let (mut user, mut system, exact) = e.cpu();
+            self.recorded.user += user;
+            self.recorded.system += system;
+            self.recorded.io.add(e.io);
+            self.recorded.inexact |= !exact;
+            let listed = tracker.process(e.tgid).is_some();
+            if listed {
+                self.recorded.pids.insert(e.tgid);
+            }
+            if e.ppid == self_pid {
+                continue; // reaped by proc_box
+            }
             // The parent's disposition now, or as the last tick saw it if it is gone.
             let auto = match crate::sys::procfs::reap_stat(e.ppid) {
                 Some(p) if !matches!(p.state, 'Z' | 'X') => p.sigignore & (1 << (libc::SIGCHLD - 1)) != 0,
@@ -341,7 +395,6 @@ impl Accounting {
             if !auto {
                 continue;
             }
-            let (mut user, mut system, exact) = e.cpu();
             if !exact {
                 // Tick-sampled times can fall short of what the last monitor tick read (the
                 // kernel's adjusted figures): the larger stands in.
@@ -351,7 +404,6 @@ impl Accounting {
                         (user, system) = (su, ss);
                     }
                 }
-                self.exit_cpu_inexact = true;
             }
             crate::debug!(
                 "pid {} was auto-reaped: billed {user:?} user, {system:?} system from its exit record",
@@ -361,7 +413,7 @@ impl Accounting {
             self.lost_system += system;
             self.lost_io.add(e.io);
             self.lost_maxrss = self.lost_maxrss.max(e.maxrss);
-            if tracker.process(e.tgid).is_some() {
+            if listed {
                 self.billed_exits.insert(e.tgid); // it departs later: not billed twice
             } else {
                 self.seen.remove(&e.tgid);
@@ -369,25 +421,32 @@ impl Accounting {
         }
     }
 
+    /// The tree's CPU from the exit records, where they cover every process: subreaper mode
+    /// as root, no record lost and every fork event read. `live`: each live member's `stat`.
+    fn recorded_cpu(&self, tracker: &Tracker, live: &[(i32, procfs::Stat)]) -> Option<(Duration, Duration)> {
+        let complete = self.taskstats.as_ref().is_some_and(|t| !t.lost) && tracker.processes_started_exact();
+        complete.then(|| self.recorded.cpu_with(live, |n| self.ticks(n)))
+    }
+
     /// Whether the summary's CPU is exact, and if not, why.
-    pub fn cpu_exactness(&self) -> (bool, Option<&'static str>) {
+    pub fn cpu_exactness(&self, tracker: &Tracker) -> (bool, Option<&'static str>) {
         if self.mode == Mode::Ptrace || self.cgroup.as_ref().is_some_and(|c| c.cpu().is_some()) {
             return (true, None);
         }
         match &self.taskstats {
-            Some(t) if !t.lost && !self.exit_cpu_inexact => (
+            Some(t) if !t.lost && tracker.processes_started_exact() && !self.recorded.inexact => (true, None),
+            Some(t) if !t.lost && !self.recorded.inexact => (
                 false,
                 Some(
-                    "subreaper mode without a cgroup: children auto-reaped by a parent that ignores SIGCHLD \
-                     are billed exactly from the kernel's exit records, but those of an SA_NOCLDWAIT \
-                     parent are not billed",
+                    "subreaper mode without a cgroup, and without every fork event: only exit records \
+                     of processes whose parent was seen are billed",
                 ),
             ),
             Some(t) if !t.lost => (
                 false,
                 Some(
                     "subreaper mode without a cgroup, and without delay accounting (kernel.task_delayacct): \
-                     children auto-reaped by their parent are billed from tick-sampled exit records",
+                     exit records carry tick-sampled times",
                 ),
             ),
             Some(_) => (false, Some("subreaper mode without a cgroup, and exit records were lost")),
@@ -410,7 +469,7 @@ impl Accounting {
     /// [`PssCache`]), and at least every [`PSS_REFRESH`] ticks.
     /// Returns the tree's memory now, as `--memory-limit` counts it: PSS, plus the shmem held
     /// through descriptors that PSS cannot have counted (see [`shmem`]).
-    pub fn monitor(&mut self, tracker: &Tracker) -> u64 {
+    pub fn monitor(&mut self, tracker: &mut Tracker) -> u64 {
         self.tick += 1;
         self.exit_records(tracker);
         let mut rss = 0;
@@ -500,12 +559,12 @@ impl Accounting {
             + system.saturating_sub(self.cpu_base.1 + guard.system)
             + self.lost_user
             + self.lost_system;
-        let live: u64 = tracker
-            .processes()
-            .filter_map(|(_, proc)| procfs::stat(proc))
-            .map(|s| s.user_ticks + s.system_ticks)
-            .sum();
-        t += self.ticks(live);
+        let live: Vec<(i32, procfs::Stat)> =
+            tracker.processes().filter_map(|(pid, proc)| Some((pid, procfs::stat(proc)?))).collect();
+        t += self.ticks(live.iter().map(|(_, s)| s.user_ticks + s.system_ticks).sum());
+        if let Some((user, system)) = self.recorded_cpu(tracker, &live) {
+            t = t.max(user + system);
+        }
         self.cgroup_cpu(t).map_or(t, |(user, system)| user + system)
     }
 
@@ -543,7 +602,7 @@ impl Accounting {
     }
 
     /// Everything a sample reports about the tree now.
-    pub fn totals(&mut self, tracker: &Tracker) -> Totals {
+    pub fn totals(&mut self, tracker: &mut Tracker) -> Totals {
         self.exit_records(tracker);
         let (user, system) = children_rusage();
         // proc_box's guard is reaped by proc_box, but is no part of the job.
@@ -557,8 +616,10 @@ impl Accounting {
         t.io.add(self.lost_io);
         let (mut live_user, mut live_system) = (0, 0);
         let mut keys = Vec::with_capacity(tracker.len());
+        let mut live = Vec::with_capacity(tracker.len());
         for (pid, proc) in tracker.processes() {
             let Some(stat) = procfs::stat(proc) else { continue };
+            live.push((pid, stat));
             live_user += stat.user_ticks;
             live_system += stat.system_ticks;
             t.threads += stat.threads;
@@ -580,6 +641,14 @@ impl Accounting {
         t.shmem_fd_bytes = self.shmem_fd;
         t.cpu_user += self.ticks(live_user);
         t.cpu_system += self.ticks(live_system);
+        // Both sums can only miss something (the buckets an SA_NOCLDWAIT parent's child, the
+        // records their KiB remainders), never count it twice: the fuller one stands.
+        if let Some((user, system)) = self.recorded_cpu(tracker, &live) {
+            if user + system > t.cpu_user + t.cpu_system {
+                (t.cpu_user, t.cpu_system) = (user, system);
+            }
+            t.io = t.io.max(self.recorded.io);
+        }
         if let Some((user, system)) = self.cgroup_cpu(t.cpu_user + t.cpu_system) {
             (t.cpu_user, t.cpu_system) = (user, system);
         }

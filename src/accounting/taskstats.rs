@@ -2,17 +2,18 @@
 //! the initial namespaces): when any task on the machine exits, the kernel sends its final CPU
 //! times and I/O counters to every listener registered for that CPU.
 //!
-//! Subreaper mode uses it for the one bucket no rusage holds: a child auto-reaped because its
-//! parent ignores SIGCHLD is released at its exit without adding its times to anyone, and
-//! without ptrace proc_box never sees it dying. Its record has them, to the kernel's tick
-//! (`ac_utime`, `ac_stime`), and its I/O (`read_bytes`, `write_bytes`, `read_char`,
-//! `write_char`). A record comes for each task; the one flagged `AGROUP` (struct version 12,
-//! Linux 5.19) is the last task of its process, so the process's total is the sum of its
-//! tasks' records up to that one.
+//! Subreaper mode uses them for what no rusage holds: a child auto-reaped because its parent
+//! ignores SIGCHLD or set `SA_NOCLDWAIT` is released at its exit without adding its times to
+//! anyone, and without ptrace proc_box never sees it dying. Every process sends a record,
+//! whoever reaps it, so the records of the whole tree sum to its exact CPU (the scheduler's
+//! runtime, `cpu_run_virtual_total`, split in the ratio of the tick-sampled `ac_utime` and
+//! `ac_stime`, as rusage splits it) and its I/O, rounded down to the KiB. A record comes for
+//! each task; the one flagged `AGROUP` (struct version 12, Linux 5.19) is the last task of its
+//! process, so the process's total is the sum of its tasks' records up to that one.
 //!
 //! Like the process events connector, the socket is not polled: records wait in its buffer
-//! (8 MiB) and are read on the monitor tick, at each departure and at the end. Only records
-//! whose parent is in the tree are kept.
+//! (8 MiB) and are read on the monitor tick, at each departure and at the end. Which records
+//! are the tree's is told by the fork and exit events read after them ([`Taskstats::sum`]).
 
 use crate::sys::fd::{poll_one, PollFlags};
 use crate::sys::procfs::IoSum;
@@ -82,6 +83,21 @@ impl Exited {
         let user = Duration::from_nanos((rt.as_nanos() * u / (u + s)) as u64);
         (user, rt.saturating_sub(user), true)
     }
+}
+
+/// One task's exit record, not yet known to be the tree's.
+#[derive(Debug, Clone, Copy)]
+pub struct Task {
+    tgid: i32,
+    ppid: i32,
+    /// The last task of its process (`AGROUP`).
+    last: bool,
+    user: Duration,
+    system: Duration,
+    /// `cpu_run_virtual_total`, ns; 0 without delay accounting.
+    runtime_ns: u64,
+    maxrss: u64,
+    io: IoSum,
 }
 
 pub struct Taskstats {
@@ -210,10 +226,10 @@ impl Taskstats {
         Ok(Taskstats { fd, family, partial: HashMap::new(), lost: false })
     }
 
-    /// Reads every queued record. Keeps those whose parent `ours` says is in the tree, and
-    /// returns the processes whose last task's record came.
-    pub fn drain(&mut self, ours: impl Fn(i32) -> bool) -> Vec<Exited> {
-        let mut done = Vec::new();
+    /// Reads every queued record, whoever's: which are the tree's is known only once the
+    /// process events sent after them are read too ([`Taskstats::sum`]).
+    pub fn read(&mut self) -> Vec<Task> {
+        let mut tasks = Vec::new();
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let n = match rustix::net::recv(&self.fd, &mut buf[..], RecvFlags::empty()) {
@@ -237,15 +253,50 @@ impl Taskstats {
                 }
                 let m = &buf[at..at + len];
                 if u16_at(m, 4) == Some(self.family) {
-                    self.record(m, &ours, &mut done);
+                    self.record(m, &mut tasks);
                 }
                 at += (len + 3) & !3;
+            }
+        }
+        tasks
+    }
+
+    /// Sums the tasks `ours` (given a process id and its parent's) says are the tree's by
+    /// process, and returns the processes whose last task's record came.
+    pub fn sum(&mut self, tasks: Vec<Task>, ours: impl Fn(i32, i32) -> bool) -> Vec<Exited> {
+        let mut done = Vec::new();
+        for t in tasks {
+            if !self.partial.contains_key(&t.tgid) && !ours(t.tgid, t.ppid) {
+                continue;
+            }
+            let e = self.partial.entry(t.tgid).or_insert(Exited {
+                tgid: t.tgid,
+                ppid: t.ppid,
+                user: Duration::ZERO,
+                system: Duration::ZERO,
+                io: IoSum::default(),
+                maxrss: 0,
+                runtime: Some(Duration::ZERO),
+            });
+            e.runtime = match (e.runtime, t.runtime_ns) {
+                (Some(_), 0) if !(t.user + t.system).is_zero() => None, // no delay accounting
+                (Some(r), ns) => Some(r + Duration::from_nanos(ns)),
+                (None, _) => None,
+            };
+            e.maxrss = e.maxrss.max(t.maxrss);
+            e.user += t.user;
+            e.system += t.system;
+            e.io.add(t.io);
+            if t.last {
+                if let Some(e) = self.partial.remove(&t.tgid) {
+                    done.push(e);
+                }
             }
         }
         done
     }
 
-    fn record(&mut self, m: &[u8], ours: &impl Fn(i32) -> bool, done: &mut Vec<Exited>) {
+    fn record(&mut self, m: &[u8], tasks: &mut Vec<Task>) {
         let body = m.get(NLMSG_HDR + GENL_HDR..).unwrap_or_default();
         for (kind, nested) in attrs(body) {
             if kind != TASKSTATS_TYPE_AGGR_PID {
@@ -263,39 +314,55 @@ impl Taskstats {
             else {
                 continue;
             };
-            let (ppid, tgid) = (ppid as i32, tgid as i32);
-            if !ours(ppid) && !self.partial.contains_key(&tgid) {
-                continue;
-            }
-            let e = self.partial.entry(tgid).or_insert(Exited {
-                tgid,
-                ppid,
-                user: Duration::ZERO,
-                system: Duration::ZERO,
-                io: IoSum::default(),
-                maxrss: 0,
-                runtime: Some(Duration::ZERO),
+            tasks.push(Task {
+                tgid: tgid as i32,
+                ppid: ppid as i32,
+                last: flag & AGROUP != 0,
+                user: Duration::from_micros(field(TS_UTIME)),
+                system: Duration::from_micros(field(TS_STIME)),
+                runtime_ns: field(TS_RUNTIME),
+                maxrss: field(TS_HIWATER_RSS).saturating_mul(1024),
+                io: IoSum {
+                    read_bytes: field(TS_READ_BYTES),
+                    write_bytes: field(TS_WRITE_BYTES),
+                    rchar: field(TS_READ_CHAR),
+                    wchar: field(TS_WRITE_CHAR),
+                },
             });
-            let ran = field(TS_UTIME) + field(TS_STIME);
-            e.runtime = match (e.runtime, field(TS_RUNTIME)) {
-                (Some(_), 0) if ran > 0 => None, // this task had no delay accounting
-                (Some(r), ns) => Some(r + Duration::from_nanos(ns)),
-                (None, _) => None,
-            };
-            e.maxrss = e.maxrss.max(field(TS_HIWATER_RSS).saturating_mul(1024));
-            e.user += Duration::from_micros(field(TS_UTIME));
-            e.system += Duration::from_micros(field(TS_STIME));
-            e.io.add(IoSum {
-                read_bytes: field(TS_READ_BYTES),
-                write_bytes: field(TS_WRITE_BYTES),
-                rchar: field(TS_READ_CHAR),
-                wchar: field(TS_WRITE_CHAR),
-            });
-            if flag & AGROUP != 0 {
-                if let Some(e) = self.partial.remove(&tgid) {
-                    done.push(e);
-                }
-            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(tgid: i32, last: bool, ms: u64) -> Task {
+        Task {
+            tgid,
+            ppid: 1,
+            last,
+            user: Duration::from_millis(ms),
+            system: Duration::ZERO,
+            runtime_ns: ms * 1_000_000,
+            maxrss: 0,
+            io: IoSum { wchar: ms, ..IoSum::default() },
+        }
+    }
+
+    /// A process's later tasks are the tree's once its first was, even after the process left
+    /// the lineage (its leader exited first); a stranger's records are dropped.
+    #[test]
+    fn a_process_is_summed_over_its_tasks_and_strangers_are_dropped() {
+        let fd = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let mut ts = Taskstats { fd, family: 0, partial: HashMap::new(), lost: false };
+        let done = ts.sum(vec![task(10, false, 5), task(20, true, 7)], |tgid, _| tgid == 10);
+        assert!(done.is_empty());
+        let done = ts.sum(vec![task(10, true, 3), task(30, true, 1)], |_, _| false);
+        assert_eq!(done.len(), 1);
+        let e = done[0];
+        assert_eq!((e.tgid, e.user, e.io.wchar), (10, Duration::from_millis(8), 8));
+        assert_eq!(e.cpu(), (Duration::from_millis(8), Duration::ZERO, true));
+        assert!(ts.partial.is_empty());
     }
 }

@@ -144,8 +144,9 @@ impl EventLoop {
         self.tracker.process_events(); // the last forks, for an exact count
         let signals = &self.signals;
         let mut give_up = || stop_pending(signals);
+        let enforcer = pids_enforcer(&self.tracker);
         let summary = self.emitter.finish(
-            &self.tracker,
+            &mut self.tracker,
             End {
                 argv: std::mem::take(&mut self.end.argv),
                 exit_code: outcome.exit_code(self.end.exit_rule),
@@ -155,10 +156,7 @@ impl EventLoop {
                 leftover_killed,
                 stdout_bytes: self.outputs[0].bytes(),
                 stderr_bytes: self.outputs[1].bytes(),
-                limits: self
-                    .policy
-                    .limits()
-                    .describe(pids_enforcer(&self.tracker), self.policy.stdout_limit()),
+                limits: self.policy.limits().describe(enforcer, self.policy.stdout_limit()),
                 cgroup: self.cgroup.as_ref().map(|c| c.report()),
             },
             &mut give_up,

@@ -88,6 +88,9 @@ impl EventLoop {
         if let Some(c) = parts.connector {
             if mode == Mode::Subreaper {
                 tracker.set_connector(c);
+                if parts.taskstats.is_some() {
+                    tracker.keep_exits(); // to tell which exit records are the tree's
+                }
             }
         }
         if let Some(fd) = tracker.fork_events_fd() {

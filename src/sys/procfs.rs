@@ -39,6 +39,16 @@ impl IoSum {
         self.wchar += o.wchar;
     }
 
+    /// Each field's larger figure: of two counts that each may miss something, the fuller.
+    pub fn max(self, o: IoSum) -> IoSum {
+        IoSum {
+            read_bytes: self.read_bytes.max(o.read_bytes),
+            write_bytes: self.write_bytes.max(o.write_bytes),
+            rchar: self.rchar.max(o.rchar),
+            wchar: self.wchar.max(o.wchar),
+        }
+    }
+
     pub fn minus(self, o: IoSum) -> IoSum {
         IoSum {
             read_bytes: self.read_bytes.saturating_sub(o.read_bytes),
@@ -164,6 +174,9 @@ pub struct Stat {
     pub user_ticks: u64,
     /// stime + cstime, in clock ticks.
     pub system_ticks: u64,
+    /// utime alone: its own threads', live and exited.
+    pub own_user_ticks: u64,
+    pub own_system_ticks: u64,
     pub threads: u64,
     pub vsize: u64,
     pub rss_pages: u64,
@@ -190,6 +203,8 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         ppid: n(1)? as i32,
         user_ticks: n(11)? + n(13)?,
         system_ticks: n(12)? + n(14)?,
+        own_user_ticks: n(11)?,
+        own_system_ticks: n(12)?,
         threads: n(17)?,
         vsize: n(20)?,
         rss_pages: n(21)?,

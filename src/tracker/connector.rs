@@ -46,6 +46,9 @@ pub struct Connector {
     /// Descendants forked since the last [`Connector::take_newborns`], oldest first; kept only
     /// when asked for (`--pids-limit`), so that nothing grows without it.
     newborns: Option<Vec<i32>>,
+    /// Descendants whose exit event was read, kept only when asked for (exit records to match,
+    /// see [`Connector::mark_exits`]): `.0` since the last mark, `.1` before it.
+    exits: Option<(HashSet<i32>, HashSet<i32>)>,
 }
 
 /// The kernel answers the subscription at once (while `send` runs) with an acknowledgement
@@ -124,6 +127,7 @@ impl Connector {
             peak: 0,
             lost: false,
             newborns: None,
+            exits: None,
         })
     }
 
@@ -142,6 +146,29 @@ impl Connector {
     /// The descendants forked since the last call, oldest first.
     pub fn take_newborns(&mut self) -> Vec<i32> {
         self.newborns.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Keeps the descendants' exits from now on, for [`Connector::descends`].
+    pub fn keep_exits(&mut self) {
+        self.exits.get_or_insert_with(Default::default);
+    }
+
+    /// Called before each read of the kernel's exit records. A process's exit record is sent
+    /// before its exit event, so a record read after this mark belongs to a process still in
+    /// the lineage, or whose exit event was read since the previous mark: [`Self::descends`]
+    /// finds it until the next mark, after which those exits are dropped.
+    pub fn mark_exits(&mut self) {
+        if let Some((recent, marked)) = self.exits.as_mut() {
+            marked.clear();
+            marked.extend(recent.drain());
+        }
+    }
+
+    /// Whether `tgid` descends from the main process: alive as of the last event read, or
+    /// gone with its exit event read since the mark before last.
+    pub fn descends(&self, tgid: i32) -> bool {
+        self.lineage.contains(&tgid)
+            || self.exits.as_ref().is_some_and(|(r, m)| r.contains(&tgid) || m.contains(&tgid))
     }
 
     /// Descendants alive as of the last event read, the main process included.
@@ -223,6 +250,9 @@ impl Connector {
             Some(PROC_EVENT_EXIT) => {
                 if let (Some(pid), Some(tgid)) = (field(0), field(1)) {
                     if pid == tgid && self.lineage.remove(&tgid) {
+                        if let Some((recent, _)) = self.exits.as_mut() {
+                            recent.insert(tgid);
+                        }
                         if self.leaders_gone.len() == LEADERS_GONE {
                             self.leaders_gone.pop_front();
                         }

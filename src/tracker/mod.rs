@@ -312,6 +312,31 @@ impl Tracker {
         self.mode == Mode::Ptrace || self.connector.as_ref().is_some_and(|c| !c.lost)
     }
 
+    /// Keeps the fork events' exits for [`Tracker::read_exit_records`].
+    pub fn keep_exits(&mut self) {
+        if let Some(c) = self.connector.as_mut() {
+            c.keep_exits();
+        }
+    }
+
+    /// Runs `read`, a read of the kernel's exit records, between a mark and a read of the
+    /// process events, so that [`Tracker::descends`] knows the process of every record it read
+    /// (see [`connector::Connector::mark_exits`]).
+    pub fn read_exit_records<T>(&mut self, read: impl FnOnce() -> T) -> T {
+        if let Some(c) = self.connector.as_mut() {
+            c.mark_exits();
+        }
+        let records = read();
+        self.process_events();
+        records
+    }
+
+    /// Whether `tgid` is a process of the tree, or was one until its exit event was read
+    /// (subreaper mode with the events connector; otherwise only live members are known).
+    pub fn descends(&self, tgid: i32) -> bool {
+        self.members.contains_key(&tgid) || self.connector.as_ref().is_some_and(|c| c.descends(tgid))
+    }
+
     /// Subreaper mode: follow the kernel's fork events from the main process down. The socket
     /// is not polled: the events wait in its buffer (8 MiB) and are read at each SIGCHLD, each
     /// walk and the end, so a fork-heavy job (or machine) does not wake proc_box twice per fork.
