@@ -209,14 +209,15 @@ struct Recorded {
 
 impl Recorded {
     /// The CPU (user, system) of the records so far plus the own times of the live members not
-    /// yet recorded (not their `cutime`: their reaped children are in the records).
+    /// yet recorded (not their `cutime`: their reaped children are in the records). A zombie
+    /// is left out: its record may have been read, even if it joined the tracker after.
     fn cpu_with(
         &self,
         live: &[(i32, procfs::Stat)],
         ticks: impl Fn(u64) -> Duration,
     ) -> (Duration, Duration) {
         live.iter()
-            .filter(|(pid, _)| !self.pids.contains(pid))
+            .filter(|(pid, st)| !st.zombie && !self.pids.contains(pid))
             .fold((self.user, self.system), |(u, s), (_, st)| {
                 (u + ticks(st.own_user_ticks), s + ticks(st.own_system_ticks))
             })

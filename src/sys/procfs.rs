@@ -177,6 +177,8 @@ pub struct Stat {
     /// utime alone: its own threads', live and exited.
     pub own_user_ticks: u64,
     pub own_system_ticks: u64,
+    /// Dead, not yet reaped (or its leader thread is, with other threads still running).
+    pub zombie: bool,
     pub threads: u64,
     pub vsize: u64,
     pub rss_pages: u64,
@@ -205,6 +207,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         system_ticks: n(12)? + n(14)?,
         own_user_ticks: n(11)?,
         own_system_ticks: n(12)?,
+        zombie: f.first() == Some(&"Z"),
         threads: n(17)?,
         vsize: n(20)?,
         rss_pages: n(21)?,
@@ -370,10 +373,12 @@ mod tests {
         let s = parse_stat(line).unwrap();
         assert_eq!((s.ppid, s.user_ticks, s.system_ticks), (7, 302, 41));
         assert_eq!((s.threads, s.vsize, s.rss_pages, s.faults), (3, 8192000, 512, 105));
+        assert_eq!((s.own_user_ticks, s.own_system_ticks, s.zombie), (300, 40, false));
         assert!(parse_stat("42 (x) R 1 2").is_none());
         let r = parse_reap_stat(line).unwrap();
         assert_eq!(r, ReapStat { state: 'R', ppid: 7, sigignore: 0, exit_signal: 17, reaped: 3 });
         let thread = "9 (t) Z 7 42 42 0 -1 4194304 100 0 5 0 300 40 2 1 20 0 3 0 12345 8192000 512 18446744073709551615 1 1 0 0 0 0 0 65536 0 0 0 0 -1 1 0 0 0 0 0";
+        assert!(parse_stat(thread).unwrap().zombie);
         let r = parse_reap_stat(thread).unwrap();
         assert_eq!(r, ReapStat { state: 'Z', ppid: 7, sigignore: 65536, exit_signal: -1, reaped: 3 });
     }
