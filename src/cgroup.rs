@@ -416,6 +416,7 @@ pub mod watcher {
                     libc::_exit(0);
                 }
                 middle => {
+                    crate::tracker::connector::own_fork(middle);
                     let mut status = 0;
                     while libc::waitpid(middle, &mut status, 0) < 0
                         && *libc::__errno_location() == libc::EINTR

@@ -9,7 +9,7 @@
 use rustix::io::Errno;
 use rustix::net::netlink::SocketAddrNetlink;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
@@ -28,8 +28,20 @@ const EVENT: usize = 36;
 /// `what`, `cpu`, `timestamp_ns`: where the event's data starts, within `struct proc_event`.
 const DATA: usize = EVENT + 16;
 
+/// proc_box's own children that are not the job's (the guard, the cgroup watcher's middle
+/// process).
+static OWN_FORKS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Says that proc_box forked `pid` for itself: its fork event does not join the lineage.
+pub fn own_fork(pid: i32) {
+    OWN_FORKS.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
+
 pub struct Connector {
     fd: OwnedFd,
+    /// proc_box's own process id: a child of proc_box is the job's (the main process, or a
+    /// `CLONE_PARENT` sibling of it), unless proc_box forked it for itself ([`own_fork`]).
+    self_pid: i32,
     /// Processes known to descend from the main process (thread-group ids).
     lineage: HashSet<i32>,
     /// The last of them whose leader exited. A thread other than the leader that execs ends
@@ -49,6 +61,11 @@ pub struct Connector {
     /// Descendants whose exit event was read, kept only when asked for (exit records to match,
     /// see [`Connector::mark_exits`]): `.0` since the last mark, `.1` before it.
     exits: Option<(HashSet<i32>, HashSet<i32>)>,
+    /// Live threads other than the leader, by process of the lineage that has any. A leader
+    /// that exits first (`pthread_exit` in `main`) leaves its process alive, forking still.
+    threads: HashMap<i32, u32>,
+    /// Processes of the lineage whose leader exited while other threads ran.
+    leader_dead: HashSet<i32>,
 }
 
 /// The kernel answers the subscription at once (while `send` runs) with an acknowledgement
@@ -128,6 +145,9 @@ impl Connector {
             lost: false,
             newborns: None,
             exits: None,
+            threads: HashMap::new(),
+            leader_dead: HashSet::new(),
+            self_pid: std::process::id() as i32,
         })
     }
 
@@ -227,11 +247,25 @@ impl Connector {
                 };
                 // A new thread shares its creator's tgid: only new processes count.
                 if child_pid != child_tgid {
+                    if self.lineage.contains(&child_tgid) {
+                        *self.threads.entry(child_tgid).or_insert(0) += 1;
+                    }
                     return;
                 }
                 // A new process under an id that was a leader's: not the one that left.
                 self.leaders_gone.retain(|&t| t != child_tgid);
-                if self.lineage.contains(&parent_tgid) && self.lineage.insert(child_tgid) {
+                let ours = self.lineage.contains(&parent_tgid)
+                    || (parent_tgid == self.self_pid
+                        && !OWN_FORKS.lock().unwrap_or_else(|e| e.into_inner()).contains(&child_tgid));
+                if !ours {
+                    // A stranger under an id the tree had: its exit record is not the tree's.
+                    if let Some((recent, marked)) = self.exits.as_mut() {
+                        recent.remove(&child_tgid);
+                        marked.remove(&child_tgid);
+                    }
+                    return;
+                }
+                if self.lineage.insert(child_tgid) {
                     self.forked += 1;
                     self.peak = self.peak.max(self.lineage.len());
                     if let Some(n) = self.newborns.as_mut() {
@@ -241,6 +275,9 @@ impl Connector {
             }
             Some(PROC_EVENT_EXEC) => {
                 if let Some(tgid) = field(1) {
+                    // An exec leaves one thread, the leader, whichever thread called it.
+                    self.threads.remove(&tgid);
+                    self.leader_dead.remove(&tgid);
                     if let Some(i) = self.leaders_gone.iter().position(|&t| t == tgid) {
                         self.leaders_gone.remove(i);
                         self.lineage.insert(tgid);
@@ -248,19 +285,37 @@ impl Connector {
                 }
             }
             Some(PROC_EVENT_EXIT) => {
-                if let (Some(pid), Some(tgid)) = (field(0), field(1)) {
-                    if pid == tgid && self.lineage.remove(&tgid) {
-                        if let Some((recent, _)) = self.exits.as_mut() {
-                            recent.insert(tgid);
+                let (Some(pid), Some(tgid)) = (field(0), field(1)) else { return };
+                if pid != tgid {
+                    let Some(n) = self.threads.get_mut(&tgid) else { return };
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.threads.remove(&tgid);
+                        if self.leader_dead.remove(&tgid) {
+                            self.gone(tgid); // the last thread of a leaderless process
                         }
-                        if self.leaders_gone.len() == LEADERS_GONE {
-                            self.leaders_gone.pop_front();
-                        }
-                        self.leaders_gone.push_back(tgid);
                     }
+                } else if self.threads.contains_key(&tgid) {
+                    self.leader_dead.insert(tgid);
+                } else {
+                    self.gone(tgid);
                 }
             }
             _ => {}
         }
+    }
+
+    /// The last thread of `tgid` exited (or its leader did, inside another thread's exec).
+    fn gone(&mut self, tgid: i32) {
+        if !self.lineage.remove(&tgid) {
+            return;
+        }
+        if let Some((recent, _)) = self.exits.as_mut() {
+            recent.insert(tgid);
+        }
+        if self.leaders_gone.len() == LEADERS_GONE {
+            self.leaders_gone.pop_front();
+        }
+        self.leaders_gone.push_back(tgid);
     }
 }

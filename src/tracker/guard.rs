@@ -82,6 +82,7 @@ impl Guard {
             }
             pid => {
                 drop(theirs);
+                super::connector::own_fork(pid);
                 crate::debug!("started the pidfd guard (pid {pid})");
                 Ok(Guard { pid, sock: Some(ours) })
             }

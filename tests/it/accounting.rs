@@ -125,8 +125,18 @@ fn every_process_in_subreaper_mode_without_a_cgroup_is_billed_from_exit_records(
         ("daemons", 3, 200),
         ("threads", 3, 200),
         ("storm", 200, 2),
+        ("cparent", 3, 200),
+        ("leaderless", 3, 200),
     ] {
         let s = cpu_case_with("subreaper", shape, n, ms, &["--cgroup", "off"]);
+        if matches!(shape, "cparent" | "leaderless") {
+            // The main process, the sibling (or the forking process), and 3 children.
+            assert_eq!(
+                (s["processes_started"].as_u64(), s["processes_started_exact"].as_bool()),
+                (Some(5), Some(true)),
+                "{shape}: {s}"
+            );
+        }
         assert_eq!(s["cpu_exact"], false, "{shape}: {s}");
         let why = s["cpu_inexact_reason"].as_str().unwrap();
         assert!(why.contains("exit record"), "{shape}: {why}");
@@ -160,6 +170,64 @@ fn io_of_children_of_an_sa_nocldwait_parent_in_subreaper_mode() {
     }
 }
 
+/// Exit records are matched to the tree by process id. A process outside the box that takes an
+/// id the tree just freed (forced here through `ns_last_pid`) must not be billed: its fork
+/// event, from a parent outside the tree, says it is a stranger.
+#[test]
+fn a_stranger_that_reuses_a_pid_of_the_tree_is_not_billed() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: taskstats and ns_last_pid need root");
+        return;
+    }
+    const ROUNDS: usize = 10;
+    let cg = Cgroups::new(&format!("proc_box-test-pid-reuse-{}", std::process::id()));
+    let s = Scene::new("pid-reuse");
+    let summary = s.dir.join("summary.json");
+    let pids = s.dir.join("pids");
+    let script = format!(
+        "for i in $(seq {ROUNDS}); do /bin/sleep 0.05 & echo $! >> {}; wait; /bin/sleep 0.5; done",
+        pids.display()
+    );
+    let mut args: Vec<String> =
+        ["--track", "subreaper", "--cgroup", "off", "--summary-file"].map(String::from).to_vec();
+    args.extend([summary.display().to_string(), "--".into(), fixture("cg_exec").display().to_string()]);
+    args.extend(cg.dirs());
+    args.extend(["--".into(), "/bin/sh".into(), "-c".into(), script]);
+    let mut job = s.command(&args.iter().map(String::as_str).collect::<Vec<_>>()).spawn().unwrap();
+    let burn = fixture("burn");
+    let (mut taken, mut reused) = (0, 0);
+    while taken < ROUNDS {
+        let listed: Vec<i32> = std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        let Some(&pid) = listed.get(taken) else {
+            assert!(job.try_wait().unwrap().is_none(), "the job ended after {taken} rounds");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            continue;
+        };
+        taken += 1;
+        wait_for("the tree's child to be gone", || {
+            (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+        });
+        // The next process forked on the machine gets `pid`, unless another one is faster.
+        let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string());
+        let mut stranger = std::process::Command::new(&burn).args(["threads", "1", "150"]).spawn().unwrap();
+        reused += usize::from(stranger.id() as i32 == pid);
+        stranger.wait().unwrap();
+    }
+    assert_eq!(job.wait().unwrap().code(), Some(0));
+    assert!(reused > 0, "no stranger got a pid of the tree in {ROUNDS} tries");
+    let got = cpu_ms(&read_json(&summary));
+    let (v1, _) = cg.usage_ms();
+    if let Some(v1) = v1 {
+        assert_close(&format!("{reused} strangers reused the tree's pids"), got, v1);
+    }
+    assert!(got < 140.0, "{reused} strangers reused the tree's pids; the box billed {got:.1} ms");
+}
+
 macro_rules! cpu_cases {
     ($($name:ident: $shape:literal, $n:literal, $ms:literal, [$($track:ident),*];)*) => {$(
         mod $name {
@@ -181,6 +249,8 @@ cpu_cases! {
     cpu_of_children_of_an_sa_nocldwait_parent: "nocldwait", 3, 500, [ptrace];
     cpu_of_a_fork_storm: "storm", 200, 2, [ptrace, subreaper];
     cpu_of_threads: "threads", 3, 200, [ptrace, subreaper];
+    cpu_of_a_clone_parent_sibling_and_sa_nocldwait_children: "cparent", 3, 200, [ptrace, subreaper];
+    cpu_of_a_leaderless_process_and_its_descendants: "leaderless", 3, 200, [ptrace, subreaper];
 }
 
 /// `cargo run` and a shell's `exec` start proc_box in a process that has already reaped
