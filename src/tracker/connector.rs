@@ -29,12 +29,26 @@ const EVENT: usize = 36;
 const DATA: usize = EVENT + 16;
 
 /// proc_box's own children that are not the job's (the guard, the cgroup watcher's middle
-/// process).
-static OWN_FORKS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+/// process), until their fork event is read: each stands for that one fork, as its pid is
+/// free for a process of the job once the helper is gone.
+static OWN_FORKS: std::sync::Mutex<VecDeque<i32>> = std::sync::Mutex::new(VecDeque::new());
+
+/// At most this many own forks wait for their event (without the connector none is read).
+const OWN_FORKS_KEPT: usize = 16;
 
 /// Says that proc_box forked `pid` for itself: its fork event does not join the lineage.
 pub fn own_fork(pid: i32) {
-    OWN_FORKS.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    let mut own = OWN_FORKS.lock().unwrap_or_else(|e| e.into_inner());
+    if own.len() == OWN_FORKS_KEPT {
+        own.pop_front();
+    }
+    own.push_back(pid);
+}
+
+/// Whether the fork of `pid` is one of proc_box's own, which it then no longer stands for.
+fn take_own_fork(pid: i32) -> bool {
+    let mut own = OWN_FORKS.lock().unwrap_or_else(|e| e.into_inner());
+    own.iter().position(|&p| p == pid).and_then(|i| own.remove(i)).is_some()
 }
 
 pub struct Connector {
@@ -255,8 +269,7 @@ impl Connector {
                 // A new process under an id that was a leader's: not the one that left.
                 self.leaders_gone.retain(|&t| t != child_tgid);
                 let ours = self.lineage.contains(&parent_tgid)
-                    || (parent_tgid == self.self_pid
-                        && !OWN_FORKS.lock().unwrap_or_else(|e| e.into_inner()).contains(&child_tgid));
+                    || (parent_tgid == self.self_pid && !take_own_fork(child_tgid));
                 if !ours {
                     // A stranger under an id the tree had: its exit record is not the tree's.
                     if let Some((recent, marked)) = self.exits.as_mut() {
@@ -317,5 +330,25 @@ impl Connector {
             self.leaders_gone.pop_front();
         }
         self.leaders_gone.push_back(tgid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An own fork stands for one fork event: the same pid forked again later (a process of
+    /// the job, once the helper is gone) is the job's. The list stays bounded without events.
+    #[test]
+    fn an_own_fork_is_taken_once_and_the_list_is_bounded() {
+        // Pids above any pid_max, so no real fork of this test binary interferes.
+        own_fork(1 << 30);
+        assert!(take_own_fork(1 << 30));
+        assert!(!take_own_fork(1 << 30));
+        for p in 0..100 {
+            own_fork((1 << 30) + 1 + p);
+        }
+        assert!(OWN_FORKS.lock().unwrap().len() <= OWN_FORKS_KEPT);
+        assert!(take_own_fork((1 << 30) + 100));
     }
 }
