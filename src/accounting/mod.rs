@@ -650,7 +650,8 @@ impl Accounting {
         t.cpu_user += self.ticks(live_user);
         t.cpu_system += self.ticks(live_system);
         // Both sums can only miss something (the buckets an SA_NOCLDWAIT parent's child, the
-        // records their KiB remainders), never count it twice: the fuller one stands.
+        // records each process's exit and its I/O's KiB remainders), never count it twice: the
+        // fuller one stands.
         if let Some((user, system)) = self.recorded_cpu(tracker, &live) {
             if user + system > t.cpu_user + t.cpu_system {
                 (t.cpu_user, t.cpu_system) = (user, system);

@@ -20,9 +20,6 @@ const PROC_EVENT_NONE: u32 = 0;
 const PROC_EVENT_FORK: u32 = 0x0000_0001;
 const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
-/// How many exited leaders are remembered for an exec event to find: that event follows the
-/// exit within the same exec, so only the tree's exits in between come first.
-const LEADERS_GONE: usize = 64;
 /// nlmsghdr (16 bytes) + cn_msg (20 bytes): where `struct proc_event` starts.
 const EVENT: usize = 36;
 /// `what`, `cpu`, `timestamp_ns`: where the event's data starts, within `struct proc_event`.
@@ -58,10 +55,6 @@ pub struct Connector {
     self_pid: i32,
     /// Processes known to descend from the main process (thread-group ids).
     lineage: HashSet<i32>,
-    /// The last of them whose leader exited. A thread other than the leader that execs ends
-    /// the old leader inside the exec (an exit event for the process's own id) and takes its
-    /// id: the exec event that follows finds the process here, and it rejoins.
-    leaders_gone: VecDeque<i32>,
     /// Descendants of the main process seen forked (the main process not included).
     pub forked: u64,
     /// The most of them (the main process included) alive at once. Every fork and exit is an
@@ -153,7 +146,6 @@ impl Connector {
         Ok(Connector {
             fd,
             lineage: HashSet::new(),
-            leaders_gone: VecDeque::new(),
             forked: 0,
             peak: 0,
             lost: false,
@@ -266,8 +258,6 @@ impl Connector {
                     }
                     return;
                 }
-                // A new process under an id that was a leader's: not the one that left.
-                self.leaders_gone.retain(|&t| t != child_tgid);
                 let ours = self.lineage.contains(&parent_tgid)
                     || (parent_tgid == self.self_pid && !take_own_fork(child_tgid));
                 if !ours {
@@ -288,13 +278,11 @@ impl Connector {
             }
             Some(PROC_EVENT_EXEC) => {
                 if let Some(tgid) = field(1) {
-                    // An exec leaves one thread, the leader, whichever thread called it.
+                    // An exec leaves one thread, the leader, whichever thread called it: a
+                    // non-leader's exec ends the old leader first, an exit event for the
+                    // process's own id that the thread count kept from ending the process.
                     self.threads.remove(&tgid);
                     self.leader_dead.remove(&tgid);
-                    if let Some(i) = self.leaders_gone.iter().position(|&t| t == tgid) {
-                        self.leaders_gone.remove(i);
-                        self.lineage.insert(tgid);
-                    }
                 }
             }
             Some(PROC_EVENT_EXIT) => {
@@ -318,18 +306,13 @@ impl Connector {
         }
     }
 
-    /// The last thread of `tgid` exited (or its leader did, inside another thread's exec).
+    /// The last thread of `tgid` exited.
     fn gone(&mut self, tgid: i32) {
-        if !self.lineage.remove(&tgid) {
-            return;
+        if self.lineage.remove(&tgid) {
+            if let Some((recent, _)) = self.exits.as_mut() {
+                recent.insert(tgid);
+            }
         }
-        if let Some((recent, _)) = self.exits.as_mut() {
-            recent.insert(tgid);
-        }
-        if self.leaders_gone.len() == LEADERS_GONE {
-            self.leaders_gone.pop_front();
-        }
-        self.leaders_gone.push_back(tgid);
     }
 }
 

@@ -196,19 +196,11 @@ fn a_stranger_that_reuses_a_pid_of_the_tree_is_not_billed() {
     args.extend(["--".into(), "/bin/sh".into(), "-c".into(), script]);
     let mut job = s.command(&args.iter().map(String::as_str).collect::<Vec<_>>()).spawn().unwrap();
     let burn = fixture("burn");
-    let (mut taken, mut reused) = (0, 0);
-    while taken < ROUNDS {
-        let listed: Vec<i32> = std::fs::read_to_string(&pids)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect();
-        let Some(&pid) = listed.get(taken) else {
-            assert!(job.try_wait().unwrap().is_none(), "the job ended after {taken} rounds");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            continue;
-        };
-        taken += 1;
+    let mut reused = 0;
+    for round in 0..ROUNDS {
+        let pid: i32 = wait_for(&format!("the tree's child of round {round}"), || {
+            std::fs::read_to_string(&pids).ok()?.lines().nth(round)?.trim().parse().ok()
+        });
         wait_for("the tree's child to be gone", || {
             (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
         });
