@@ -83,8 +83,10 @@ impl Emitter {
 
     /// Builds a sample, writes it to the sinks, and returns it (for a `sample` reply).
     pub fn sample(&mut self, tracker: &mut Tracker, live: Live) -> serde_json::Value {
-        let now = Instant::now();
         let mut totals = self.accounting.totals(tracker);
+        // Both clocks at once, after the read: cpu_percent's window is then the one between
+        // the samples' own times, however long the read took (a loaded machine, a big tree).
+        let (now, time) = (Instant::now(), SystemTime::now());
         let (mut started, mut stdout_bytes, mut stderr_bytes) =
             (tracker.processes_started(), live.stdout_bytes, live.stderr_bytes);
         self.floor.apply(&mut totals, &mut started, &mut stdout_bytes, &mut stderr_bytes);
@@ -94,7 +96,7 @@ impl Emitter {
             SampleContext {
                 pid: tracker.main_pid(),
                 seq: self.seq,
-                now: SystemTime::now(),
+                now: time,
                 elapsed: live.elapsed,
                 timer_elapsed: live.timer_elapsed,
                 state: live.state,
