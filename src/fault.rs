@@ -25,7 +25,7 @@ pub use crate::signals::FAULTS;
 static PIPE: AtomicI32 = AtomicI32::new(-1);
 
 /// The kill walk's buffers. Static, not on the stack: a handler runs on a small alternate
-/// stack (8 KiB), where these would overflow it. Used by the first faulting thread only.
+/// stack ([`prepare_thread`]), where these would overflow it. Used by the first faulting thread only.
 struct Scratch {
     stack: [i32; 4096],
     ents: [MaybeUninit<u8>; 4096],
@@ -62,16 +62,49 @@ pub fn install() -> std::io::Result<OwnedFd> {
         }
     }
     // An inherited mask may block them. The job still gets the original mask.
-    unblock_faults();
+    prepare_thread();
     // SAFETY: the read end was just created and is owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fds[0]) })
+}
+
+/// Readies the calling thread for the handler: the faults unblocked ([`unblock_faults`]), and
+/// an alternate signal stack, so that the handler still runs when a stack overflow has left the
+/// thread's own stack no room. std's runtime gives every thread one, but proc_box starts
+/// without that runtime (`main.rs`), so the main thread ([`install`]) and each thread proc_box
+/// spawns call this first. lapin's and its executor's threads get none: their stacks are sized
+/// so that nothing the broker sends can overflow them (`stack.rs`), and an overflow there would
+/// end proc_box as a SIGKILL does, which EXITKILL, the guard and the cgroup watcher cover.
+pub fn prepare_thread() {
+    unblock_faults();
+    const GUARD: usize = 4096;
+    const SIZE: usize = 64 * 1024;
+    // SAFETY: a fresh private anonymous mapping, owned by nothing else; its lowest page is made
+    // inaccessible so that an overflow of the handler itself faults instead of corrupting
+    // memory. It is handed to the kernel for this thread and never unmapped: a thread proc_box
+    // starts lives as long as the box, or nearly.
+    unsafe {
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            GUARD + SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        );
+        if base == libc::MAP_FAILED || libc::mprotect(base, GUARD, libc::PROT_NONE) != 0 {
+            return; // the handler still runs for any fault but an overflow
+        }
+        let stack = libc::stack_t { ss_sp: base.cast::<u8>().add(GUARD).cast(), ss_flags: 0, ss_size: SIZE };
+        libc::sigaltstack(&stack, std::ptr::null_mut());
+    }
 }
 
 /// Unblocks the fault signals (not SIGABRT) in the calling thread. A fault in a thread that
 /// blocks it skips the handler (the kernel resets it to the default and kills proc_box without
 /// the tree walk), so every thread of proc_box must call this, or inherit the mask of one that
-/// did: the main thread does in [`install`], before it starts any other thread.
-pub fn unblock_faults() {
+/// did: the main thread does in [`install`], before it starts any other thread, and the log
+/// thread, which may start earlier, through [`prepare_thread`].
+fn unblock_faults() {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset; pthread_sigmask on our thread.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();

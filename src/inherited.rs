@@ -2,10 +2,10 @@
 //! unchanged, except for the signals proc_box handles and passes on, which the job gets at
 //! their defaults ([`reset_for_job`]).
 //!
-//! They cannot be read in `main`: Rust's runtime sets SIGPIPE to ignored before it, and proc_box
-//! then resets SIGCHLD. So they are captured from `.init_array`, before the runtime starts (the
-//! binary registers [`capture`] there), and restored in the child just before exec. Handlers
-//! are reset by exec itself, so only "ignored" needs carrying over.
+//! They are read first thing in `main`, before proc_box ignores SIGPIPE and resets SIGCHLD
+//! (proc_box starts without std's runtime, which would ignore SIGPIPE before `main`: see
+//! `main.rs`), and restored in the child just before exec. Handlers are reset by exec itself,
+//! so only "ignored" needs carrying over.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -13,31 +13,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 static IGNORED: AtomicU64 = AtomicU64::new(0);
 static CAPTURED: AtomicBool = AtomicBool::new(false);
 
-/// Records which signals are ignored. Called from `.init_array`, before Rust's runtime.
-/// One read of `SigIgn` in `/proc/self/status`; 64 `sigaction` queries where /proc is missing.
-pub extern "C" fn capture() {
-    let bits = from_proc_status().unwrap_or_else(|| {
-        let mut bits = 0u64;
-        for sig in 1..=64 {
-            // SAFETY: sigaction is plain data; all-zero is a valid value.
-            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-            // SAFETY: a query only (null new action) into the local above.
-            let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
-            if rc == 0 && old.sa_sigaction == libc::SIG_IGN {
-                bits |= 1 << (sig - 1);
-            }
+/// Records which signals are ignored: 64 `sigaction` queries (half the cost of reading
+/// `SigIgn` from `/proc/self/status`, and no /proc needed). Called first thing in `main`.
+pub fn capture() {
+    let mut bits = 0u64;
+    for sig in 1..=64 {
+        // SAFETY: sigaction is plain data; all-zero is a valid value.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a query only (null new action) into the local above.
+        let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+        if rc == 0 && old.sa_sigaction == libc::SIG_IGN {
+            bits |= 1 << (sig - 1);
         }
-        bits
-    });
+    }
     IGNORED.store(bits, Ordering::Relaxed);
     CAPTURED.store(true, Ordering::Relaxed);
-}
-
-fn from_proc_status() -> Option<u64> {
-    let mut buf = [0u8; 4096];
-    let text = crate::sys::procfs::read_pid_file(c"/proc/self/status", &mut buf)?;
-    let hex = text.lines().find_map(|l| l.strip_prefix("SigIgn:"))?.trim();
-    u64::from_str_radix(hex, 16).ok()
 }
 
 /// The signals ignored at start, bit N-1 for signal N. Without a capture (proc_box used as a
@@ -83,7 +73,7 @@ pub fn restore_in_child(ignored: u64) {
     for sig in 1..=64 {
         let bit = 1 << (sig - 1);
         let was_ignored = ignored & bit != 0;
-        // SIGPIPE (Rust's runtime) and SIGCHLD (reset_for_box) are the only ones proc_box
+        // SIGPIPE (ignored in `main`) and SIGCHLD (reset_for_box) are the only ones proc_box
         // changes; a signal ignored at start but not for the job is still ignored here.
         let changed = sig == libc::SIGPIPE || sig == libc::SIGCHLD || ignored_at_start & bit != 0;
         if was_ignored || changed {

@@ -128,7 +128,7 @@ fn sender() -> Option<&'static Mutex<SyncSender<Msg>>> {
             // zombie unreaped and the box waiting for ever), but the faults, so that a fault
             // here still runs the handler that kills the tree.
             let _ = nix::sys::signal::SigSet::all().thread_block();
-            crate::fault::unblock_faults();
+            crate::fault::prepare_thread();
             writer(rx)
         })
         .ok()?;

@@ -167,6 +167,7 @@ impl Pending {
         let counter = bytes.clone();
         std::thread::Builder::new().name(format!("relay-{name}")).stack_size(crate::stack::PLAIN).spawn(
             move || {
+                crate::fault::prepare_thread();
                 let result = pump(&self, &counter, &waker, &wake_at, cap.unwrap_or(u64::MAX));
                 if let Err(e) = result {
                     crate::debug!("relay to fd {} ended: {e}", self.target.as_raw_fd());

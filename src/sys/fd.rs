@@ -9,9 +9,29 @@ use std::time::Duration;
 /// Standard input, output or error (0, 1 or 2) as a borrowed descriptor; `None` for any other
 /// number.
 pub fn standard(fd: RawFd) -> Option<BorrowedFd<'static>> {
-    // SAFETY: the Rust runtime keeps 0, 1 and 2 open for the life of the process: it opens
-    // /dev/null on any of them found closed before main, and proc_box never closes them.
+    // SAFETY: 0, 1 and 2 stay open for the life of the process: [`open_standard`] opens
+    // /dev/null on any of them found closed at start, and proc_box never closes them.
     (0..=2).contains(&fd).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// Opens /dev/null on any of 0, 1 and 2 that is closed, as std's runtime does before `main`
+/// (proc_box starts without it, see `main.rs`): otherwise the first file proc_box opens
+/// would become its standard output. Aborts if it cannot.
+pub fn open_standard() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd { fd, events: 0, revents: 0 });
+    // SAFETY: poll(2) on a local array of three entries; a closed descriptor is reported in
+    // `revents` (POLLNVAL), not an error.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } < 0 {
+        std::process::abort();
+    }
+    for p in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+        // SAFETY: open(2) of a constant path. The lower standard descriptors are open, so the
+        // lowest free number, the one returned, is this closed one.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if fd != p.fd {
+            std::process::abort();
+        }
+    }
 }
 
 /// Polls one descriptor for `events`, for at most `timeout` (`None`: no wait). Returns what

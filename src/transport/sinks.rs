@@ -140,6 +140,7 @@ impl Writer {
         let (q, f) = (queued.clone(), failed.clone());
         std::thread::Builder::new().name(format!("sink-{what}")).stack_size(crate::stack::PLAIN).spawn(
             move || {
+                crate::fault::prepare_thread();
                 for msg in rx {
                     match msg {
                         Msg::Line(mut line) => {

@@ -158,6 +158,38 @@ fn odd_inherited_state_closed_fds_and_a_foreign_cwd() {
     s.assert_no_survivors();
 }
 
+/// Started with standard output closed, proc_box opens /dev/null in its place before anything
+/// else (as std's runtime does; proc_box starts without it): the job's output, which proc_box
+/// relays, goes there, not into the first file proc_box opened, and the summary file stays whole.
+#[test]
+fn a_closed_standard_output_is_dev_null_for_the_box_and_the_job() {
+    let s = Scene::new("closed-stdout");
+    for mode in MODES {
+        let summary = s.dir.join(format!("summary-{mode}.json"));
+        let argv = [
+            proc_box(),
+            "--track",
+            mode,
+            "--summary-file",
+            summary.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "readlink /proc/$PPID/fd/1 >&2; echo into-stdout",
+        ];
+        let out = launched(&s, &["-c", "1"], &argv).run();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{mode}: {err}");
+        assert_eq!(err.lines().next(), Some("/dev/null"), "{mode}: {err}");
+        let text = std::fs::read_to_string(&summary).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{mode}: {e}: {text}"));
+        assert_eq!(v["exit_code"], 0, "{mode}: {text}");
+        assert_eq!(v["stdout_bytes"], 12, "{mode}: {text}");
+    }
+    s.assert_no_survivors();
+}
+
 fn mkfifo(path: &std::path::Path) {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
 }
@@ -358,8 +390,16 @@ each_mode!(every_signal_sent_to_proc_box_is_forwarded_or_acted_on);
 
 /// A real fault inside proc_box (a bug) must still end the tree, in subreaper mode too, where no
 /// EXITKILL does it: the fault handler kills every descendant, then proc_box dies of the fault,
-/// even when proc_box was started with the fault signal blocked and ignored.
+/// even when proc_box was started with the fault signal blocked and ignored. Also after a stack
+/// overflow, when only the alternate signal stack is left to run the handler on.
 fn a_real_fault_in_proc_box_takes_the_tree_with_it(mode: &str) {
+    for overflow in [false, true] {
+        main_thread_fault(mode, overflow);
+    }
+}
+each_mode!(a_real_fault_in_proc_box_takes_the_tree_with_it);
+
+fn main_thread_fault(mode: &str, overflow: bool) {
     let inject = fixture("fault_inject");
     let tree = fixture("fork_tree");
     let s = Scene::new("fault");
@@ -370,7 +410,11 @@ fn a_real_fault_in_proc_box_takes_the_tree_with_it(mode: &str) {
         s.pid(n);
     }
     let err = child.stderr.take().unwrap();
-    let status = Command::new(&inject).arg(child.id().to_string()).status().unwrap();
+    let status = Command::new(&inject)
+        .arg(child.id().to_string())
+        .args(overflow.then_some("overflow"))
+        .status()
+        .unwrap();
     if status.code() == Some(77) {
         eprintln!("fault injection is not supported on this architecture; skipped");
         let _ = child.kill();
@@ -380,12 +424,11 @@ fn a_real_fault_in_proc_box_takes_the_tree_with_it(mode: &str) {
     assert!(status.success(), "injecting the fault failed");
     let st = wait_exit(&mut child);
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(st.signal(), Some(libc::SIGSEGV), "{mode}: proc_box dies of its fault");
+    assert_eq!(st.signal(), Some(libc::SIGSEGV), "{mode}, overflow {overflow}: proc_box dies of its fault");
     let err = std::io::read_to_string(err).unwrap();
-    assert!(err.contains("fatal signal in proc_box itself"), "{mode}: {err}");
+    assert!(err.contains("fatal signal in proc_box itself"), "{mode}, overflow {overflow}: {err}");
     s.wait_no_survivors();
 }
-each_mode!(a_real_fault_in_proc_box_takes_the_tree_with_it);
 
 /// The fault signals sent with kill(2) are not faults: forwarded like any other.
 fn fault_signals_sent_with_kill_are_forwarded(mode: &str) {
@@ -486,9 +529,15 @@ fn every_thread_of_proc_box_has_the_main_threads_mask() {
 }
 
 /// A real fault on a thread other than the main one (the log writer) also runs the handler:
-/// in subreaper mode without a cgroup, the only thing that ends the tree.
+/// in subreaper mode without a cgroup, the only thing that ends the tree. A stack overflow too.
 #[test]
 fn a_real_fault_on_another_thread_takes_the_tree_with_it() {
+    for overflow in [false, true] {
+        log_thread_fault(overflow);
+    }
+}
+
+fn log_thread_fault(overflow: bool) {
     let inject = fixture("fault_inject");
     let tree = fixture("fork_tree");
     let s = Scene::new("threadfault");
@@ -518,7 +567,7 @@ fn a_real_fault_on_another_thread_takes_the_tree_with_it() {
         })
     });
     assert_ne!(log, pid.to_string());
-    let status = Command::new(&inject).arg(&log).status().unwrap();
+    let status = Command::new(&inject).arg(&log).args(overflow.then_some("overflow")).status().unwrap();
     if status.code() == Some(77) {
         eprintln!("fault injection is not supported on this architecture; skipped");
         let _ = child.kill();
@@ -528,8 +577,8 @@ fn a_real_fault_on_another_thread_takes_the_tree_with_it() {
     assert!(status.success(), "injecting the fault failed");
     let st = wait_exit(&mut child);
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(st.signal(), Some(libc::SIGSEGV), "proc_box dies of its fault");
+    assert_eq!(st.signal(), Some(libc::SIGSEGV), "overflow {overflow}: proc_box dies of its fault");
     s.wait_no_survivors();
     let err = err.join().unwrap();
-    assert!(err.contains("fatal signal in proc_box itself"), "{err}");
+    assert!(err.contains("fatal signal in proc_box itself"), "overflow {overflow}: {err}");
 }

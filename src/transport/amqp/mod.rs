@@ -192,6 +192,7 @@ impl Amqp {
         let (dir, bounds, done) = (settings.spool_dir.clone(), settings.bounds, amqp.trimmed.clone());
         std::thread::Builder::new().name("spool".into()).stack_size(crate::stack::PLAIN).spawn(
             move || {
+                crate::fault::prepare_thread();
                 std::thread::sleep(TRIM_AFTER);
                 if !done.swap(true, Ordering::SeqCst) {
                     trim(&dir, bounds);
@@ -201,6 +202,7 @@ impl Amqp {
         crate::stack::one_executor_thread();
         // This thread drops what lapin parsed: the same bound as lapin's own threads.
         std::thread::Builder::new().name("amqp".into()).stack_size(crate::stack::AMQP).spawn(move || {
+            crate::fault::prepare_thread();
             async_global_executor::block_on(session::run(settings, shared, inbox, woken, hurried, finishing));
         })?;
         Ok(amqp)
