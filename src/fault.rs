@@ -71,9 +71,10 @@ pub fn install() -> std::io::Result<OwnedFd> {
 /// an alternate signal stack, so that the handler still runs when a stack overflow has left the
 /// thread's own stack no room. std's runtime gives every thread one, but proc_box starts
 /// without that runtime (`main.rs`), so the main thread ([`install`]) and each thread proc_box
-/// spawns call this first. lapin's and its executor's threads get none: their stacks are sized
-/// so that nothing the broker sends can overflow them (`stack.rs`), and an overflow there would
-/// end proc_box as a SIGKILL does, which EXITKILL, the guard and the cgroup watcher cover.
+/// spawns call this first. The threads of lapin, its executor, async-io's reactor and the
+/// blocking pool get none: their stacks are sized so that nothing the broker sends can
+/// overflow them (`stack.rs`), and an overflow there would end proc_box as a SIGKILL does,
+/// which EXITKILL, the guard and the cgroup watcher cover.
 pub fn prepare_thread() {
     unblock_faults();
     const GUARD: usize = 4096;

@@ -24,6 +24,9 @@ pub struct Spawned {
     pub pidfd: PidFd,
     pub mode: Mode,
     pub report: ExecReport,
+    /// Taken just before the fork: the job's wall time runs from here. The job may run before
+    /// `spawn` returns (see the yield), so a clock read after it would miss that time.
+    pub started: std::time::Instant,
 }
 
 /// Read end of the report pipe: EOF once the exec succeeded, or one [`Failure`] record.
@@ -266,6 +269,7 @@ pub fn spawn(
         .as_ref()
         .and_then(|j| j.dir.as_ref())
         .filter(|_| track == Track::Subreaper || setup.cgroup_in_ptrace);
+    let started = std::time::Instant::now();
     // SAFETY: the child only makes async-signal-safe calls on memory prepared before the fork,
     // so threads that may run already (the log writer) cannot leave it a held lock to trip on.
     // fork_into_cgroup's error means no child was made: the parent alone logs it.
@@ -334,11 +338,12 @@ pub fn spawn(
             // The new child waits on our CPU until we block, and the kernel does not move it to
             // an idle one before its exec (exec balancing does). Yielding lets it reach that
             // exec, so the rest of our set-up overlaps with the job's start on the other CPU:
-            // about 0.2 ms of a short job on two CPUs (doc/benchmarks.md). Only a hint.
+            // about 0.16 ms of a short job on two CPUs (doc/benchmarks.md). Only a hint. On
+            // one CPU the job may run on until its time slice ends: its clock is `started`.
             rustix::thread::sched_yield();
             let held = Box::new((program, cargs, env, track_vars, sh_args, ptrs, sh_ptrs, envps));
             let report = ExecReport { pipe: std::fs::File::from(report_r), _exec_data: held };
-            Ok(Spawned { pidfd, mode, report })
+            Ok(Spawned { pidfd, mode, report, started })
         }
     }
 }

@@ -81,7 +81,7 @@ impl EventLoop {
         if let Some(s) = socket.as_mut() {
             s.register(registry)?;
         }
-        let mode = parts.main.mode;
+        let (mode, job_started) = (parts.main.mode, parts.main.started);
         let mut tracker = Tracker::new(mode, parts.main.pidfd, registry);
         tracker.set_pids_limit(parts.limits.pids);
         tracker.set_cgroup(parts.cgroup.clone());
@@ -111,7 +111,7 @@ impl EventLoop {
         };
         let limits_text = parts.limits.describe(end::pids_enforcer(&tracker), parts.stdout_limit);
         crate::debug!("limits: {limits_text}");
-        let mut accounting = Accounting::new(mode, now, ep.own_io.clone());
+        let mut accounting = Accounting::new(mode, job_started, ep.own_io.clone());
         accounting.set_cgroup(parts.cgroup.clone());
         accounting.set_taskstats(parts.taskstats);
         let emitter = Emitter::new(accounting, ep.identity, ep.stats, ep.summary_file);
@@ -156,7 +156,7 @@ impl EventLoop {
             outputs,
             cgroup: parts.cgroup,
             box_id: parts.box_id,
-            started: now,
+            started: job_started,
             end: Ending {
                 report: parts.main.report,
                 command_name: parts.command_name,

@@ -16,22 +16,32 @@ pub fn standard(fd: RawFd) -> Option<BorrowedFd<'static>> {
 
 /// Opens /dev/null on any of 0, 1 and 2 that is closed, as std's runtime does before `main`
 /// (proc_box starts without it, see `main.rs`): otherwise the first file proc_box opens
-/// would become its standard output. Aborts if it cannot.
-pub fn open_standard() {
-    let mut fds = [0, 1, 2].map(|fd| libc::pollfd { fd, events: 0, revents: 0 });
-    // SAFETY: poll(2) on a local array of three entries; a closed descriptor is reported in
-    // `revents` (POLLNVAL), not an error.
-    if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } < 0 {
-        std::process::abort();
-    }
-    for p in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+/// would become its standard output. Closed means `F_GETFD` fails with EBADF: an `O_PATH`
+/// descriptor is open, though `poll` calls it invalid.
+pub fn open_standard() -> io::Result<()> {
+    for fd in 0..=2 {
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
+            || io::Error::last_os_error().raw_os_error() != Some(libc::EBADF)
+        {
+            continue;
+        }
         // SAFETY: open(2) of a constant path. The lower standard descriptors are open, so the
         // lowest free number, the one returned, is this closed one.
-        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
-        if fd != p.fd {
-            std::process::abort();
+        let got = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if got != fd {
+            let err = io::Error::last_os_error();
+            if got >= 0 {
+                // SAFETY: the descriptor was just opened here and is owned by nothing else.
+                unsafe { libc::close(got) };
+            }
+            return Err(io::Error::new(
+                err.kind(),
+                format!("cannot open /dev/null on closed fd {fd}: {err}"),
+            ));
         }
     }
+    Ok(())
 }
 
 /// Polls one descriptor for `events`, for at most `timeout` (`None`: no wait). Returns what

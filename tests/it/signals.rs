@@ -190,6 +190,36 @@ fn a_closed_standard_output_is_dev_null_for_the_box_and_the_job() {
     s.assert_no_survivors();
 }
 
+/// An `O_PATH` descriptor on 0, 1 or 2 is open, though poll(2) calls it invalid: proc_box must
+/// neither replace it nor refuse to start (a check built on poll aborted here). The job reads
+/// proc_box's own descriptor (its parent's).
+#[test]
+fn an_o_path_standard_descriptor_is_passed_on() {
+    use std::os::unix::process::CommandExt;
+    let s = Scene::new("opath");
+    for fd in 0..=2 {
+        let script = format!("readlink /proc/$PPID/fd/{fd} >&{}", if fd == 2 { 1 } else { 2 });
+        let mut cmd = s.command(&["--", "sh", "-c", &script]);
+        // SAFETY: open(2) and dup2(2) on the forked child's own descriptors.
+        unsafe {
+            cmd.pre_exec(move || {
+                let p = libc::open(c"/tmp".as_ptr(), libc::O_PATH | libc::O_DIRECTORY);
+                if p < 0 || libc::dup2(p, fd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(p);
+                Ok(())
+            });
+        }
+        let out = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).run();
+        let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "fd {fd}: {e}");
+        let said = if fd == 2 { &o } else { &e };
+        assert_eq!(said.lines().next(), Some("/tmp"), "fd {fd}: stdout {o:?}, stderr {e:?}");
+    }
+    s.assert_no_survivors();
+}
+
 fn mkfifo(path: &std::path::Path) {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
 }
