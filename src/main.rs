@@ -1,4 +1,6 @@
-#![no_main]
+// The test harness brings its own `main`; main.rs has no tests, so under it the rest is unused.
+#![cfg_attr(not(test), no_main)]
+#![cfg_attr(test, allow(dead_code))]
 
 use nix::sys::signal::SigmaskHow;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -29,6 +31,7 @@ const SETUP_FAILED: i32 = 125;
 /// own fault handler takes its place once installed, with a signal stack of its own
 /// (`fault::prepare_thread`). Arguments come from std as usual (glibc hands them to its
 /// `.init_array` hook).
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
     proc_box::inherited::capture();
